@@ -1,0 +1,228 @@
+"""Experiment configuration: inheritance, nested merge, a typed schema and a fingerprint.
+
+An experiment lists only what it changes from the shared defaults; ``extends``
+inherits from another experiment of the same phase. The merged result is
+validated before any training, so a typo fails fast with the experiment and
+key named.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deepfake_kedro.models import BACKBONES, CNN_PRESETS
+
+STUDY_WIDE_KEYS = ("seed", "cv_folds", "val_ratio")
+"""Keys that define the shared fold table; an experiment may not change them."""
+
+
+class ConfigError(ValueError):
+    """A bad experiment configuration, naming the experiment and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class OptimizerConfig(_Strict):
+    type: Literal["adamw"] = "adamw"
+    lr: float = Field(1e-4, gt=0, le=1)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class SchedulerConfig(_Strict):
+    type: Literal["cosine_annealing", "none"] = "cosine_annealing"
+    T_max: int = Field(15, ge=1)
+
+
+class AugmentConfig(_Strict):
+    hflip_p: float = Field(0.0, ge=0, le=1)
+    rotation_degrees: float = Field(0.0, ge=0, le=180)
+    brightness: float = Field(0.0, ge=0)
+    contrast: float = Field(0.0, ge=0)
+    saturation: float = Field(0.0, ge=0)
+    hue: float = Field(0.0, ge=0, le=0.5)
+    grayscale_p: float = Field(0.0, ge=0, le=1)
+    blur_p: float = Field(0.0, ge=0, le=1)
+    erase_p: float = Field(0.0, ge=0, le=1)
+    noise_p: float = Field(0.0, ge=0, le=1)
+    noise_std: float = Field(0.0, ge=0)
+
+
+class ExperimentConfig(_Strict):
+    """The resolved, validated settings of one experiment."""
+
+    seed: int = 42
+    val_ratio: float = Field(0.1, gt=0, lt=0.5)
+    test_ratio: float = Field(0.1, gt=0, lt=0.5)
+    cv_folds: int = Field(5, ge=2, le=20)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(15, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    early_stopping_patience: int = Field(5, ge=1)
+    num_workers: int = Field(4, ge=0)
+    face_crop: bool = False
+    face_crop_margin: float = Field(0.6, ge=0, le=3)
+    image_size: int = Field(224, ge=16, le=1024)
+    backbone: str = "resnet18"
+    cnn_preset: Literal["micro", "small", "medium", "large"] = "medium"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    pretrained: bool = True
+    pretrained_path: str | None = None
+    augment: Literal[False] | AugmentConfig = False
+    normalization: Literal["imagenet", "real_norm"] = "imagenet"
+    subsample: float = Field(0.2, gt=0, le=1)
+    train_sources: list[str] | Literal["all"] = "all"
+    eval_sources: list[str] | Literal["all"] = "all"
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> ExperimentConfig:
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"backbone: unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}"
+            )
+        if self.backbone == "simple_cnn" and self.pretrained:
+            raise ValueError("pretrained: simple_cnn has no pretrained weights; set pretrained: false")
+        if self.cnn_preset not in CNN_PRESETS:
+            raise ValueError(f"cnn_preset: choose one of {sorted(CNN_PRESETS)}")
+        return self
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _inheritance_chain(name: str, experiments: Mapping[str, Any], label: str) -> list[str]:
+    chain, current = [], name
+    while current is not None:
+        if current in chain:
+            raise ConfigError(f"experiment {label!r}: 'extends' forms a cycle: {' -> '.join(chain + [current])}")
+        if current not in experiments:
+            known = ", ".join(sorted(experiments))
+            raise ConfigError(
+                f"experiment {label!r}: key 'extends' names {current!r}, which is not an experiment "
+                f"of this phase (known: {known})"
+            )
+        chain.append(current)
+        overrides = experiments[current] or {}
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"experiment {current!r}: expected a mapping of overrides, got {overrides!r}")
+        current = overrides.get("extends")
+    return chain
+
+
+def _check_sources(config: ExperimentConfig, sources: Mapping[str, str], label: str) -> None:
+    for key in ("train_sources", "eval_sources"):
+        chosen = getattr(config, key)
+        if chosen == "all":
+            continue
+        unknown = sorted(set(chosen) - set(sources))
+        if unknown:
+            raise ConfigError(
+                f"experiment {label!r}: key {key!r} names unknown sources {unknown}; "
+                f"data.sources has {sorted(sources)}"
+            )
+        labels = {sources[s] for s in chosen}
+        if key == "train_sources" and labels != {"real", "fake"}:
+            raise ConfigError(
+                f"experiment {label!r}: key 'train_sources' must include at least one real and one fake source"
+            )
+
+
+def _describe(error: ValidationError) -> str:
+    """The most specific problem of a validation error, as 'key 'a.b': message (got x)'."""
+    # A union (augment: false | mapping) reports one error per branch: the deepest is the useful one.
+    first = max(error.errors(), key=lambda e: len(e["loc"]))
+    parts = [str(p) for p in first["loc"] if not (str(p) in {"AugmentConfig"} or "[" in str(p))]
+    message = first["msg"].removeprefix("Value error, ")
+    if not parts and ": " in message:  # cross-field checks name their key in the message
+        key, message = message.split(": ", 1)
+        return f"key {key!r}: {message}"
+    shown = "" if first["type"] == "value_error" else f" (got {first.get('input')!r})"
+    return f"key {'.'.join(parts) or '<root>'!r}: {message}{shown}"
+
+
+def resolve_experiment(
+    name: str,
+    experiments: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    sources: Mapping[str, str] | None = None,
+    image_sizes: list[int] | None = None,
+    label: str | None = None,
+) -> ExperimentConfig:
+    """Merges defaults, the ``extends`` chain and the experiment's overrides, then validates.
+
+    Args:
+        name: The experiment's key in ``experiments``.
+        experiments: All experiments of the phase, each a mapping of overrides.
+        defaults: The shared defaults (``defaults`` in parameters.yml).
+        sources: ``data.sources``, to check ``train_sources`` / ``eval_sources``.
+        image_sizes: Sizes the preprocessing caches hold, to check ``image_size``.
+        label: How errors name the experiment (defaults to ``name``).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: Naming the experiment and the offending key.
+    """
+    label = label or name
+    chain = _inheritance_chain(name, experiments, label)
+    for overrides in (experiments[n] or {} for n in chain):
+        changed = [k for k in STUDY_WIDE_KEYS if k in overrides]
+        if changed:
+            raise ConfigError(
+                f"experiment {label!r}: key {changed[0]!r} is study-wide (it defines the shared fold table); "
+                f"set it under 'defaults' in parameters.yml instead"
+            )
+    merged = _deep_merge({}, defaults)
+    for ancestor in reversed(chain):
+        merged = _deep_merge(merged, experiments[ancestor] or {})
+    merged.pop("extends", None)
+    if "data_dir" in merged:
+        raise ConfigError(
+            f"experiment {label!r}: key 'data_dir' is set once for the study as data.root in parameters.yml "
+            f"(all experiments share one image index and fold table)"
+        )
+    try:
+        config = ExperimentConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(f"experiment {label!r}: {_describe(error)}") from None
+    if sources is not None:
+        _check_sources(config, sources, label)
+    if image_sizes is not None and config.image_size not in image_sizes:
+        raise ConfigError(
+            f"experiment {label!r}: key 'image_size' is {config.image_size}, but the preprocessing caches "
+            f"hold {sorted(image_sizes)}; add it to preprocessing.image_sizes"
+        )
+    return config
+
+
+def config_fingerprint(config: ExperimentConfig, data: Mapping[str, Any]) -> str:
+    """A short hash of everything that changes a training run (not the description).
+
+    Args:
+        config: The resolved experiment configuration.
+        data: The study's data settings (root and sources), so runs on other data never collide.
+
+    Returns:
+        16 hex digits; identical configs on identical data share it.
+    """
+    payload = config.model_dump(mode="json", exclude={"description", "num_workers"})
+    payload["data"] = {"root": str(data.get("root")), "sources": dict(data.get("sources", {}))}
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,225 @@
+"""The image index: one row per file under ``root/<source>/**``, with its integrity status.
+
+Every file is listed, good or bad: unreadable, truncated, zero-byte, non-image
+and tiny images get a status other than ``ok`` and a reason, so they are
+excluded from training without vanishing silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+LABELS = {"real": 0, "fake": 1}
+INDEX_COLUMNS = [
+    "path", "source", "label", "label_name", "basename", "group", "width", "height",
+    "mode", "format", "bytes", "jpeg_quality", "status", "reason",
+]
+# The IJG standard luminance table at quality 50, which libjpeg scales for other qualities.
+_IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+], dtype=float)
+
+
+class DataLayoutError(ValueError):
+    """The raw data folder does not match ``data.root`` / ``data.sources``."""
+
+
+@dataclass(frozen=True)
+class ImageTree:
+    """A read-only folder of images: ``root/<source>/**/<file>``."""
+
+    root: Path
+
+    def files(self) -> list[str]:
+        """Every file under the root, as sorted POSIX paths relative to it."""
+        found = []
+        for directory, _, names in os.walk(self.root):
+            for name in names:
+                found.append(Path(directory, name).relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def read_bytes(self, relative_path: str) -> bytes:
+        return (self.root / relative_path).read_bytes()
+
+    def signature(self, relative_path: str) -> str:
+        """Size and modification time: enough to notice a replaced file."""
+        stat = (self.root / relative_path).stat()
+        return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def estimate_jpeg_quality(image: Image.Image) -> float:
+    """Estimates the libjpeg quality (1-100) from the luminance quantisation table; nan if not JPEG."""
+    tables = getattr(image, "quantization", None)
+    if not tables:
+        return float("nan")
+    luma = np.asarray(tables[0], dtype=float)
+    scale = 100.0 * luma.mean() / _IJG_LUMA.mean()
+    quality = (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
+    return float(np.clip(round(quality), 1, 100))
+
+
+def inspect_image(data: bytes, suffix: str, min_size: int) -> dict[str, object]:
+    """Decodes one file fully and says whether it is usable, and why not.
+
+    Args:
+        data: The file's bytes.
+        suffix: Its lower-case extension.
+        min_size: Smallest accepted side in pixels.
+
+    Returns:
+        width, height, mode, format, jpeg_quality, status and reason.
+    """
+    row: dict[str, object] = {"width": 0, "height": 0, "mode": "", "format": "", "jpeg_quality": float("nan")}
+    if not data:
+        return {**row, "status": "zero_byte", "reason": "file is empty"}
+    try:
+        with Image.open(BytesIO(data)) as image:
+            row.update(width=image.width, height=image.height, mode=image.mode, format=image.format or "")
+            row["jpeg_quality"] = estimate_jpeg_quality(image)
+            image.load()  # a full decode is the only way to catch truncated files
+    except UnidentifiedImageError:
+        status = "not_image" if suffix not in IMAGE_SUFFIXES else "unreadable"
+        return {**row, "status": status, "reason": "not a decodable image"}
+    except (OSError, ValueError, SyntaxError) as error:
+        status = "truncated" if "truncated" in str(error).lower() else "unreadable"
+        return {**row, "status": status, "reason": f"{type(error).__name__}: {error}"}
+    except Image.DecompressionBombError as error:
+        return {**row, "status": "too_large", "reason": str(error)}
+    if min(row["width"], row["height"]) < min_size:  # type: ignore[type-var]
+        return {**row, "status": "too_small", "reason": f"{row['width']}x{row['height']} is below {min_size} px"}
+    return {**row, "status": "ok", "reason": ""}
+
+
+def _source_folders(tree: ImageTree, sources: Mapping[str, str]) -> None:
+    if not tree.root.is_dir():
+        raise DataLayoutError(
+            f"data.root {str(tree.root)!r} is not a folder; put the images there or set data.root "
+            f"(e.g. kedro run --params data.root=/path/to/images)"
+        )
+    for source, label in sources.items():
+        if label not in LABELS:
+            raise DataLayoutError(f"data.sources.{source}: label must be 'real' or 'fake', got {label!r}")
+        if not (tree.root / source).is_dir():
+            present = sorted(p.name for p in tree.root.iterdir() if p.is_dir())
+            raise DataLayoutError(
+                f"data.sources names {source!r}, but {str(tree.root / source)!r} does not exist "
+                f"(folders present: {present})"
+            )
+    if set(LABELS.values()) - {LABELS[v] for v in sources.values()}:
+        raise DataLayoutError("data.sources needs at least one 'real' and one 'fake' folder")
+
+
+def build_image_index(
+    tree: ImageTree, sources: Mapping[str, str], min_size: int = 32, workers: int | None = None
+) -> pd.DataFrame:
+    """Lists and checks every file of every source folder.
+
+    Args:
+        tree: The raw images.
+        sources: Folder name -> ``real`` or ``fake``.
+        min_size: Images with a smaller side are flagged ``too_small``.
+        workers: Decoding threads (default: CPU count).
+
+    Returns:
+        One row per file, columns ``INDEX_COLUMNS``; ``group`` is the lower-case basename,
+        so a fake and the real image it was made from share a group.
+    """
+    _source_folders(tree, sources)
+    paths = [p for p in tree.files() if PurePosixPath(p).parts[0] in sources]
+    skipped = sorted({PurePosixPath(p).parts[0] for p in tree.files()} - set(sources))
+    if skipped:
+        logger.warning("Ignoring folders not named in data.sources: %s", skipped)
+    started = time.perf_counter()
+
+    def inspect(path: str) -> dict[str, object]:
+        suffix = PurePosixPath(path).suffix.lower()
+        return inspect_image(tree.read_bytes(path), suffix, min_size)
+
+    rows = []
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        for done, (path, info) in enumerate(zip(paths, pool.map(inspect, paths)), start=1):
+            source = PurePosixPath(path).parts[0]
+            stem = PurePosixPath(path).stem
+            rows.append({
+                "path": path, "source": source, "label": LABELS[sources[source]],
+                "label_name": sources[source], "basename": stem, "group": stem.lower(),
+                "bytes": (tree.root / path).stat().st_size,
+                **info,
+            })
+            if done % 5000 == 0:
+                logger.info("Indexed %d / %d images (%.0f img/s)", done, len(paths), done / (time.perf_counter() - started))
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    bad = index[index["status"] != "ok"]
+    logger.info("Indexed %d files: %d usable, %d excluded", len(index), len(index) - len(bad), len(bad))
+    for row in bad.itertuples():
+        logger.warning("Excluded %s: %s (%s)", row.path, row.status, row.reason)
+    return index
+
+
+def integrity_report(index: pd.DataFrame) -> pd.DataFrame:
+    """The excluded files with their reasons, plus a per-source count of each status."""
+    return index.loc[index["status"] != "ok", ["path", "source", "status", "reason", "bytes"]].reset_index(drop=True)
+
+
+def square_resize(image: Image.Image, size: int) -> np.ndarray:
+    """Centre-crops to a square and resizes with antialiasing; returns uint8 RGB (size, size, 3).
+
+    Grey, palette, RGBA, CMYK and 16-bit images are converted to 8-bit RGB first.
+    """
+    if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
+        # 16-bit greys would saturate in a plain convert("RGB"): rescale to 8 bits first.
+        values = np.asarray(image, dtype=np.float64)
+        values = 255.0 * (values - values.min()) / max(values.max() - values.min(), 1.0)
+        image = Image.fromarray(values.astype(np.uint8), mode="L")
+    image = image.convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None), dtype=np.uint8)
+
+
+def decode_square(tree: ImageTree, relative_path: str, size: int) -> np.ndarray:
+    """Reads one image of the tree and returns its square, resized uint8 RGB array."""
+    with Image.open(BytesIO(tree.read_bytes(relative_path))) as image:
+        return square_resize(image, size)
+
+
+def usable(index: pd.DataFrame) -> pd.DataFrame:
+    """The rows with status ``ok``, in index order."""
+    return index[index["status"] == "ok"].reset_index(drop=True)
+
+
+def write_tree(root: Path, files: Iterable[tuple[str, bytes]]) -> int:
+    """Writes ``(relative path, bytes)`` pairs under a fresh folder, atomically replacing ``root``."""
+    root = Path(root)
+    staging = root.with_name(root.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    count = 0
+    for relative_path, data in files:
+        target = staging / relative_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        count += 1
+    if root.exists():
+        shutil.rmtree(root)
+    staging.rename(root)
+    return count

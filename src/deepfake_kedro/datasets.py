@@ -1,0 +1,108 @@
+"""Kedro datasets for the project's own storage: raw image trees, image caches, fold runs.
+
+Thin adapters: the storage logic lives in Kedro-free core modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from deepfake_kedro.data_index import ImageTree, write_tree
+from deepfake_kedro.image_cache import ImageStack, ImageStackPlan, read_image_stack, write_image_stack
+from deepfake_kedro.run_store import FoldResult, FoldRunStore
+
+
+class ImageTreeDataset(AbstractDataset[Mapping[str, bytes], ImageTree]):
+    """A folder ``root/<source>/**/<image>`` of raw images; read-only unless ``writable``.
+
+    Loading returns an ``ImageTree`` (a listing; images are read on demand).
+    """
+
+    def __init__(self, path: str, writable: bool = False, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self._writable = writable
+        self.metadata = metadata
+
+    def load(self) -> ImageTree:
+        return ImageTree(self._path)
+
+    def save(self, data: Mapping[str, bytes]) -> None:
+        if not self._writable:
+            raise DatasetError(f"refusing to write into the raw image folder {self._path} (dataset is read-only)")
+        write_tree(self._path, data.items())
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "writable": self._writable}
+
+
+class DemoImageTreeDataset(ImageTreeDataset):
+    """The synthetic demo images: generated deterministically on first load if absent."""
+
+    def __init__(self, path: str, generator_args: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None):
+        super().__init__(path, writable=True, metadata=metadata)
+        self._generator_args = generator_args or {}
+
+    def load(self) -> ImageTree:
+        if not self._exists():
+            from deepfake_kedro.demo_data import generate_demo_dataset
+
+            self.save(generate_demo_dataset(**self._generator_args))
+        return super().load()
+
+    def _describe(self) -> dict[str, Any]:
+        return {**super()._describe(), "generator_args": self._generator_args}
+
+
+class ImageCacheDataset(AbstractDataset[Mapping[str, ImageStackPlan], dict[str, ImageStack]]):
+    """A folder of memory-mapped image stacks, one sub-folder per name (e.g. ``square_128``)."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> dict[str, ImageStack]:
+        stacks = {p.parent.name: read_image_stack(p.parent) for p in sorted(self._path.glob("*/manifest.json"))}
+        if not stacks:
+            raise DatasetError(f"no image cache under {self._path}; run the preprocessing pipeline first")
+        return stacks
+
+    def save(self, data: Mapping[str, ImageStackPlan]) -> None:
+        for name, plan in data.items():
+            write_image_stack(plan, self._path / name)
+
+    def _exists(self) -> bool:
+        return any(self._path.glob("*/manifest.json"))
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class FoldRunsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[], FoldResult]], FoldRunStore]):
+    """Per-fold checkpoints, histories and predictions under ``<fingerprint>/fold_<k>/``.
+
+    Saving a mapping of lazy runs trains only the folds that are not complete yet, and
+    writes each as soon as it finishes, so a killed run resumes at the next fold.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> FoldRunStore:
+        return FoldRunStore(self._path)
+
+    def save(self, data: Mapping[str, FoldResult | Callable[[], FoldResult]]) -> None:
+        FoldRunStore(self._path).save_all(data)
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

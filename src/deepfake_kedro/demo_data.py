@@ -1,0 +1,469 @@
+"""Deterministic synthetic stand-in for the DeepFakeFace (DFF) dataset.
+
+DFF pairs real celebrity photos (``wiki``) with three families of generated
+fakes (``text2img``, ``inpainting``, ``insight``) that share the real image's
+file name. This module draws cartoon-like but textured faces with Pillow and
+numpy and gives every fake source its own visible artefact, so that a small
+CNN can learn to separate real from fake on a CPU in minutes.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+DEFAULT_SOURCES: dict[str, str] = {
+    "wiki": "real",
+    "text2img": "fake",
+    "inpainting": "fake",
+    "insight": "fake",
+}
+"""Default folder -> label mapping, mirroring DFF's layout."""
+
+ARTEFACT_REGIONS: dict[str, tuple[float, float, float, float]] = {
+    "inpainting": (0.28, 0.54, 0.72, 0.85),
+    "insight": (0.33, 0.30, 0.67, 0.72),
+}
+"""Box (x0, y0, x1, y1), in fractions of the fake image, holding each localised artefact."""
+
+_SUPERSAMPLE = 4
+_HEAD_CY = 0.46
+_Array = np.ndarray
+
+_SKIN_RAMP = np.array(
+    [[247, 215, 190], [225, 180, 145], [190, 140, 100], [140, 95, 65], [95, 62, 45]],
+    dtype=np.float64,
+)
+_HAIR_COLOURS = np.array(
+    [
+        [28, 24, 22],
+        [62, 40, 28],
+        [105, 70, 42],
+        [190, 155, 95],
+        [150, 148, 142],
+        [135, 60, 32],
+        [215, 212, 205],
+    ],
+    dtype=np.float64,
+)
+_HAIR_WEIGHTS = np.array([0.3, 0.25, 0.15, 0.1, 0.1, 0.05, 0.05])
+_IRIS_COLOURS = np.array(
+    [[70, 45, 25], [40, 28, 20], [70, 110, 160], [80, 120, 80], [110, 115, 120]],
+    dtype=np.float64,
+)
+
+
+@dataclass(frozen=True)
+class _Face:
+    """Identity-level appearance parameters, shared by the real image and its fakes."""
+
+    bg_top: tuple[float, float, float]
+    bg_bottom: tuple[float, float, float]
+    skin: tuple[float, float, float]
+    hair: tuple[float, float, float]
+    hair_style: int
+    iris: tuple[float, float, float]
+    lips: tuple[float, float, float]
+    clothes: tuple[float, float, float]
+    head_rx: float
+    head_ratio: float
+    eye_dx: float
+    eye_size: float
+    nose_len: float
+    mouth_w: float
+    smile: float
+    beard: bool
+    glasses: bool
+    light: tuple[float, float]
+    offset: tuple[float, float, float]
+
+
+def _rgb(values: _Array) -> tuple[float, float, float]:
+    """Clip a colour to [0, 255] and return it as a float triple."""
+    clipped = np.clip(values, 0, 255)
+    return (float(clipped[0]), float(clipped[1]), float(clipped[2]))
+
+
+def _sample_face(rng: np.random.Generator) -> _Face:
+    """Sample one identity's appearance.
+
+    Args:
+        rng: Generator dedicated to this identity.
+
+    Returns:
+        The identity's face parameters.
+    """
+    tone = rng.uniform(0, len(_SKIN_RAMP) - 1)
+    lo = int(np.floor(tone))
+    hi = min(lo + 1, len(_SKIN_RAMP) - 1)
+    skin = _SKIN_RAMP[lo] + (tone - lo) * (_SKIN_RAMP[hi] - _SKIN_RAMP[lo]) + rng.normal(0, 6, 3)
+    grey = rng.uniform(60, 210)
+    bg_top = grey + rng.normal(0, 35, 3)
+    bg_bottom = bg_top * rng.uniform(0.6, 1.1) + rng.normal(0, 20, 3)
+    hair = _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_WEIGHTS)] + rng.normal(0, 8, 3)
+    lips = skin * np.array([0.86, 0.58, 0.58]) + np.array([25.0, 0.0, 5.0]) + rng.normal(0, 5, 3)
+    return _Face(
+        bg_top=_rgb(bg_top),
+        bg_bottom=_rgb(bg_bottom),
+        skin=_rgb(skin),
+        hair=_rgb(hair),
+        hair_style=int(rng.choice(4, p=[0.15, 0.45, 0.3, 0.1])),
+        iris=_rgb(_IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))] + rng.normal(0, 8, 3)),
+        lips=_rgb(lips),
+        clothes=_rgb(rng.uniform(20, 230, 3)),
+        head_rx=float(rng.uniform(0.19, 0.23)),
+        head_ratio=float(rng.uniform(1.22, 1.38)),
+        eye_dx=float(rng.uniform(0.36, 0.44)),
+        eye_size=float(rng.uniform(0.85, 1.15)),
+        nose_len=float(rng.uniform(0.2, 0.3)),
+        mouth_w=float(rng.uniform(0.3, 0.42)),
+        smile=float(rng.uniform(-0.2, 1.0)),
+        beard=bool(rng.random() < 0.15),
+        glasses=bool(rng.random() < 0.15),
+        light=(float(rng.uniform(-0.35, 0.35)), float(rng.uniform(-0.25, 0.1))),
+        offset=(float(rng.normal(0, 0.015)), float(rng.normal(0, 0.015)), float(rng.normal(0, 0.04))),
+    )
+
+
+def _ink(colour: tuple[float, float, float], scale: float = 1.0) -> tuple[int, int, int]:
+    """Convert a float colour, optionally scaled, to a Pillow fill tuple."""
+    r, g, b = (int(np.clip(c * scale, 0, 255)) for c in colour)
+    return (r, g, b)
+
+
+def _draw_face(face: _Face, width: int, height: int, dx: float, dy: float, ds: float) -> Image.Image:
+    """Draw the flat-shaded face with supersampling and return it at the target size.
+
+    Args:
+        face: Identity parameters.
+        width: Output width in pixels.
+        height: Output height in pixels.
+        dx: Horizontal head offset, in fractions of the shorter side.
+        dy: Vertical head offset, in fractions of the shorter side.
+        ds: Relative head scale change.
+
+    Returns:
+        RGB image of size ``(width, height)``.
+    """
+    ss_w, ss_h = width * _SUPERSAMPLE, height * _SUPERSAMPLE
+    u = min(ss_w, ss_h)
+    ramp = np.linspace(0.0, 1.0, ss_h)[:, None, None]
+    column = ((1 - ramp) * np.array(face.bg_top) + ramp * np.array(face.bg_bottom)).astype(np.uint8)
+    img = Image.fromarray(column, "RGB").resize((ss_w, ss_h), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(img)
+
+    cx = ss_w / 2 + dx * u
+    cy = ss_h / 2 + (dy + _HEAD_CY - 0.5) * u
+    rx = face.head_rx * (1 + ds) * u
+    ry = rx * face.head_ratio
+
+    def ellipse(x: float, y: float, ax: float, ay: float, fill: tuple[int, int, int]) -> None:
+        draw.ellipse((x - ax, y - ay, x + ax, y + ay), fill=fill)
+
+    ellipse(cx, cy + 1.55 * ry, 2.0 * rx, 0.75 * ry, _ink(face.clothes))
+    if face.hair_style == 2:
+        draw.rectangle((cx - 1.2 * rx, cy - 0.2 * ry, cx + 1.2 * rx, cy + 1.05 * ry), fill=_ink(face.hair))
+        ellipse(cx, cy - 0.2 * ry, 1.2 * rx, 1.0 * ry, _ink(face.hair))
+    draw.rectangle((cx - 0.42 * rx, cy + 0.5 * ry, cx + 0.42 * rx, cy + 1.1 * ry), fill=_ink(face.skin, 0.85))
+    for side in (-1, 1):
+        ellipse(cx + side * 0.98 * rx, cy + 0.02 * ry, 0.16 * rx, 0.22 * ry, _ink(face.skin, 0.93))
+    if face.hair_style in (1, 3):
+        ellipse(cx, cy - 0.12 * ry, 1.08 * rx, 1.0 * ry, _ink(face.hair, 0.92))
+    ellipse(cx, cy, rx, ry, _ink(face.skin))
+    if face.beard:
+        draw.chord((cx - rx, cy - 0.6 * ry, cx + rx, cy + ry), 20, 160, fill=_ink(face.hair, 0.9))
+    if face.hair_style in (1, 2, 3):
+        top = 1.12 if face.hair_style != 3 else 1.22
+        line = 0.42 if face.hair_style != 3 else 0.3
+        draw.chord(
+            (cx - 1.05 * rx, cy - top * ry, cx + 1.05 * rx, cy + (2 * -line + top) * ry),
+            180,
+            360,
+            fill=_ink(face.hair),
+        )
+
+    eye_y = cy - 0.1 * ry
+    ew, eh = 0.2 * rx * face.eye_size, 0.09 * rx * face.eye_size
+    for side in (-1, 1):
+        ex = cx + side * face.eye_dx * rx
+        brow = eye_y - 2.6 * eh
+        draw.line(
+            (ex - 1.1 * ew, brow + 0.5 * eh, ex, brow - 0.3 * eh, ex + 1.1 * ew, brow + 0.4 * eh),
+            fill=_ink(face.hair, 0.8),
+            width=max(1, int(0.045 * rx)),
+        )
+        ellipse(ex, eye_y, ew, eh, (240, 236, 230))
+        ellipse(ex, eye_y, 0.55 * eh * 1.6, 0.95 * eh, _ink(face.iris))
+        ellipse(ex, eye_y, 0.4 * eh, 0.4 * eh, (15, 12, 12))
+        ellipse(ex + 0.25 * eh, eye_y - 0.3 * eh, 0.15 * eh, 0.15 * eh, (250, 250, 250))
+        draw.arc((ex - ew, eye_y - eh, ex + ew, eye_y + eh), 180, 360, fill=(40, 30, 28), width=max(1, int(0.03 * rx)))
+        if face.glasses:
+            draw.ellipse(
+                (ex - 1.6 * ew, eye_y - 2.2 * eh, ex + 1.6 * ew, eye_y + 2.2 * eh),
+                outline=(25, 25, 30),
+                width=max(1, int(0.04 * rx)),
+            )
+    if face.glasses:
+        draw.line((cx - 0.5 * ew, eye_y, cx + 0.5 * ew, eye_y), fill=(25, 25, 30), width=max(1, int(0.04 * rx)))
+
+    nose_top, nose_tip = eye_y + 0.1 * ry, eye_y + (0.1 + face.nose_len) * ry
+    shade = _ink(face.skin, 0.72)
+    draw.line((cx - 0.02 * rx, nose_top, cx - 0.1 * rx, nose_tip), fill=shade, width=max(1, int(0.035 * rx)))
+    draw.arc(
+        (cx - 0.17 * rx, nose_tip - 0.06 * ry, cx + 0.17 * rx, nose_tip + 0.06 * ry),
+        0,
+        180,
+        fill=shade,
+        width=max(1, int(0.035 * rx)),
+    )
+
+    mouth_y = cy + 0.52 * ry
+    mw = face.mouth_w * rx
+    curve = face.smile * 0.05 * ry
+    draw.chord((mw * -1 + cx, mouth_y - 0.07 * ry, cx + mw, mouth_y + 0.07 * ry + curve), 0, 180, fill=_ink(face.lips))
+    draw.chord((mw * -1 + cx, mouth_y - 0.06 * ry, cx + mw, mouth_y + 0.03 * ry), 180, 360, fill=_ink(face.lips, 0.9))
+    draw.line((cx - mw, mouth_y, cx, mouth_y + 0.3 * curve, cx + mw, mouth_y), fill=_ink(face.lips, 0.55), width=max(1, int(0.03 * rx)))
+    return img.reduce(_SUPERSAMPLE)
+
+
+def _texture(img: Image.Image, face: _Face, rng: np.random.Generator, noise: float) -> _Array:
+    """Add directional lighting, low-frequency mottling and sensor noise.
+
+    Args:
+        img: Flat-shaded face.
+        face: Identity parameters (for the light direction).
+        rng: Generator for this image.
+        noise: Standard deviation of the per-pixel noise, in grey levels.
+
+    Returns:
+        Float array ``(H, W, 3)`` in grey levels, not yet clipped.
+    """
+    arr = np.asarray(img, dtype=np.float64)
+    h, w = arr.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    gx, gy = face.light
+    lighting = 1 + gx * (xs / w - 0.5) + gy * (ys / h - 0.5)
+    coarse = rng.normal(0, 1, (6, 6)).astype(np.float32)
+    mottle = np.asarray(Image.fromarray(coarse, "F").resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64)
+    arr = arr * lighting[..., None] + 5.0 * mottle[..., None]
+    return arr + rng.normal(0, noise, arr.shape) + rng.normal(0, noise / 2, (h, w, 1))
+
+
+def _render(face: _Face, width: int, height: int, rng: np.random.Generator) -> _Array:
+    """Render one textured photo of an identity with a small per-image pose jitter.
+
+    Reals and fakes share this jitter distribution so that head placement alone
+    does not give the label away.
+
+    Args:
+        face: Identity parameters.
+        width: Output width in pixels.
+        height: Output height in pixels.
+        rng: Generator for this image.
+
+    Returns:
+        Float array ``(height, width, 3)`` in grey levels, not yet clipped.
+    """
+    dx, dy, ds = np.array(face.offset) + rng.normal(0, 0.008, 3) * np.array([1.0, 1.0, 2.0])
+    img = _draw_face(face, width, height, float(dx), float(dy), float(ds))
+    return _texture(img, face, rng, noise=rng.uniform(2.5, 5.0))
+
+
+def _to_image(arr: _Array) -> Image.Image:
+    """Clip and quantise a float array to an RGB image."""
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB")
+
+
+def _blur(arr: _Array, radius: float) -> _Array:
+    """Gaussian-blur a float image array through Pillow."""
+    return np.asarray(_to_image(arr).filter(ImageFilter.GaussianBlur(radius)), dtype=np.float64)
+
+
+def _box_px(source: str, size: int) -> tuple[int, int, int, int]:
+    """Return a source's artefact box in pixels of a square image."""
+    x0, y0, x1, y1 = ARTEFACT_REGIONS[source]
+    return (round(x0 * size), round(y0 * size), round(x1 * size), round(y1 * size))
+
+
+def _text2img(arr: _Array, rng: np.random.Generator) -> _Array:
+    """Over-smooth, over-saturate and overlay a faint periodic grid (diffusion-upsampler look)."""
+    size = arr.shape[0]
+    out = _blur(arr, rng.uniform(0.8, 1.1) * size / 96)
+    grey = out.mean(axis=2, keepdims=True)
+    out = grey + (out - grey) * rng.uniform(1.6, 1.9)
+    out = 128 + (out - 128) * rng.uniform(1.08, 1.15)
+    period = max(6, round(size / 12))
+    ys, xs = np.mgrid[0:size, 0:size]
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    grid = np.cos(2 * np.pi * xs / period + phase[0]) + np.cos(2 * np.pi * ys / period + phase[1])
+    return out + rng.uniform(2.0, 3.0) * grid[..., None]
+
+
+def _inpainting(arr: _Array, rng: np.random.Generator) -> _Array:
+    """Blur and colour-shift a hard-edged rectangle over the mouth and chin."""
+    size = arr.shape[0]
+    x0, y0, x1, y1 = (v + int(rng.integers(-1, 2)) for v in _box_px("inpainting", size))
+    patch = _blur(arr, rng.uniform(2.0, 3.0) * size / 96)[y0:y1, x0:x1]
+    direction = rng.normal(0, 1, 3)
+    shift = 6 * direction / np.linalg.norm(direction) + np.array([26.0, 14.0, 2.0]) * rng.uniform(0.8, 1.2)
+    centre = patch.mean(axis=(0, 1))
+    patch = centre + (patch - centre) * rng.uniform(0.5, 0.65) + shift
+    out = arr.copy()
+    out[y0:y1, x0:x1] = patch
+    # A thin halo mimics the visible seam left where the inpainted patch is pasted back.
+    width = max(1, round(size / 64))
+    halo = np.zeros(arr.shape[:2], dtype=bool)
+    halo[y0 - width : y1 + width, x0 - width : x1 + width] = True
+    halo[y0:y1, x0:x1] = False
+    out[halo] = out[halo] * 0.7 + 70
+    return out
+
+
+def _insight(arr: _Array, rng: np.random.Generator) -> _Array:
+    """Swap in a colour/contrast-shifted inner face and leave a seam ring around it."""
+    size = arr.shape[0]
+    x0, y0, x1, y1 = _box_px("insight", size)
+    ys, xs = np.mgrid[0:size, 0:size]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    rad = np.sqrt(((xs - cx) / ((x1 - x0) / 2)) ** 2 + ((ys - cy) / ((y1 - y0) / 2)) ** 2)
+    inner = np.clip((1.0 - rad) / 0.12 + 0.5, 0, 1)[..., None]
+    ring = np.exp(-(((rad - 1.0) / 0.07) ** 2))[..., None]
+    swapped = _blur(arr, 0.9 * size / 96)
+    mean = (swapped * inner).sum(axis=(0, 1)) / inner.sum()
+    tint = np.array([20.0, 3.0, -14.0]) * rng.uniform(0.8, 1.2) + rng.normal(0, 4, 3)
+    swapped = mean + (swapped - mean) * rng.uniform(1.3, 1.45) + tint
+    out = arr * (1 - inner) + swapped * inner
+    return out * (1 - 0.18 * ring) + 8 * ring
+
+
+_ARTEFACTS: dict[str, Callable[[_Array, np.random.Generator], _Array]] = {
+    "text2img": _text2img,
+    "inpainting": _inpainting,
+    "insight": _insight,
+}
+
+
+def _generic_artefact(arr: _Array, rng: np.random.Generator) -> _Array:
+    """Fallback artefact for unknown fake sources: smoothing plus a global colour cast."""
+    return _blur(arr, 1.2 * arr.shape[0] / 96) + rng.normal(0, 1, 3) * 6 + np.array([8.0, 0.0, -8.0])
+
+
+def _jpeg(arr: _Array, quality: int) -> bytes:
+    """Encode a float image array as baseline JPEG bytes."""
+    buffer = io.BytesIO()
+    _to_image(arr).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _stream(name: str) -> int:
+    """Stable per-source seed component (Python's ``hash`` is salted per process)."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def _real_size(rng: np.random.Generator, size_range: tuple[int, int]) -> tuple[int, int]:
+    """Draw a real photo's (width, height): sometimes square, otherwise mildly rectangular."""
+    lo, hi = size_range
+    height = int(rng.integers(lo, hi + 1))
+    aspect = 1.0 if rng.random() < 0.35 else rng.uniform(0.75, 1.3)
+    width = int(np.clip(round(height * aspect), lo, hi))
+    return width, height
+
+
+def _validate(
+    n_identities: int,
+    sources: Mapping[str, str],
+    n_subfolders: int,
+    fake_size: int,
+    real_size_range: tuple[int, int],
+    real_quality_range: tuple[int, int],
+    fake_quality: int,
+) -> None:
+    """Raise ``ValueError`` for arguments the generator cannot honour."""
+    if n_identities < 1:
+        raise ValueError(f"n_identities must be >= 1, got {n_identities}")
+    if not 1 <= n_subfolders <= 100:
+        raise ValueError(f"n_subfolders must be in [1, 100], got {n_subfolders}")
+    bad = {name: label for name, label in sources.items() if label not in ("real", "fake")}
+    if bad or not sources:
+        raise ValueError(f"sources must map folder -> 'real' | 'fake', got {dict(sources)}")
+    if any(not name or "/" in name for name in sources):
+        raise ValueError(f"source folder names must be non-empty and flat, got {list(sources)}")
+    if fake_size < 32:
+        raise ValueError(f"fake_size must be >= 32, got {fake_size}")
+    lo, hi = real_size_range
+    if not 32 <= lo <= hi:
+        raise ValueError(f"real_size_range must satisfy 32 <= lo <= hi, got {real_size_range}")
+    q_lo, q_hi = real_quality_range
+    if not 1 <= q_lo <= q_hi <= 100 or not 1 <= fake_quality <= 100:
+        raise ValueError("JPEG qualities must lie in [1, 100] with lo <= hi")
+
+
+def generate_demo_dataset(
+    n_identities: int = 200,
+    seed: int = 0,
+    sources: Mapping[str, str] | None = None,
+    n_subfolders: int = 4,
+    fake_size: int = 96,
+    real_size_range: tuple[int, int] = (64, 128),
+    real_quality_range: tuple[int, int] = (70, 95),
+    fake_quality: int = 90,
+) -> dict[str, bytes]:
+    """Generate a small synthetic dataset laid out like DeepFakeFace.
+
+    Every identity gets one real image per ``"real"`` source and one fake per
+    ``"fake"`` source, all sharing the file name ``<id>_<birth>_<year>.jpg`` and
+    the two-digit subfolder, as in DFF. Reals vary in size, aspect and JPEG
+    quality; fakes are square ``fake_size`` images at ``fake_quality``, each
+    carrying its source's artefact (see ``ARTEFACT_REGIONS``). The output is
+    byte-identical for identical arguments, and the first ``k`` identities do
+    not depend on ``n_identities``.
+
+    Args:
+        n_identities: Number of distinct people.
+        seed: Seed for all randomness; no global random state is used.
+        sources: Folder name -> ``"real"`` or ``"fake"``; defaults to DFF's four.
+        n_subfolders: Number of two-digit subfolders (``00`` ...) per source.
+        fake_size: Side of the square fake images in pixels.
+        real_size_range: Inclusive bounds on the real images' width and height.
+        real_quality_range: Inclusive bounds on the real images' JPEG quality.
+        fake_quality: JPEG quality of the fake images.
+
+    Returns:
+        Mapping from relative path ``<source>/<NN>/<id>_<birth>_<year>.jpg`` to
+        JPEG bytes, ordered by identity then source.
+
+    Raises:
+        ValueError: If an argument is out of range or a label is not real/fake.
+    """
+    sources = dict(DEFAULT_SOURCES if sources is None else sources)
+    _validate(n_identities, sources, n_subfolders, fake_size, real_size_range, real_quality_range, fake_quality)
+    names_rng = np.random.default_rng([seed, 0])
+    used_ids: set[int] = set()
+    files: dict[str, bytes] = {}
+    for index in range(n_identities):
+        person = int(names_rng.integers(100, 10_000_000))
+        while person in used_ids:
+            person = int(names_rng.integers(100, 10_000_000))
+        used_ids.add(person)
+        birth = int(names_rng.integers(1925, 1996))
+        year = int(min(2015, birth + names_rng.integers(18, 70)))
+        folder = f"{int(names_rng.integers(n_subfolders)):02d}"
+        basename = f"{person}_{birth}_{year}.jpg"
+        face = _sample_face(np.random.default_rng([seed, 1, index]))
+        for source, label in sources.items():
+            rng = np.random.default_rng([seed, 2, index, _stream(source)])
+            if label == "real":
+                width, height = _real_size(rng, real_size_range)
+                arr = _render(face, width, height, rng)
+                quality = int(rng.integers(real_quality_range[0], real_quality_range[1] + 1))
+            else:
+                arr = _render(face, fake_size, fake_size, rng)
+                arr = _ARTEFACTS.get(source, _generic_artefact)(arr, rng)
+                quality = fake_quality
+            files[f"{source}/{folder}/{basename}"] = _jpeg(arr, quality)
+    return files

@@ -1,0 +1,146 @@
+"""One experiment end to end: lazy fold runs over the shared folds, then out-of-fold evaluation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deepfake_kedro.config import ExperimentConfig
+from deepfake_kedro.folds import fold_count, select_fold_rows
+from deepfake_kedro.image_cache import ImageStack
+from deepfake_kedro.metrics import binary_metrics, grouped_bootstrap_ci, per_source_metrics, summarize
+from deepfake_kedro.run_store import FoldResult, FoldRunStore, run_key
+from deepfake_kedro.training import train_fold
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ["path", "source", "label", "group"]
+
+
+def _sources(chosen: list[str] | str, all_sources: Mapping[str, str]) -> list[str]:
+    return list(all_sources) if chosen == "all" else list(chosen)
+
+
+def cache_name(config: ExperimentConfig) -> str:
+    """The image cache an experiment reads (face crops or plain square crops, at its size)."""
+    return f"{'face' if config.face_crop else 'square'}_{config.image_size}"
+
+
+def plan_fold_runs(
+    config: ExperimentConfig,
+    fingerprint: str,
+    fold_table: pd.DataFrame,
+    cache: ImageStack,
+    sources: Mapping[str, str],
+    label: str,
+    device: torch.device | None = None,
+) -> dict[str, Callable[[], FoldResult]]:
+    """One lazy training run per fold, keyed ``<fingerprint>/fold_<k>``.
+
+    Args:
+        config: The resolved experiment configuration.
+        fingerprint: Its fingerprint (identical configs share runs).
+        fold_table: The study's fold table.
+        cache: The image stack the experiment trains on.
+        sources: ``data.sources``.
+        label: Name used in progress lines.
+        device: Where to train (default: CUDA if present).
+
+    Returns:
+        Callables that train a fold when called (the run store calls only unfinished ones).
+    """
+    cache_rows = cache.rows(fold_table["path"].tolist())
+    labels = np.zeros(len(cache), dtype=np.float32)
+    labels[cache_rows] = fold_table["label"].to_numpy()
+    train_sources = _sources(config.train_sources, sources)
+    eval_sources = _sources(config.eval_sources, sources)
+    n_folds = fold_count(fold_table)
+
+    def run(fold: int) -> FoldResult:
+        selected = select_fold_rows(fold_table, fold, config.subsample, train_sources, eval_sources)
+        rows = {role: cache_rows[getattr(selected, role)] for role in ("train", "val", "test")}
+        logger.info(
+            "%s fold %d (folds 0-%d): %d train, %d val, %d test images at %d px",
+            label, fold, n_folds - 1, len(rows["train"]), len(rows["val"]), len(rows["test"]), config.image_size,
+        )
+        started = time.perf_counter()
+        state, history, probabilities, summary = train_fold(config, cache.array, rows, labels, fold, device, label)
+        predictions = fold_table.iloc[selected.test][PREDICTION_COLUMNS].reset_index(drop=True)
+        predictions["fold"] = fold
+        predictions["prob"] = probabilities
+        meta = {
+            "experiment": label, "fingerprint": fingerprint, "fold": fold,
+            "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(len(rows["test"])),
+            "seconds": time.perf_counter() - started, "config": config.model_dump(mode="json"), **summary,
+        }
+        return FoldResult(state, history, predictions, meta)
+
+    return {run_key(fingerprint, fold): (lambda fold=fold: run(fold)) for fold in range(n_folds)}
+
+
+def _source_split_auc(predictions: pd.DataFrame, fake_sources: list[str]) -> float:
+    chosen = predictions[(predictions["label"] == 0) | predictions["source"].isin(fake_sources)]
+    return binary_metrics(chosen["label"], chosen["prob"])["auc"]
+
+
+def fold_metrics_row(predictions: pd.DataFrame, meta: Mapping[str, Any], sources: Mapping[str, str]) -> dict[str, Any]:
+    """Every per-fold metric of one fold's test predictions."""
+    real_sources = [s for s, kind in sources.items() if kind == "real"]
+    row: dict[str, Any] = {
+        "fold": meta["fold"], "n_train": meta["n_train"], "n_val": meta["n_val"], "n_test": meta["n_test"],
+        "best_epoch": meta["best_epoch"], "train_auc": meta["train_auc_at_best"], "val_auc": meta["val_auc_at_best"],
+        "train_val_gap": meta["train_val_gap"],
+    }
+    row.update(binary_metrics(predictions["label"], predictions["prob"]))
+    row.update(per_source_metrics(predictions["label"], predictions["prob"], predictions["source"], real_sources))
+    trained = meta["config"]["train_sources"]
+    if trained != "all":
+        fakes_in = [s for s in trained if sources[s] == "fake"]
+        fakes_out = [s for s, kind in sources.items() if kind == "fake" and s not in trained]
+        if fakes_out:
+            row["in_source_auc"] = _source_split_auc(predictions, fakes_in)
+            row["heldout_auc"] = _source_split_auc(predictions, fakes_out)
+            row["heldout_delta"] = row["in_source_auc"] - row["heldout_auc"]
+    return row
+
+
+def evaluate_runs(
+    store: FoldRunStore,
+    fingerprint: str,
+    n_folds: int,
+    sources: Mapping[str, str],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], list[pd.DataFrame]]:
+    """Out-of-fold predictions, per-fold metrics and their summary across folds.
+
+    Args:
+        store: Where the fold runs are.
+        fingerprint: The experiment's config fingerprint.
+        n_folds: Number of outer folds.
+        sources: ``data.sources``.
+        n_bootstrap: Resamples of the grouped bootstrap on pooled predictions.
+        seed: Bootstrap seed.
+
+    Returns:
+        Out-of-fold predictions, fold metrics, summary (mean / std / 95% CI per metric,
+        pooled AUC with a grouped bootstrap CI) and per-fold histories.
+    """
+    folds = [store.read(run_key(fingerprint, fold)) for fold in range(n_folds)]
+    oof = pd.concat([f.predictions for f in folds], ignore_index=True)
+    fold_metrics = pd.DataFrame([fold_metrics_row(f.predictions, f.meta, sources) for f in folds])
+    numeric = [c for c in fold_metrics.columns if c != "fold" and pd.api.types.is_numeric_dtype(fold_metrics[c])]
+    summary: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "metrics": {m: summarize(fold_metrics[m].to_numpy(dtype=float)) for m in numeric},
+        "folds": fold_metrics.to_dict(orient="records"),
+    }
+    low, high = grouped_bootstrap_ci(oof["label"], oof["prob"], oof["group"], n_boot=n_bootstrap, seed=seed)
+    summary["pooled"] = {"auc": binary_metrics(oof["label"], oof["prob"])["auc"], "auc_boot_ci_low": low, "auc_boot_ci_high": high}
+    return oof, fold_metrics, summary, [f.history.assign(fold=f.meta["fold"]) for f in folds]

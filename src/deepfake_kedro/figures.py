@@ -1,0 +1,49 @@
+"""Figures people would rather look at than read: learning curves, metric bars with CIs."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def learning_curves(histories: list[pd.DataFrame], title: str) -> Figure:
+    """Train / val loss and AUC per epoch, one line per fold (train dashed, val solid)."""
+    figure, (loss_ax, auc_ax) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    colours = plt.get_cmap("tab10")
+    for history in histories:
+        fold = int(history["fold"].iloc[0])
+        colour = colours(fold % 10)
+        for ax, metric in ((loss_ax, "loss"), (auc_ax, "auc")):
+            ax.plot(history["epoch"], history[f"train_{metric}"], "--", color=colour, alpha=0.7)
+            ax.plot(history["epoch"], history[f"val_{metric}"], "-", color=colour, label=f"fold {fold}")
+    loss_ax.set(xlabel="epoch", ylabel="BCE loss", title="loss (dashed: train, solid: val)")
+    auc_ax.set(xlabel="epoch", ylabel="ROC AUC", title="AUC (dashed: train, solid: val)", ylim=(0.4, 1.01))
+    auc_ax.legend(loc="lower right", fontsize=8)
+    figure.suptitle(title)
+    return figure
+
+
+def metric_bars(comparison: pd.DataFrame, metrics: tuple[str, ...] = ("auc", "accuracy", "f1"), title: str = "") -> Figure:
+    """Mean of each metric per experiment with 95% CI error bars (t over folds)."""
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 0.5 * len(comparison) + 2.5),
+                                constrained_layout=True, squeeze=False)
+    names = comparison["experiment"].tolist()
+    positions = np.arange(len(names))
+    for ax, metric in zip(axes[0], metrics):
+        mean = comparison[f"{metric}_mean"].to_numpy(dtype=float)
+        low = mean - comparison[f"{metric}_ci_low"].to_numpy(dtype=float)
+        high = comparison[f"{metric}_ci_high"].to_numpy(dtype=float) - mean
+        ax.barh(positions, mean, xerr=np.vstack([np.nan_to_num(low), np.nan_to_num(high)]), capsize=4, color="#4C72B0")
+        for y, value in zip(positions, mean):
+            ax.text(0.01, y, f"{value:.3f}", va="center", ha="left", color="white", fontsize=9)
+        ax.set_yticks(positions, names if ax is axes[0][0] else [""] * len(names))
+        ax.set(xlim=(0, 1), title=f"{metric} (mean, 95% CI)")
+        ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    figure.suptitle(title)
+    return figure

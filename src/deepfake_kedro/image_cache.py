@@ -1,0 +1,121 @@
+"""Preprocessed image caches: lossless uint8 stacks on disk, memory-mapped for training.
+
+Decoding, cropping and resizing happen once; every experiment then reads rows
+of the same ``(N, size, size, 3)`` array. Rebuilding reuses the rows of images
+whose file has not changed, so a second run decodes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageStackPlan:
+    """What a cache should hold; rendered only where the old cache cannot be reused."""
+
+    keys: list[str]
+    signatures: list[str]
+    size: int
+    render: Callable[[str], np.ndarray]
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    description: str = "images"
+
+
+class ImageStack:
+    """A cached stack of images addressed by key (the image's relative path)."""
+
+    def __init__(self, keys: Sequence[str], signatures: Sequence[str], array: np.ndarray):
+        self.keys = list(keys)
+        self.signatures = list(signatures)
+        self.array = array
+        self._row_of = {key: row for row, key in enumerate(self.keys)}
+
+    @property
+    def size(self) -> int:
+        return int(self.array.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, keys: Sequence[str]) -> np.ndarray:
+        """Positions of ``keys`` in the stack; a missing key is an error naming it."""
+        try:
+            return np.fromiter((self._row_of[k] for k in keys), dtype=np.int64, count=len(keys))
+        except KeyError as error:
+            raise KeyError(
+                f"image {error.args[0]!r} is not in the {self.size}px cache; re-run the preprocessing pipeline"
+            ) from None
+
+
+def read_image_stack(directory: Path) -> ImageStack:
+    """Opens a stack written by ``write_image_stack`` (memory-mapped, read-only)."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    array = np.load(directory / "images.npy", mmap_mode="r")
+    return ImageStack(manifest["keys"], manifest["signatures"], array)
+
+
+def write_image_stack(plan: ImageStackPlan, directory: Path) -> int:
+    """Writes the stack atomically, reusing unchanged rows of an existing one.
+
+    Args:
+        plan: Keys, signatures and how to render a missing image.
+        directory: Where the stack lives (replaced only once complete).
+
+    Returns:
+        How many images were rendered (0 when everything was reused).
+    """
+    directory = Path(directory)
+    previous = read_image_stack(directory) if (directory / "manifest.json").exists() else None
+    if previous is not None and previous.keys == plan.keys and previous.signatures == plan.signatures:
+        if previous.size == plan.size:
+            logger.info("%s: %d cached images up to date", plan.description, len(plan.keys))
+            return 0
+    reusable = {}
+    if previous is not None and previous.size == plan.size:
+        old = dict(zip(previous.keys, previous.signatures))
+        reusable = {k: previous._row_of[k] for k, s in zip(plan.keys, plan.signatures) if old.get(k) == s}
+    staging = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    out = np.lib.format.open_memmap(
+        staging / "images.npy", mode="w+", dtype=np.uint8, shape=(len(plan.keys), plan.size, plan.size, 3)
+    )
+    missing = [row for row, key in enumerate(plan.keys) if key not in reusable]
+    for row, key in enumerate(plan.keys):
+        if key in reusable:
+            out[row] = previous.array[reusable[key]]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=plan.workers) as pool:
+        for done, (row, image) in enumerate(zip(missing, pool.map(lambda r: plan.render(plan.keys[r]), missing)), 1):
+            out[row] = image
+            if done % 2000 == 0 or done == len(missing):
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                logger.info("%s: rendered %d / %d (%.0f img/s)", plan.description, done, len(missing), rate)
+    out.flush()
+    del out
+    (staging / "manifest.json").write_text(
+        json.dumps({"keys": plan.keys, "signatures": plan.signatures, "size": plan.size})
+    )
+    if previous is not None:
+        del previous
+    retired = directory.with_name(directory.name + ".old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if directory.exists():
+        directory.rename(retired)
+    staging.rename(directory)
+    shutil.rmtree(retired, ignore_errors=True)
+    logger.info("%s: %d rendered, %d reused", plan.description, len(missing), len(plan.keys) - len(missing))
+    return len(missing)

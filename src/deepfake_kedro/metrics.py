@@ -1,0 +1,259 @@
+"""Detection metrics, per-source breakdowns and fold-level uncertainty summaries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy import stats
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _has_both_classes(y_true: np.ndarray) -> bool:
+    """Return whether a label array contains both class 0 and class 1."""
+    return bool(np.any(y_true == 0) and np.any(y_true == 1))
+
+
+def equal_error_rate(y_true: ArrayLike, y_score: ArrayLike) -> float:
+    """Compute the equal error rate, where false positive and false negative rates meet.
+
+    The crossing of FPR and FNR (1 - TPR) is located on the ROC curve from
+    ``sklearn.metrics.roc_curve`` and linearly interpolated between the two
+    ROC points that bracket it.
+
+    Args:
+        y_true: Binary labels, 1 = fake (positive class).
+        y_score: Scores where higher means more likely fake.
+
+    Returns:
+        The equal error rate in [0, 1], or nan if only one class is present.
+    """
+    y_true = np.asarray(y_true)
+    if not _has_both_classes(y_true):
+        return float("nan")
+    fpr, tpr, _ = roc_curve(y_true, np.asarray(y_score))
+    gap = (1.0 - tpr) - fpr
+    # The ROC curve runs from (0, 0) to (1, 1), so gap starts at 1 and ends at -1.
+    i = int(np.argmax(gap <= 0))
+    if gap[i] == 0:
+        return float(fpr[i])
+    frac = gap[i - 1] / (gap[i - 1] - gap[i])
+    return float(fpr[i - 1] + frac * (fpr[i] - fpr[i - 1]))
+
+
+def binary_metrics(
+    y_true: ArrayLike, y_prob: ArrayLike, threshold: float = 0.5
+) -> dict[str, float]:
+    """Compute threshold-free and thresholded binary detection metrics.
+
+    Args:
+        y_true: Binary labels, 1 = fake.
+        y_prob: Predicted probability of being fake.
+        threshold: Images with ``y_prob >= threshold`` are predicted fake.
+
+    Returns:
+        Dict with ``auc``, ``accuracy``, ``f1``, ``average_precision``, ``eer`` and
+        confusion counts ``tn``, ``fp``, ``fn``, ``tp``. Ranking metrics are nan
+        when only one class is present.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    y_prob = np.asarray(y_prob, dtype=float)
+    y_pred = (y_prob >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    both = _has_both_classes(y_true)
+    if not both:
+        logger.warning("Only one class present; auc, average_precision and eer are nan.")
+    return {
+        "auc": float(roc_auc_score(y_true, y_prob)) if both else float("nan"),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1": float(f1_score(y_true, y_pred, labels=[0, 1], zero_division=0.0)),
+        "average_precision": (
+            float(average_precision_score(y_true, y_prob)) if both else float("nan")
+        ),
+        "eer": equal_error_rate(y_true, y_prob),
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
+    }
+
+
+def per_source_metrics(
+    y_true: ArrayLike,
+    y_prob: ArrayLike,
+    sources: ArrayLike,
+    real_sources: Sequence[str],
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """Break detection performance down by image source (generator or real dataset).
+
+    Args:
+        y_true: Binary labels, 1 = fake; must agree with ``real_sources``.
+        y_prob: Predicted probability of being fake.
+        sources: Source name of each image.
+        real_sources: Source names holding real images; all others are fake.
+        threshold: Images with ``y_prob >= threshold`` are predicted fake.
+
+    Returns:
+        Dict with ``n:<source>`` for every source present,
+        ``detection_rate:<source>`` and ``pairwise_auc:<source>`` (all real images
+        vs that source) for fake sources, ``false_alarm_rate:<source>`` for real
+        sources, and ``pairwise_auc_var`` (ddof=1 variance of the pairwise AUCs,
+        nan when fewer than two are defined).
+
+    Raises:
+        ValueError: If lengths differ or labels contradict ``real_sources``.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    y_prob = np.asarray(y_prob, dtype=float)
+    sources = np.asarray(sources).astype(str)
+    if not len(y_true) == len(y_prob) == len(sources):
+        raise ValueError(
+            f"Length mismatch: y_true={len(y_true)}, y_prob={len(y_prob)}, "
+            f"sources={len(sources)}"
+        )
+    is_real = np.isin(sources, np.asarray(list(real_sources), dtype=str))
+    if np.any(y_true[is_real] != 0) or np.any(y_true[~is_real] != 1):
+        raise ValueError("y_true disagrees with real_sources (label 1 must mean fake source).")
+    y_pred = y_prob >= threshold
+    real_prob = y_prob[is_real]
+
+    out: dict[str, float] = {}
+    pairwise_aucs: list[float] = []
+    for source in np.unique(sources):
+        mask = sources == source
+        out[f"n:{source}"] = int(mask.sum())
+        if is_real[mask][0]:
+            out[f"false_alarm_rate:{source}"] = float(y_pred[mask].mean())
+            continue
+        out[f"detection_rate:{source}"] = float(y_pred[mask].mean())
+        if real_prob.size == 0:
+            auc = float("nan")
+        else:
+            labels = np.r_[np.zeros(real_prob.size), np.ones(int(mask.sum()))]
+            auc = float(roc_auc_score(labels, np.r_[real_prob, y_prob[mask]]))
+        out[f"pairwise_auc:{source}"] = auc
+        pairwise_aucs.append(auc)
+
+    defined = np.asarray(pairwise_aucs, dtype=float)
+    defined = defined[~np.isnan(defined)]
+    out["pairwise_auc_var"] = float(np.var(defined, ddof=1)) if defined.size >= 2 else float("nan")
+    return out
+
+
+def summarize(values: ArrayLike, confidence: float = 0.95) -> dict[str, Any]:
+    """Summarize fold-level values with a mean and a Student-t confidence interval.
+
+    Args:
+        values: One value per fold; nan entries are dropped.
+        confidence: Coverage of the two-sided interval.
+
+    Returns:
+        Dict with ``mean``, ``std`` (ddof=1), ``ci_low``, ``ci_high`` and ``n``.
+        ``std`` and the interval are nan when fewer than two values remain; values
+        equal up to rounding give ``std == 0`` and ``ci_low == ci_high == mean``.
+    """
+    arr = np.asarray(values, dtype=float).ravel()
+    arr = arr[~np.isnan(arr)]
+    n = int(arr.size)
+    mean = float(arr.mean()) if n else float("nan")
+    if n < 2:
+        return {"mean": mean, "std": float("nan"), "ci_low": float("nan"),
+                "ci_high": float("nan"), "n": n}
+    # Values equal up to rounding noise would otherwise give a spurious std of ~1e-17.
+    std = 0.0 if np.allclose(arr, arr[0], rtol=1e-9, atol=1e-12) else float(arr.std(ddof=1))
+    if std == 0:
+        ci_low = ci_high = mean
+    else:
+        ci_low, ci_high = stats.t.interval(confidence, df=n - 1, loc=mean, scale=std / np.sqrt(n))
+    return {"mean": mean, "std": std, "ci_low": float(ci_low), "ci_high": float(ci_high), "n": n}
+
+
+def summarize_folds(fold_metrics: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Summarize selected metric columns of a per-fold table.
+
+    Args:
+        fold_metrics: One row per fold, one column per metric.
+        metrics: Column names to summarize.
+
+    Returns:
+        DataFrame indexed by metric with columns ``mean``, ``std``, ``ci_low``,
+        ``ci_high`` and ``n``.
+    """
+    rows = {name: summarize(fold_metrics[name].to_numpy(dtype=float)) for name in metrics}
+    table = pd.DataFrame.from_dict(
+        rows, orient="index", columns=["mean", "std", "ci_low", "ci_high", "n"]
+    )
+    table.index.name = "metric"
+    return table
+
+
+def grouped_bootstrap_ci(
+    y_true: ArrayLike,
+    y_prob: ArrayLike,
+    groups: ArrayLike,
+    metric: Callable[[np.ndarray, np.ndarray], float] = roc_auc_score,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Estimate a percentile bootstrap interval that resamples whole groups.
+
+    Groups (e.g. identities or source videos) are drawn with replacement so that
+    correlated images never end up split across a resample.
+
+    Args:
+        y_true: Binary labels, 1 = fake.
+        y_prob: Predicted probability of being fake.
+        groups: Group id of each image.
+        metric: Callable ``metric(y_true, y_prob) -> float``.
+        n_boot: Number of bootstrap resamples.
+        seed: Seed for ``numpy.random.default_rng``.
+        confidence: Coverage of the percentile interval.
+
+    Returns:
+        ``(low, high)`` percentile bounds, or ``(nan, nan)`` if no resample
+        contained both classes.
+    """
+    y_true = np.asarray(y_true)
+    y_prob = np.asarray(y_prob, dtype=float)
+    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    n_groups = counts.size
+    rng = np.random.default_rng(seed)
+
+    estimates: list[float] = []
+    for _ in range(n_boot):
+        picked = rng.integers(0, n_groups, size=n_groups)
+        lengths = counts[picked]
+        # Position of each drawn row within `order`: its group's start plus its offset in the group.
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        idx = order[np.repeat(starts[picked], lengths) + offsets]
+        y_b = y_true[idx]
+        if not _has_both_classes(y_b):
+            continue
+        estimates.append(float(metric(y_b, y_prob[idx])))
+
+    skipped = n_boot - len(estimates)
+    if skipped:
+        logger.info("Skipped %d of %d single-class bootstrap resamples.", skipped, n_boot)
+    if not estimates:
+        logger.warning("No bootstrap resample contained both classes.")
+        return float("nan"), float("nan")
+    alpha = 1.0 - confidence
+    low, high = np.percentile(estimates, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(low), float(high)

@@ -1,0 +1,147 @@
+"""The backbone registry: one name, one constructor, one binary logit.
+
+Adding a backbone is one entry in ``BACKBONES``: its timm name (or builder) and
+the layer Grad-CAM should explain.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+CNN_PRESETS: dict[str, tuple[int, ...]] = {
+    "micro": (8, 16, 32),
+    "small": (16, 32, 64),
+    "medium": (32, 64, 128, 256),
+    "large": (32, 64, 128, 256, 512),
+}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """ImageNet weights were asked for but could not be loaded."""
+
+
+class SimpleCNN(nn.Module):
+    """A plain VGG-style CNN: conv-BN-ReLU pairs, max-pooling, global average pooling."""
+
+    def __init__(self, channels: tuple[int, ...], dropout: float = 0.0, in_chans: int = 3):
+        super().__init__()
+        blocks, previous = [], in_chans
+        for width in channels:
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(previous, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(width, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2),
+                )
+            )
+            previous = width
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(previous, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x)).flatten(1)
+        return self.head(self.dropout(x))
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build a backbone and which layer Grad-CAM explains."""
+
+    timm_name: str | None
+    cam_layer: Callable[[nn.Module], nn.Module]
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "simple_cnn": BackboneSpec(None, lambda m: m.features[-1]),
+    "resnet18": BackboneSpec("resnet18", lambda m: m.layer4[-1]),
+    "resnet34": BackboneSpec("resnet34", lambda m: m.layer4[-1]),
+    "resnet50": BackboneSpec("resnet50", lambda m: m.layer4[-1]),
+    "efficientnet_b0": BackboneSpec("efficientnet_b0", lambda m: m.bn2),
+    "convnext_tiny": BackboneSpec("convnext_tiny", lambda m: m.stages[-1]),
+    "mobilenetv3_small": BackboneSpec("mobilenetv3_small_100", lambda m: m.blocks[-1]),
+}
+
+
+def _load_pretrained(timm_name: str, dropout: float, pretrained_path: str | None) -> nn.Module:
+    kwargs = {"num_classes": 1, "drop_rate": dropout}
+    if pretrained_path:
+        path = Path(pretrained_path).expanduser()
+        if path.is_file():
+            return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        if path.is_dir():
+            return timm.create_model(timm_name, pretrained=True, cache_dir=str(path), **kwargs)
+        raise PretrainedWeightsError(
+            f"pretrained_path {str(path)!r} for {timm_name} does not exist; point it at a weights file "
+            f"(.safetensors / .pth) or a Hugging Face cache directory"
+        )
+    return timm.create_model(timm_name, pretrained=True, **kwargs)
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    cnn_preset: str = "medium",
+    dropout: float = 0.0,
+    pretrained_path: str | None = None,
+) -> nn.Module:
+    """Builds a backbone with a single output logit (label 1 = fake).
+
+    Args:
+        name: A key of ``BACKBONES``.
+        pretrained: Load ImageNet weights (timm's hub loading, or ``pretrained_path``).
+        cnn_preset: Width preset of ``simple_cnn``.
+        dropout: Dropout before the classifier.
+        pretrained_path: A local weights file or cache directory for users without network.
+
+    Returns:
+        The model, in training mode.
+
+    Raises:
+        KeyError: Unknown backbone.
+        PretrainedWeightsError: Weights were asked for and could not be loaded.
+    """
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    spec = BACKBONES[name]
+    if spec.timm_name is None:
+        if pretrained:
+            raise PretrainedWeightsError(f"{name} has no pretrained weights; set pretrained: false")
+        return SimpleCNN(CNN_PRESETS[cnn_preset], dropout=dropout)
+    if not pretrained:
+        return timm.create_model(spec.timm_name, pretrained=False, num_classes=1, drop_rate=dropout)
+    try:
+        return _load_pretrained(spec.timm_name, dropout, pretrained_path)
+    except PretrainedWeightsError:
+        raise
+    except Exception as error:  # timm raises many kinds (HTTP, offline, file format)
+        raise PretrainedWeightsError(
+            f"could not load ImageNet weights for {name} (timm model {spec.timm_name!r}): "
+            f"{type(error).__name__}: {error}. Fix: allow network access to the Hugging Face hub once, "
+            f"or download the weights and set pretrained_path: /path/to/weights.safetensors in the "
+            f"experiment, or set pretrained: false to train from scratch."
+        ) from error
+
+
+def cam_target_layer(name: str, model: nn.Module) -> nn.Module:
+    """The layer whose activations Grad-CAM explains for this backbone."""
+    return BACKBONES[name].cam_layer(model)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())

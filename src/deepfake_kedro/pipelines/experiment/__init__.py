@@ -1,0 +1,5 @@
+"""The one experiment template that every phase instantiates under a namespace."""
+
+from .pipeline import experiment_pipeline
+
+__all__ = ["experiment_pipeline"]

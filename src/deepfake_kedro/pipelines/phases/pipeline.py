@@ -1,0 +1,28 @@
+"""A phase: every experiment named under ``<phase>.experiments`` plus the phase comparison."""
+
+from kedro.pipeline import Node, Pipeline
+
+from deepfake_kedro.pipelines.experiment import experiment_pipeline
+
+from .nodes import compare_experiments
+
+
+def phase_pipeline(phase: str, experiments: list[str]) -> Pipeline:
+    """Namespaced experiment instances and the node comparing them.
+
+    Args:
+        phase: The phase name (``phase1`` ...).
+        experiments: Experiment names, as in ``<phase>.experiments`` of the parameters.
+
+    Returns:
+        The phase pipeline.
+    """
+    instances = sum((experiment_pipeline(phase, name) for name in experiments), Pipeline([]))
+    compare = Node(
+        compare_experiments,
+        {"phase": f"params:{phase}", **{name: f"{name}.metrics" for name in experiments}},
+        ["comparison", "comparison_md", "paired_tests", "paired_tests_md", "comparison_figure"],
+        name="compare_experiments",
+    )
+    # Under the phase's namespace, "p1_x.metrics" resolves to the experiment's "phase1.p1_x.metrics".
+    return instances + Pipeline([compare], namespace=phase, parameters={f"params:{phase}"})

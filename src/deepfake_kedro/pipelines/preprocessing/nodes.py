@@ -1,0 +1,82 @@
+"""Nodes of the preprocessing pipeline: thin adapters over the data-index, folds and cache core."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from deepfake_kedro.data_index import (
+    DataLayoutError,
+    ImageTree,
+    build_image_index,
+    decode_square,
+    integrity_report,
+    usable,
+)
+from deepfake_kedro.folds import build_fold_table
+from deepfake_kedro.image_cache import ImageStackPlan
+
+logger = logging.getLogger(__name__)
+
+
+def index_images(
+    raw_images: ImageTree, data: dict[str, Any], preprocessing: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Lists every image of every source with its metadata and integrity status.
+
+    Args:
+        raw_images: The raw image folder (catalog ``raw_images``).
+        data: ``data.root`` and ``data.sources``.
+        preprocessing: ``min_image_size``.
+
+    Returns:
+        The image index (all files) and the integrity report (excluded files with reasons).
+    """
+    if Path(data["root"]).resolve() != raw_images.root.resolve():
+        raise DataLayoutError(
+            f"data.root is {data['root']!r} but the catalog's raw_images reads {str(raw_images.root)!r}; "
+            f"set data_root in conf/<env>/globals.yml, or pass --params data.root=... (both follow it)"
+        )
+    index = build_image_index(raw_images, data["sources"], min_size=preprocessing["min_image_size"])
+    return index, integrity_report(index)
+
+
+def build_folds(image_index: pd.DataFrame, defaults: dict[str, Any]) -> pd.DataFrame:
+    """Assigns usable images to grouped, stratified outer folds and inner train / val roles.
+
+    Args:
+        image_index: The image index.
+        defaults: Shared defaults with ``cv_folds``, ``val_ratio`` and ``seed``.
+
+    Returns:
+        The fold table.
+    """
+    return build_fold_table(usable(image_index), defaults["cv_folds"], defaults["val_ratio"], defaults["seed"])
+
+
+def plan_square_caches(
+    image_index: pd.DataFrame, raw_images: ImageTree, preprocessing: dict[str, Any]
+) -> dict[str, ImageStackPlan]:
+    """Describes one square-crop cache per image size; the dataset renders only what changed.
+
+    Args:
+        image_index: The image index.
+        raw_images: The raw image folder.
+        preprocessing: ``image_sizes``.
+
+    Returns:
+        ``square_<size>`` -> plan.
+    """
+    images = usable(image_index)
+    keys = images["path"].tolist()
+    signatures = [raw_images.signature(k) for k in keys]
+    return {
+        f"square_{size}": ImageStackPlan(
+            keys, signatures, size, partial(decode_square, raw_images, size=size), description=f"square_{size}"
+        )
+        for size in preprocessing["image_sizes"]
+    }

@@ -1,0 +1,247 @@
+"""Training one fold: data path from the cache, AdamW + cosine, early stopping on validation AUC."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from deepfake_kedro.config import ExperimentConfig
+from deepfake_kedro.models import create_model
+from deepfake_kedro.run_store import FoldResult
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def select_device(preferred: str | None = None) -> torch.device:
+    """CUDA when present, else CPU (or the one asked for)."""
+    if preferred:
+        return torch.device(preferred)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class CachedBatches(Dataset):
+    """Whole batches of cached uint8 images: item = a list of positions into ``rows``.
+
+    Fetching a batch with one sorted fancy index keeps memory-mapped reads sequential.
+    """
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray):
+        self.images, self.rows, self.labels = images, np.asarray(rows), np.asarray(labels, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = np.sort(np.asarray(positions))
+        pixels = np.ascontiguousarray(self.images[self.rows[positions]])
+        return torch.from_numpy(pixels), torch.from_numpy(self.labels[positions])
+
+
+def batch_loader(
+    images: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int,
+    shuffle: bool, seed: int = 0, num_workers: int = 0, pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader yielding ``(uint8 NHWC batch, float labels)`` from the cache."""
+    dataset = CachedBatches(images, rows, labels)
+    order = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
+    return DataLoader(
+        dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=False),
+        num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+    )
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Turns uint8 NHWC batches into normalized float NCHW model input on the device."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+        x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        # The NHWC cache permuted is already channels-last, which CUDA convolutions prefer.
+        return x if device.type == "cuda" else x.contiguous()
+
+
+def channel_statistics(images: np.ndarray, rows: np.ndarray, chunk: int = 1024) -> Normalizer:
+    """Per-channel mean and std of ``images[rows]`` in [0, 1], streamed in chunks."""
+    total = np.zeros(3)
+    squares = np.zeros(3)
+    count = 0
+    for start in range(0, len(rows), chunk):
+        pixels = images[np.sort(rows[start:start + chunk])].astype(np.float64) / 255.0
+        total += pixels.sum(axis=(0, 1, 2))
+        squares += (pixels**2).sum(axis=(0, 1, 2))
+        count += pixels.shape[0] * pixels.shape[1] * pixels.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 1e-12))
+    return Normalizer(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+
+def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, images: np.ndarray, rows: np.ndarray, normalizer: Normalizer,
+    device: torch.device, batch_size: int = 128,
+) -> np.ndarray:
+    """Fake probabilities for ``images[rows]``, in the order of ``rows``."""
+    model.eval()
+    probabilities = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        order = np.argsort(chunk)
+        pixels = torch.from_numpy(np.ascontiguousarray(images[chunk[order]]))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(normalizer(pixels, device)).float().squeeze(1)
+        probabilities[start + order] = torch.sigmoid(logits).cpu().numpy()
+    return probabilities
+
+
+def _bce(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def train_step(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module, device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on model-ready inputs; returns (loss, logits), detached."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(inputs).float().squeeze(1)
+        loss = loss_fn(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def _epochs(
+    model: nn.Module, loader: DataLoader, normalizer: Normalizer, device: torch.device,
+    optimizer: torch.optim.Optimizer, epochs: int,
+) -> Iterator[tuple[int, float, float, float]]:
+    """Trains epoch by epoch, yielding (epoch, train loss, train AUC, images/s)."""
+    loss_fn = nn.BCEWithLogitsLoss()
+    for epoch in range(epochs):
+        model.train()
+        started, seen, losses, scores, targets = time.perf_counter(), 0, [], [], []
+        for pixels, labels in loader:
+            labels = labels.to(device, non_blocking=True)
+            loss, logits = train_step(model, normalizer(pixels, device), labels, optimizer, loss_fn, device)
+            losses.append(loss.item() * len(labels))
+            scores.append(logits.float().cpu().numpy())
+            targets.append(labels.cpu().numpy())
+            seen += len(labels)
+        rate = seen / max(time.perf_counter() - started, 1e-9)
+        targets_all, scores_all = np.concatenate(targets), np.concatenate(scores)
+        yield epoch, float(np.sum(losses) / seen), _safe_auc(targets_all, scores_all), rate
+
+
+def train_fold(
+    config: ExperimentConfig,
+    images: np.ndarray,
+    rows: dict[str, np.ndarray],
+    labels: np.ndarray,
+    fold: int,
+    device: torch.device | None = None,
+    tag: str = "",
+) -> tuple[dict[str, torch.Tensor], pd.DataFrame, np.ndarray, dict]:
+    """Trains one fold and returns the best-epoch weights, history and test predictions.
+
+    Args:
+        config: The resolved experiment configuration.
+        images: The cache, ``(N, H, W, 3)`` uint8.
+        rows: ``train``, ``val`` and ``test`` positions into ``images``.
+        labels: 0/1 label of every cache row.
+        fold: Outer fold number (seeds the run).
+        device: Where to train (default: CUDA if present).
+        tag: Prefix of the progress lines.
+
+    Returns:
+        State dict of the best epoch, per-epoch history, test-fold probabilities and a summary dict.
+    """
+    device = device or select_device()
+    seed = config.seed * 1000 + fold
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    normalizer = (
+        channel_statistics(images, rows["train"][labels[rows["train"]] == 0])
+        if config.normalization == "real_norm"
+        else Normalizer(IMAGENET_MEAN, IMAGENET_STD)
+    )
+    model = create_model(
+        config.backbone, config.pretrained, config.cnn_preset, config.dropout, config.pretrained_path
+    ).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.scheduler.T_max)
+        if config.scheduler.type == "cosine_annealing" else None
+    )
+    loader = batch_loader(
+        images, rows["train"], labels[rows["train"]], config.batch_size, shuffle=True, seed=seed,
+        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+    )
+    val_labels = labels[rows["val"]]
+    history, best, best_state, best_epoch, since_best = [], None, None, 0, 0
+    for epoch, train_loss, train_auc, rate in _epochs(model, loader, normalizer, device, optimizer, config.epochs):
+        val_probs = predict(model, images, rows["val"], normalizer, device)
+        val_loss, val_auc = _bce(val_labels, val_probs), _safe_auc(val_labels, val_probs)
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        history.append({
+            "epoch": epoch + 1, "train_loss": train_loss, "train_auc": train_auc,
+            "val_loss": val_loss, "val_auc": val_auc, "lr": lr, "images_per_s": rate,
+        })
+        # Early stopping on validation AUC; validation loss breaks ties and covers a one-class val set.
+        score = (np.nan_to_num(val_auc, nan=-1.0), -val_loss)
+        improved = best is None or score > best
+        if improved:
+            best, best_state, best_epoch, since_best = score, copy.deepcopy(model.state_dict()), epoch + 1, 0
+        else:
+            since_best += 1
+        logger.info(
+            "%s fold %d epoch %d/%d  train_loss %.4f  train_auc %.3f  val_loss %.4f  val_auc %.3f  %.0f img/s%s",
+            tag, fold, epoch + 1, config.epochs, train_loss, train_auc, val_loss, val_auc, rate,
+            "  *" if improved else "",
+        )
+        if since_best >= config.early_stopping_patience:
+            logger.info("%s fold %d: early stop, no val AUC gain in %d epochs", tag, fold, since_best)
+            break
+    history = pd.DataFrame(history)
+    model.load_state_dict(best_state)
+    test_probs = predict(model, images, rows["test"], normalizer, device)
+    best_row = history.loc[best_epoch - 1]
+    summary = {
+        "best_epoch": int(best_row["epoch"]),
+        "train_auc_at_best": float(best_row["train_auc"]),
+        "val_auc_at_best": float(best_row["val_auc"]),
+        "train_val_gap": float(best_row["train_auc"] - best_row["val_auc"]),
+        "normalization_mean": list(normalizer.mean),
+        "normalization_std": list(normalizer.std),
+        "device": str(device),
+    }
+    state = {k: v.detach().cpu() for k, v in best_state.items()}
+    return state, history, test_probs, summary

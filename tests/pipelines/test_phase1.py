@@ -1,0 +1,102 @@
+"""Phase 1 through Kedro's real session, runner and catalog, on a tiny demo and on real faces."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from kedro.io import DatasetError
+
+from deepfake_kedro.config import ConfigError
+from tests.conftest import faces140k_root
+
+EXPERIMENTS = ("p1_simplecnn_baseline", "p1_resnet18_baseline")
+
+
+def checkpoints(project) -> dict[str, float]:
+    return {p.relative_to(project.path).as_posix(): p.stat().st_mtime_ns
+            for p in (project.path / "data/06_models/runs").glob("*/fold_*/model.pt")}
+
+
+def test_phase1_demo_end_to_end_then_skip_then_resume(tiny_demo):
+    tiny_demo.run("phase1")
+    reporting = tiny_demo.path / "data/08_reporting/phase1"
+    comparison = pd.read_csv(reporting / "comparison.csv")
+    assert set(comparison["experiment"]) == set(EXPERIMENTS)
+    for metric in ("auc", "accuracy", "f1", "average_precision", "eer"):
+        row = comparison.iloc[0]
+        assert row[f"{metric}_ci_low"] <= row[f"{metric}_mean"] <= row[f"{metric}_ci_high"]
+    tests = pd.read_csv(reporting / "paired_tests.csv")
+    assert set(tests["metric"]) == {"auc", "accuracy", "f1"}
+    assert tests[["p_paired_t", "p_nadeau_bengio", "p_holm"]].notna().all().all()
+    assert (reporting / "comparison.md").read_text().startswith("# Phase 1")
+    assert (reporting / "comparison.png").stat().st_size > 10_000
+    for name in EXPERIMENTS:
+        metrics = json.loads((reporting / name / "metrics.json").read_text())
+        assert len(metrics["folds"]) == 5 and metrics["metrics"]["auc"]["n"] == 5
+        assert (reporting / name / "learning_curves.png").exists()
+        oof = pd.read_parquet(tiny_demo.path / f"data/07_model_output/phase1/{name}/oof_predictions.parquet")
+        fold_table = pd.read_parquet(tiny_demo.path / "data/05_model_input/fold_table.parquet")
+        # Out-of-fold: every usable image predicted exactly once, by the fold that held it out.
+        assert sorted(oof["path"]) == sorted(fold_table["path"])
+        assert (oof.merge(fold_table, on="path")["fold_x"] == oof.merge(fold_table, on="path")["fold_y"]).all()
+
+    first = checkpoints(tiny_demo)
+    assert len(first) == 10
+    tiny_demo.run("phase1")
+    assert checkpoints(tiny_demo) == first, "a second run must not retrain finished folds"
+
+    # A run killed during fold 3 of one experiment: its fold 3 and 4 are missing, a half-written one remains.
+    killed = sorted(k for k in first if "fold_3" in k)[0].rsplit("/", 2)[0]
+    (tiny_demo.path / killed / "fold_3").rename(tiny_demo.path / killed / "fold_3.partial")
+    shutil.rmtree(tiny_demo.path / killed / "fold_4")
+    tiny_demo.run("phase1")
+    resumed = checkpoints(tiny_demo)
+    changed = {k for k in resumed if resumed[k] != first.get(k)}
+    assert changed == {f"{killed}/fold_3/model.pt", f"{killed}/fold_4/model.pt"}
+
+
+def test_bad_experiment_config_fails_before_any_training(tiny_demo):
+    tiny_demo.edit_yaml("conf/demo/parameters_phase1.yml",
+                        {"phase1": {"experiments": {"p1_resnet18_baseline": {"optimizer": {"lr": "fast"}}}}})
+    with pytest.raises(ConfigError, match=r"phase1\.p1_resnet18_baseline.*'optimizer\.lr'"):
+        tiny_demo.run("phase1")
+    assert not (tiny_demo.path / "data/06_models/runs").exists()
+
+
+def test_corrupt_image_is_reported_and_skipped(tiny_demo):
+    tiny_demo.run("preprocessing")
+    broken = tiny_demo.path / "data/01_raw/demo/insight/00/broken_1999_2001.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    tiny_demo.run("preprocessing")
+    report = pd.read_csv(tiny_demo.path / "data/08_reporting/data_quality/integrity_report.csv")
+    assert report.set_index("path").loc["insight/00/broken_1999_2001.jpg", "status"] in {"truncated", "unreadable"}
+    fold_table = pd.read_parquet(tiny_demo.path / "data/05_model_input/fold_table.parquet")
+    assert "insight/00/broken_1999_2001.jpg" not in set(fold_table["path"])
+
+
+def test_missing_data_root_names_the_folder(kedro_project, tmp_path):
+    with pytest.raises((DatasetError, Exception), match="data.root"):
+        kedro_project.run("preprocessing", env="base", params={"data": {"root": str(tmp_path / "nowhere")}})
+
+
+@pytest.mark.skipif(faces140k_root() is None, reason="faces140k sample not found (set DEEPFAKE_KEDRO_FACES140K)")
+def test_phase1_on_real_faces140k_subset(kedro_project):
+    root = faces140k_root()
+    small = {"image_size": 32, "pretrained": False}
+    params = {
+        "data": {"root": str(root)},
+        "preprocessing": {"image_sizes": [32]},
+        "defaults": {"subsample": 0.15, "epochs": 2, "num_workers": 0, "batch_size": 32,
+                     "scheduler": {"T_max": 2}, "optimizer": {"lr": 1.0e-3}},
+        "evaluation": {"n_bootstrap": 50},
+        "phase1": {"experiments": {name: small for name in EXPERIMENTS}},
+    }
+    kedro_project.run("phase1", env="faces140k", params=params)
+    index = pd.read_parquet(kedro_project.path / "data/02_intermediate/image_index.parquet")
+    assert set(index["source"]) == {"real", "fake"} and len(index) == 1600
+    comparison = pd.read_csv(kedro_project.path / "data/08_reporting/phase1/comparison.csv")
+    assert set(comparison["experiment"]) == set(EXPERIMENTS)
+    assert comparison["auc_mean"].between(0, 1).all()

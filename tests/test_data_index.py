@@ -1,0 +1,90 @@
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepfake_kedro.data_index import (
+    DataLayoutError,
+    ImageTree,
+    build_image_index,
+    decode_square,
+    estimate_jpeg_quality,
+    square_resize,
+)
+
+SOURCES = {"real": "real", "fake": "fake"}
+
+
+def jpeg(size=(64, 48), quality=90, seed=0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def messy_tree(tmp_path: Path) -> ImageTree:
+    files = {
+        "real/a/good_1.jpg": jpeg(seed=1),
+        "real/b/good_2.jpg": jpeg(seed=2),
+        "fake/a/good_1.jpg": jpeg(seed=3),
+        "fake/empty.jpg": b"",
+        "fake/truncated.jpg": jpeg(seed=4)[:400],
+        "fake/notes.txt": b"not an image",
+        "fake/garbage.jpg": b"\x00\x01garbage" * 50,
+        "fake/tiny.jpg": jpeg(size=(8, 8)),
+        "other/ignored.jpg": jpeg(seed=5),
+    }
+    for relative, data in files.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(data)
+    grey = tmp_path / "real/grey.png"
+    Image.fromarray(np.full((40, 50), 128, np.uint8), mode="L").save(grey)
+    return ImageTree(tmp_path)
+
+
+def test_bad_files_are_reported_with_reason_and_good_ones_kept(messy_tree):
+    index = build_image_index(messy_tree, SOURCES, min_size=32).set_index("path")
+    assert index.loc["fake/empty.jpg", "status"] == "zero_byte"
+    assert index.loc["fake/truncated.jpg", "status"] == "truncated"
+    assert index.loc["fake/notes.txt", "status"] == "not_image"
+    assert index.loc["fake/garbage.jpg", "status"] == "unreadable"
+    assert index.loc["fake/tiny.jpg", "status"] == "too_small"
+    assert (index.loc[index["status"] != "ok", "reason"] != "").all()
+    good = index[index["status"] == "ok"]
+    assert set(good.index) == {"real/a/good_1.jpg", "real/b/good_2.jpg", "fake/a/good_1.jpg", "real/grey.png"}
+    assert "other/ignored.jpg" not in index.index
+    assert good.loc["fake/a/good_1.jpg", "group"] == good.loc["real/a/good_1.jpg", "group"]
+    assert good.loc["fake/a/good_1.jpg", "label"] == 1 and good.loc["real/a/good_1.jpg", "label"] == 0
+    assert good.loc["real/a/good_1.jpg", "width"] == 64 and good.loc["real/a/good_1.jpg", "height"] == 48
+
+
+def test_missing_source_folder_names_it(tmp_path):
+    (tmp_path / "real").mkdir()
+    with pytest.raises(DataLayoutError, match="'fake'"):
+        build_image_index(ImageTree(tmp_path), SOURCES)
+
+
+@pytest.mark.parametrize("quality", [60, 75, 90, 95])
+def test_jpeg_quality_estimate_recovers_the_encoder_setting(quality):
+    with Image.open(BytesIO(jpeg(quality=quality))) as image:
+        assert abs(estimate_jpeg_quality(image) - quality) <= 2
+
+
+def test_square_resize_centre_crops_and_converts_modes():
+    wide = np.zeros((40, 80, 3), np.uint8)
+    wide[:, 20:60] = 255  # the centre square is white, the side bands black
+    out = square_resize(Image.fromarray(wide), 16)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert out.min() > 240
+    sixteen_bit = Image.fromarray(np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16))
+    converted = square_resize(sixteen_bit, 8)
+    assert converted.shape == (8, 8, 3) and converted.max() > 200 and converted.min() < 50
+    rgba = Image.new("RGBA", (20, 20), (10, 20, 30, 0))
+    assert square_resize(rgba, 4)[0, 0].tolist() == [10, 20, 30]
+
+
+def test_decode_square_reads_through_the_tree(messy_tree):
+    assert decode_square(messy_tree, "real/grey.png", 12).shape == (12, 12, 3)

@@ -1,0 +1,155 @@
+"""Tests for the synthetic DeepFakeFace-like demo dataset generator."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from deepfake_kedro.demo_data import ARTEFACT_REGIONS, DEFAULT_SOURCES, generate_demo_dataset
+
+N_IDENTITIES = 60
+PATH_RE = re.compile(r"^(?P<source>[a-z0-9]+)/(?P<folder>\d{2})/(?P<name>\d+_\d{4}_\d{4}\.jpg)$")
+
+
+@pytest.fixture(scope="module")
+def dataset() -> dict[str, bytes]:
+    """Default-configuration dataset shared by the module's tests."""
+    return generate_demo_dataset(n_identities=N_IDENTITIES, seed=0)
+
+
+def _decode(data: bytes) -> Image.Image:
+    """Decode JPEG bytes, checking the format."""
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "JPEG"
+    img.load()
+    return img.convert("RGB")
+
+
+def _thumbnail(data: bytes, size: int = 32) -> np.ndarray:
+    """Centre-square-crop, antialias-resize and re-JPEG an image, as a training pipeline would."""
+    img = _decode(data)
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=90)
+    return np.asarray(Image.open(buffer), dtype=np.float32) / 255.0
+
+
+def _grouped_auc(files: dict[str, bytes], positive: set[str]) -> float:
+    """AUC of a logistic regression on 32x32 pixels, cross-validated with identities held out."""
+    features, labels, groups = [], [], []
+    for path, data in files.items():
+        source, _, name = path.split("/")
+        features.append(_thumbnail(data).ravel())
+        labels.append(source in positive)
+        groups.append(name)
+    x, y = np.stack(features), np.array(labels)
+    scores = np.zeros(len(y))
+    for train, test in GroupKFold(n_splits=4).split(x, y, groups):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, solver="liblinear", class_weight="balanced"))
+        scores[test] = model.fit(x[train], y[train]).predict_proba(x[test])[:, 1]
+    return float(roc_auc_score(y, scores))
+
+
+def test_deterministic() -> None:
+    first = generate_demo_dataset(n_identities=6, seed=3)
+    second = generate_demo_dataset(n_identities=6, seed=3)
+    other = generate_demo_dataset(n_identities=6, seed=4)
+    assert list(first) == list(second)
+    assert all(first[path] == second[path] for path in first)
+    assert set(first) != set(other)
+    assert set(first.values()).isdisjoint(other.values())
+
+
+def test_prefix_stable_across_sizes() -> None:
+    small = generate_demo_dataset(n_identities=3, seed=3)
+    large = generate_demo_dataset(n_identities=6, seed=3)
+    assert all(large[path] == data for path, data in small.items())
+
+
+def test_layout(dataset: dict[str, bytes]) -> None:
+    matches = [PATH_RE.match(path) for path in dataset]
+    assert all(matches), [p for p, m in zip(dataset, matches) if not m]
+    counts = Counter(m["source"] for m in matches if m)
+    assert counts == {source: N_IDENTITIES for source in DEFAULT_SOURCES}
+    real_keys = {(m["folder"], m["name"]) for m in matches if m and m["source"] == "wiki"}
+    assert len(real_keys) == N_IDENTITIES
+    for m in matches:
+        if m and DEFAULT_SOURCES[m["source"]] == "fake":
+            assert (m["folder"], m["name"]) in real_keys
+    folders = {m["folder"] for m in matches if m}
+    assert folders <= {f"{i:02d}" for i in range(4)} and len(folders) > 1
+
+
+def test_custom_sources_and_subfolders() -> None:
+    files = generate_demo_dataset(n_identities=5, seed=1, sources={"real": "real", "swap": "fake"}, n_subfolders=1)
+    assert sorted({path.split("/")[0] for path in files}) == ["real", "swap"]
+    assert {path.split("/")[1] for path in files} == {"00"}
+    assert len(files) == 10
+
+
+def test_images_decode_with_expected_sizes(dataset: dict[str, bytes]) -> None:
+    real_sizes = []
+    for path, data in dataset.items():
+        img = _decode(data)
+        if DEFAULT_SOURCES[path.split("/")[0]] == "fake":
+            assert img.size == (96, 96)
+        else:
+            assert all(64 <= side <= 128 for side in img.size)
+            real_sizes.append(img.size)
+    assert len(set(real_sizes)) > N_IDENTITIES // 2
+    assert any(w == h for w, h in real_sizes) and any(w != h for w, h in real_sizes)
+
+
+def test_fake_size_parameter() -> None:
+    files = generate_demo_dataset(n_identities=2, fake_size=64, real_size_range=(40, 50))
+    for path, data in files.items():
+        size = _decode(data).size
+        if path.startswith("wiki/"):
+            assert all(40 <= side <= 50 for side in size)
+        else:
+            assert size == (64, 64)
+
+
+@pytest.mark.parametrize("bad", [{"wiki": "genuine"}, {}])
+def test_rejects_bad_sources(bad: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        generate_demo_dataset(n_identities=1, sources=bad)
+
+
+def test_artefact_regions_mark_where_fakes_differ(dataset: dict[str, bytes]) -> None:
+    assert set(ARTEFACT_REGIONS) <= {s for s, label in DEFAULT_SOURCES.items() if label == "fake"}
+    for source, (x0, y0, x1, y1) in ARTEFACT_REGIONS.items():
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+        inside = np.zeros((32, 32), dtype=bool)
+        inside[round(y0 * 32) : round(y1 * 32), round(x0 * 32) : round(x1 * 32)] = True
+        diffs = []
+        for path, data in dataset.items():
+            if path.startswith(f"{source}/"):
+                real = dataset["wiki/" + path.split("/", 1)[1]]
+                diffs.append(np.abs(_thumbnail(data) - _thumbnail(real)).mean(axis=2))
+        mean_diff = np.mean(diffs, axis=0)
+        assert mean_diff[inside].mean() > 1.5 * mean_diff[~inside].mean(), source
+
+
+def test_real_vs_fake_is_learnable(dataset: dict[str, bytes]) -> None:
+    fakes = {s for s, label in DEFAULT_SOURCES.items() if label == "fake"}
+    assert _grouped_auc(dataset, fakes) > 0.75
+
+
+def test_real_vs_real_is_not_learnable() -> None:
+    """Negative control: two real sources differ only in pose, size and JPEG noise."""
+    files = generate_demo_dataset(n_identities=N_IDENTITIES, seed=0, sources={"wiki": "real", "wiki2": "real"})
+    assert _grouped_auc(files, {"wiki2"}) < 0.65

@@ -1,0 +1,87 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfake_kedro.folds import LeakageError, build_fold_table, check_no_leakage, select_fold_rows, split_column
+
+
+def dff_like_images(n_identities: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Four sources per identity sharing a basename, a few identities missing a fake."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_identities):
+        for source, label in (("wiki", 0), ("text2img", 1), ("inpainting", 1), ("insight", 1)):
+            if label and rng.random() < 0.1:
+                continue
+            rows.append({"path": f"{source}/{i % 7:02d}/{i}_1970_2000.jpg", "source": source, "label": label,
+                         "group": f"{i}_1970_2000"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return build_fold_table(dff_like_images(), cv_folds=5, val_ratio=0.1, seed=42)
+
+
+def test_no_group_crosses_train_val_test_in_any_fold(table):
+    for fold in range(5):
+        roles_per_group = table.groupby("group")[split_column(fold)].nunique()
+        assert roles_per_group.max() == 1
+        assert set(table[split_column(fold)]) == {"train", "val", "test"}
+
+
+def test_every_image_is_tested_exactly_once_and_folds_are_stratified(table):
+    assert sorted(table["fold"].unique()) == [0, 1, 2, 3, 4]
+    for fold in range(5):
+        assert (table[split_column(fold)] == "test").equals(table["fold"] == fold)
+    shares = table.groupby("fold")["label"].mean()
+    assert shares.max() - shares.min() < 0.08
+
+
+def test_val_share_follows_val_ratio(table):
+    for fold in range(5):
+        training = table[table[split_column(fold)] != "test"]
+        share = (training[split_column(fold)] == "val").mean()
+        assert 0.05 < share < 0.15
+
+
+def test_same_seed_same_table_other_seed_other_table():
+    images = dff_like_images()
+    first = build_fold_table(images, 5, 0.1, seed=7)
+    again = build_fold_table(images, 5, 0.1, seed=7)
+    other = build_fold_table(images, 5, 0.1, seed=8)
+    pd.testing.assert_frame_equal(first, again)
+    assert not first["fold"].equals(other["fold"])
+
+
+def test_subsample_keeps_whole_groups_nested_and_per_source(table):
+    selected = {}
+    for share in (0.2, 0.5, 1.0):
+        rows = select_fold_rows(table, 0, share)
+        chosen = table.iloc[np.concatenate([rows.train, rows.val, rows.test])]
+        selected[share] = set(chosen["group"])
+        # Every image of a chosen group is chosen: groups are never split by subsampling.
+        assert len(chosen) == table["group"].isin(selected[share]).sum()
+    assert selected[0.2] < selected[0.5] < selected[1.0]
+    assert abs(len(selected[0.2]) / table["group"].nunique() - 0.2) < 0.05
+
+
+def test_source_holdout_trains_without_the_source_but_tests_on_it(table):
+    rows = select_fold_rows(table, 1, 1.0, train_sources=["wiki", "text2img", "insight"])
+    assert "inpainting" not in set(table.iloc[rows.train]["source"]) | set(table.iloc[rows.val]["source"])
+    assert "inpainting" in set(table.iloc[rows.test]["source"])
+
+
+def test_leakage_check_fails_on_a_crossing_group(table):
+    leaky = table.copy()
+    sizes = leaky.groupby("group")["path"].transform("size")
+    members = leaky.index[(sizes > 1) & (leaky[split_column(2)] == "test")]
+    group_rows = leaky.index[leaky["group"] == leaky.loc[members[0], "group"]]
+    leaky.loc[group_rows[0], split_column(2)] = "train"  # one image of a test group moves to train
+    with pytest.raises(LeakageError, match="fold 2"):
+        check_no_leakage(leaky)
+
+
+def test_too_few_groups_is_a_clear_error():
+    with pytest.raises(ValueError, match="too few"):
+        build_fold_table(dff_like_images(10), 5, 0.1, seed=0)

@@ -1,0 +1,39 @@
+import numpy as np
+
+from deepfake_kedro.image_cache import ImageStackPlan, read_image_stack, write_image_stack
+
+
+def make_plan(keys, signatures, calls):
+    def render(key: str) -> np.ndarray:
+        calls.append(key)
+        return np.full((4, 4, 3), len(key) + int(signatures[keys.index(key)]), np.uint8)
+
+    return ImageStackPlan(list(keys), list(signatures), 4, render, workers=1)
+
+
+def test_second_write_renders_nothing_and_changed_files_are_rerendered(tmp_path):
+    calls: list[str] = []
+    keys = ["a.jpg", "bb.jpg", "ccc.jpg"]
+    assert write_image_stack(make_plan(keys, ["1", "1", "1"], calls), tmp_path / "square_4") == 3
+    assert write_image_stack(make_plan(keys, ["1", "1", "1"], calls), tmp_path / "square_4") == 0
+    calls.clear()
+    assert write_image_stack(make_plan(keys + ["dddd.jpg"], ["1", "2", "1", "1"], calls), tmp_path / "square_4") == 2
+    assert sorted(calls) == ["bb.jpg", "dddd.jpg"]
+    stack = read_image_stack(tmp_path / "square_4")
+    assert isinstance(stack.array, np.memmap)
+    assert stack.array[stack.rows(["bb.jpg"])[0], 0, 0, 0] == 6 + 2
+    assert not (tmp_path / "square_4.partial").exists()
+
+
+def test_a_failed_render_leaves_the_old_cache_intact(tmp_path):
+    keys = ["a.jpg", "b.jpg"]
+    write_image_stack(make_plan(keys, ["1", "1"], []), tmp_path / "c")
+
+    def broken(key):
+        raise OSError("disk on fire")
+
+    try:
+        write_image_stack(ImageStackPlan(keys, ["2", "2"], 4, broken, workers=1), tmp_path / "c")
+    except OSError:
+        pass
+    assert read_image_stack(tmp_path / "c").signatures == ["1", "1"]

@@ -1,0 +1,139 @@
+"""Tests for deepfake_kedro.stats."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from deepfake_kedro.stats import holm_adjust, nadeau_bengio_ttest, paired_comparison
+
+
+def test_nadeau_bengio_by_hand():
+    d = [0.02, 0.04, 0.03, 0.05, 0.01]
+    # k = 5, mean = 0.03; deviations -0.01, 0.01, 0, 0.02, -0.02 -> SS = 0.001, var = 0.00025.
+    # Corrected variance = (1/5 + 200/800) * 0.00025 = 0.45 * 0.00025 = 0.0001125.
+    # t = 0.03 / sqrt(0.0001125) -> t^2 = 0.0009 / 0.0001125 = 8.
+    expected_t = math.sqrt(8)
+    expected_p = 2 * stats.t.sf(expected_t, df=4)
+
+    t, p = nadeau_bengio_ttest(d, n_train=800, n_test=200)
+
+    assert t == pytest.approx(expected_t)
+    assert p == pytest.approx(expected_p)
+    # The correction must make it more conservative than the plain paired t-test.
+    assert p > stats.ttest_1samp(d, 0.0).pvalue
+
+
+def test_nadeau_bengio_uses_mean_fold_sizes_and_sign():
+    d = np.array([-0.02, -0.04, -0.03, -0.05, -0.01])
+    t_scalar, p_scalar = nadeau_bengio_ttest(d, 800, 200)
+    t_arr, p_arr = nadeau_bengio_ttest(d, [790, 810, 800, 780, 820], [210, 190, 200, 220, 180])
+    assert t_scalar == pytest.approx(-math.sqrt(8))
+    assert (t_arr, p_arr) == pytest.approx((t_scalar, p_scalar))
+
+
+def test_nadeau_bengio_zero_variance():
+    assert nadeau_bengio_ttest([0.1, 0.1, 0.1], 90, 10) == (math.inf, 0.0)
+    assert nadeau_bengio_ttest([-0.1, -0.1, -0.1], 90, 10) == (-math.inf, 0.0)
+    assert nadeau_bengio_ttest([0.0, 0.0, 0.0], 90, 10) == (0.0, 1.0)
+
+
+def test_paired_comparison_matches_scipy():
+    rng = np.random.default_rng(7)
+    baseline = rng.uniform(0.80, 0.85, size=10)
+    treatment = baseline + rng.normal(0.01, 0.01, size=10)
+    diff = treatment - baseline
+    n_train, n_test = 900, 100
+
+    out = paired_comparison(baseline, treatment, n_train, n_test)
+
+    ttest = stats.ttest_rel(treatment, baseline)
+    half = stats.t.ppf(0.975, df=9) * diff.std(ddof=1) / np.sqrt(10)
+    nb_t, nb_p = nadeau_bengio_ttest(diff, n_train, n_test)
+    assert out["n_folds"] == 10
+    assert out["baseline_mean"] == pytest.approx(baseline.mean())
+    assert out["treatment_mean"] == pytest.approx(treatment.mean())
+    assert out["diff_mean"] == pytest.approx(diff.mean())
+    assert out["diff_std"] == pytest.approx(diff.std(ddof=1))
+    assert out["diff_ci_low"] == pytest.approx(diff.mean() - half)
+    assert out["diff_ci_high"] == pytest.approx(diff.mean() + half)
+    assert out["effect_size_dz"] == pytest.approx(diff.mean() / diff.std(ddof=1))
+    assert out["t_stat"] == pytest.approx(ttest.statistic)
+    assert out["p_paired_t"] == pytest.approx(ttest.pvalue)
+    assert out["nb_t_stat"] == pytest.approx(nb_t)
+    assert out["p_nadeau_bengio"] == pytest.approx(nb_p)
+    assert out["p_wilcoxon"] == pytest.approx(stats.wilcoxon(diff).pvalue)
+    assert out["wilcoxon_min_p"] == pytest.approx(2 / 2**10)
+    assert out["wilcoxon_can_reach_significance"] is True
+
+
+def test_paired_comparison_sign_is_treatment_minus_baseline():
+    out = paired_comparison([0.9, 0.8, 0.85], [0.8, 0.75, 0.8], 90, 10)
+    assert out["diff_mean"] == pytest.approx(-1 / 15)
+    assert out["t_stat"] < 0 and out["nb_t_stat"] < 0
+
+
+def test_wilcoxon_min_p_five_folds_cannot_reach_significance():
+    baseline = [0.80, 0.81, 0.82, 0.83, 0.84]
+    treatment = [0.85, 0.87, 0.83, 0.90, 0.88]  # all five folds improve
+
+    out = paired_comparison(baseline, treatment, 400, 100)
+
+    assert out["wilcoxon_min_p"] == pytest.approx(0.0625)
+    assert out["wilcoxon_can_reach_significance"] is False
+    # The exact test attains that floor when every difference has the same sign.
+    assert out["p_wilcoxon"] == pytest.approx(0.0625)
+
+
+def test_wilcoxon_min_p_counts_only_nonzero_differences():
+    baseline = [0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]
+    treatment = [0.8, 0.9, 0.85, 0.82, 0.95, 0.87, 0.81]  # first fold ties
+
+    out = paired_comparison(baseline, treatment, 400, 100)
+
+    assert out["wilcoxon_min_p"] == pytest.approx(2 / 2**6)
+    assert out["wilcoxon_can_reach_significance"] is True
+
+
+def test_paired_comparison_all_zero_differences():
+    out = paired_comparison([0.8, 0.9, 0.7], [0.8, 0.9, 0.7], 90, 10)
+    assert out["diff_mean"] == 0.0 and out["diff_std"] == 0.0
+    assert out["diff_ci_low"] == out["diff_ci_high"] == 0.0
+    assert math.isnan(out["effect_size_dz"])
+    assert math.isnan(out["p_wilcoxon"])
+    assert (out["nb_t_stat"], out["p_nadeau_bengio"]) == (0.0, 1.0)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
+def test_paired_comparison_constant_nonzero_difference():
+    out = paired_comparison([0.7, 0.8, 0.6], [0.8, 0.9, 0.7], 90, 10)
+    assert math.isnan(out["effect_size_dz"])
+    assert out["p_nadeau_bengio"] == 0.0 and out["nb_t_stat"] == math.inf
+
+
+def test_paired_comparison_length_mismatch_names_both_lengths():
+    with pytest.raises(ValueError, match=r"5.*4"):
+        paired_comparison([0.1] * 5, [0.2] * 4, 90, 10)
+
+
+def test_holm_by_hand_three_p_values():
+    # Sorted 0.01, 0.03, 0.04 -> 3 * 0.01 = 0.03, 2 * 0.03 = 0.06, max(1 * 0.04, 0.06) = 0.06.
+    np.testing.assert_allclose(holm_adjust([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+
+
+def test_holm_matches_statsmodels():
+    p = np.random.default_rng(2).uniform(0, 0.2, size=8)
+    np.testing.assert_allclose(holm_adjust(p), multipletests(p, method="holm")[1])
+
+
+def test_holm_excludes_nan_from_family():
+    out = holm_adjust([0.01, np.nan, 0.04, 0.03])
+    assert math.isnan(out[1])
+    # Family of three, not four: same result as without the nan.
+    np.testing.assert_allclose(out[[0, 2, 3]], [0.03, 0.06, 0.06])
+
+
+def test_holm_all_nan():
+    assert np.isnan(holm_adjust([np.nan, np.nan])).all()
