@@ -63,7 +63,7 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KedroProje
     project.mkdir()
     shutil.copytree(PROJECT_ROOT / "conf", project / "conf")
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
-    (project / "src").symlink_to(PROJECT_ROOT / "src")
+    shutil.copytree(PROJECT_ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     monkeypatch.chdir(project)
     return KedroProject(project)
 

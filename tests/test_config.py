@@ -7,8 +7,11 @@ SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": 
 DATA = {"root": "data/01_raw/dff", "sources": SOURCES}
 
 
+PREPROCESSING = {"image_sizes": [128, 224], "face_crop_sizes": [224], "face_crop_margin": 0.6}
+
+
 def resolve(experiments, name="e"):
-    return resolve_experiment(name, experiments, DEFAULTS, SOURCES, [128, 224], label=f"phase9.{name}")
+    return resolve_experiment(name, experiments, DEFAULTS, SOURCES, PREPROCESSING, label=f"phase9.{name}")
 
 
 def test_extends_and_nested_merge():
@@ -35,6 +38,8 @@ def test_extends_and_nested_merge():
         ({"train_sources": ["wiki", "midjourney"]}, "'train_sources'"),
         ({"train_sources": ["text2img", "insight"]}, "'train_sources'"),
         ({"image_size": 96}, "'image_size'"),
+        ({"image_size": 128, "face_crop": True}, "'image_size'"),
+        ({"image_size": 224, "face_crop": True, "face_crop_margin": 0.3}, "'face_crop_margin'"),
         ({"backbone": "simple_cnn", "pretrained": True}, "'pretrained'"),
         ({"cv_folds": 3}, "'cv_folds'"),
         ({"extends": "missing"}, "'extends'"),

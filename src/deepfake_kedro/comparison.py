@@ -91,6 +91,29 @@ def paired_tests(
     return table
 
 
+def comparison_markdown(comparison: pd.DataFrame, title: str, metrics: Sequence[str] = HEADLINE_METRICS) -> str:
+    """A readable Markdown twin of the comparison table: ``mean ± std [CI low, CI high]`` per metric."""
+    shown = comparison[["experiment", "backbone", "image_size"]].copy()
+    for metric in metrics:
+        if f"{metric}_mean" in comparison:
+            shown[metric] = [
+                f"{r[f'{metric}_mean']:.3f} ± {r[f'{metric}_std']:.3f} [{r[f'{metric}_ci_low']:.3f}, {r[f'{metric}_ci_high']:.3f}]"
+                for _, r in comparison.iterrows()
+            ]
+    note = "Mean ± std over the outer folds, 95% t-interval in brackets. Every column is in comparison.csv."
+    return to_markdown(shown, title) + f"\n{note}\n"
+
+
+def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
+    """A readable Markdown twin of the paired tests."""
+    columns = ["question", "baseline", "treatment", "metric", "diff_mean", "diff_ci_low", "diff_ci_high",
+               "p_paired_t", "p_nadeau_bengio", "p_wilcoxon", "p_holm", "significant_holm"]
+    note = ("Differences are treatment - baseline over the same folds. p_holm: Holm adjustment of the "
+            "Nadeau-Bengio p over the phase's pairs, per metric. With 5 folds the exact Wilcoxon test "
+            "cannot go below p = 0.0625, so it can never be significant at 0.05.")
+    return to_markdown(tests[columns], title) + f"\n{note}\n"
+
+
 def to_markdown(table: pd.DataFrame, title: str, digits: int = 4) -> str:
     """A Markdown twin of a table, numbers rounded for reading."""
     shown = table.copy()

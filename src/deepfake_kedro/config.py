@@ -161,7 +161,7 @@ def resolve_experiment(
     experiments: Mapping[str, Any],
     defaults: Mapping[str, Any],
     sources: Mapping[str, str] | None = None,
-    image_sizes: list[int] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
     label: str | None = None,
 ) -> ExperimentConfig:
     """Merges defaults, the ``extends`` chain and the experiment's overrides, then validates.
@@ -171,7 +171,8 @@ def resolve_experiment(
         experiments: All experiments of the phase, each a mapping of overrides.
         defaults: The shared defaults (``defaults`` in parameters.yml).
         sources: ``data.sources``, to check ``train_sources`` / ``eval_sources``.
-        image_sizes: Sizes the preprocessing caches hold, to check ``image_size``.
+        preprocessing: The ``preprocessing`` parameters, to check that a cache exists for the
+            experiment's ``image_size`` (and ``face_crop_margin``).
         label: How errors name the experiment (defaults to ``name``).
 
     Returns:
@@ -204,12 +205,24 @@ def resolve_experiment(
         raise ConfigError(f"experiment {label!r}: {_describe(error)}") from None
     if sources is not None:
         _check_sources(config, sources, label)
-    if image_sizes is not None and config.image_size not in image_sizes:
-        raise ConfigError(
-            f"experiment {label!r}: key 'image_size' is {config.image_size}, but the preprocessing caches "
-            f"hold {sorted(image_sizes)}; add it to preprocessing.image_sizes"
-        )
+    if preprocessing is not None:
+        _check_cache_exists(config, preprocessing, label)
     return config
+
+
+def _check_cache_exists(config: ExperimentConfig, preprocessing: Mapping[str, Any], label: str) -> None:
+    sizes_key = "face_crop_sizes" if config.face_crop else "image_sizes"
+    sizes = list(preprocessing.get(sizes_key) or [])
+    if config.image_size not in sizes:
+        raise ConfigError(
+            f"experiment {label!r}: key 'image_size' is {config.image_size}, but preprocessing.{sizes_key} "
+            f"holds {sorted(sizes)}; add it there so the cache is built"
+        )
+    if config.face_crop and config.face_crop_margin != preprocessing.get("face_crop_margin"):
+        raise ConfigError(
+            f"experiment {label!r}: key 'face_crop_margin' is {config.face_crop_margin}, but the face-crop cache "
+            f"uses preprocessing.face_crop_margin = {preprocessing.get('face_crop_margin')}; make them equal"
+        )
 
 
 def config_fingerprint(config: ExperimentConfig, data: Mapping[str, Any]) -> str:

@@ -9,10 +9,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
 from deepfake_kedro.data_index import ImageTree, write_tree
-from deepfake_kedro.image_cache import ImageStack, ImageStackPlan, read_image_stack, write_image_stack
+from deepfake_kedro.image_cache import (
+    ImageStack,
+    ImageStackPlan,
+    TablePlan,
+    read_image_stack,
+    write_image_stack,
+    write_table,
+)
 from deepfake_kedro.run_store import FoldResult, FoldRunStore
 
 
@@ -68,10 +76,7 @@ class ImageCacheDataset(AbstractDataset[Mapping[str, ImageStackPlan], dict[str, 
         self.metadata = metadata
 
     def load(self) -> dict[str, ImageStack]:
-        stacks = {p.parent.name: read_image_stack(p.parent) for p in sorted(self._path.glob("*/manifest.json"))}
-        if not stacks:
-            raise DatasetError(f"no image cache under {self._path}; run the preprocessing pipeline first")
-        return stacks
+        return {p.parent.name: read_image_stack(p.parent) for p in sorted(self._path.glob("*/manifest.json"))}
 
     def save(self, data: Mapping[str, ImageStackPlan]) -> None:
         for name, plan in data.items():
@@ -106,3 +111,23 @@ class FoldRunsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[], Fol
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+class IncrementalTableDataset(AbstractDataset[TablePlan, pd.DataFrame]):
+    """A per-image parquet table (e.g. face boxes) that computes rows only for new or changed images."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_parquet(self._filepath)
+
+    def save(self, data: TablePlan) -> None:
+        write_table(data, self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

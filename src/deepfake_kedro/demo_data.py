@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFilter
 
 DEFAULT_SOURCES: dict[str, str] = {
@@ -33,7 +34,7 @@ ARTEFACT_REGIONS: dict[str, tuple[float, float, float, float]] = {
 
 _SUPERSAMPLE = 4
 _HEAD_CY = 0.46
-_Array = np.ndarray
+_Array = npt.NDArray[np.float64]
 
 _SKIN_RAMP = np.array(
     [[247, 215, 190], [225, 180, 145], [190, 140, 100], [140, 95, 65], [95, 62, 45]],
@@ -60,7 +61,12 @@ _IRIS_COLOURS = np.array(
 
 @dataclass(frozen=True)
 class _Face:
-    """Identity-level appearance parameters, shared by the real image and its fakes."""
+    """Identity-level appearance parameters, shared by the real image and its fakes.
+
+    ``hair_style`` is 0 (bald), 1 (short), 2 (long) or 3 (voluminous); ``offset``
+    is the identity's head (dx, dy, scale) displacement in fractions of the
+    shorter image side.
+    """
 
     bg_top: tuple[float, float, float]
     bg_bottom: tuple[float, float, float]
@@ -201,7 +207,8 @@ def _draw_face(face: _Face, width: int, height: int, dx: float, dy: float, ds: f
         ellipse(ex, eye_y, 0.55 * eh * 1.6, 0.95 * eh, _ink(face.iris))
         ellipse(ex, eye_y, 0.4 * eh, 0.4 * eh, (15, 12, 12))
         ellipse(ex + 0.25 * eh, eye_y - 0.3 * eh, 0.15 * eh, 0.15 * eh, (250, 250, 250))
-        draw.arc((ex - ew, eye_y - eh, ex + ew, eye_y + eh), 180, 360, fill=(40, 30, 28), width=max(1, int(0.03 * rx)))
+        lid = (ex - ew, eye_y - eh, ex + ew, eye_y + eh)
+        draw.arc(lid, 180, 360, fill=(40, 30, 28), width=max(1, int(0.03 * rx)))
         if face.glasses:
             draw.ellipse(
                 (ex - 1.6 * ew, eye_y - 2.2 * eh, ex + 1.6 * ew, eye_y + 2.2 * eh),
@@ -225,9 +232,10 @@ def _draw_face(face: _Face, width: int, height: int, dx: float, dy: float, ds: f
     mouth_y = cy + 0.52 * ry
     mw = face.mouth_w * rx
     curve = face.smile * 0.05 * ry
-    draw.chord((mw * -1 + cx, mouth_y - 0.07 * ry, cx + mw, mouth_y + 0.07 * ry + curve), 0, 180, fill=_ink(face.lips))
-    draw.chord((mw * -1 + cx, mouth_y - 0.06 * ry, cx + mw, mouth_y + 0.03 * ry), 180, 360, fill=_ink(face.lips, 0.9))
-    draw.line((cx - mw, mouth_y, cx, mouth_y + 0.3 * curve, cx + mw, mouth_y), fill=_ink(face.lips, 0.55), width=max(1, int(0.03 * rx)))
+    draw.chord((cx - mw, mouth_y - 0.07 * ry, cx + mw, mouth_y + 0.07 * ry + curve), 0, 180, fill=_ink(face.lips))
+    draw.chord((cx - mw, mouth_y - 0.06 * ry, cx + mw, mouth_y + 0.03 * ry), 180, 360, fill=_ink(face.lips, 0.9))
+    lip_line = (cx - mw, mouth_y, cx, mouth_y + 0.3 * curve, cx + mw, mouth_y)
+    draw.line(lip_line, fill=_ink(face.lips, 0.55), width=max(1, int(0.03 * rx)))
     return img.reduce(_SUPERSAMPLE)
 
 
@@ -310,7 +318,7 @@ def _inpainting(arr: _Array, rng: np.random.Generator) -> _Array:
     x0, y0, x1, y1 = (v + int(rng.integers(-1, 2)) for v in _box_px("inpainting", size))
     patch = _blur(arr, rng.uniform(2.0, 3.0) * size / 96)[y0:y1, x0:x1]
     direction = rng.normal(0, 1, 3)
-    shift = 6 * direction / np.linalg.norm(direction) + np.array([26.0, 14.0, 2.0]) * rng.uniform(0.8, 1.2)
+    shift = 6 * direction / np.linalg.norm(direction) + np.array([16.0, -2.0, 12.0]) * rng.uniform(0.8, 1.2)
     centre = patch.mean(axis=(0, 1))
     patch = centre + (patch - centre) * rng.uniform(0.5, 0.65) + shift
     out = arr.copy()
@@ -320,7 +328,7 @@ def _inpainting(arr: _Array, rng: np.random.Generator) -> _Array:
     halo = np.zeros(arr.shape[:2], dtype=bool)
     halo[y0 - width : y1 + width, x0 - width : x1 + width] = True
     halo[y0:y1, x0:x1] = False
-    out[halo] = out[halo] * 0.7 + 70
+    out[halo] = out[halo] * 0.8 + 45
     return out
 
 
@@ -419,7 +427,8 @@ def generate_demo_dataset(
     ``"fake"`` source, all sharing the file name ``<id>_<birth>_<year>.jpg`` and
     the two-digit subfolder, as in DFF. Reals vary in size, aspect and JPEG
     quality; fakes are square ``fake_size`` images at ``fake_quality``, each
-    carrying its source's artefact (see ``ARTEFACT_REGIONS``). The output is
+    carrying its source's artefact (see ``ARTEFACT_REGIONS``; fake folders
+    other than DFF's three get a generic smoothing and colour cast). The output is
     byte-identical for identical arguments, and the first ``k`` identities do
     not depend on ``n_identities``.
 

@@ -25,7 +25,7 @@ class ValidateExperimentsHook:
             for name in experiments:
                 resolve_experiment(
                     name, experiments, parameters["defaults"], parameters["data"]["sources"],
-                    parameters["preprocessing"]["image_sizes"], label=f"{phase}.{name}",
+                    parameters["preprocessing"], label=f"{phase}.{name}",
                 )
                 checked += 1
         if checked:

@@ -119,3 +119,53 @@ def write_image_stack(plan: ImageStackPlan, directory: Path) -> int:
     shutil.rmtree(retired, ignore_errors=True)
     logger.info("%s: %d rendered, %d reused", plan.description, len(missing), len(plan.keys) - len(missing))
     return len(missing)
+
+
+@dataclass
+class TablePlan:
+    """A per-image table (e.g. face boxes) computed in batches, only for new or changed images."""
+
+    keys: list[str]
+    signatures: list[str]
+    compute: Callable[[list[str]], list[dict]]
+    batch_size: int = 32
+    description: str = "rows"
+
+
+def write_table(plan: TablePlan, path: Path) -> int:
+    """Writes ``key, signature`` plus the computed columns to parquet atomically, reusing unchanged rows.
+
+    Returns:
+        How many rows were computed.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    previous = pd.read_parquet(path) if path.exists() else None
+    reused: dict[str, dict] = {}
+    if previous is not None:
+        wanted = dict(zip(plan.keys, plan.signatures))
+        for row in previous.to_dict(orient="records"):
+            if wanted.get(row["key"]) == row["signature"]:
+                reused[row["key"]] = row
+    missing = [k for k in plan.keys if k not in reused]
+    computed: dict[str, dict] = {}
+    started = time.perf_counter()
+    for start in range(0, len(missing), plan.batch_size):
+        chunk = missing[start:start + plan.batch_size]
+        computed.update(zip(chunk, plan.compute(chunk)))
+        done = start + len(chunk)
+        if done % (plan.batch_size * 20) < plan.batch_size or done == len(missing):
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            logger.info("%s: computed %d / %d (%.1f img/s)", plan.description, done, len(missing), rate)
+    signature_of = dict(zip(plan.keys, plan.signatures))
+    rows = [
+        reused[k] if k in reused else {"key": k, "signature": signature_of[k], **computed[k]} for k in plan.keys
+    ]
+    table = pd.DataFrame(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".partial")
+    table.to_parquet(staging, index=False)
+    os.replace(staging, path)
+    logger.info("%s: %d computed, %d reused", plan.description, len(missing), len(plan.keys) - len(missing))
+    return len(missing)

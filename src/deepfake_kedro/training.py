@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from deepfake_kedro.augmentation import BatchAugmenter
 from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.models import create_model
 from deepfake_kedro.run_store import FoldResult
@@ -38,8 +39,12 @@ class CachedBatches(Dataset):
     Fetching a batch with one sorted fancy index keeps memory-mapped reads sequential.
     """
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray):
+    def __init__(
+        self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray,
+        augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ):
         self.images, self.rows, self.labels = images, np.asarray(rows), np.asarray(labels, dtype=np.float32)
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -47,15 +52,18 @@ class CachedBatches(Dataset):
     def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         positions = np.sort(np.asarray(positions))
         pixels = np.ascontiguousarray(self.images[self.rows[positions]])
+        if self.augment is not None:
+            pixels = self.augment(pixels, self.rows[positions])
         return torch.from_numpy(pixels), torch.from_numpy(self.labels[positions])
 
 
 def batch_loader(
     images: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int,
     shuffle: bool, seed: int = 0, num_workers: int = 0, pin_memory: bool = False,
+    augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> DataLoader:
-    """A DataLoader yielding ``(uint8 NHWC batch, float labels)`` from the cache."""
-    dataset = CachedBatches(images, rows, labels)
+    """A DataLoader yielding ``(uint8 NHWC batch, float labels)`` from the cache, optionally augmented."""
+    dataset = CachedBatches(images, rows, labels, augment)
     order = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
     return DataLoader(
         dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=False),
@@ -202,6 +210,7 @@ def train_fold(
     loader = batch_loader(
         images, rows["train"], labels[rows["train"]], config.batch_size, shuffle=True, seed=seed,
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
+        augment=BatchAugmenter(config.augment, seed) if config.augment else None,
     )
     val_labels = labels[rows["val"]]
     history, best, best_state, best_epoch, since_best = [], None, None, 0, 0

@@ -43,7 +43,7 @@ def resolve_config(
         defaults: Shared defaults.
         experiments: All experiments of the phase.
         data: ``data.root`` and ``data.sources``.
-        preprocessing: ``image_sizes`` the caches hold.
+        preprocessing: The sizes (and face-crop margin) the caches hold.
         phase: The phase name.
         experiment: The experiment name.
 
@@ -51,7 +51,7 @@ def resolve_config(
         ``experiment``, ``phase``, ``fingerprint`` and the resolved ``config``.
     """
     config = resolve_experiment(
-        experiment, experiments, defaults, data["sources"], preprocessing["image_sizes"], label=f"{phase}.{experiment}"
+        experiment, experiments, defaults, data["sources"], preprocessing, label=f"{phase}.{experiment}"
     )
     return {
         "experiment": experiment, "phase": phase,
@@ -61,14 +61,16 @@ def resolve_config(
 
 
 def train_folds(
-    resolved_config: dict[str, Any], fold_table: pd.DataFrame, image_cache: dict[str, ImageStack], data: dict[str, Any]
+    resolved_config: dict[str, Any], fold_table: pd.DataFrame, image_cache: dict[str, ImageStack],
+    face_cache: dict[str, ImageStack], data: dict[str, Any],
 ) -> dict[str, Callable[[], FoldResult]]:
     """Plans one training run per fold; the fold-runs dataset trains those not done yet.
 
     Args:
         resolved_config: Output of ``resolve_config``.
         fold_table: The study's fold table.
-        image_cache: Image stacks by name.
+        image_cache: Square-crop stacks by name.
+        face_cache: Face-crop stacks by name.
         data: ``data.sources``.
 
     Returns:
@@ -76,12 +78,13 @@ def train_folds(
     """
     check_no_leakage(fold_table)
     config = ExperimentConfig.model_validate(resolved_config["config"])
+    caches = face_cache if config.face_crop else image_cache
     name = cache_name(config)
-    if name not in image_cache:
-        raise KeyError(f"{resolved_config['experiment']}: no image cache {name!r} (have {sorted(image_cache)}); "
-                       f"add {config.image_size} to preprocessing.image_sizes and re-run preprocessing")
+    if name not in caches:
+        raise KeyError(f"{resolved_config['experiment']}: no image cache {name!r} (have {sorted(caches)}); "
+                       f"run the preprocessing pipeline with this size in preprocessing")
     label = f"{resolved_config['phase']}.{resolved_config['experiment']}"
-    return plan_fold_runs(config, resolved_config["fingerprint"], fold_table, image_cache[name], data["sources"], label)
+    return plan_fold_runs(config, resolved_config["fingerprint"], fold_table, caches[name], data["sources"], label)
 
 
 def evaluate_folds(

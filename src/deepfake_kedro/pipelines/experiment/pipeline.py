@@ -6,7 +6,7 @@ from kedro.pipeline import Node, Pipeline
 
 from .nodes import evaluate_folds, resolve_config, train_folds
 
-SHARED_INPUTS = {"fold_table", "image_cache"}
+SHARED_INPUTS = {"fold_table", "image_cache", "face_cache"}
 SHARED_PARAMETERS = {"params:defaults", "params:data", "params:preprocessing", "params:evaluation"}
 
 
@@ -28,7 +28,7 @@ def experiment_pipeline(phase: str, experiment: str) -> Pipeline:
         Node(_bound(resolve_config, phase=phase, experiment=experiment),
              ["params:defaults", f"params:{phase}.experiments", "params:data", "params:preprocessing"],
              "resolved_config", name="resolve_config"),
-        Node(train_folds, ["resolved_config", "fold_table", "image_cache", "params:data"], "fold_runs",
+        Node(train_folds, ["resolved_config", "fold_table", "image_cache", "face_cache", "params:data"], "fold_runs",
              name="train_folds"),
         Node(evaluate_folds, ["resolved_config", "fold_runs", "fold_table", "params:data", "params:evaluation"],
              ["oof_predictions", "fold_metrics", "metrics", "learning_curves"], name="evaluate_folds"),

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from deepfake_kedro.comparison import comparison_table, paired_tests, to_markdown
+from deepfake_kedro.comparison import comparison_markdown, comparison_table, paired_tests, paired_tests_markdown
 from deepfake_kedro.figures import metric_bars
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,6 @@ def compare_experiments(
         logger.info("%s vs %s: ΔAUC %+.3f [%.3f, %.3f], p(NB) %.3g, p(Holm) %.3g", row.treatment, row.baseline,
                     row.diff_mean, row.diff_ci_low, row.diff_ci_high, row.p_nadeau_bengio, row.p_holm)
     name = phase.get("title", "")
-    tests_md = to_markdown(tests, f"{name}: paired tests (treatment - baseline, fold-wise)") if not tests.empty else ""
-    return (comparison, to_markdown(comparison, f"{name}: comparison (mean, std, 95% CI over folds)"),
+    tests_md = paired_tests_markdown(tests, f"{name}: paired tests") if not tests.empty else ""
+    return (comparison, comparison_markdown(comparison, f"{name}: comparison"),
             tests, tests_md, metric_bars(comparison, title=name))

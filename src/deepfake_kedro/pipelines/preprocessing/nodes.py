@@ -17,8 +17,9 @@ from deepfake_kedro.data_index import (
     integrity_report,
     usable,
 )
+from deepfake_kedro.face_crops import BOX_COLUMNS, FaceDetector, detection_summary, render_face_crop
 from deepfake_kedro.folds import build_fold_table
-from deepfake_kedro.image_cache import ImageStackPlan
+from deepfake_kedro.image_cache import ImageStackPlan, TablePlan
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +81,63 @@ def plan_square_caches(
         )
         for size in preprocessing["image_sizes"]
     }
+
+
+def plan_face_detection(
+    image_index: pd.DataFrame, raw_images: ImageTree, preprocessing: dict[str, Any]
+) -> TablePlan:
+    """Describes MTCNN detection for every usable image; only new or changed images are processed.
+
+    Args:
+        image_index: The image index.
+        raw_images: The raw image folder.
+        preprocessing: ``face_detection`` (batch_size, min_confidence, device) and ``face_crop_sizes``
+            (empty = no face crops, nothing is detected).
+
+    Returns:
+        The detection plan for the ``face_boxes`` table.
+    """
+    settings = preprocessing["face_detection"]
+    keys = usable(image_index)["path"].tolist() if preprocessing.get("face_crop_sizes") else []
+    detector = FaceDetector(raw_images, settings["min_confidence"], settings.get("device"))
+    return TablePlan(keys, [raw_images.signature(k) for k in keys], detector, settings["batch_size"], "MTCNN faces")
+
+
+def plan_face_caches(
+    image_index: pd.DataFrame, raw_images: ImageTree, face_boxes: pd.DataFrame, preprocessing: dict[str, Any]
+) -> dict[str, ImageStackPlan]:
+    """Describes one face-crop cache per size in ``face_crop_sizes``, cropped around the detected face.
+
+    Args:
+        image_index: The image index.
+        raw_images: The raw image folder.
+        face_boxes: MTCNN results per image.
+        preprocessing: ``face_crop_sizes`` and ``face_crop_margin``.
+
+    Returns:
+        ``face_<size>`` -> plan.
+    """
+    margin = preprocessing["face_crop_margin"]
+    keys = usable(image_index)["path"].tolist()
+    faces = face_boxes.set_index("key")[BOX_COLUMNS].to_dict(orient="index")
+    # A crop changes with its file, its box and the margin: all three make up the signature.
+    signatures = [
+        f"{raw_images.signature(k)}|{faces[k]['x0']:.2f},{faces[k]['y0']:.2f},{faces[k]['x1']:.2f},{faces[k]['y1']:.2f}|{margin}"
+        for k in keys
+    ]
+    return {
+        f"face_{size}": ImageStackPlan(
+            keys, signatures, size, partial(render_face_crop, raw_images, faces, margin=margin, size=size),
+            description=f"face_{size}",
+        )
+        for size in preprocessing.get("face_crop_sizes") or []
+    }
+
+
+def summarize_face_detection(face_boxes: pd.DataFrame, image_index: pd.DataFrame) -> pd.DataFrame:
+    """Per-source detection rate, mean confidence and fallback count."""
+    summary = detection_summary(face_boxes, image_index)
+    for row in summary.itertuples():
+        logger.info("Face detection %s: %d / %d (%.1f%%), %d fall back to the square crop",
+                    row.source, row.detected, row.images, 100 * row.detection_rate, row.fallback)
+    return summary

@@ -1,8 +1,15 @@
-"""The preprocessing pipeline: raw images -> index -> fold table and square-crop caches."""
+"""The preprocessing pipeline: raw images -> index -> fold table, square-crop and face-crop caches."""
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_folds, index_images, plan_square_caches
+from .nodes import (
+    build_folds,
+    index_images,
+    plan_face_caches,
+    plan_face_detection,
+    plan_square_caches,
+    summarize_face_detection,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -12,4 +19,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(build_folds, ["image_index", "params:defaults"], "fold_table", name="build_fold_table"),
         Node(plan_square_caches, ["image_index", "raw_images", "params:preprocessing"], "image_cache",
              name="build_square_caches"),
+        Node(plan_face_detection, ["image_index", "raw_images", "params:preprocessing"], "face_boxes",
+             name="detect_faces"),
+        Node(plan_face_caches, ["image_index", "raw_images", "face_boxes", "params:preprocessing"], "face_cache",
+             name="build_face_caches"),
+        Node(summarize_face_detection, ["face_boxes", "image_index"], "face_detection",
+             name="summarize_face_detection"),
     ])

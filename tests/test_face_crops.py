@@ -1,0 +1,66 @@
+from io import BytesIO
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from deepfake_kedro.data_index import ImageTree, square_resize
+from deepfake_kedro.face_crops import FaceDetector, crop_box, face_crop
+from deepfake_kedro.image_cache import TablePlan, write_table
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> ImageTree:
+    root = tmp_path_factory.mktemp("faces")
+    (root / "real").mkdir()
+    Image.fromarray(data.astronaut()).save(root / "real" / "astronaut.png")
+    noise = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "real" / "noise.png")
+    return ImageTree(root)
+
+
+@pytest.fixture(scope="module")
+def detections(tree):
+    return dict(zip(["astronaut", "noise"], FaceDetector(tree, device="cpu")(["real/astronaut.png", "real/noise.png"])))
+
+
+def test_mtcnn_finds_the_astronaut_and_flags_noise(detections):
+    face = detections["astronaut"]
+    assert face["detected"] and face["confidence"] > 0.99
+    # Eileen Collins' face sits around x 180-270, y 60-170 in skimage's 512 px astronaut.
+    assert 150 < face["x0"] < 200 and 240 < face["x1"] < 290 and 40 < face["y0"] < 90 and 150 < face["y1"] < 200
+    assert not detections["noise"]["detected"]
+
+
+def test_crop_contains_the_box_enlarged_by_the_margin(detections):
+    face = detections["astronaut"]
+    box = (face["x0"], face["y0"], face["x1"], face["y1"])
+    left, top, right, bottom = crop_box(box, 0.6)
+    side = max(box[2] - box[0], box[3] - box[1])
+    assert right - left == pytest.approx(1.6 * side, abs=1)
+    assert left < box[0] and top < box[1] and right > box[2] and bottom > box[3]
+    # The face box's centre stays the crop's centre.
+    assert (left + right) / 2 == pytest.approx((box[0] + box[2]) / 2, abs=1)
+    astronaut = Image.fromarray(data.astronaut())
+    expected = np.asarray(astronaut.crop((left, top, right, bottom)).resize((64, 64), Image.Resampling.BICUBIC))
+    assert np.array_equal(face_crop(astronaut, face, 0.6, 64), expected)
+
+
+def test_no_face_falls_back_to_the_square_crop(tree, detections):
+    with Image.open(BytesIO(tree.read_bytes("real/noise.png"))) as image:
+        assert np.array_equal(face_crop(image, detections["noise"], 0.6, 32), square_resize(image, 32))
+
+
+def test_second_detection_run_processes_zero_images(tmp_path, tree):
+    calls = []
+
+    def counting_detector(keys):
+        calls.extend(keys)
+        return [{"detected": False, "confidence": 0.0} for _ in keys]
+
+    keys = ["real/astronaut.png", "real/noise.png"]
+    plan = TablePlan(keys, [tree.signature(k) for k in keys], counting_detector, batch_size=1)
+    assert write_table(plan, tmp_path / "faces.parquet") == 2
+    assert write_table(plan, tmp_path / "faces.parquet") == 0
+    assert calls == keys
