@@ -313,14 +313,14 @@ def _text2img(arr: _Array, rng: np.random.Generator) -> _Array:
 
 
 def _inpainting(arr: _Array, rng: np.random.Generator) -> _Array:
-    """Blur and colour-shift a hard-edged rectangle over the mouth and chin."""
+    """Blur, wash out and brighten a hard-edged rectangle over the mouth and chin."""
     size = arr.shape[0]
     x0, y0, x1, y1 = (v + int(rng.integers(-1, 2)) for v in _box_px("inpainting", size))
     patch = _blur(arr, rng.uniform(2.0, 3.0) * size / 96)[y0:y1, x0:x1]
-    direction = rng.normal(0, 1, 3)
-    shift = 6 * direction / np.linalg.norm(direction) + np.array([16.0, -2.0, 12.0]) * rng.uniform(0.8, 1.2)
     centre = patch.mean(axis=(0, 1))
-    patch = centre + (patch - centre) * rng.uniform(0.5, 0.65) + shift
+    patch = centre + (patch - centre) * rng.uniform(0.5, 0.65) + rng.normal(0, 4, 3)
+    grey = patch.mean(axis=2, keepdims=True)
+    patch = grey + (patch - grey) * rng.uniform(0.45, 0.55) + rng.uniform(12, 18)
     out = arr.copy()
     out[y0:y1, x0:x1] = patch
     # A thin halo mimics the visible seam left where the inpainted patch is pasted back.
@@ -328,7 +328,7 @@ def _inpainting(arr: _Array, rng: np.random.Generator) -> _Array:
     halo = np.zeros(arr.shape[:2], dtype=bool)
     halo[y0 - width : y1 + width, x0 - width : x1 + width] = True
     halo[y0:y1, x0:x1] = False
-    out[halo] = out[halo] * 0.8 + 45
+    out[halo] = out[halo] * 0.85 + 35
     return out
 
 

@@ -47,3 +47,52 @@ def metric_bars(comparison: pd.DataFrame, metrics: tuple[str, ...] = ("auc", "ac
         ax.axvline(0.5, color="grey", lw=0.8, ls=":")
     figure.suptitle(title)
     return figure
+
+
+def face_crop_grid(samples: list[tuple[str, np.ndarray, dict, tuple | None, np.ndarray]], title: str) -> Figure:
+    """Per sample: the image with MTCNN's box (red) and the enlarged crop square (green), then the crop.
+
+    Args:
+        samples: ``(source, image, face, crop square or None, crop)`` tuples, grouped by source.
+        title: Figure title.
+    """
+    sources = list(dict.fromkeys(s[0] for s in samples))
+    per_source = max(sum(1 for s in samples if s[0] == source) for source in sources)
+    figure, axes = plt.subplots(len(sources), 2 * per_source, figsize=(2.0 * 2 * per_source, 2.3 * len(sources)),
+                                constrained_layout=True, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, source in enumerate(sources):
+        for column, (_, image, face, square, crop) in enumerate(s for s in samples if s[0] == source):
+            ax = axes[row][2 * column]
+            ax.imshow(image)
+            if face.get("detected"):
+                x0, y0, x1, y1 = face["x0"], face["y0"], face["x1"], face["y1"]
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="red", lw=1.5))
+                left, top, right, bottom = square
+                ax.add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False, color="lime",
+                                           lw=1.5, ls="--"))
+                # Show the whole crop square even where it reaches past the image (padded black there).
+                ax.set_xlim(min(0, left) - 2, max(image.shape[1], right) + 2)
+                ax.set_ylim(max(image.shape[0], bottom) + 2, min(0, top) - 2)
+                ax.set_title(f"{source}  p={face['confidence']:.3f}", fontsize=8)
+            else:
+                ax.set_title(f"{source}  no face: fallback", fontsize=8, color="darkorange")
+            axes[row][2 * column + 1].imshow(crop)
+            axes[row][2 * column + 1].set_title("crop", fontsize=8)
+    figure.suptitle(title)
+    return figure
+
+
+def augmentation_grid(originals: np.ndarray, augmented: list[np.ndarray], title: str) -> Figure:
+    """Each original (first column) next to several augmented draws of it."""
+    columns = 1 + len(augmented)
+    figure, axes = plt.subplots(len(originals), columns, figsize=(1.8 * columns, 1.9 * len(originals)),
+                                constrained_layout=True, squeeze=False)
+    for row, original in enumerate(originals):
+        for column, image in enumerate([original] + [draw[row] for draw in augmented]):
+            axes[row][column].imshow(image)
+            axes[row][column].axis("off")
+            axes[row][column].set_title("original" if column == 0 else f"draw {column}", fontsize=8)
+    figure.suptitle(title)
+    return figure

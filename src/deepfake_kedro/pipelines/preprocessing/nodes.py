@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
 
 from deepfake_kedro.data_index import (
     DataLayoutError,
@@ -17,9 +21,19 @@ from deepfake_kedro.data_index import (
     integrity_report,
     usable,
 )
-from deepfake_kedro.face_crops import BOX_COLUMNS, FaceDetector, detection_summary, render_face_crop
+from deepfake_kedro.augmentation import BatchAugmenter
+from deepfake_kedro.config import AugmentConfig
+from deepfake_kedro.face_crops import (
+    BOX_COLUMNS,
+    FaceDetector,
+    crop_box,
+    detection_summary,
+    face_crop,
+    render_face_crop,
+)
+from deepfake_kedro.figures import augmentation_grid, face_crop_grid
 from deepfake_kedro.folds import build_fold_table
-from deepfake_kedro.image_cache import ImageStackPlan, TablePlan
+from deepfake_kedro.image_cache import ImageStack, ImageStackPlan, TablePlan
 
 logger = logging.getLogger(__name__)
 
@@ -141,3 +155,32 @@ def summarize_face_detection(face_boxes: pd.DataFrame, image_index: pd.DataFrame
         logger.info("Face detection %s: %d / %d (%.1f%%), %d fall back to the square crop",
                     row.source, row.detected, row.images, 100 * row.detection_rate, row.fallback)
     return summary
+
+
+def face_crop_figure(
+    face_boxes: pd.DataFrame, image_index: pd.DataFrame, raw_images: ImageTree, preprocessing: dict[str, Any]
+) -> Figure:
+    """A grid per source of images with their face box, the enlarged crop square and the crop."""
+    margin, per_source = preprocessing["face_crop_margin"], preprocessing["preview_images_per_source"]
+    merged = face_boxes.merge(image_index[["path", "source"]], left_on="key", right_on="path")
+    samples = []
+    for source, rows in merged.groupby("source", sort=True):
+        # Detected faces first, plus one fallback where there is any, so both cases are visible.
+        chosen = pd.concat([rows[rows["detected"]].head(per_source - 1), rows[~rows["detected"]].head(1)])
+        chosen = pd.concat([chosen, rows.drop(chosen.index).head(per_source - len(chosen))])
+        for face in chosen.to_dict(orient="records"):
+            with Image.open(BytesIO(raw_images.read_bytes(face["key"]))) as image:
+                image = image.convert("RGB")
+                square = crop_box((face["x0"], face["y0"], face["x1"], face["y1"]), margin) if face["detected"] else None
+                samples.append((source, np.asarray(image), face, square, face_crop(image, face, margin, 128)))
+    return face_crop_grid(samples, f"MTCNN face crops (margin {margin}): red = detected box, green = crop")
+
+
+def augmentation_figure(image_cache: dict[str, ImageStack], preprocessing: dict[str, Any]) -> Figure:
+    """A few cached images before and after the augmentation dict (several seeded draws)."""
+    augment = AugmentConfig.model_validate(preprocessing["augment_preview"])
+    stack = image_cache[f"square_{max(preprocessing['image_sizes'])}"]
+    rows = np.linspace(0, len(stack) - 1, num=min(6, len(stack))).astype(int)
+    originals = np.asarray(stack.array[rows])
+    draws = [BatchAugmenter(augment, seed)(originals, rows) for seed in range(5)]
+    return augmentation_grid(originals, draws, "Training augmentation: originals and five seeded draws")

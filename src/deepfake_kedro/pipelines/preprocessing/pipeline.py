@@ -3,7 +3,9 @@
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
+    augmentation_figure,
     build_folds,
+    face_crop_figure,
     index_images,
     plan_face_caches,
     plan_face_detection,
@@ -25,4 +27,8 @@ def create_pipeline(**kwargs) -> Pipeline:
              name="build_face_caches"),
         Node(summarize_face_detection, ["face_boxes", "image_index"], "face_detection",
              name="summarize_face_detection"),
+        Node(face_crop_figure, ["face_boxes", "image_index", "raw_images", "params:preprocessing"],
+             "face_crop_figure", name="plot_face_crops"),
+        Node(augmentation_figure, ["image_cache", "params:preprocessing"], "augmentation_figure",
+             name="plot_augmentation"),
     ])
