@@ -68,6 +68,24 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KedroProje
     return KedroProject(project)
 
 
+def full_blocks(overrides: dict[str, Any], *files: str) -> dict[str, Any]:
+    """Runtime params for the given top-level blocks: base values deep-updated with ``overrides``.
+
+    Kedro may replace a whole top-level block with a runtime one, so each block is passed complete.
+    """
+    base: dict[str, Any] = {}
+    for name in files or ("parameters.yml", "parameters_phase1.yml"):
+        base.update(yaml.safe_load((PROJECT_ROOT / "conf" / "base" / name).read_text()))
+
+    def merge(target: dict, changes: dict) -> dict:
+        for key, value in changes.items():
+            target[key] = merge(dict(target.get(key) or {}), value) if isinstance(value, dict) else value
+        return target
+
+    return {key: merge(dict(base.get(key) or {}), value) if isinstance(value, dict) else value
+            for key, value in overrides.items()}
+
+
 TINY_DEMO = {
     "defaults": {"epochs": 2, "scheduler": {"type": "cosine_annealing", "T_max": 2}, "batch_size": 32},
     "evaluation": {"n_bootstrap": 50},

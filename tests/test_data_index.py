@@ -11,6 +11,7 @@ from deepfake_kedro.data_index import (
     build_image_index,
     decode_square,
     estimate_jpeg_quality,
+    integrity_report,
     square_resize,
 )
 
@@ -42,6 +43,12 @@ def messy_tree(tmp_path: Path) -> ImageTree:
         (tmp_path / relative).write_bytes(data)
     grey = tmp_path / "real/grey.png"
     Image.fromarray(np.full((40, 50), 128, np.uint8), mode="L").save(grey)
+    Image.new("CMYK", (40, 40), (10, 200, 30, 0)).save(tmp_path / "real/cmyk.jpg", "JPEG")
+    Image.new("RGBA", (40, 40), (10, 200, 30, 100)).save(tmp_path / "real/rgba.png")
+    Image.fromarray(np.arange(48 * 48, dtype=np.uint16).reshape(48, 48) * 20).save(tmp_path / "real/deep16.png")
+    Image.new("RGB", (40, 40), (1, 2, 3)).save(tmp_path / "fake/really_png.jpg", "PNG")
+    # 200 megapixels of one-bit black: a few KB on disk, past Pillow's decompression-bomb limit.
+    Image.new("1", (20_000, 10_000)).save(tmp_path / "fake/huge.png")
     return ImageTree(tmp_path)
 
 
@@ -52,9 +59,17 @@ def test_bad_files_are_reported_with_reason_and_good_ones_kept(messy_tree):
     assert index.loc["fake/notes.txt", "status"] == "not_image"
     assert index.loc["fake/garbage.jpg", "status"] == "unreadable"
     assert index.loc["fake/tiny.jpg", "status"] == "too_small"
+    assert index.loc["fake/huge.png", "status"] == "too_large"
     assert (index.loc[index["status"] != "ok", "reason"] != "").all()
     good = index[index["status"] == "ok"]
-    assert set(good.index) == {"real/a/good_1.jpg", "real/b/good_2.jpg", "fake/a/good_1.jpg", "real/grey.png"}
+    assert set(good.index) == {"real/a/good_1.jpg", "real/b/good_2.jpg", "fake/a/good_1.jpg", "real/grey.png",
+                               "real/cmyk.jpg", "real/rgba.png", "real/deep16.png", "fake/really_png.jpg"}
+    assert "converted" in good.loc["real/cmyk.jpg", "reason"] and "converted" in good.loc["real/deep16.png", "reason"]
+    assert "PNG data" in good.loc["fake/really_png.jpg", "reason"]
+    report = integrity_report(build_image_index(messy_tree, SOURCES, min_size=32)).set_index("path")
+    assert report.loc["fake/truncated.jpg", "action"] == "excluded" and report.loc["real/cmyk.jpg", "action"] == "kept"
+    for path in ("real/cmyk.jpg", "real/rgba.png", "real/deep16.png", "fake/really_png.jpg"):
+        assert decode_square(messy_tree, path, 16).shape == (16, 16, 3)
     assert "other/ignored.jpg" not in index.index
     assert good.loc["fake/a/good_1.jpg", "group"] == good.loc["real/a/good_1.jpg", "group"]
     assert good.loc["fake/a/good_1.jpg", "label"] == 1 and good.loc["real/a/good_1.jpg", "label"] == 0

@@ -29,7 +29,7 @@ def demo_project(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(path)
     try:
-        project.run("preprocessing")
+        project.run("eda")
     finally:
         os.chdir(cwd)
     return project

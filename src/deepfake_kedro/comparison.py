@@ -12,6 +12,7 @@ from deepfake_kedro.stats import holm_adjust, paired_comparison
 
 HEADLINE_METRICS = ("auc", "accuracy", "f1", "average_precision", "eer")
 TESTED_METRICS = ("auc", "accuracy", "f1")
+HELDOUT_FLAG_ABOVE = 0.05
 
 
 def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -38,6 +39,9 @@ def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame
                 for key in ("mean", "std", "ci_low", "ci_high"):
                     row[f"{metric}_{key}"] = stats[key]
         row.update({f"pooled_{k}": v for k, v in summary.get("pooled", {}).items()})
+        if "heldout_delta" in summary["metrics"]:
+            # Source hold-out: in-source minus held-out-source AUC; above 0.05 = source-specific features.
+            row["heldout_flag"] = bool(summary["metrics"]["heldout_delta"]["mean"] > HELDOUT_FLAG_ABOVE)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -75,6 +79,9 @@ def paired_tests(
                     f"of this phase (known: {sorted(summaries)})"
                 )
         base, treat = summaries[pair["baseline"]], summaries[pair["treatment"]]
+        if base["fingerprint"] == treat["fingerprint"]:
+            raise ValueError(f"comparison {pair.get('question', '')!r}: {pair['baseline']} and {pair['treatment']} "
+                             f"have identical configs; there is nothing to compare")
         n_train = _fold_values(base, "n_train")
         n_test = _fold_values(base, "n_test")
         for metric in metrics:

@@ -24,6 +24,8 @@ from PIL import Image, UnidentifiedImageError
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+_SUFFIX_FORMATS = {".jpg": {"JPEG", "MPO"}, ".jpeg": {"JPEG", "MPO"}, ".png": {"PNG"}, ".webp": {"WEBP"},
+                   ".bmp": {"BMP"}, ".tif": {"TIFF"}, ".tiff": {"TIFF"}}
 LABELS = {"real": 0, "fake": 1}
 INDEX_COLUMNS = [
     "path", "source", "label", "label_name", "basename", "group", "width", "height",
@@ -95,17 +97,23 @@ def inspect_image(data: bytes, suffix: str, min_size: int) -> dict[str, object]:
             row.update(width=image.width, height=image.height, mode=image.mode, format=image.format or "")
             row["jpeg_quality"] = estimate_jpeg_quality(image)
             image.load()  # a full decode is the only way to catch truncated files
+    except Image.DecompressionBombError as error:
+        return {**row, "status": "too_large", "reason": f"DecompressionBombError: {error}"}
     except UnidentifiedImageError:
         status = "not_image" if suffix not in IMAGE_SUFFIXES else "unreadable"
         return {**row, "status": status, "reason": "not a decodable image"}
     except (OSError, ValueError, SyntaxError) as error:
         status = "truncated" if "truncated" in str(error).lower() else "unreadable"
         return {**row, "status": status, "reason": f"{type(error).__name__}: {error}"}
-    except Image.DecompressionBombError as error:
-        return {**row, "status": "too_large", "reason": str(error)}
     if min(row["width"], row["height"]) < min_size:  # type: ignore[type-var]
         return {**row, "status": "too_small", "reason": f"{row['width']}x{row['height']} is below {min_size} px"}
-    return {**row, "status": "ok", "reason": ""}
+    notes = []
+    expected = _SUFFIX_FORMATS.get(suffix)
+    if expected and row["format"] not in expected:
+        notes.append(f"extension {suffix} but {row['format']} data (read as {row['format']})")
+    if row["mode"] != "RGB":
+        notes.append(f"mode {row['mode']} converted to 8-bit RGB")
+    return {**row, "status": "ok", "reason": "; ".join(notes)}
 
 
 def _source_folders(tree: ImageTree, sources: Mapping[str, str]) -> None:
@@ -168,15 +176,20 @@ def build_image_index(
                 logger.info("Indexed %d / %d images (%.0f img/s)", done, len(paths), done / (time.perf_counter() - started))
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     bad = index[index["status"] != "ok"]
-    logger.info("Indexed %d files: %d usable, %d excluded", len(index), len(index) - len(bad), len(bad))
+    converted = int(((index["status"] == "ok") & (index["reason"] != "")).sum())
+    logger.info("Indexed %d files: %d usable (%d converted or noted), %d excluded",
+                len(index), len(index) - len(bad), converted, len(bad))
     for row in bad.itertuples():
         logger.warning("Excluded %s: %s (%s)", row.path, row.status, row.reason)
     return index
 
 
 def integrity_report(index: pd.DataFrame) -> pd.DataFrame:
-    """The excluded files with their reasons, plus a per-source count of each status."""
-    return index.loc[index["status"] != "ok", ["path", "source", "status", "reason", "bytes"]].reset_index(drop=True)
+    """Every file that was excluded, converted or is otherwise odd, with the reason."""
+    flagged = (index["status"] != "ok") | (index["reason"] != "")
+    report = index.loc[flagged, ["path", "source", "status", "reason", "bytes"]].reset_index(drop=True)
+    report.insert(3, "action", np.where(report["status"] == "ok", "kept", "excluded"))
+    return report
 
 
 def square_resize(image: Image.Image, size: int) -> np.ndarray:

@@ -320,7 +320,7 @@ def _inpainting(arr: _Array, rng: np.random.Generator) -> _Array:
     centre = patch.mean(axis=(0, 1))
     patch = centre + (patch - centre) * rng.uniform(0.5, 0.65) + rng.normal(0, 4, 3)
     grey = patch.mean(axis=2, keepdims=True)
-    patch = grey + (patch - grey) * rng.uniform(0.45, 0.55) + rng.uniform(12, 18)
+    patch = grey + (patch - grey) * rng.uniform(0.35, 0.45) + rng.uniform(15, 21)
     out = arr.copy()
     out[y0:y1, x0:x1] = patch
     # A thin halo mimics the visible seam left where the inpainted patch is pasted back.

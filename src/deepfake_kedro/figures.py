@@ -56,6 +56,10 @@ def face_crop_grid(samples: list[tuple[str, np.ndarray, dict, tuple | None, np.n
         samples: ``(source, image, face, crop square or None, crop)`` tuples, grouped by source.
         title: Figure title.
     """
+    if not samples:
+        figure = plt.figure(figsize=(6, 1))
+        figure.suptitle(title)
+        return figure
     sources = list(dict.fromkeys(s[0] for s in samples))
     per_source = max(sum(1 for s in samples if s[0] == source) for source in sources)
     figure, axes = plt.subplots(len(sources), 2 * per_source, figsize=(2.0 * 2 * per_source, 2.3 * len(sources)),
@@ -94,5 +98,51 @@ def augmentation_grid(originals: np.ndarray, augmented: list[np.ndarray], title:
             axes[row][column].imshow(image)
             axes[row][column].axis("off")
             axes[row][column].set_title("original" if column == 0 else f"draw {column}", fontsize=8)
+    figure.suptitle(title)
+    return figure
+
+
+def metadata_distributions(index: pd.DataFrame, features: pd.DataFrame) -> Figure:
+    """Histograms per source of width, height, aspect ratio, file size and estimated JPEG quality."""
+    columns = [("width", "width (px)"), ("height", "height (px)"), ("aspect", "aspect (w / h)"),
+               ("bytes", "file size (bytes)"), ("jpeg_quality", "estimated JPEG quality")]
+    figure, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.4), constrained_layout=True)
+    for ax, (column, label) in zip(axes, columns):
+        values = features[column].replace([np.inf, -np.inf], np.nan)
+        finite = values.dropna()
+        bins = np.histogram_bin_edges(finite, bins=30) if finite.nunique() > 1 else 10
+        for source in sorted(index["source"].unique()):
+            chosen = values[index["source"] == source].dropna()
+            if len(chosen):
+                ax.hist(chosen, bins=bins, alpha=0.5, label=source)
+        ax.set(xlabel=label, ylabel="images")
+    axes[0].legend(fontsize=8)
+    figure.suptitle("File metadata per source: where real and fake differ, a shortcut may exist")
+    return figure
+
+
+def colour_histograms(pixels_by_source: dict[str, np.ndarray]) -> Figure:
+    """Per-channel pixel histograms, one panel per source."""
+    figure, axes = plt.subplots(1, len(pixels_by_source), figsize=(4 * len(pixels_by_source), 3.2),
+                                constrained_layout=True, squeeze=False, sharey=True)
+    for ax, (source, pixels) in zip(axes[0], pixels_by_source.items()):
+        for channel, colour in enumerate(("red", "green", "blue")):
+            ax.hist(pixels[..., channel].ravel(), bins=64, range=(0, 255), color=colour, alpha=0.45, density=True)
+        ax.set(title=source, xlabel="pixel value")
+    figure.suptitle("Colour distribution per source (square crops)")
+    return figure
+
+
+def sample_grid(images_by_source: dict[str, np.ndarray], title: str) -> Figure:
+    """A row of sample images per source."""
+    columns = max(len(v) for v in images_by_source.values())
+    figure, axes = plt.subplots(len(images_by_source), columns, figsize=(1.7 * columns, 1.9 * len(images_by_source)),
+                                constrained_layout=True, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, (source, images) in enumerate(images_by_source.items()):
+        for column, image in enumerate(images):
+            axes[row][column].imshow(image)
+        axes[row][0].set_title(source, fontsize=9, loc="left")
     figure.suptitle(title)
     return figure

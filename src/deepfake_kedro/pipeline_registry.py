@@ -4,32 +4,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
+import yaml
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from deepfake_kedro.pipelines import preprocessing
+from deepfake_kedro.pipelines import eda, preprocessing
 from deepfake_kedro.pipelines.phases import phase_pipeline
 
-PHASES = ("phase1",)
+PHASES = ("phase1", "phase2")
 
 
-def experiment_names(phase: str, conf_source: str | None = None) -> list[str]:
-    """The experiments a phase defines in ``conf/base/parameters_<phase>.yml``."""
-    loader = OmegaConfigLoader(conf_source=conf_source or str(Path(settings.CONF_SOURCE)), base_env="base",
-                               default_run_env="base")
-    return list(loader["parameters"][phase]["experiments"])
+def phase_layout(phase: str, conf_source: str | None = None) -> tuple[list[str], list[str]]:
+    """A phase's experiments and the other phases' experiments its comparisons name, from the base parameters.
+
+    Read as plain YAML: a second OmegaConfigLoader would re-register OmegaConf's ``globals`` resolver
+    and make the running session resolve ``${globals:...}`` from base instead of its environment.
+    """
+    path = Path(conf_source or settings.CONF_SOURCE) / "base" / f"parameters_{phase}.yml"
+    params = yaml.safe_load(path.read_text())[phase]
+    named = {pair[role] for pair in params.get("comparisons", []) for role in ("baseline", "treatment")}
+    return list(params["experiments"]), sorted(name for name in named if "." in name)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     Returns:
-        ``preprocessing``, one pipeline per phase (with the preprocessing it needs) and ``__default__``.
+        ``preprocessing``, ``eda``, one pipeline per phase (with the preprocessing it needs) and ``__default__``.
     """
     prep = preprocessing.create_pipeline()
-    pipelines: dict[str, Pipeline] = {"preprocessing": prep}
+    pipelines: dict[str, Pipeline] = {"preprocessing": prep, "eda": prep + eda.create_pipeline()}
+    earlier = Pipeline([])
     for phase in PHASES:
-        pipelines[phase] = prep + phase_pipeline(phase, experiment_names(phase))
+        # A phase compares against earlier phases, so its pipeline includes them (finished folds are skipped).
+        earlier = earlier + phase_pipeline(phase, *phase_layout(phase))
+        pipelines[phase] = prep + earlier
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -65,8 +65,10 @@ def batch_loader(
     """A DataLoader yielding ``(uint8 NHWC batch, float labels)`` from the cache, optionally augmented."""
     dataset = CachedBatches(images, rows, labels, augment)
     order = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
+    # A last training batch of one image breaks BatchNorm: drop it (one image per epoch, reshuffled).
+    drop_last = shuffle and len(rows) % batch_size == 1
     return DataLoader(
-        dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=False),
+        dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=drop_last),
         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
     )
 

@@ -10,7 +10,7 @@ import pytest
 from kedro.io import DatasetError
 
 from deepfake_kedro.config import ConfigError
-from tests.conftest import faces140k_root
+from tests.conftest import faces140k_root, full_blocks
 
 EXPERIMENTS = ("p1_simplecnn_baseline", "p1_resnet18_baseline")
 
@@ -68,13 +68,14 @@ def test_bad_experiment_config_fails_before_any_training(tiny_demo):
 
 def test_corrupt_image_is_reported_and_skipped(tiny_demo):
     tiny_demo.run("preprocessing")
-    broken = tiny_demo.path / "data/01_raw/demo/insight/00/broken_1999_2001.jpg"
-    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    folder = sorted((tiny_demo.path / "data/01_raw/demo/insight").iterdir())[0]
+    (folder / "broken_1999_2001.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    broken = f"insight/{folder.name}/broken_1999_2001.jpg"
     tiny_demo.run("preprocessing")
     report = pd.read_csv(tiny_demo.path / "data/08_reporting/data_quality/integrity_report.csv")
-    assert report.set_index("path").loc["insight/00/broken_1999_2001.jpg", "status"] in {"truncated", "unreadable"}
+    assert report.set_index("path").loc[broken, "status"] in {"truncated", "unreadable"}
     fold_table = pd.read_parquet(tiny_demo.path / "data/05_model_input/fold_table.parquet")
-    assert "insight/00/broken_1999_2001.jpg" not in set(fold_table["path"])
+    assert broken not in set(fold_table["path"]) and len(fold_table) == 240
 
 
 def test_missing_data_root_names_the_folder(kedro_project, tmp_path):
@@ -86,14 +87,14 @@ def test_missing_data_root_names_the_folder(kedro_project, tmp_path):
 def test_phase1_on_real_faces140k_subset(kedro_project):
     root = faces140k_root()
     small = {"image_size": 32, "pretrained": False}
-    params = {
-        "data": {"root": str(root)},
-        "preprocessing": {"image_sizes": [32]},
+    params = full_blocks({
+        "preprocessing": {"image_sizes": [32], "face_crop_sizes": []},
         "defaults": {"subsample": 0.15, "epochs": 2, "num_workers": 0, "batch_size": 32,
                      "scheduler": {"T_max": 2}, "optimizer": {"lr": 1.0e-3}},
         "evaluation": {"n_bootstrap": 50},
         "phase1": {"experiments": {name: small for name in EXPERIMENTS}},
-    }
+    })
+    params["data"] = {"root": str(root), "sources": {"real": "real", "fake": "fake"}}
     kedro_project.run("phase1", env="faces140k", params=params)
     index = pd.read_parquet(kedro_project.path / "data/02_intermediate/image_index.parquet")
     assert set(index["source"]) == {"real", "fake"} and len(index) == 1600

@@ -26,7 +26,8 @@ def compare_experiments(
     Returns:
         Comparison table, its Markdown, paired tests, their Markdown and a bar figure with CIs.
     """
-    comparison = comparison_table(experiment_metrics)
+    # Experiments of earlier phases (named <phase>.<experiment>) serve comparisons only.
+    comparison = comparison_table({k: v for k, v in experiment_metrics.items() if "." not in k})
     tests = paired_tests(experiment_metrics, phase.get("comparisons", []))
     for row in tests[tests["metric"] == "auc"].itertuples() if not tests.empty else []:
         logger.info("%s vs %s: ΔAUC %+.3f [%.3f, %.3f], p(NB) %.3g, p(Holm) %.3g", row.treatment, row.baseline,

@@ -33,6 +33,7 @@ from deepfake_kedro.face_crops import (
 )
 from deepfake_kedro.figures import augmentation_grid, face_crop_grid
 from deepfake_kedro.folds import build_fold_table
+from deepfake_kedro.near_duplicates import merge_groups, perceptual_hash
 from deepfake_kedro.image_cache import ImageStack, ImageStackPlan, TablePlan
 
 logger = logging.getLogger(__name__)
@@ -60,17 +61,61 @@ def index_images(
     return index, integrity_report(index)
 
 
-def build_folds(image_index: pd.DataFrame, defaults: dict[str, Any]) -> pd.DataFrame:
+def hash_images(image_index: pd.DataFrame, image_cache: dict[str, ImageStack]) -> pd.DataFrame:
+    """A 64-bit perceptual hash (pHash) of every usable image, from the largest square cache."""
+    stack = image_cache[max(image_cache, key=lambda name: image_cache[name].size if name.startswith("square_") else 0)]
+    paths = usable(image_index)["path"].tolist()
+    rows = stack.rows(paths)
+    hashes = [perceptual_hash(np.asarray(stack.array[row])) for row in rows]
+    return pd.DataFrame({"path": paths, "phash": np.array(hashes, dtype=np.uint64).view(np.int64)})
+
+
+def group_near_duplicates(
+    image_index: pd.DataFrame, perceptual_hashes: pd.DataFrame, preprocessing: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Merges basename groups that hold near-duplicate images (pHash within ``max_distance`` bits).
+
+    Args:
+        image_index: The image index.
+        perceptual_hashes: ``path, phash`` per usable image.
+        preprocessing: ``near_duplicates.max_distance``.
+
+    Returns:
+        ``path, basename_group, group`` per usable image, the cross-group near-duplicate pairs, and a summary.
+    """
+    images = usable(image_index)[["path", "group"]].merge(perceptual_hashes, on="path", how="left")
+    max_distance = preprocessing["near_duplicates"]["max_distance"]
+    merged, pairs = merge_groups(images, images["phash"].to_numpy().view(np.uint64), max_distance)
+    groups = pd.DataFrame({"path": images["path"], "basename_group": images["group"], "group": merged})
+    sizes = groups.groupby("group")["basename_group"].nunique()
+    summary = {
+        "max_distance": max_distance,
+        "basename_groups": int(groups["basename_group"].nunique()),
+        "merged_groups": int(groups["group"].nunique()),
+        "basename_groups_merged": int(sizes[sizes > 1].sum()),
+        "largest_merged_group": int(sizes.max()) if len(sizes) else 0,
+        "cross_group_pairs": int(len(pairs)),
+        "example_pairs": pairs.sort_values("distance").head(10).to_dict(orient="records"),
+    }
+    if summary["basename_groups_merged"]:
+        logger.warning("%d basename groups hold near duplicates of each other and were merged into %d groups",
+                       summary["basename_groups_merged"], int((sizes > 1).sum()))
+    return groups, pairs, summary
+
+
+def build_folds(image_index: pd.DataFrame, image_groups: pd.DataFrame, defaults: dict[str, Any]) -> pd.DataFrame:
     """Assigns usable images to grouped, stratified outer folds and inner train / val roles.
 
     Args:
         image_index: The image index.
+        image_groups: The near-duplicate-aware group of every usable image.
         defaults: Shared defaults with ``cv_folds``, ``val_ratio`` and ``seed``.
 
     Returns:
         The fold table.
     """
-    return build_fold_table(usable(image_index), defaults["cv_folds"], defaults["val_ratio"], defaults["seed"])
+    images = usable(image_index).drop(columns="group").merge(image_groups[["path", "group"]], on="path")
+    return build_fold_table(images, defaults["cv_folds"], defaults["val_ratio"], defaults["seed"])
 
 
 def plan_square_caches(
@@ -131,6 +176,8 @@ def plan_face_caches(
     Returns:
         ``face_<size>`` -> plan.
     """
+    if not preprocessing.get("face_crop_sizes"):
+        return {}
     margin = preprocessing["face_crop_margin"]
     keys = usable(image_index)["path"].tolist()
     faces = face_boxes.set_index("key")[BOX_COLUMNS].to_dict(orient="index")
@@ -149,7 +196,9 @@ def plan_face_caches(
 
 
 def summarize_face_detection(face_boxes: pd.DataFrame, image_index: pd.DataFrame) -> pd.DataFrame:
-    """Per-source detection rate, mean confidence and fallback count."""
+    """Per-source detection rate, mean confidence and fallback count (empty when face crops are off)."""
+    if face_boxes.empty:
+        return pd.DataFrame(columns=["source", "images", "detected", "detection_rate", "mean_confidence", "fallback"])
     summary = detection_summary(face_boxes, image_index)
     for row in summary.itertuples():
         logger.info("Face detection %s: %d / %d (%.1f%%), %d fall back to the square crop",
@@ -162,6 +211,8 @@ def face_crop_figure(
 ) -> Figure:
     """A grid per source of images with their face box, the enlarged crop square and the crop."""
     margin, per_source = preprocessing["face_crop_margin"], preprocessing["preview_images_per_source"]
+    if face_boxes.empty:
+        return face_crop_grid([], "No face crops: preprocessing.face_crop_sizes is empty")
     merged = face_boxes.merge(image_index[["path", "source"]], left_on="key", right_on="path")
     samples = []
     for source, rows in merged.groupby("source", sort=True):

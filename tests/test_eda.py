@@ -1,0 +1,46 @@
+from io import BytesIO
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepfake_kedro.data_index import ImageTree, build_image_index, usable
+from deepfake_kedro.eda import shortcut_audit
+from deepfake_kedro.folds import build_fold_table
+
+
+def smooth_image(rng: np.random.Generator, size: int = 64) -> Image.Image:
+    coarse = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def write_jpeg(path, image, quality):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    path.write_bytes(buffer.getvalue())
+
+
+def audit_for(tmp_path, real_quality: int, fake_quality: int) -> dict:
+    rng = np.random.default_rng(0)
+    for i in range(100):
+        write_jpeg(tmp_path / "real" / f"{i}.jpg", smooth_image(rng), real_quality)
+        write_jpeg(tmp_path / "fake" / f"{i}.jpg", smooth_image(rng), fake_quality)
+    index = build_image_index(ImageTree(tmp_path), {"real": "real", "fake": "fake"})
+    folds = build_fold_table(usable(index), 5, 0.1, seed=0)
+    audit, scores = shortcut_audit(usable(index), folds)
+    assert scores["score"].notna().all() and len(audit["fold_aucs"]) == 5
+    return audit
+
+
+def test_jpeg_quality_shortcut_is_caught(tmp_path, caplog):
+    audit = audit_for(tmp_path, real_quality=95, fake_quality=60)
+    assert audit["auc"] > 0.9 and audit["warning"]
+    assert audit["auc_ci_low"] <= audit["auc"] <= audit["auc_ci_high"]
+    assert "jpeg_quality" in audit["features"]
+    assert "SHORTCUT" in caplog.text
+
+
+def test_no_shortcut_when_formats_match(tmp_path):
+    audit = audit_for(tmp_path, real_quality=85, fake_quality=85)
+    assert audit["auc"] < 0.75 and not audit["warning"]
