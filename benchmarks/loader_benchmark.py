@@ -24,6 +24,7 @@ from deepfake_kedro.augmentation import BatchAugmenter
 from deepfake_kedro.config import AugmentConfig
 from deepfake_kedro.data_index import ImageTree, build_image_index, decode_square, usable
 from deepfake_kedro.datasets import DemoImageTreeDataset
+from deepfake_kedro.face_crops import FaceDetector, render_face_crop
 from deepfake_kedro.image_cache import ImageStackPlan, read_image_stack, write_image_stack
 from deepfake_kedro.models import create_model
 from deepfake_kedro.training import IMAGENET_MEAN, IMAGENET_STD, Normalizer, batch_loader, select_device, train_step
@@ -42,6 +43,19 @@ def build_cache(tree: ImageTree, sources: dict[str, str], size: int, limit: int,
     print(f"cache: {len(keys)} images at {size}px rendered in {time.perf_counter() - started:.1f}s "
           f"({len(keys) / (time.perf_counter() - started):.0f} img/s)")
     return read_image_stack(workdir / f"square_{size}"), images["label"].to_numpy(np.float32)
+
+
+def face_crop_rate(tree: ImageTree, keys: list[str], size: int, device: str, batch_size: int = 16) -> float:
+    """MTCNN detection plus the enlarged square crop, images per second."""
+    detector = FaceDetector(tree, device=device)
+    detector(keys[:2])  # load the weights outside the timing
+    started = time.perf_counter()
+    for start in range(0, len(keys), batch_size):
+        chunk = keys[start:start + batch_size]
+        faces = dict(zip(chunk, detector(chunk)))
+        for key in chunk:
+            render_face_crop(tree, faces, key, margin=0.6, size=size)
+    return len(keys) / (time.perf_counter() - started)
 
 
 def throughput(model: nn.Module, batches, device: torch.device, steps: int, warmup: int = 2) -> float:
@@ -80,6 +94,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["simple_cnn", "resnet18"])
     parser.add_argument("--augmented", nargs="*", default=["resnet18"], help="models also run with the aug dict")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--face-crops", type=int, default=64, help="images to time MTCNN face crops on (0: skip)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
@@ -92,6 +107,9 @@ def main() -> None:
         else:
             tree = DemoImageTreeDataset(str(workdir / "demo"), {"n_identities": max(args.images // 4, 50)}).load()
         stack, labels = build_cache(tree, sources, args.size, args.images, workdir)
+        if args.face_crops:
+            rate = face_crop_rate(tree, stack.keys[: args.face_crops], args.size, str(device))
+            print(f"face crops (MTCNN + crop, {device}): {rate:.1f} images/s over {min(args.face_crops, len(stack))} images")
         rows = np.arange(len(stack))
         normalizer = Normalizer(IMAGENET_MEAN, IMAGENET_STD)
         preloaded = normalizer(torch.from_numpy(np.array(stack.array)), device)
