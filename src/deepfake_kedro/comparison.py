@@ -51,10 +51,48 @@ def _fold_values(summary: Mapping[str, Any], metric: str) -> np.ndarray:
     return np.array([f.get(metric, np.nan) for f in folds], dtype=float)
 
 
+def holdout_tests(
+    summaries: Mapping[str, Mapping[str, Any]], reference: str, sources: Mapping[str, str]
+) -> pd.DataFrame:
+    """Source hold-out: the reference's in-source AUC vs each hold-out's AUC on the source it never saw.
+
+    Per held-out fake source ``s`` and fold: Δ = pairwise AUC (real vs ``s``) of ``reference`` (trained
+    with ``s``) minus that of the hold-out experiment (trained without it), on the same test folds.
+
+    Args:
+        summaries: Experiment name -> summary; hold-outs are those with ``train_sources`` other than all.
+        reference: The experiment trained on every source (experiments.md: p2a_t1_original).
+        sources: ``data.sources``.
+
+    Returns:
+        One row per hold-out and held-out source, in the paired-tests layout (``metric`` =
+        ``heldout_source_auc``, ``diff_mean`` = Δ) plus ``in_source_auc``, ``heldout_auc`` and ``flag``.
+    """
+    if reference not in summaries:
+        raise KeyError(f"holdout_reference {reference!r} is not an experiment of this phase (known: {sorted(summaries)})")
+    rows = []
+    for name, summary in summaries.items():
+        trained = summary["config"]["train_sources"]
+        if trained == "all":
+            continue
+        for source in [s for s, kind in sources.items() if kind == "fake" and s not in trained]:
+            metric = f"pairwise_auc:{source}"
+            in_source, heldout = _fold_values(summaries[reference], metric), _fold_values(summary, metric)
+            result = paired_comparison(heldout, in_source, _fold_values(summary, "n_train"), _fold_values(summary, "n_test"))
+            rows.append({"question": f"source-specific features ({source} held out)", "baseline": name,
+                         "treatment": reference, "metric": "heldout_source_auc", **result,
+                         "heldout_source": source, "in_source_auc": float(np.nanmean(in_source)),
+                         "heldout_auc": float(np.nanmean(heldout)),
+                         "flag": bool(result["diff_mean"] > HELDOUT_FLAG_ABOVE)})
+    return pd.DataFrame(rows)
+
+
 def paired_tests(
     summaries: Mapping[str, Mapping[str, Any]],
     comparisons: Sequence[Mapping[str, str]],
     metrics: Sequence[str] = TESTED_METRICS,
+    holdout_reference: str | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Paired fold-wise tests for each (baseline, treatment) pair and metric, Holm-adjusted per metric.
 
@@ -62,6 +100,8 @@ def paired_tests(
         summaries: Experiment name -> summary (with per-fold records).
         comparisons: ``{question, baseline, treatment}`` entries of the comparison map.
         metrics: Metrics to compare.
+        holdout_reference: When given, adds ``holdout_tests`` rows (in-source vs held-out-source AUC).
+        sources: ``data.sources`` (needed with ``holdout_reference``).
 
     Returns:
         One row per pair and metric: difference (treatment - baseline) with CI, each test's p,
@@ -89,6 +129,8 @@ def paired_tests(
             rows.append({"question": pair.get("question", ""), "baseline": pair["baseline"],
                          "treatment": pair["treatment"], "metric": metric, **result})
     table = pd.DataFrame(rows)
+    if holdout_reference:
+        table = pd.concat([table, holdout_tests(summaries, holdout_reference, sources or {})], ignore_index=True)
     if table.empty:
         return table
     table["p_holm"] = np.nan
@@ -96,6 +138,24 @@ def paired_tests(
         table.loc[members.index, "p_holm"] = holm_adjust(members["p_nadeau_bengio"].to_numpy())
     table["significant_holm"] = table["p_holm"] < 0.05
     return table
+
+
+def attach_holdouts(comparison: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """Adds each hold-out's Δ against the reference (and its CI and flag) to its comparison row."""
+    if tests.empty or "heldout_source" not in tests:
+        return comparison
+    holdouts = tests[tests["metric"] == "heldout_source_auc"].rename(columns={
+        "baseline": "experiment", "in_source_auc": "reference_in_source_auc", "diff_mean": "delta_vs_reference",
+        "diff_ci_low": "delta_vs_reference_ci_low", "diff_ci_high": "delta_vs_reference_ci_high",
+        "p_holm": "delta_vs_reference_p_holm", "flag": "delta_vs_reference_flag", "treatment": "holdout_reference",
+    })
+    columns = ["experiment", "heldout_source", "holdout_reference", "reference_in_source_auc", "heldout_auc",
+               "delta_vs_reference", "delta_vs_reference_ci_low", "delta_vs_reference_ci_high",
+               "delta_vs_reference_p_holm", "delta_vs_reference_flag"]
+    # One hold-out may leave out several sources: one row per source would duplicate the experiment.
+    joined = holdouts[columns].groupby("experiment", as_index=False).agg(
+        lambda v: v.iloc[0] if len(v) == 1 else "; ".join(map(str, v)))
+    return comparison.merge(joined, on="experiment", how="left")
 
 
 def comparison_markdown(comparison: pd.DataFrame, title: str, metrics: Sequence[str] = HEADLINE_METRICS) -> str:
@@ -108,7 +168,15 @@ def comparison_markdown(comparison: pd.DataFrame, title: str, metrics: Sequence[
                 for _, r in comparison.iterrows()
             ]
     note = "Mean ± std over the outer folds, 95% t-interval in brackets. Every column is in comparison.csv."
-    return to_markdown(shown, title) + f"\n{note}\n"
+    text = to_markdown(shown, title) + f"\n{note}\n"
+    if "delta_vs_reference" in comparison:
+        holdouts = comparison.dropna(subset=["delta_vs_reference"])
+        shown = holdouts[["experiment", "heldout_source", "reference_in_source_auc", "heldout_auc", "delta_vs_reference",
+                          "delta_vs_reference_ci_low", "delta_vs_reference_ci_high", "delta_vs_reference_flag"]]
+        text += "\n" + to_markdown(shown, "Source hold-out: Δ = in-source AUC of the reference - held-out-source AUC")
+        text += (f"\nThe reference ({holdouts['holdout_reference'].iloc[0]}) was trained with the source; the hold-out "
+                 f"never saw it. Flag: Δ > {HELDOUT_FLAG_ABOVE} (source-specific features).\n")
+    return text
 
 
 def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:

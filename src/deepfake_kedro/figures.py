@@ -146,3 +146,98 @@ def sample_grid(images_by_source: dict[str, np.ndarray], title: str) -> Figure:
         axes[row][0].set_title(source, fontsize=9, loc="left")
     figure.suptitle(title)
     return figure
+
+
+def source_heatmap(comparison: pd.DataFrame, title: str = "") -> Figure:
+    """Per-source AUC (real vs each fake source, mean over folds) per experiment, as an annotated heatmap."""
+    columns = [c for c in comparison.columns if c.startswith("pairwise_auc:") and c.endswith("_mean")]
+    sources = [c.removeprefix("pairwise_auc:").removesuffix("_mean") for c in columns]
+    values = comparison[columns].to_numpy(dtype=float)
+    figure, ax = plt.subplots(figsize=(1.6 * len(sources) + 4, 0.42 * len(comparison) + 1.8), constrained_layout=True)
+    image = ax.imshow(values, cmap="RdYlGn", vmin=0.5, vmax=1.0, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        ax.text(column, row, "" if np.isnan(value) else f"{value:.3f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(sources)), [f"real vs {s}" for s in sources])
+    ax.set_yticks(range(len(comparison)), comparison["experiment"].tolist())
+    figure.colorbar(image, ax=ax, label="AUC (mean over folds)")
+    ax.set_title(title or "per-source AUC")
+    return figure
+
+
+def cost_vs_auc(table: pd.DataFrame, title: str = "") -> Figure:
+    """Mean AUC (95% CI) against parameter count and GFLOPs, one labelled point per experiment."""
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    error = np.vstack([table["auc_mean"] - table["auc_ci_low"], table["auc_ci_high"] - table["auc_mean"]])
+    for ax, column, label in ((axes[0], "params_m", "parameters (millions)"), (axes[1], "gflops", "GFLOPs per image")):
+        ax.errorbar(table[column], table["auc_mean"], yerr=np.nan_to_num(error), fmt="o", capsize=4)
+        for row in table.itertuples():
+            ax.annotate(row.experiment, (getattr(row, column), row.auc_mean), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set(xscale="log", xlabel=f"{label}, log scale", ylabel="AUC (mean, 95% CI)")
+        ax.grid(alpha=0.3)
+    figure.suptitle(title or "cost vs AUC")
+    return figure
+
+
+def scaling_curves(table: pd.DataFrame, title: str = "") -> Figure:
+    """AUC (95% CI) against the fraction of training data, one line per model."""
+    figure, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    for model, rows in table.sort_values("subsample").groupby("model", sort=False):
+        error = np.vstack([rows["auc_mean"] - rows["auc_ci_low"], rows["auc_ci_high"] - rows["auc_mean"]])
+        ax.errorbar(rows["subsample"] * 100, rows["auc_mean"], yerr=np.nan_to_num(error), marker="o", capsize=4, label=model)
+    ax.set(xlabel="training data used (% of groups)", ylabel="AUC (mean over folds, 95% CI)", title=title or "data scaling")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return figure
+
+
+def confidence_histograms(predictions: pd.DataFrame, title: str = "") -> Figure:
+    """Histogram of p(fake) per source: reals should pile up near 0, each fake source near 1."""
+    sources = list(dict.fromkeys(predictions["source"]))
+    figure, axes = plt.subplots(1, len(sources), figsize=(3.2 * len(sources), 3), constrained_layout=True,
+                                squeeze=False, sharey=True)
+    bins = np.linspace(0, 1, 21)
+    for ax, source in zip(axes[0], sources):
+        rows = predictions[predictions["source"] == source]
+        colour = "#55A868" if rows["label"].iloc[0] == 0 else "#C44E52"
+        ax.hist(rows["prob"], bins=bins, color=colour)
+        ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set(title=f"{source} ({'real' if rows['label'].iloc[0] == 0 else 'fake'}, n={len(rows)})",
+               xlabel="p(fake)")
+    axes[0][0].set_ylabel("images")
+    figure.suptitle(title)
+    return figure
+
+
+def reliability_diagram(predictions: pd.DataFrame, n_bins: int = 10, title: str = "") -> Figure:
+    """Calibration: observed fraction of fakes per predicted-probability bin, with the bins' counts."""
+    from sklearn.calibration import calibration_curve
+
+    observed, predicted = calibration_curve(predictions["label"], predictions["prob"], n_bins=n_bins)
+    figure, (ax, count_ax) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), constrained_layout=True, sharex=True)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfectly calibrated")
+    ax.plot(predicted, observed, marker="o", label="model (out of fold)")
+    ax.set(ylabel="fraction of fakes", title=title or "reliability diagram")
+    ax.legend(loc="upper left")
+    count_ax.hist(predictions["prob"], bins=np.linspace(0, 1, n_bins + 1), color="#8172B2")
+    count_ax.set(xlabel="predicted p(fake)", ylabel="images")
+    return figure
+
+
+def image_gallery(images: list[np.ndarray], captions: list[str], title: str, columns: int = 5) -> Figure:
+    """Images in a grid with a caption under each (e.g. the most confident mistakes)."""
+    if not images:
+        figure, ax = plt.subplots(figsize=(5, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "none", ha="center", va="center")
+        figure.suptitle(title)
+        return figure
+    rows = int(np.ceil(len(images) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.6 * rows), constrained_layout=True, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image)
+        ax.set_title(caption, fontsize=7)
+    figure.suptitle(title)
+    return figure

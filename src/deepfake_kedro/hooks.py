@@ -8,6 +8,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from deepfake_kedro.config import resolve_experiment
+from deepfake_kedro.selection import CRITERIA_DIRECTIONS, SelectionError, apply_preprocessing, check_selection_params
 
 logger = logging.getLogger(__name__)
 
@@ -28,5 +29,27 @@ class ValidateExperimentsHook:
                     parameters["preprocessing"], label=f"{phase}.{name}",
                 )
                 checked += 1
+        self._check_choices(parameters, namespaces)
         if checked:
             logger.info("Validated %d experiment configs", checked)
+
+    @staticmethod
+    def _check_choices(parameters: dict[str, Any], namespaces: set[str]) -> None:
+        """The selection rules and overrides, so a typo there also fails before training."""
+        selection = (parameters.get("phase2") or {}).get("selection")
+        if "phase2" in namespaces and selection:
+            check_selection_params(selection)
+            override = selection.get("override")
+            phase3 = (parameters.get("phase3") or {}).get("experiments", {})
+            if override and "phase3" in namespaces:
+                # The override must name a preprocessing whose caches exist.
+                settings = {**selection["start"], **override}
+                for name in phase3:
+                    resolve_experiment(name, {**phase3, name: apply_preprocessing(phase3[name], {"settings": settings})},
+                                       parameters["defaults"], parameters["data"]["sources"],
+                                       parameters["preprocessing"], label=f"phase3.{name} (with phase2.selection.override)")
+        ranking = (parameters.get("phase4") or {}).get("ranking")
+        if "phase4" in namespaces and ranking:
+            unknown = sorted(set(ranking.get("weights", {})) - set(CRITERIA_DIRECTIONS))
+            if unknown:
+                raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}")

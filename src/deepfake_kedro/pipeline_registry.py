@@ -9,19 +9,26 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
 from deepfake_kedro.pipelines import eda, preprocessing
-from deepfake_kedro.pipelines.phases import phase_pipeline
+from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
 
-PHASES = ("phase1", "phase2")
+PHASES = ("phase1", "phase2", "phase3")
+"""Phases of named experiments; phase 4 retrains whichever models phases 1-3 rank highest."""
+ADOPTS_PREPROCESSING = {"phase3"}
+
+
+def _base_parameters(phase: str, conf_source: str | None = None) -> dict:
+    """A phase's base parameters, read as plain YAML.
+
+    A second OmegaConfigLoader would re-register OmegaConf's ``globals`` resolver and make the
+    running session resolve ``${globals:...}`` from base instead of its environment.
+    """
+    path = Path(conf_source or settings.CONF_SOURCE) / "base" / f"parameters_{phase}.yml"
+    return yaml.safe_load(path.read_text())[phase]
 
 
 def phase_layout(phase: str, conf_source: str | None = None) -> tuple[list[str], list[str]]:
-    """A phase's experiments and the other phases' experiments its comparisons name, from the base parameters.
-
-    Read as plain YAML: a second OmegaConfigLoader would re-register OmegaConf's ``globals`` resolver
-    and make the running session resolve ``${globals:...}`` from base instead of its environment.
-    """
-    path = Path(conf_source or settings.CONF_SOURCE) / "base" / f"parameters_{phase}.yml"
-    params = yaml.safe_load(path.read_text())[phase]
+    """A phase's experiments and the other phases' experiments its comparisons name, from the base parameters."""
+    params = _base_parameters(phase, conf_source)
     named = {pair[role] for pair in params.get("comparisons", []) for role in ("baseline", "treatment")}
     return list(params["experiments"]), sorted(name for name in named if "." in name)
 
@@ -34,10 +41,15 @@ def register_pipelines() -> dict[str, Pipeline]:
     """
     prep = preprocessing.create_pipeline()
     pipelines: dict[str, Pipeline] = {"preprocessing": prep, "eda": prep + eda.create_pipeline()}
-    earlier = Pipeline([])
+    earlier, trained = Pipeline([]), []
     for phase in PHASES:
         # A phase compares against earlier phases, so its pipeline includes them (finished folds are skipped).
-        earlier = earlier + phase_pipeline(phase, *phase_layout(phase))
+        experiments, external = phase_layout(phase)
+        earlier = earlier + phase_pipeline(phase, experiments, external, phase in ADOPTS_PREPROCESSING)
+        trained += [f"{phase}.{name}" for name in experiments]
         pipelines[phase] = prep + earlier
+    phase4 = _base_parameters("phase4")
+    pipelines["phase4"] = prep + earlier + final_models_pipeline(
+        trained, phase4["ranking"]["top_k"], phase4["scaling"])
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

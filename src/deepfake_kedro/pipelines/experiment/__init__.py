@@ -1,5 +1,5 @@
 """The one experiment template that every phase instantiates under a namespace."""
 
-from .pipeline import experiment_pipeline
+from .pipeline import experiment_pipeline, final_model_pipeline
 
-__all__ = ["experiment_pipeline"]
+__all__ = ["experiment_pipeline", "final_model_pipeline"]

@@ -10,12 +10,14 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from deepfake_kedro.config import ExperimentConfig, config_fingerprint, resolve_experiment
+from deepfake_kedro.config import ConfigError, ExperimentConfig, config_fingerprint, resolve_experiment
+from deepfake_kedro.error_analysis import most_confident_errors
 from deepfake_kedro.experiment import cache_name, evaluate_runs, plan_fold_runs
-from deepfake_kedro.figures import learning_curves
+from deepfake_kedro.figures import confidence_histograms, image_gallery, learning_curves, reliability_diagram
 from deepfake_kedro.folds import check_no_leakage, fold_count
 from deepfake_kedro.image_cache import ImageStack
 from deepfake_kedro.run_store import FoldResult, FoldRunStore
+from deepfake_kedro.selection import apply_preprocessing, final_model_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,64 @@ def resolve_config(
         "fingerprint": config_fingerprint(config, data),
         "config": config.model_dump(mode="json"),
     }
+
+
+def resolve_with_preprocessing(
+    defaults: dict[str, Any], experiments: dict[str, Any], data: dict[str, Any], preprocessing: dict[str, Any],
+    preprocessing_choice: dict[str, Any], *, phase: str, experiment: str,
+) -> dict[str, Any]:
+    """As ``resolve_config``, with phase 2's chosen preprocessing laid over the experiment (phase 3).
+
+    Args:
+        defaults: Shared defaults.
+        experiments: All experiments of the phase.
+        data: ``data.root`` and ``data.sources``.
+        preprocessing: The sizes the caches hold.
+        preprocessing_choice: Output of phase 2's selection node.
+        phase: The phase name.
+        experiment: The experiment name.
+
+    Returns:
+        As ``resolve_config``, plus the ``preprocessing_source`` that decided.
+    """
+    experiments = {**experiments, experiment: apply_preprocessing(experiments[experiment], preprocessing_choice)}
+    resolved = resolve_config(defaults, experiments, data, preprocessing, phase=phase, experiment=experiment)
+    return {**resolved, "preprocessing_source": preprocessing_choice["source"]}
+
+
+def resolve_final_model(
+    defaults: dict[str, Any], data: dict[str, Any], preprocessing: dict[str, Any],
+    preprocessing_choice: dict[str, Any], model_selection: dict[str, Any],
+    *, slot: str, subsample: float, full: bool,
+) -> dict[str, Any]:
+    """A phase-4 experiment: the model ranked in ``slot``, phase 2's preprocessing, a data fraction.
+
+    Args:
+        defaults: Shared defaults.
+        data: ``data.root`` and ``data.sources``.
+        preprocessing: The sizes the caches hold.
+        preprocessing_choice: Output of phase 2's selection node.
+        model_selection: Output of phase 4's ranking node.
+        slot: ``top<k>_<suffix>``, e.g. ``top1_20pct``.
+        subsample: Fraction of the training groups.
+        full: The full-dataset run (p4b) rather than a scaling point (p4a).
+
+    Returns:
+        As ``resolve_config``, named ``p4a_<model>_<suffix>`` or ``p4b_<model>_full``, with its ``slot``.
+    """
+    rank, suffix = slot.split("_", 1)
+    index = int(rank.removeprefix("top")) - 1
+    selected = model_selection["selected"]
+    if index >= len(selected):
+        raise ConfigError(f"phase4 slot {slot!r}: the model selection names only {len(selected)} models; "
+                          f"set phase4.ranking.top_k (or override) to {index + 1} or more")
+    chosen = selected[index]
+    name = f"p4b_{chosen['model']}_full" if full else f"p4a_{chosen['model']}_{suffix}"
+    overrides = final_model_overrides(chosen["config"], preprocessing_choice, subsample)
+    overrides["description"] = (f"{chosen['model']} (rank {chosen['rank']}, from {chosen['experiment']}) on the "
+                                f"selected preprocessing, {subsample:.0%} of the training groups")
+    resolved = resolve_config(defaults, {name: overrides}, data, preprocessing, phase="phase4", experiment=name)
+    return {**resolved, "slot": slot, "model": chosen["model"], "preprocessing_source": preprocessing_choice["source"]}
 
 
 def train_folds(
@@ -113,3 +173,30 @@ def evaluate_folds(
     summary = {"experiment": resolved_config["experiment"], "phase": resolved_config["phase"],
                "config": resolved_config["config"], **summary}
     return oof, fold_metrics, _json_safe(summary), learning_curves(histories, f"{name}: learning curves per fold")
+
+
+def analyse_errors(
+    resolved_config: dict[str, Any], oof_predictions: pd.DataFrame, image_cache: dict[str, ImageStack],
+    face_cache: dict[str, ImageStack], n_examples: int,
+) -> tuple[pd.DataFrame, Figure, Figure, Figure]:
+    """The most confident mistakes (table and gallery), confidence histograms per source, calibration.
+
+    Args:
+        resolved_config: Output of ``resolve_config``.
+        oof_predictions: The experiment's out-of-fold predictions.
+        image_cache: Square-crop stacks by name.
+        face_cache: Face-crop stacks by name.
+        n_examples: How many false positives and how many false negatives.
+
+    Returns:
+        Hard examples, their gallery, confidence histograms and a reliability diagram.
+    """
+    config = ExperimentConfig.model_validate(resolved_config["config"])
+    cache = (face_cache if config.face_crop else image_cache)[cache_name(config)]
+    name = f"{resolved_config['phase']}.{resolved_config['experiment']}"
+    errors = most_confident_errors(oof_predictions, n_examples)
+    images = [cache.array[row] for row in cache.rows(errors["path"].tolist())] if len(errors) else []
+    captions = [f"{r.error}\n{r.source}, p(fake)={r.prob:.2f}" for r in errors.itertuples()]
+    return (errors, image_gallery(images, captions, f"{name}: most confident mistakes (what the model saw)"),
+            confidence_histograms(oof_predictions, f"{name}: out-of-fold p(fake) per source"),
+            reliability_diagram(oof_predictions, title=f"{name}: reliability (out of fold)"))

@@ -1,39 +1,78 @@
-"""The experiment template: resolve config -> train folds -> evaluate, namespaced per experiment."""
+"""The experiment template: resolve config -> train folds -> evaluate -> analyse errors, namespaced per experiment."""
 
 from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import evaluate_folds, resolve_config, train_folds
+from .nodes import (
+    analyse_errors, evaluate_folds, resolve_config, resolve_final_model, resolve_with_preprocessing, train_folds,
+)
 
 SHARED_INPUTS = {"fold_table", "image_cache", "face_cache"}
 SHARED_PARAMETERS = {"params:defaults", "params:data", "params:preprocessing", "params:evaluation"}
+PREPROCESSING_CHOICE = "phase2.preprocessing_choice"
+MODEL_SELECTION = "phase4.model_selection"
 
 
 def _bound(function, **kwargs):
     return update_wrapper(partial(function, **kwargs), function)
 
 
-def experiment_pipeline(phase: str, experiment: str) -> Pipeline:
+def _template(resolve: Node) -> list[Node]:
+    return [
+        resolve,
+        Node(train_folds, ["resolved_config", "fold_table", "image_cache", "face_cache", "params:data"], "fold_runs",
+             name="train_folds"),
+        Node(evaluate_folds, ["resolved_config", "fold_runs", "fold_table", "params:data", "params:evaluation"],
+             ["oof_predictions", "fold_metrics", "metrics", "learning_curves"], name="evaluate_folds"),
+        Node(_bound(analyse_errors, n_examples=10),
+             ["resolved_config", "oof_predictions", "image_cache", "face_cache"],
+             ["hard_examples", "hard_examples_figure", "confidence_histograms", "reliability"], name="analyse_errors"),
+    ]
+
+
+def experiment_pipeline(phase: str, experiment: str, adopt_preprocessing: bool = False) -> Pipeline:
     """One experiment as a namespaced instance of the shared template.
 
     Args:
         phase: The phase (its parameters hold ``<phase>.experiments``).
         experiment: The experiment's name under ``<phase>.experiments``.
+        adopt_preprocessing: Lay phase 2's chosen preprocessing over the experiment (phase 3).
 
     Returns:
         Nodes under the namespace ``<phase>.<experiment>``.
     """
-    template = Pipeline([
-        Node(_bound(resolve_config, phase=phase, experiment=experiment),
-             ["params:defaults", f"params:{phase}.experiments", "params:data", "params:preprocessing"],
-             "resolved_config", name="resolve_config"),
-        Node(train_folds, ["resolved_config", "fold_table", "image_cache", "face_cache", "params:data"], "fold_runs",
-             name="train_folds"),
-        Node(evaluate_folds, ["resolved_config", "fold_runs", "fold_table", "params:data", "params:evaluation"],
-             ["oof_predictions", "fold_metrics", "metrics", "learning_curves"], name="evaluate_folds"),
-    ])
+    inputs = ["params:defaults", f"params:{phase}.experiments", "params:data", "params:preprocessing"]
+    if adopt_preprocessing:
+        resolve = Node(_bound(resolve_with_preprocessing, phase=phase, experiment=experiment),
+                       [*inputs, PREPROCESSING_CHOICE], "resolved_config", name="resolve_config")
+    else:
+        resolve = Node(_bound(resolve_config, phase=phase, experiment=experiment), inputs, "resolved_config",
+                       name="resolve_config")
     return Pipeline(
-        template, namespace=f"{phase}.{experiment}", inputs=SHARED_INPUTS,
+        _template(resolve), namespace=f"{phase}.{experiment}",
+        inputs=SHARED_INPUTS | ({PREPROCESSING_CHOICE} if adopt_preprocessing else set()),
         parameters=SHARED_PARAMETERS | {f"params:{phase}.experiments"},
+    )
+
+
+def final_model_pipeline(slot: str, subsample: float, full: bool) -> Pipeline:
+    """A phase-4 slot (``top<k>_<suffix>``): whichever model the ranking put at rank k, at one data fraction.
+
+    Args:
+        slot: The slot, also the namespace ``phase4.<slot>``.
+        subsample: Fraction of the training groups.
+        full: The full-dataset run with its hard-example analysis (p4b).
+
+    Returns:
+        Nodes under the namespace ``phase4.<slot>``.
+    """
+    resolve = Node(
+        _bound(resolve_final_model, slot=slot, subsample=subsample, full=full),
+        ["params:defaults", "params:data", "params:preprocessing", PREPROCESSING_CHOICE, MODEL_SELECTION],
+        "resolved_config", name="resolve_config",
+    )
+    return Pipeline(
+        _template(resolve), namespace=f"phase4.{slot}",
+        inputs=SHARED_INPUTS | {PREPROCESSING_CHOICE, MODEL_SELECTION}, parameters=SHARED_PARAMETERS,
     )

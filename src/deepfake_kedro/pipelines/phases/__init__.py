@@ -1,5 +1,5 @@
 """Phase pipelines: namespaced experiments plus the phase's comparison node."""
 
-from .pipeline import phase_pipeline
+from .pipeline import final_models_pipeline, phase_pipeline
 
-__all__ = ["phase_pipeline"]
+__all__ = ["final_models_pipeline", "phase_pipeline"]

@@ -1,4 +1,5 @@
-"""The phase analysis node: comparison table, paired tests, their Markdown twins and a figure."""
+"""Phase analysis nodes: comparison tables and paired tests, the phase-2 preprocessing choice,
+phase 3's cost table, phase 4's model ranking and scaling analysis."""
 
 from __future__ import annotations
 
@@ -8,31 +9,164 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from deepfake_kedro.comparison import comparison_markdown, comparison_table, paired_tests, paired_tests_markdown
-from deepfake_kedro.figures import metric_bars
+from deepfake_kedro.comparison import (
+    attach_holdouts, comparison_markdown, comparison_table, paired_tests, paired_tests_markdown,
+)
+from deepfake_kedro.costs import model_cost
+from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, source_heatmap
+from deepfake_kedro.pipelines.experiment.nodes import _json_safe
+from deepfake_kedro.selection import candidate_table, model_name, rank_models, select_preprocessing
 
 logger = logging.getLogger(__name__)
 
 
+def _display_names(experiment_metrics: dict[str, Any]) -> dict[str, Any]:
+    """Keys as tables show them: a phase-4 slot (top1_20pct) under its experiment name (p4a_resnet18_20pct)."""
+    return {summary.get("experiment", key) if "." not in key else key: summary
+            for key, summary in experiment_metrics.items()}
+
+
 def compare_experiments(
-    phase: dict[str, Any], **experiment_metrics: dict[str, Any]
-) -> tuple[pd.DataFrame, str, pd.DataFrame, str, Figure]:
+    phase: dict[str, Any], data: dict[str, Any], **experiment_metrics: dict[str, Any]
+) -> tuple[pd.DataFrame, str, pd.DataFrame, str, Figure, Figure]:
     """Puts every experiment of a phase side by side and runs the comparison map's paired tests.
 
     Args:
-        phase: The phase's parameters (``comparisons``: baseline / treatment pairs).
+        phase: The phase's parameters (``comparisons``: baseline / treatment pairs; ``holdout_reference``).
+        data: ``data.sources``.
         **experiment_metrics: Experiment name -> metrics summary.
 
     Returns:
-        Comparison table, its Markdown, paired tests, their Markdown and a bar figure with CIs.
+        Comparison table, its Markdown, paired tests, their Markdown, a bar figure with CIs and a
+        per-source AUC heatmap.
     """
+    experiment_metrics = _display_names(experiment_metrics)
     # Experiments of earlier phases (named <phase>.<experiment>) serve comparisons only.
-    comparison = comparison_table({k: v for k, v in experiment_metrics.items() if "." not in k})
-    tests = paired_tests(experiment_metrics, phase.get("comparisons", []))
+    own = {k: v for k, v in experiment_metrics.items() if "." not in k}
+    comparisons = list(phase.get("comparisons", []))
+    tests = paired_tests(experiment_metrics, comparisons, holdout_reference=phase.get("holdout_reference"),
+                         sources=data["sources"])
+    comparison = attach_holdouts(comparison_table(own), tests)
     for row in tests[tests["metric"] == "auc"].itertuples() if not tests.empty else []:
         logger.info("%s vs %s: ΔAUC %+.3f [%.3f, %.3f], p(NB) %.3g, p(Holm) %.3g", row.treatment, row.baseline,
                     row.diff_mean, row.diff_ci_low, row.diff_ci_high, row.p_nadeau_bengio, row.p_holm)
+    for row in comparison.dropna(subset=["delta_vs_reference"]).itertuples() if "delta_vs_reference" in comparison else []:
+        logger.info("hold-out %s: in-source AUC %.3f, held-out AUC %.3f, Δ %+.3f%s", row.experiment,
+                    row.reference_in_source_auc, row.heldout_auc, row.delta_vs_reference,
+                    "  FLAG: source-specific features" if row.delta_vs_reference_flag is True else "")
     name = phase.get("title", "")
     tests_md = paired_tests_markdown(tests, f"{name}: paired tests") if not tests.empty else ""
-    return (comparison, comparison_markdown(comparison, f"{name}: comparison"),
-            tests, tests_md, metric_bars(comparison, title=name))
+    return (comparison, comparison_markdown(comparison, f"{name}: comparison"), tests, tests_md,
+            metric_bars(comparison, title=name), source_heatmap(comparison, f"{name}: per-source AUC"))
+
+
+def compare_final_models(
+    phase: dict[str, Any], data: dict[str, Any], **experiment_metrics: dict[str, Any]
+) -> tuple[pd.DataFrame, str, pd.DataFrame, str, Figure, Figure]:
+    """Phase 4's comparison: every slot under its model's name, each smaller fraction tested against 100%.
+
+    Args:
+        phase: ``phase4`` parameters (``title``, ``scaling``: slot suffix -> fraction).
+        data: ``data.sources``.
+        **experiment_metrics: Slot (``top1_20pct`` ...) -> metrics summary.
+
+    Returns:
+        As ``compare_experiments``.
+    """
+    full_fraction = max(phase["scaling"].values())
+    full = {suffix for suffix, fraction in phase["scaling"].items() if fraction == full_fraction}.pop()
+    comparisons = []
+    for slot, summary in experiment_metrics.items():
+        rank, suffix = slot.split("_", 1)
+        if suffix in phase["scaling"] and suffix != full:
+            reference = experiment_metrics[f"{rank}_{full}"]["experiment"]
+            comparisons.append({"question": f"data scaling {suffix} -> {full} ({model_name(summary['config'])})",
+                                "baseline": summary["experiment"], "treatment": reference})
+    return compare_experiments({**phase, "comparisons": comparisons}, data, **experiment_metrics)
+
+
+def choose_preprocessing(paired_tests: pd.DataFrame, selection: dict[str, Any]) -> dict[str, Any]:
+    """Phase 2's recommended preprocessing for phases 3 and 4, with the decision of every step.
+
+    Args:
+        paired_tests: Phase 2's paired tests.
+        selection: ``phase2.selection``: ``start``, ``steps``, ``alpha``, ``metric``, ``override``.
+
+    Returns:
+        The choice (``settings``, ``source``, ``rule``, ``decisions``), saved as JSON.
+    """
+    choice = select_preprocessing(
+        paired_tests, selection["start"], selection.get("steps", []), selection.get("alpha", 0.05),
+        selection.get("metric", "auc"), selection.get("override"),
+    )
+    for decision in choice["decisions"]:
+        logger.info("selection %s -> %s: %s", decision["baseline"], decision["treatment"], decision["reason"])
+    return _json_safe(choice)
+
+
+def _cost_rows(experiment_metrics: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for name, summary in experiment_metrics.items():
+        config, auc = summary["config"], summary["metrics"]["auc"]
+        cost = model_cost(config["backbone"], config["image_size"], config["cnn_preset"])
+        rows.append({"experiment": name, "model": model_name(config), "image_size": config["image_size"],
+                     "params_m": cost["params_m"], "gflops": cost["gflops"], "auc_mean": auc["mean"],
+                     "auc_ci_low": auc["ci_low"], "auc_ci_high": auc["ci_high"]})
+    return pd.DataFrame(rows)
+
+
+def compare_costs(**experiment_metrics: dict[str, Any]) -> tuple[pd.DataFrame, Figure]:
+    """Parameter count and GFLOPs (torch's flop counter, at each experiment's size) against AUC.
+
+    Args:
+        **experiment_metrics: Experiment name -> metrics summary (phase-1 baselines and phase 3).
+
+    Returns:
+        The table and a figure of AUC against parameters and GFLOPs.
+    """
+    table = _cost_rows(experiment_metrics)
+    return table, cost_vs_auc(table, "Phase 3: cost vs AUC (phase-1 baselines at their size included)")
+
+
+def choose_final_models(ranking: dict[str, Any], **experiment_metrics: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Ranks every model of phases 1-3 by the documented criteria and picks those phase 4 retrains.
+
+    Args:
+        ranking: ``phase4.ranking``: ``weights`` per criterion, ``top_k``, ``override`` (model names).
+        **experiment_metrics: ``<phase>.<experiment>`` -> metrics summary, for phases 1-3.
+
+    Returns:
+        The selection (criteria, every candidate's values, ranks and score, the chosen models with the
+        config of their best experiment) and the candidates table.
+    """
+    costs = {name: model_cost(s["config"]["backbone"], s["config"]["image_size"], s["config"]["cnn_preset"])
+             for name, s in experiment_metrics.items()}
+    candidates = candidate_table(experiment_metrics, costs)
+    selection = rank_models(candidates, ranking["weights"], ranking.get("top_k", 3), ranking.get("override"))
+    for chosen in selection["selected"]:
+        chosen["config"] = experiment_metrics[chosen["experiment"]]["config"]
+    return _json_safe(selection), pd.DataFrame(selection["candidates"])
+
+
+def analyse_scaling(selection: dict[str, Any], **experiment_metrics: dict[str, Any]) -> tuple[pd.DataFrame, Figure]:
+    """AUC against the fraction of training data for every phase-4 model.
+
+    Args:
+        selection: The phase-4 model selection.
+        **experiment_metrics: Phase-4 slot (``top1_20pct`` ...) -> metrics summary.
+
+    Returns:
+        One row per model and fraction, and the scaling curves.
+    """
+    rows = []
+    for slot, summary in experiment_metrics.items():
+        if slot.endswith("_full"):
+            continue  # the full-dataset run is the 100% point (same config, trained once)
+        auc = summary["metrics"]["auc"]
+        rows.append({"experiment": summary["experiment"], "model": model_name(summary["config"]),
+                     "subsample": summary["config"]["subsample"], "auc_mean": auc["mean"], "auc_std": auc["std"],
+                     "auc_ci_low": auc["ci_low"], "auc_ci_high": auc["ci_high"],
+                     "n_train_mean": sum(f["n_train"] for f in summary["folds"]) / len(summary["folds"])})
+    table = pd.DataFrame(rows).sort_values(["model", "subsample"]).reset_index(drop=True)
+    models = ", ".join(s["model"] for s in selection["selected"])
+    return table, scaling_curves(table, f"Phase 4: data scaling ({models})")

@@ -1,32 +1,70 @@
-"""A phase: every experiment named under ``<phase>.experiments`` plus the phase comparison."""
+"""Phase pipelines: namespaced experiments, the phase's comparison, and the choices between phases."""
 
 from kedro.pipeline import Node, Pipeline
 
-from deepfake_kedro.pipelines.experiment import experiment_pipeline
+from deepfake_kedro.pipelines.experiment import experiment_pipeline, final_model_pipeline
 
-from .nodes import compare_experiments
+from .nodes import (
+    analyse_scaling, choose_final_models, choose_preprocessing, compare_costs, compare_experiments,
+    compare_final_models,
+)
+
+COMPARISON_OUTPUTS = ["comparison", "comparison_md", "paired_tests", "paired_tests_md", "comparison_figure",
+                      "source_heatmap"]
 
 
-def phase_pipeline(phase: str, experiments: list[str], external: list[str] | None = None) -> Pipeline:
+def phase_pipeline(
+    phase: str, experiments: list[str], external: list[str] | None = None, adopt_preprocessing: bool = False
+) -> Pipeline:
     """Namespaced experiment instances and the node comparing them.
 
     Args:
         phase: The phase name (``phase1`` ...).
         experiments: Experiment names, as in ``<phase>.experiments`` of the parameters.
         external: Experiments of other phases its comparisons use, as ``<phase>.<experiment>``.
+        adopt_preprocessing: Experiments take phase 2's chosen preprocessing (phase 3).
 
     Returns:
-        The phase pipeline.
+        The phase pipeline; phase 2 adds the preprocessing choice, phase 3 the cost table.
     """
     external = external or []
-    instances = sum((experiment_pipeline(phase, name) for name in experiments), Pipeline([]))
-    compare = Node(
-        compare_experiments,
-        {"phase": f"params:{phase}", **{name: f"{name}.metrics" for name in experiments},
-         **{name: f"{name}.metrics" for name in external}},
-        ["comparison", "comparison_md", "paired_tests", "paired_tests_md", "comparison_figure"],
-        name="compare_experiments",
-    )
+    instances = sum((experiment_pipeline(phase, name, adopt_preprocessing) for name in experiments), Pipeline([]))
+    summaries = {**{name: f"{name}.metrics" for name in experiments}, **{name: f"{name}.metrics" for name in external}}
+    nodes = [Node(compare_experiments, {"phase": f"params:{phase}", "data": "params:data", **summaries},
+                  COMPARISON_OUTPUTS, name="compare_experiments")]
+    if phase == "phase2":
+        nodes.append(Node(choose_preprocessing, ["paired_tests", "params:phase2.selection"], "preprocessing_choice",
+                          name="choose_preprocessing"))
+    if phase == "phase3":
+        nodes.append(Node(compare_costs, summaries, ["model_costs", "cost_figure"], name="compare_costs"))
     # Under the phase's namespace, "p1_x.metrics" resolves to the experiment's "phase1.p1_x.metrics".
-    return instances + Pipeline([compare], namespace=phase, parameters={f"params:{phase}"},
+    parameters = {f"params:{phase}", "params:data"} | ({"params:phase2.selection"} if phase == "phase2" else set())
+    return instances + Pipeline(nodes, namespace=phase, parameters=parameters,
                                 inputs={f"{name}.metrics" for name in external})
+
+
+def final_models_pipeline(candidates: list[str], top_k: int, scaling: dict[str, float]) -> Pipeline:
+    """Phase 4: rank the models of phases 1-3, retrain the top ``top_k`` at each data fraction, compare.
+
+    Args:
+        candidates: Every experiment of phases 1-3, as ``<phase>.<experiment>``.
+        top_k: Number of model slots (``top1`` ...).
+        scaling: Slot suffix -> fraction of the training groups, e.g. ``{20pct: 0.2, ...}``.
+
+    Returns:
+        The phase-4 pipeline.
+    """
+    rank = Node(choose_final_models, {"ranking": "params:phase4.ranking", **{n: f"{n}.metrics" for n in candidates}},
+                ["phase4.model_selection", "phase4.candidates"], name="phase4.choose_final_models")
+    full_fraction = max(scaling.values())
+    slots = [f"top{k}_{suffix}" for k in range(1, top_k + 1) for suffix in [*scaling, "full"]]
+    instances = sum((final_model_pipeline(slot, scaling.get(slot.split("_", 1)[1], full_fraction), slot.endswith("_full"))
+                     for slot in slots), Pipeline([]))
+    slot_metrics = {slot: f"phase4.{slot}.metrics" for slot in slots}
+    analysis = Pipeline([
+        Node(compare_final_models, {"phase": "params:phase4", "data": "params:data", **slot_metrics},
+             [f"phase4.{name}" for name in COMPARISON_OUTPUTS], name="phase4.compare_experiments"),
+        Node(analyse_scaling, {"selection": "phase4.model_selection", **slot_metrics},
+             ["phase4.scaling", "phase4.scaling_figure"], name="phase4.analyse_scaling"),
+    ])
+    return Pipeline([rank]) + instances + analysis

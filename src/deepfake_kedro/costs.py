@@ -1,0 +1,67 @@
+"""What a backbone costs: parameters, GFLOPs from torch's own flop counter, inference throughput."""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from deepfake_kedro.models import create_model
+
+
+@lru_cache(maxsize=64)
+def model_cost(backbone: str, image_size: int, cnn_preset: str = "medium") -> dict[str, float]:
+    """Parameter count and forward GFLOPs of one image at ``image_size``.
+
+    Args:
+        backbone: A key of the model registry.
+        image_size: Square input side in pixels.
+        cnn_preset: SimpleCNN width preset (ignored by timm backbones).
+
+    Returns:
+        ``params`` (count), ``params_m`` (millions) and ``gflops`` (1e9 multiply-adds x 2, one image).
+    """
+    model = create_model(backbone, pretrained=False, cnn_preset=cnn_preset).eval()
+    params = sum(p.numel() for p in model.parameters())
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, image_size, image_size))
+    return {"params": params, "params_m": params / 1e6, "gflops": counter.get_total_flops() / 1e9}
+
+
+def inference_throughput(
+    backbone: str, image_size: int, batch_size: int = 64, device: torch.device | None = None,
+    cnn_preset: str = "medium", warmup: int = 2, repeats: int = 5,
+) -> dict[str, float | str]:
+    """Images per second of a forward pass at ``batch_size``, on ``device`` (bf16 autocast on CUDA).
+
+    Args:
+        backbone: A key of the model registry.
+        image_size: Square input side in pixels.
+        batch_size: Images per forward pass.
+        device: Where to run (default: CUDA when present, else CPU).
+        cnn_preset: SimpleCNN width preset.
+        warmup: Untimed passes first (kernel selection, allocator).
+        repeats: Timed passes.
+
+    Returns:
+        ``images_per_s``, ``device`` and ``precision``.
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = create_model(backbone, pretrained=False, cnn_preset=cnn_preset).eval().to(device)
+    inputs = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    use_bf16 = device.type == "cuda"
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        for step in range(warmup + repeats):
+            if step == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+            model(inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    return {"images_per_s": batch_size * repeats / elapsed, "device": str(device),
+            "precision": "bf16" if use_bf16 else "fp32"}

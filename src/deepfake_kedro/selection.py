@@ -1,0 +1,244 @@
+"""Data-driven choices between phases: phase 2 -> preprocessing, phases 1-3 -> the final models.
+
+Both choices are written as data (with the evidence that decided them) so that later phases read
+them from the catalog, and both can be overridden by a parameter.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deepfake_kedro.config import STUDY_WIDE_KEYS
+
+logger = logging.getLogger(__name__)
+
+PREPROCESSING_KEYS = ("image_size", "face_crop", "augment", "normalization")
+"""The settings phase 2 studies and phase 3 / 4 adopt."""
+
+PREPROCESSING_RULE = (
+    "Start from `start` (the phase-2 reference preprocessing). Walk the steps in order; a step applies when "
+    "its `when` settings hold, and its change is adopted when the treatment's fold-wise {metric} is higher "
+    "than the baseline's and the Holm-adjusted Nadeau-Bengio p-value is below {alpha}."
+)
+
+RANKING_RULE = (
+    "One candidate per model (backbone and preset): its best experiment of phases 1-3 by mean AUC, source "
+    "hold-outs excluded. Each criterion ranks the candidates (1 = best); the score "
+    "is the weighted mean rank, lower is better; ties go to the higher mean AUC. The top `top_k` go on."
+)
+
+
+class SelectionError(ValueError):
+    """A selection that cannot be made from the results or parameters given."""
+
+
+def _check_settings(settings: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(settings) - set(PREPROCESSING_KEYS))
+    if unknown:
+        raise SelectionError(f"{where}: keys {unknown} are not preprocessing settings; use {list(PREPROCESSING_KEYS)}")
+
+
+def check_selection_params(selection: Mapping[str, Any]) -> None:
+    """Rejects a ``phase2.selection`` block whose keys are not preprocessing settings, naming the key."""
+    if "start" not in selection:
+        raise SelectionError("phase2.selection: key 'start' (the reference preprocessing) is missing")
+    _check_settings(selection["start"], "phase2.selection.start")
+    for number, step in enumerate(selection.get("steps") or []):
+        for key in ("baseline", "treatment", "set"):
+            if key not in step:
+                raise SelectionError(f"phase2.selection.steps[{number}]: key {key!r} is missing")
+        _check_settings(step["set"], f"phase2.selection.steps[{number}].set")
+        _check_settings(step.get("when") or {}, f"phase2.selection.steps[{number}].when")
+    if selection.get("override"):
+        _check_settings(selection["override"], "phase2.selection.override")
+
+
+def select_preprocessing(
+    paired_tests: pd.DataFrame,
+    start: Mapping[str, Any],
+    steps: Sequence[Mapping[str, Any]],
+    alpha: float = 0.05,
+    metric: str = "auc",
+    override: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The preprocessing later phases use, decided step by step from phase 2's paired tests.
+
+    Args:
+        paired_tests: Phase 2's paired tests (``baseline``, ``treatment``, ``metric``, ``diff_mean``,
+            ``diff_ci_low``, ``diff_ci_high``, ``p_nadeau_bengio``, ``p_holm``).
+        start: The reference preprocessing (``image_size``, ``face_crop``, ``augment``, ``normalization``).
+        steps: Each ``{set, baseline, treatment, when?}``: adopt ``set`` when the treatment wins.
+        alpha: Significance level for the Holm-adjusted p-value.
+        metric: The metric that decides.
+        override: When given, these settings replace the result (the decisions are still recorded).
+
+    Returns:
+        ``settings``, ``source`` (``phase-2 results`` or ``override``), the rule and one decision per step.
+
+    Raises:
+        SelectionError: A step names a pair phase 2 did not test, or a key that is not preprocessing.
+    """
+    check_selection_params({"start": start, "steps": steps, "override": override})
+    settings = copy.deepcopy(dict(start))
+    decisions = []
+    for number, step in enumerate(steps):
+        where = f"phase2.selection.steps[{number}]"
+        when = step.get("when") or {}
+        decision: dict[str, Any] = {"baseline": step["baseline"], "treatment": step["treatment"],
+                                    "set": step.get("set", {}), "when": when}
+        if any(settings.get(key) != value for key, value in when.items()):
+            decisions.append({**decision, "applies": False, "adopted": False, "reason": "condition not met"})
+            continue
+        row = paired_tests[(paired_tests["baseline"] == step["baseline"]) & (paired_tests["treatment"] == step["treatment"])
+                           & (paired_tests["metric"] == metric)]
+        if row.empty:
+            raise SelectionError(
+                f"{where}: phase 2's paired tests have no {metric!r} row for {step['baseline']} -> {step['treatment']}; "
+                f"add the pair to phase2.comparisons or fix the step's names"
+            )
+        test = row.iloc[0]
+        gain, p_holm = float(test["diff_mean"]), float(test["p_holm"])
+        adopted = bool(gain > 0 and p_holm < alpha)
+        if adopted:
+            settings.update(copy.deepcopy(dict(step["set"])))
+        decisions.append({
+            **decision, "applies": True, "adopted": adopted, f"{metric}_diff": gain,
+            "diff_ci": [float(test["diff_ci_low"]), float(test["diff_ci_high"])],
+            "p_nadeau_bengio": float(test["p_nadeau_bengio"]), "p_holm": p_holm,
+            "reason": ("significant gain" if adopted else
+                       "no gain" if gain <= 0 else f"gain not significant (Holm p {p_holm:.3g} >= {alpha})"),
+        })
+    source = "phase-2 results"
+    if override:
+        settings.update(copy.deepcopy(dict(override)))
+        source = "override (parameter phase2.selection.override)"
+    logger.info("Preprocessing for phases 3-4 (%s): %s", source, settings)
+    return {"settings": settings, "source": source, "rule": PREPROCESSING_RULE.format(metric=metric, alpha=alpha),
+            "alpha": alpha, "metric": metric, "start": dict(start), "decisions": decisions}
+
+
+def apply_preprocessing(overrides: Mapping[str, Any], choice: Mapping[str, Any]) -> dict[str, Any]:
+    """An experiment's overrides with the chosen preprocessing laid over them."""
+    return {**copy.deepcopy(dict(overrides or {})), **copy.deepcopy(dict(choice["settings"]))}
+
+
+def model_name(config: Mapping[str, Any]) -> str:
+    """How a model is named across phases: the backbone, with SimpleCNN's preset."""
+    backbone = config["backbone"]
+    return f"{backbone}_{config['cnn_preset']}" if backbone == "simple_cnn" else backbone
+
+
+def candidate_table(summaries: Mapping[str, Mapping[str, Any]], costs: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """One row per model: its best eligible experiment, mean AUC, worst-source AUC and cost.
+
+    Args:
+        summaries: ``<phase>.<experiment>`` -> the experiment's metrics summary (with ``config``).
+        costs: Same keys -> ``params_m`` and ``gflops`` at the experiment's image size.
+
+    Returns:
+        Candidates with ``model``, ``experiment``, ``auc_mean``, ``worst_source_auc``, ``worst_source``,
+        ``gflops``, ``params_m``.
+    """
+    rows = []
+    for name, summary in summaries.items():
+        config = summary["config"]
+        # Source hold-outs answer another question; their AUC is not the model's.
+        if config["train_sources"] != "all" or config["eval_sources"] != "all":
+            continue
+        metrics = summary["metrics"]
+        per_source = {key.split(":", 1)[1]: value["mean"] for key, value in metrics.items()
+                      if key.startswith("pairwise_auc:") and value.get("mean") is not None}
+        worst = min(per_source, key=per_source.get) if per_source else None
+        rows.append({
+            "model": model_name(config), "experiment": name, "auc_mean": metrics["auc"]["mean"],
+            "auc_ci_low": metrics["auc"]["ci_low"], "auc_ci_high": metrics["auc"]["ci_high"],
+            "worst_source_auc": per_source.get(worst, np.nan), "worst_source": worst,
+            "gflops": costs[name]["gflops"], "params_m": costs[name]["params_m"],
+        })
+    table = pd.DataFrame(rows)
+    best = table.sort_values(["auc_mean", "experiment"], ascending=[False, True]).groupby("model", sort=False).head(1)
+    return best.reset_index(drop=True)
+
+
+CRITERIA_DIRECTIONS = {"auc_mean": "higher", "worst_source_auc": "higher", "gflops": "lower", "params_m": "lower"}
+
+
+def rank_models(
+    candidates: pd.DataFrame,
+    weights: Mapping[str, float],
+    top_k: int = 3,
+    override: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Ranks candidate models by weighted criteria ranks and picks the top ``top_k``.
+
+    Args:
+        candidates: Output of ``candidate_table``.
+        weights: Criterion (``auc_mean``, ``worst_source_auc``, ``gflops``, ``params_m``) -> weight.
+        top_k: How many models go on.
+        override: Model names to take instead (in order), e.g. ``[resnet50, resnet18]``.
+
+    Returns:
+        ``criteria`` (name, direction, weight), ``rule``, ``candidates`` with every value, rank and
+        score, ``selected`` (model, experiment, rank) and ``source``.
+
+    Raises:
+        SelectionError: Unknown criterion, too few candidates, or an override naming no candidate.
+    """
+    unknown = sorted(set(weights) - set(CRITERIA_DIRECTIONS))
+    if unknown:
+        raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}")
+    if len(candidates) < top_k and not override:
+        raise SelectionError(f"phase4.ranking.top_k is {top_k} but only {len(candidates)} models were trained")
+    table = candidates.copy()
+    total = sum(weights.values())
+    table["score"] = 0.0
+    for criterion, weight in weights.items():
+        higher = CRITERIA_DIRECTIONS[criterion] == "higher"
+        # Missing values (a metric a model lacks) rank last.
+        table[f"rank_{criterion}"] = table[criterion].rank(ascending=not higher, method="min", na_option="bottom")
+        table["score"] += weight / total * table[f"rank_{criterion}"]
+    table = table.sort_values(["score", "auc_mean"], ascending=[True, False]).reset_index(drop=True)
+    table["rank"] = np.arange(1, len(table) + 1)
+    if override:
+        missing = [name for name in override if name not in set(table["model"])]
+        if missing:
+            raise SelectionError(
+                f"phase4.ranking.override names {missing}, which are not trained models; choose from {sorted(table['model'])}"
+            )
+        chosen = table.set_index("model").loc[list(override)].reset_index()
+        source = "override (parameter phase4.ranking.override)"
+    else:
+        chosen = table.head(top_k)
+        source = "ranking"
+    selected = [{"slot": f"top{i + 1}", "model": row.model, "experiment": row.experiment, "rank": int(row.rank)}
+                for i, row in enumerate(chosen.itertuples())]
+    logger.info("Phase-4 models (%s): %s", source, ", ".join(s["model"] for s in selected))
+    return {
+        "criteria": [{"name": c, "direction": CRITERIA_DIRECTIONS[c], "weight": float(w)} for c, w in weights.items()],
+        "rule": RANKING_RULE, "top_k": top_k, "source": source,
+        "candidates": table.replace({np.nan: None}).to_dict(orient="records"), "selected": selected,
+    }
+
+
+def final_model_overrides(config: Mapping[str, Any], choice: Mapping[str, Any], subsample: float) -> dict[str, Any]:
+    """A phase-4 experiment: the chosen model's settings, the chosen preprocessing, a data fraction.
+
+    Args:
+        config: The resolved config of the model's best experiment.
+        choice: Output of ``select_preprocessing``.
+        subsample: Fraction of the training groups.
+
+    Returns:
+        Overrides for ``resolve_experiment`` (study-wide keys left to the defaults).
+    """
+    overrides = {k: copy.deepcopy(v) for k, v in config.items()
+                 if k not in (*STUDY_WIDE_KEYS, "description", "train_sources", "eval_sources")}
+    overrides = apply_preprocessing(overrides, choice)
+    overrides["subsample"] = subsample
+    return overrides

@@ -1,0 +1,122 @@
+"""Tests for deepfake_kedro.selection: phase 2 -> preprocessing, phases 1-3 -> final models."""
+
+import pandas as pd
+import pytest
+
+from deepfake_kedro.config import resolve_experiment
+from deepfake_kedro.selection import (
+    SelectionError, candidate_table, final_model_overrides, rank_models, select_preprocessing,
+)
+
+AUG = {"hflip_p": 0.5}
+START = {"image_size": 224, "face_crop": False, "augment": False, "normalization": "imagenet"}
+STEPS = [
+    {"set": {"normalization": "real_norm"}, "baseline": "t1", "treatment": "t2"},
+    {"set": {"face_crop": True}, "baseline": "b", "treatment": "c"},
+    {"set": {"augment": AUG}, "baseline": "b", "treatment": "d", "when": {"face_crop": False}},
+    {"set": {"augment": AUG}, "baseline": "c", "treatment": "e", "when": {"face_crop": True}},
+]
+
+
+def paired_table(gains: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Paired tests with (AUC gain, Holm p) per treatment; other metrics are noise the rule must ignore."""
+    baselines = {"t2": "t1", "c": "b", "d": "b", "e": "c"}
+    rows = []
+    for treatment, (gain, p) in gains.items():
+        for metric in ("auc", "accuracy"):
+            rows.append({"baseline": baselines[treatment], "treatment": treatment, "metric": metric,
+                         "diff_mean": gain if metric == "auc" else -gain, "diff_ci_low": gain - 0.01,
+                         "diff_ci_high": gain + 0.01, "p_nadeau_bengio": p / 2, "p_holm": p})
+    return pd.DataFrame(rows)
+
+
+def test_only_significant_gains_are_adopted():
+    table = paired_table({"t2": (0.02, 0.20), "c": (0.05, 0.01), "d": (0.03, 0.01), "e": (-0.01, 0.01)})
+    choice = select_preprocessing(table, START, STEPS, alpha=0.05)
+    # Face crop significant -> adopted; augmentation then judged on crops (c -> e), which lost.
+    assert choice["settings"] == {**START, "face_crop": True}
+    reasons = {(d["baseline"], d["treatment"]): d for d in choice["decisions"]}
+    assert reasons[("t1", "t2")]["reason"].startswith("gain not significant")
+    assert reasons[("b", "d")]["applies"] is False
+    assert reasons[("c", "e")]["reason"] == "no gain"
+    assert choice["source"] == "phase-2 results"
+
+
+def test_different_results_give_a_different_choice_and_override_wins():
+    table = paired_table({"t2": (0.02, 0.01), "c": (0.05, 0.30), "d": (0.03, 0.04), "e": (0.0, 1.0)})
+    choice = select_preprocessing(table, START, STEPS, alpha=0.05)
+    assert choice["settings"] == {**START, "normalization": "real_norm", "augment": AUG}
+
+    forced = select_preprocessing(table, START, STEPS, override={"face_crop": True, "augment": False})
+    assert forced["settings"] == {**START, "normalization": "real_norm", "face_crop": True}
+    assert forced["source"].startswith("override")
+    assert len(forced["decisions"]) == len(STEPS)  # the evidence stays on record
+
+
+def test_missing_pair_and_bad_keys_are_named():
+    table = paired_table({"t2": (0.02, 0.01)})
+    with pytest.raises(SelectionError, match=r"steps\[1\].*b -> c"):
+        select_preprocessing(table, START, STEPS)
+    with pytest.raises(SelectionError, match=r"override.*'backbone'"):
+        select_preprocessing(table, START, STEPS[:1], override={"backbone": "resnet50"})
+    with pytest.raises(SelectionError, match=r"start.*'image_sise'"):
+        select_preprocessing(table, {**START, "image_sise": 1}, [])
+
+
+def summary(backbone: str, auc: float, pairwise: dict[str, float], image_size: int = 224,
+            train_sources="all", preset: str = "medium") -> dict:
+    metrics = {"auc": {"mean": auc, "std": 0.01, "ci_low": auc - 0.02, "ci_high": auc + 0.02}}
+    metrics.update({f"pairwise_auc:{s}": {"mean": v} for s, v in pairwise.items()})
+    config = {"backbone": backbone, "cnn_preset": preset, "image_size": image_size, "train_sources": train_sources,
+              "eval_sources": "all", "subsample": 1.0}
+    return {"config": config, "metrics": metrics}
+
+
+def test_candidates_one_per_model_best_experiment_no_holdouts():
+    summaries = {
+        "phase1.p1_resnet18_baseline": summary("resnet18", 0.80, {"a": 0.7, "b": 0.9}, 128),
+        "phase2.p2c_resnet18_facecrop": summary("resnet18", 0.85, {"a": 0.8, "b": 0.9}),
+        "phase2.p2a_t3_holdout_a": summary("resnet18", 0.99, {"a": 0.6, "b": 0.99}, train_sources=["r", "b"]),
+        "phase3.p3_resnet50": summary("resnet50", 0.83, {"a": 0.82, "b": 0.84}),
+        "phase1.p1_simplecnn_baseline": summary("simple_cnn", 0.70, {"a": 0.65, "b": 0.75}, 128),
+    }
+    costs = {name: {"gflops": 1.0, "params_m": 1.0} for name in summaries}
+    table = candidate_table(summaries, costs).set_index("model")
+    assert sorted(table.index) == ["resnet18", "resnet50", "simple_cnn_medium"]
+    assert table.loc["resnet18", "experiment"] == "phase2.p2c_resnet18_facecrop"
+    assert table.loc["resnet18", "worst_source_auc"] == 0.8
+    assert table.loc["resnet18", "worst_source"] == "a"
+
+
+def test_ranking_weighted_mean_rank_by_hand_and_override():
+    candidates = pd.DataFrame({
+        "model": ["big", "mid", "small", "tiny"], "experiment": ["e1", "e2", "e3", "e4"],
+        "auc_mean": [0.95, 0.90, 0.85, 0.60], "worst_source_auc": [0.80, 0.88, 0.84, 0.55],
+        "gflops": [10.0, 2.0, 0.5, 0.1], "params_m": [50, 10, 3, 1],
+    })
+    weights = {"auc_mean": 0.5, "worst_source_auc": 0.3, "gflops": 0.2}
+    result = rank_models(candidates, weights, top_k=3)
+    # By hand: ranks (auc, worst, gflops): big (1,3,4) -> 0.5+0.9+0.8 = 2.2; mid (2,1,3) -> 1+0.3+0.6 = 1.9;
+    # small (3,2,2) -> 1.5+0.6+0.4 = 2.5; tiny (4,4,1) -> 2+1.2+0.2 = 3.4.
+    scores = {c["model"]: c["score"] for c in result["candidates"]}
+    assert scores == pytest.approx({"big": 2.2, "mid": 1.9, "small": 2.5, "tiny": 3.4})
+    assert [s["model"] for s in result["selected"]] == ["mid", "big", "small"]
+    assert {c["name"] for c in result["criteria"]} == set(weights)
+    assert result["source"] == "ranking"
+
+    forced = rank_models(candidates, weights, top_k=3, override=["tiny", "big", "mid"])
+    assert [s["model"] for s in forced["selected"]] == ["tiny", "big", "mid"]
+    with pytest.raises(SelectionError, match="'nope'"):
+        rank_models(candidates, weights, override=["nope"])
+    with pytest.raises(SelectionError, match="unknown criteria.*'speed'"):
+        rank_models(candidates, {"speed": 1.0})
+
+
+def test_final_model_overrides_resolve_with_chosen_preprocessing():
+    defaults = {"seed": 1, "cv_folds": 5, "val_ratio": 0.1, "subsample": 0.2, "pretrained": False, "epochs": 2}
+    best = resolve_experiment("x", {"x": {"backbone": "resnet50", "image_size": 128, "dropout": 0.2}}, defaults)
+    choice = {"settings": {"image_size": 224, "face_crop": True, "augment": False, "normalization": "real_norm"}}
+    overrides = final_model_overrides(best.model_dump(mode="json"), choice, 0.5)
+    config = resolve_experiment("p4a", {"p4a": overrides}, defaults)
+    assert (config.backbone, config.dropout, config.image_size, config.face_crop, config.normalization,
+            config.subsample) == ("resnet50", 0.2, 224, True, "real_norm", 0.5)
