@@ -98,3 +98,27 @@ def tiny_demo(kedro_project: KedroProject) -> KedroProject:
     kedro_project.edit_yaml("conf/demo/catalog.yml", {"raw_images": {"generator_args": {"n_identities": 60}}})
     kedro_project.edit_yaml("conf/demo/parameters.yml", TINY_DEMO)
     return kedro_project
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
+    """The whole demo study (eda, preprocessing, phases 1-4, reporting) shrunk to 60 identities and 1 epoch.
+
+    Run once per test session (about 8 minutes on 2 cores); the notebooks and the study tests read it.
+    """
+    path = tmp_path_factory.mktemp("study") / "project"
+    path.mkdir()
+    for folder in ("conf", "src", "notebooks"):
+        shutil.copytree(PROJECT_ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", path / "pyproject.toml")
+    project = KedroProject(path)
+    project.edit_yaml("conf/demo/catalog.yml", {"raw_images": {"generator_args": {"n_identities": 60}}})
+    project.edit_yaml("conf/demo/parameters.yml", {
+        **TINY_DEMO, "defaults": {"epochs": 1, "scheduler": {"type": "cosine_annealing", "T_max": 1}}})
+    cwd = os.getcwd()
+    os.chdir(path)
+    try:
+        project.run()
+    finally:
+        os.chdir(cwd)
+    return project

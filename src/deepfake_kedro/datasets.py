@@ -131,3 +131,34 @@ class IncrementalTableDataset(AbstractDataset[TablePlan, pd.DataFrame]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class SlideDeckDataset(AbstractDataset[list, Path]):
+    """A PDF slide deck: one matplotlib figure per page, written atomically (a killed run leaves the old deck)."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def save(self, slides: list) -> None:
+        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_pdf import PdfPages
+
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._filepath.with_suffix(".pdf.partial")
+        with PdfPages(partial, metadata={"Title": "deepfake-kedro study report", "Creator": "deepfake-kedro"}) as pdf:
+            for slide in slides:
+                pdf.savefig(slide)
+                plt.close(slide)
+        partial.replace(self._filepath)
+
+    def load(self) -> Path:
+        if not self._filepath.exists():
+            raise DatasetError(f"{self._filepath} does not exist yet; run `kedro run --pipeline reporting`")
+        return self._filepath
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

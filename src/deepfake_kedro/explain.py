@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
@@ -93,7 +94,7 @@ def gradcam_maps(
     device = torch.device(device) if device is not None else _model_device(model)
     model.to(device).eval()
     maps = np.zeros(pixels.shape[:3], dtype=np.float32)
-    cam = GradCAM(model=model, target_layers=[cam_target_layer(backbone, model)])
+    cam = GradCAM(model=model, target_layers=[cam_target_layer(backbone, model, pixels.shape[1])])
     try:
         # Grad-CAM needs gradients even when the caller is inside torch.no_grad().
         with torch.enable_grad():
@@ -283,3 +284,29 @@ def gradcam_gallery(explained: Sequence[Explanation], title: str, columns: int =
         ax.set_xlabel(_caption(explanation), fontsize=8, color="darkgreen" if correct else "firebrick")
     figure.suptitle(title)
     return figure
+
+
+CENTRE_BOX = (0.25, 0.25, 0.75, 0.75)
+"""The central half of the square crop, where the face is: CAM mass outside it is background."""
+
+
+def captioned_overlay(explanation: Explanation, scale_to: int = 192) -> Image.Image:
+    """The overlay as a PNG-ready image, upscaled for tiny inputs, with label and probability under it."""
+    picture = Image.fromarray(overlay(explanation["image"], explanation["cam"]))
+    side = max(scale_to, picture.width)
+    picture = picture.resize((side, side), Image.Resampling.NEAREST)
+    canvas = Image.new("RGB", (side, side + 34), "white")
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    truth = "fake" if explanation["label"] == 1 else "real"
+    draw.text((4, side + 3), f"{explanation['pred_type']}  {explanation['source']} ({truth})", fill="black")
+    draw.text((4, side + 18), f"p(fake) = {explanation['prob']:.3f}  fold {explanation['fold']}", fill="black")
+    return canvas
+
+
+def explanation_table(explained: Sequence[Explanation]) -> pd.DataFrame:
+    """One row per explained image: what was predicted and how much of the CAM lies on the central face region."""
+    return pd.DataFrame([{
+        "path": e["path"], "source": e["source"], "label": e["label"], "fold": e["fold"], "prob": e["prob"],
+        "pred_type": e["pred_type"], "cam_mass_centre": cam_mass_in_region(e["cam"], CENTRE_BOX),
+    } for e in explained])

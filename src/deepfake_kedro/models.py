@@ -60,20 +60,25 @@ class SimpleCNN(nn.Module):
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """How to build a backbone and which layer Grad-CAM explains."""
+    """How to build a backbone and which layer Grad-CAM explains.
+
+    ``cam_layer`` is the last convolutional stage (stride 32 for the timm models); ``cam_fallback`` is
+    the stage before it (stride 16), used when the input is so small that the last stage is 1 x 1.
+    """
 
     timm_name: str | None
     cam_layer: Callable[[nn.Module], nn.Module]
+    cam_fallback: Callable[[nn.Module], nn.Module]
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "simple_cnn": BackboneSpec(None, lambda m: m.features[-1]),
-    "resnet18": BackboneSpec("resnet18", lambda m: m.layer4[-1]),
-    "resnet34": BackboneSpec("resnet34", lambda m: m.layer4[-1]),
-    "resnet50": BackboneSpec("resnet50", lambda m: m.layer4[-1]),
-    "efficientnet_b0": BackboneSpec("efficientnet_b0", lambda m: m.bn2),
-    "convnext_tiny": BackboneSpec("convnext_tiny", lambda m: m.stages[-1]),
-    "mobilenetv3_small": BackboneSpec("mobilenetv3_small_100", lambda m: m.blocks[-1]),
+    "simple_cnn": BackboneSpec(None, lambda m: m.features[-1], lambda m: m.features[-2]),
+    "resnet18": BackboneSpec("resnet18", lambda m: m.layer4[-1], lambda m: m.layer3[-1]),
+    "resnet34": BackboneSpec("resnet34", lambda m: m.layer4[-1], lambda m: m.layer3[-1]),
+    "resnet50": BackboneSpec("resnet50", lambda m: m.layer4[-1], lambda m: m.layer3[-1]),
+    "efficientnet_b0": BackboneSpec("efficientnet_b0", lambda m: m.bn2, lambda m: m.blocks[4]),
+    "convnext_tiny": BackboneSpec("convnext_tiny", lambda m: m.stages[-1], lambda m: m.stages[-2]),
+    "mobilenetv3_small": BackboneSpec("mobilenetv3_small_100", lambda m: m.blocks[-1], lambda m: m.blocks[3]),
 }
 
 
@@ -137,9 +142,38 @@ def create_model(
         ) from error
 
 
-def cam_target_layer(name: str, model: nn.Module) -> nn.Module:
-    """The layer whose activations Grad-CAM explains for this backbone."""
-    return BACKBONES[name].cam_layer(model)
+def _spatial_size(model: nn.Module, layer: nn.Module, image_size: int) -> int:
+    """The smaller side of ``layer``'s output for one ``image_size`` input (a dry forward pass)."""
+    seen: list[torch.Size] = []
+    handle = layer.register_forward_hook(lambda _m, _i, output: seen.append(output.shape))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return int(min(seen[0][-2:]))
+
+
+def cam_target_layer(name: str, model: nn.Module, image_size: int | None = None) -> nn.Module:
+    """The layer whose activations Grad-CAM explains for this backbone.
+
+    Args:
+        name: A key of ``BACKBONES``.
+        model: The built model.
+        image_size: When given and the last stage's map would be 1 x 1 at this size (a map with one
+            cell cannot say where), the stage before it.
+
+    Returns:
+        The target layer.
+    """
+    spec = BACKBONES[name]
+    layer = spec.cam_layer(model)
+    if image_size is not None and _spatial_size(model, layer, image_size) < 2:
+        return spec.cam_fallback(model)
+    return layer
 
 
 def count_parameters(model: nn.Module) -> int:

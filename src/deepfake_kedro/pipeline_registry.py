@@ -8,7 +8,7 @@ import yaml
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from deepfake_kedro.pipelines import eda, preprocessing
+from deepfake_kedro.pipelines import eda, preprocessing, reporting
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
 
 PHASES = ("phase1", "phase2", "phase3")
@@ -49,7 +49,11 @@ def register_pipelines() -> dict[str, Pipeline]:
         trained += [f"{phase}.{name}" for name in experiments]
         pipelines[phase] = prep + earlier
     phase4 = _base_parameters("phase4")
-    pipelines["phase4"] = prep + earlier + final_models_pipeline(
-        trained, phase4["ranking"]["top_k"], phase4["scaling"])
+    final = final_models_pipeline(trained, phase4["ranking"]["top_k"], phase4["scaling"])
+    pipelines["phase4"] = prep + earlier + final
+    slots = sorted({node.namespace.rsplit(".", 1)[0] if node.namespace.count(".") > 1 else node.namespace
+                    for node in final.nodes if node.namespace and node.namespace.startswith("phase4.top")})
+    # `reporting` alone re-reads finished results from the catalog; __default__ runs the whole study.
+    pipelines["reporting"] = reporting.create_pipeline(trained + slots)
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

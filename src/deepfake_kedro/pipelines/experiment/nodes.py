@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
+from PIL import Image
 
 from deepfake_kedro.config import ConfigError, ExperimentConfig, config_fingerprint, resolve_experiment
 from deepfake_kedro.error_analysis import most_confident_errors
 from deepfake_kedro.experiment import cache_name, evaluate_runs, plan_fold_runs
+from deepfake_kedro.explain import (
+    captioned_overlay, choose_examples, explain_examples, explanation_table, gradcam_gallery, load_fold_model,
+)
 from deepfake_kedro.figures import confidence_histograms, image_gallery, learning_curves, reliability_diagram
 from deepfake_kedro.folds import check_no_leakage, fold_count
 from deepfake_kedro.image_cache import ImageStack
@@ -200,3 +205,32 @@ def analyse_errors(
     return (errors, image_gallery(images, captions, f"{name}: most confident mistakes (what the model saw)"),
             confidence_histograms(oof_predictions, f"{name}: out-of-fold p(fake) per source"),
             reliability_diagram(oof_predictions, title=f"{name}: reliability (out of fold)"))
+
+
+def explain_predictions(
+    resolved_config: dict[str, Any], fold_runs: FoldRunStore, oof_predictions: pd.DataFrame,
+    image_cache: dict[str, ImageStack], face_cache: dict[str, ImageStack], n_images: int,
+) -> tuple[dict[str, Image.Image], Figure, pd.DataFrame]:
+    """Grad-CAM of 10-20 out-of-fold images across prediction type and source, each by its own fold's model.
+
+    Args:
+        resolved_config: Output of ``resolve_config``.
+        fold_runs: The trained folds.
+        oof_predictions: The experiment's out-of-fold predictions.
+        image_cache: Square-crop stacks by name.
+        face_cache: Face-crop stacks by name.
+        n_images: How many images to explain.
+
+    Returns:
+        Captioned overlays keyed ``<pred_type>/<source>/<image>``, a gallery and a table of the
+        explained images (with the CAM's share on the central face region).
+    """
+    config = ExperimentConfig.model_validate(resolved_config["config"])
+    cache = (face_cache if config.face_crop else image_cache)[cache_name(config)]
+    examples = choose_examples(oof_predictions, n_images)
+    explained = explain_examples(
+        examples, cache, lambda fold: load_fold_model(fold_runs, resolved_config["fingerprint"], fold), config.backbone)
+    overlays = {f"{e['pred_type']}/{e['source']}/{Path(e['path']).stem}": captioned_overlay(e) for e in explained}
+    name = f"{resolved_config['phase']}.{resolved_config['experiment']}"
+    return overlays, gradcam_gallery(explained, f"{name}: Grad-CAM ({config.backbone}, out of fold)"), \
+        explanation_table(explained)

@@ -5,7 +5,7 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
-    analyse_errors, evaluate_folds, resolve_config, resolve_final_model, resolve_with_preprocessing, train_folds,
+    analyse_errors, evaluate_folds, explain_predictions, resolve_config, resolve_final_model, resolve_with_preprocessing, train_folds,
 )
 
 SHARED_INPUTS = {"fold_table", "image_cache", "face_cache"}
@@ -28,6 +28,9 @@ def _template(resolve: Node) -> list[Node]:
         Node(_bound(analyse_errors, n_examples=10),
              ["resolved_config", "oof_predictions", "image_cache", "face_cache"],
              ["hard_examples", "hard_examples_figure", "confidence_histograms", "reliability"], name="analyse_errors"),
+        Node(_bound(explain_predictions, n_images=16),
+             ["resolved_config", "fold_runs", "oof_predictions", "image_cache", "face_cache"],
+             ["gradcam_overlays", "gradcam_gallery", "gradcam_examples"], name="explain_predictions"),
     ]
 
 

@@ -1,0 +1,33 @@
+"""The reporting pipeline: reads every phase's results from the catalog and writes the study's outputs."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import PHASES, benchmark_backbones, build_report, collect_results, summarize_attention
+
+
+def create_pipeline(experiments: list[str]) -> Pipeline:
+    """Reporting over every experiment namespace (``<phase>.<experiment>``, phase-4 slots included).
+
+    Args:
+        experiments: Every experiment namespace whose metrics and Grad-CAM the report gathers.
+
+    Returns:
+        The reporting pipeline.
+    """
+    top_full = next(name for name in experiments if name.startswith("phase4.top1_full"))
+    return Pipeline([
+        Node(collect_results, {**{f"{p}_comparison": f"{p}.comparison" for p in PHASES},
+                               **{name: f"{name}.metrics" for name in experiments}},
+             ["model_comparison", "detailed_results"], name="collect_results"),
+        Node(benchmark_backbones, "params:reporting.benchmark", "model_benchmark", name="benchmark_backbones"),
+        Node(summarize_attention, {name: f"{name}.gradcam_examples" for name in experiments},
+             ["attention_summary", "attention_figure"], name="summarize_attention"),
+        Node(build_report, {
+            "data": "params:data", "defaults": "params:defaults", "fold_table": "fold_table",
+            "shortcut_audit": "eda.shortcut_audit", "near_duplicates": "near_duplicate_summary",
+            "preprocessing_choice": "phase2.preprocessing_choice", "model_selection": "phase4.model_selection",
+            "model_costs": "phase3.model_costs", "scaling": "phase4.scaling", "attention": "attention_summary",
+            "benchmark": "model_benchmark", "gradcam_overlays": f"{top_full}.gradcam_overlays",
+            **{f"{p}_comparison": f"{p}.comparison" for p in PHASES}, **{f"{p}_tests": f"{p}.paired_tests" for p in PHASES},
+        }, "report", name="build_report"),
+    ])

@@ -1,0 +1,149 @@
+"""The study's final outputs: one table over every phase, detailed results, backbone benchmark, slides.
+
+Every number on a slide is read from the tables passed in (the catalog's data), never typed by hand.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from deepfake_kedro.costs import inference_throughput, model_cost  # noqa: E402
+from deepfake_kedro.models import BACKBONES  # noqa: E402
+
+SLIDE_SIZE = (13.33, 7.5)  # 16:9
+
+
+def model_comparison(comparisons: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every experiment of every phase in one table (``phase`` first), every metric as mean, std, CI."""
+    tables = [table.assign(phase=phase) for phase, table in comparisons.items()]
+    combined = pd.concat(tables, ignore_index=True)
+    return combined[["phase", *[c for c in combined.columns if c != "phase"]]]
+
+
+def detailed_results(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Per experiment: fingerprint, resolved config, per-fold metrics (per source included), summaries."""
+    detailed: dict[str, Any] = {}
+    for key, summary in summaries.items():
+        phase = summary.get("phase", key.split(".")[0])
+        detailed.setdefault(phase, {})[summary.get("experiment", key)] = {
+            "namespace": key, "fingerprint": summary["fingerprint"], "config": summary["config"],
+            "folds": summary["folds"], "metrics": summary["metrics"], "pooled": summary.get("pooled", {}),
+        }
+    return detailed
+
+
+def model_benchmark(image_size: int, batch_size: int = 64, repeats: int = 3, cnn_preset: str = "medium") -> pd.DataFrame:
+    """Every registered backbone: parameters, GFLOPs (torch's flop counter), inference images/s.
+
+    Args:
+        image_size: Input side in pixels.
+        batch_size: Images per forward pass for the throughput.
+        repeats: Timed passes.
+        cnn_preset: SimpleCNN's preset.
+
+    Returns:
+        One row per backbone with ``device`` and ``precision`` of the measurement.
+    """
+    rows = []
+    for name, spec in BACKBONES.items():
+        cost = model_cost(name, image_size, cnn_preset)
+        speed = inference_throughput(name, image_size, batch_size, cnn_preset=cnn_preset, repeats=repeats)
+        rows.append({"backbone": name, "timm_name": spec.timm_name or "(SimpleCNN, this project)",
+                     "params": cost["params"], "params_m": cost["params_m"], "gflops": cost["gflops"],
+                     "image_size": image_size, "batch_size": batch_size, **speed})
+    return pd.DataFrame(rows)
+
+
+# Slides ---------------------------------------------------------------------------------------
+
+def _slide(title: str) -> tuple[Figure, Any]:
+    figure = plt.figure(figsize=SLIDE_SIZE)
+    figure.text(0.04, 0.93, title, fontsize=22, weight="bold", va="top")
+    return figure, figure
+
+
+def text_slide(title: str, lines: Sequence[str]) -> Figure:
+    """A slide of bullet points, wrapped to the slide's width."""
+    figure, _ = _slide(title)
+    y = 0.84
+    for line in lines:
+        for number, part in enumerate(textwrap.wrap(line, 120) or [""]):
+            figure.text(0.05, y, ("• " if number == 0 and line else "  ") + part, fontsize=13, va="top")
+            y -= 0.045
+        y -= 0.01
+    return figure
+
+
+def table_slide(title: str, table: pd.DataFrame, note: str = "", digits: int = 3) -> Figure:
+    """A slide holding one table (numbers rounded for reading) and a note under it."""
+    figure, _ = _slide(title)
+    ax = figure.add_axes((0.03, 0.1, 0.94, 0.75))
+    ax.axis("off")
+    shown = table.copy()
+    for column in shown.select_dtypes("number").columns:
+        values = shown[column].dropna()
+        places = 0 if len(values) and (values == values.round()).all() else digits  # counts and sizes stay whole
+        shown[column] = shown[column].map(lambda v, p=places: f"{v:.{p}f}" if pd.notna(v) else "")
+    cells = ax.table(cellText=shown.astype(str).values, colLabels=list(shown.columns), loc="upper center",
+                     cellLoc="center")
+    cells.auto_set_font_size(False)
+    cells.set_fontsize(9 if len(shown) < 14 else 7)
+    cells.scale(1, 1.25)
+    if note:
+        figure.text(0.04, 0.04, note, fontsize=11, va="bottom", wrap=True)
+    return figure
+
+
+def image_slide(title: str, image: np.ndarray, note: str = "") -> Figure:
+    """A slide showing a rendered figure (as pixels) with a note."""
+    figure, _ = _slide(title)
+    ax = figure.add_axes((0.03, 0.1, 0.94, 0.76))
+    ax.imshow(image)
+    ax.axis("off")
+    if note:
+        figure.text(0.04, 0.04, note, fontsize=11, va="bottom")
+    return figure
+
+
+def figure_pixels(figure: Figure, dpi: int = 90) -> np.ndarray:
+    """A matplotlib figure rendered to RGB pixels (to place it on a slide), then closed."""
+    figure.set_dpi(dpi)
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(figure)
+    return pixels
+
+
+def auc_text(row: Mapping[str, Any]) -> str:
+    """``0.912 [0.870, 0.954]``: mean AUC and its 95% interval over folds."""
+    return f"{row['auc_mean']:.3f} [{row['auc_ci_low']:.3f}, {row['auc_ci_high']:.3f}]"
+
+
+def headline_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The columns a slide shows: experiment, backbone, size, AUC / accuracy / F1 / EER with CIs."""
+    table = comparison[["experiment", "backbone", "image_size"]].copy()
+    for metric in ("auc", "accuracy", "f1", "eer"):
+        table[metric] = [f"{r[f'{metric}_mean']:.3f} [{r[f'{metric}_ci_low']:.3f}, {r[f'{metric}_ci_high']:.3f}]"
+                         for _, r in comparison.iterrows()]
+    return table
+
+
+def significant_findings(tests: pd.DataFrame, metric: str = "auc") -> list[str]:
+    """One sentence per compared pair on ``metric``: difference, interval, Holm p, verdict."""
+    lines = []
+    for row in tests[tests["metric"] == metric].itertuples():
+        verdict = "significant" if row.p_holm < 0.05 else "not significant"
+        lines.append(f"{row.question}: Δ{metric.upper()} {row.diff_mean:+.3f} [{row.diff_ci_low:+.3f}, "
+                     f"{row.diff_ci_high:+.3f}], Holm p = {row.p_holm:.3g} ({verdict})")
+    return lines

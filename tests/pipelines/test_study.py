@@ -1,0 +1,95 @@
+"""The whole demo study through Kedro (tiny): phase-2 tables, phase 4, the reporting outputs and the report."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pypdf
+import timm
+import yaml
+
+from tests.conftest import PROJECT_ROOT
+
+PHASE2 = list(yaml.safe_load((PROJECT_ROOT / "conf/demo/parameters_phase2.yml").read_text())["phase2"]["experiments"])
+
+
+def reporting(study, relative: str):
+    return study.path / "data/08_reporting" / relative
+
+
+def test_phase2_tables_hold_every_experiment_pair_and_holdout(tiny_study):
+    comparison = pd.read_csv(reporting(tiny_study, "phase2/comparison.csv"))
+    assert len(PHASE2) == 13 and list(comparison["experiment"]) == PHASE2
+    # p2a_t1_original and p2b_resnet18_224 have one config: trained once, reported under both names.
+    fingerprints = comparison.set_index("experiment")["fingerprint"]
+    assert fingerprints["p2a_t1_original"] == fingerprints["p2b_resnet18_224"]
+    tests = pd.read_csv(reporting(tiny_study, "phase2/paired_tests.csv"))
+    pairs = yaml.safe_load((PROJECT_ROOT / "conf/demo/parameters_phase2.yml").read_text())["phase2"]["comparisons"]
+    for pair in pairs:
+        rows = tests[(tests["baseline"] == pair["baseline"]) & (tests["treatment"] == pair["treatment"])]
+        assert set(rows["metric"]) == {"auc", "accuracy", "f1"}
+    for metric, rows in tests.groupby("metric"):
+        # Holm over the phase's pairs for that metric: never below the raw p, monotone in it.
+        ordered = rows.sort_values("p_nadeau_bengio")
+        assert (ordered["p_holm"] >= ordered["p_nadeau_bengio"] - 1e-12).all()
+        assert ordered["p_holm"].is_monotonic_increasing
+    holdouts = comparison.dropna(subset=["delta_vs_reference"]).set_index("experiment")
+    assert set(holdouts.index) == {"p2a_t3_holdout_text2img", "p2a_t3_holdout_inpainting", "p2a_t3_holdout_insight"}
+    for name, row in holdouts.iterrows():
+        assert row["heldout_source"] == name.removeprefix("p2a_t3_holdout_")
+        assert row["delta_vs_reference"] == row["reference_in_source_auc"] - row["heldout_auc"] or abs(
+            row["delta_vs_reference"] - (row["reference_in_source_auc"] - row["heldout_auc"])) < 1e-9
+        assert str(row["delta_vs_reference_flag"]) == str(row["delta_vs_reference"] > 0.05)
+    choice = json.loads(reporting(tiny_study, "phase2/preprocessing_choice.json").read_text())
+    assert choice["source"] == "phase-2 results" and choice["settings"]["image_size"] == 32
+
+
+def test_phase4_selection_scaling_and_full_runs(tiny_study):
+    selection = json.loads(reporting(tiny_study, "phase4/selection.json").read_text())
+    chosen = [s["model"] for s in selection["selected"]]
+    assert len(chosen) == 3 and {c["name"] for c in selection["criteria"]} == {"auc_mean", "worst_source_auc", "gflops"}
+    scaling = pd.read_csv(reporting(tiny_study, "phase4/scaling.csv"))
+    for model in chosen:
+        rows = scaling[scaling["model"] == model].sort_values("subsample")
+        assert list(rows["subsample"]) == [0.2, 0.5, 1.0]
+        assert rows["n_train_mean"].is_monotonic_increasing
+    for k in (1, 2, 3):
+        slot = reporting(tiny_study, f"phase4/top{k}_full")
+        assert len(pd.read_csv(slot / "hard_examples.csv")) > 0
+        for figure in ("hard_examples.png", "confidence_histograms.png", "reliability.png", "gradcam_gallery.png"):
+            assert (slot / figure).stat().st_size > 5_000
+
+
+def test_gradcam_overlays_are_organised_by_prediction_type_and_source(tiny_study):
+    folder = reporting(tiny_study, "gradcam/phase3/p3_convnext_tiny")
+    overlays = sorted(folder.glob("*/*/*.png"))
+    assert 10 <= len(overlays) <= 20
+    assert {p.parent.parent.name for p in overlays} <= {"TP", "TN", "FP", "FN"}
+    assert {p.parent.name for p in overlays} <= {"wiki", "text2img", "inpainting", "insight"}
+
+
+def test_reporting_outputs_and_report_numbers_match_model_comparison(tiny_study):
+    table = pd.read_csv(reporting(tiny_study, "model_comparison.csv"))
+    assert set(table["phase"]) == {"phase1", "phase2", "phase3", "phase4"}
+    assert {"auc_mean", "auc_std", "auc_ci_low", "auc_ci_high"} <= set(table.columns)
+    detailed = json.loads(reporting(tiny_study, "detailed_results.json").read_text())
+    resnet = detailed["phase1"]["p1_resnet18_baseline"]
+    assert len(resnet["folds"]) == 5 and resnet["config"]["backbone"] == "resnet18" and resnet["fingerprint"]
+    assert any(key.startswith("pairwise_auc:") for key in resnet["folds"][0])
+
+    benchmark = pd.read_csv(reporting(tiny_study, "model_benchmark.csv")).set_index("backbone")
+    assert len(benchmark) == 7
+    for name, row in benchmark.iterrows():
+        if name != "simple_cnn":
+            model = timm.create_model(row["timm_name"], pretrained=False, num_classes=1)
+            assert row["params"] == sum(p.numel() for p in model.parameters())
+        assert row["gflops"] > 0 and row["images_per_s"] > 0 and row["precision"] in {"fp32", "bf16"}
+
+    pages = [page.extract_text() for page in pypdf.PdfReader(reporting(tiny_study, "report.pdf")).pages]
+    text = "\n".join(pages)
+    for phase in ("Phase 1", "Phase 2", "Phase 3", "Phase 4"):
+        assert f"{phase}: results" in text and f"{phase}: AUC / accuracy / F1" in text
+    for row in table.itertuples():
+        # Every experiment's AUC with its interval, exactly as in model_comparison.csv.
+        assert f"{row.auc_mean:.3f} [{row.auc_ci_low:.3f}, {row.auc_ci_high:.3f}]" in text, row.experiment
