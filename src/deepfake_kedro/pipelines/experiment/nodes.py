@@ -182,7 +182,7 @@ def evaluate_folds(
 
 def analyse_errors(
     resolved_config: dict[str, Any], oof_predictions: pd.DataFrame, image_cache: dict[str, ImageStack],
-    face_cache: dict[str, ImageStack], n_examples: int,
+    face_cache: dict[str, ImageStack], evaluation: dict[str, Any],
 ) -> tuple[pd.DataFrame, Figure, Figure, Figure]:
     """The most confident mistakes (table and gallery), confidence histograms per source, calibration.
 
@@ -191,7 +191,7 @@ def analyse_errors(
         oof_predictions: The experiment's out-of-fold predictions.
         image_cache: Square-crop stacks by name.
         face_cache: Face-crop stacks by name.
-        n_examples: How many false positives and how many false negatives.
+        evaluation: ``hard_examples``: how many false positives and how many false negatives.
 
     Returns:
         Hard examples, their gallery, confidence histograms and a reliability diagram.
@@ -199,7 +199,7 @@ def analyse_errors(
     config = ExperimentConfig.model_validate(resolved_config["config"])
     cache = (face_cache if config.face_crop else image_cache)[cache_name(config)]
     name = f"{resolved_config['phase']}.{resolved_config['experiment']}"
-    errors = most_confident_errors(oof_predictions, n_examples)
+    errors = most_confident_errors(oof_predictions, evaluation.get("hard_examples", 10))
     images = [cache.array[row] for row in cache.rows(errors["path"].tolist())] if len(errors) else []
     captions = [f"{r.error}\n{r.source}, p(fake)={r.prob:.2f}" for r in errors.itertuples()]
     return (errors, image_gallery(images, captions, f"{name}: most confident mistakes (what the model saw)"),
@@ -209,7 +209,7 @@ def analyse_errors(
 
 def explain_predictions(
     resolved_config: dict[str, Any], fold_runs: FoldRunStore, oof_predictions: pd.DataFrame,
-    image_cache: dict[str, ImageStack], face_cache: dict[str, ImageStack], n_images: int,
+    image_cache: dict[str, ImageStack], face_cache: dict[str, ImageStack], evaluation: dict[str, Any],
 ) -> tuple[dict[str, Image.Image], Figure, pd.DataFrame]:
     """Grad-CAM of 10-20 out-of-fold images across prediction type and source, each by its own fold's model.
 
@@ -219,7 +219,7 @@ def explain_predictions(
         oof_predictions: The experiment's out-of-fold predictions.
         image_cache: Square-crop stacks by name.
         face_cache: Face-crop stacks by name.
-        n_images: How many images to explain.
+        evaluation: ``gradcam_images``: how many images to explain (10-20).
 
     Returns:
         Captioned overlays keyed ``<pred_type>/<source>/<image>``, a gallery and a table of the
@@ -227,7 +227,7 @@ def explain_predictions(
     """
     config = ExperimentConfig.model_validate(resolved_config["config"])
     cache = (face_cache if config.face_crop else image_cache)[cache_name(config)]
-    examples = choose_examples(oof_predictions, n_images)
+    examples = choose_examples(oof_predictions, evaluation.get("gradcam_images", 16))
     explained = explain_examples(
         examples, cache, lambda fold: load_fold_model(fold_runs, resolved_config["fingerprint"], fold), config.backbone)
     overlays = {f"{e['pred_type']}/{e['source']}/{Path(e['path']).stem}": captioned_overlay(e) for e in explained}

@@ -25,11 +25,10 @@ def _template(resolve: Node) -> list[Node]:
              name="train_folds"),
         Node(evaluate_folds, ["resolved_config", "fold_runs", "fold_table", "params:data", "params:evaluation"],
              ["oof_predictions", "fold_metrics", "metrics", "learning_curves"], name="evaluate_folds"),
-        Node(_bound(analyse_errors, n_examples=10),
-             ["resolved_config", "oof_predictions", "image_cache", "face_cache"],
+        Node(analyse_errors, ["resolved_config", "oof_predictions", "image_cache", "face_cache", "params:evaluation"],
              ["hard_examples", "hard_examples_figure", "confidence_histograms", "reliability"], name="analyse_errors"),
-        Node(_bound(explain_predictions, n_images=16),
-             ["resolved_config", "fold_runs", "oof_predictions", "image_cache", "face_cache"],
+        Node(explain_predictions,
+             ["resolved_config", "fold_runs", "oof_predictions", "image_cache", "face_cache", "params:evaluation"],
              ["gradcam_overlays", "gradcam_gallery", "gradcam_examples"], name="explain_predictions"),
     ]
 
