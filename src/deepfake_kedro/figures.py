@@ -214,7 +214,7 @@ def reliability_diagram(predictions: pd.DataFrame, n_bins: int = 10, title: str 
     from sklearn.calibration import calibration_curve
 
     observed, predicted = calibration_curve(predictions["label"], predictions["prob"], n_bins=n_bins)
-    figure, (ax, count_ax) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), constrained_layout=True, sharex=True)
+    figure, (ax, count_ax) = plt.subplots(2, 1, figsize=(6, 6.5), height_ratios=(3, 1), constrained_layout=True, sharex=True)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfectly calibrated")
     ax.plot(predicted, observed, marker="o", label="model (out of fold)")
     ax.set(ylabel="fraction of fakes", title=title or "reliability diagram")
@@ -233,9 +233,10 @@ def image_gallery(images: list[np.ndarray], captions: list[str], title: str, col
         figure.suptitle(title)
         return figure
     rows = int(np.ceil(len(images) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.6 * rows + 0.4), squeeze=False)
+    height = 2.6 * rows + 0.9
+    figure, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, height), squeeze=False)
     # Fixed spacing: constrained layout doubles the cost of a many-axes gallery, drawn for every experiment.
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / (2.6 * rows + 0.4), hspace=0.4, wspace=0.05)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.95 / height, hspace=0.4, wspace=0.05)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions):

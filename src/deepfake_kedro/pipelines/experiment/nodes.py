@@ -204,7 +204,7 @@ def analyse_errors(
     captions = [f"{r.error}\n{r.source}, p(fake)={r.prob:.2f}" for r in errors.itertuples()]
     return (errors, image_gallery(images, captions, f"{name}: most confident mistakes (what the model saw)"),
             confidence_histograms(oof_predictions, f"{name}: out-of-fold p(fake) per source"),
-            reliability_diagram(oof_predictions, title=f"{name}: reliability (out of fold)"))
+            reliability_diagram(oof_predictions, title=f"{name}\nreliability (out of fold)"))
 
 
 def explain_predictions(
