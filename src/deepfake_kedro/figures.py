@@ -244,3 +244,15 @@ def image_gallery(images: list[np.ndarray], captions: list[str], title: str, col
         ax.set_title(caption, fontsize=7)
     figure.suptitle(title)
     return figure
+
+
+def attention_bars(attention: pd.DataFrame) -> Figure:
+    """Mean share of Grad-CAM mass on the central face region per experiment (0.25 = a uniform map)."""
+    figure, ax = plt.subplots(figsize=(10, 0.3 * len(attention) + 1.8), constrained_layout=True)
+    ax.barh(attention["experiment"], attention["all"], color="#4C72B0")
+    ax.axvline(0.25, color="grey", ls=":", label="uniform map (the box is a quarter of the image)")
+    ax.set(xlabel="mean share of Grad-CAM mass on the central face region", xlim=(0, 1),
+           title="Where the models look (out-of-fold images, each by its own fold's model)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(loc="lower right")
+    return figure

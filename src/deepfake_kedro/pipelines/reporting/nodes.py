@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, source_heatmap
+from deepfake_kedro.figures import attention_bars, cost_vs_auc, metric_bars, scaling_curves, source_heatmap
 from deepfake_kedro.reporting import (
     auc_text, detailed_results, figure_pixels, headline_table, image_slide, model_benchmark, model_comparison,
     significant_findings, table_slide, text_slide,
@@ -66,18 +66,10 @@ def summarize_attention(**explained: pd.DataFrame) -> tuple[pd.DataFrame, Figure
     summary = combined.groupby(["experiment", "pred_type"])["cam_mass_centre"].mean().unstack("pred_type")
     overall = combined.groupby("experiment")["cam_mass_centre"].agg(["mean", "count"])
     summary = summary.join(overall.rename(columns={"mean": "all", "count": "n_images"})).reset_index()
-    from deepfake_kedro.figures import plt  # the figures module set the Agg backend
-
-    figure, ax = plt.subplots(figsize=(10, 0.32 * len(summary) + 1.8), constrained_layout=True)
-    ax.barh(summary["experiment"], summary["all"], color="#4C72B0")
-    ax.axvline(0.25, color="grey", ls=":", label="uniform map (the box is a quarter of the image)")
-    ax.set(xlabel="mean share of Grad-CAM mass on the central face region", xlim=(0, 1),
-           title="Where the models look (out-of-fold images, each by its own fold's model)")
-    ax.legend(loc="lower right")
-    return summary, figure
+    return summary, attention_bars(summary)
 
 
-def _comparison_slides(phase: str, comparison: pd.DataFrame, tests: pd.DataFrame, title: str) -> list[Figure]:
+def _comparison_slides(comparison: pd.DataFrame, tests: pd.DataFrame, title: str) -> list[Figure]:
     best = comparison.sort_values("auc_mean", ascending=False).iloc[0]
     note = (f"Best {title} AUC: {best['experiment']} {auc_text(best)}. Mean over 5 outer folds, 95% t-interval; "
             f"every metric with std and CI in model_comparison.csv.")
@@ -167,7 +159,7 @@ def build_report(
     ]))
     titles = {"phase1": "Phase 1", "phase2": "Phase 2", "phase3": "Phase 3", "phase4": "Phase 4"}
     for phase in ("phase1", "phase2"):
-        slides += _comparison_slides(phase, comparisons[phase], tests[phase], titles[phase])
+        slides += _comparison_slides(comparisons[phase], tests[phase], titles[phase])
     holdouts = comparisons["phase2"].dropna(subset=["delta_vs_reference"]) if "delta_vs_reference" in comparisons["phase2"] else None
     if holdouts is not None and len(holdouts):
         slides.append(table_slide("Phase 2: source hold-out (source-specific features)", holdouts[[
@@ -181,7 +173,7 @@ def build_report(
         f"Chosen ({preprocessing_choice['source']}): " + ", ".join(f"{k} = {v if not isinstance(v, dict) else 'on'}"
                                                                   for k, v in preprocessing_choice["settings"].items()),
         "Rule: " + preprocessing_choice["rule"], *decisions]))
-    slides += _comparison_slides("phase3", comparisons["phase3"], tests["phase3"], titles["phase3"])
+    slides += _comparison_slides(comparisons["phase3"], tests["phase3"], titles["phase3"])
     slides.append(image_slide("Phase 3: cost vs AUC", figure_pixels(cost_vs_auc(model_costs, "cost vs AUC")),
                               "GFLOPs from torch's flop counter at each experiment's image size."))
     candidates = pd.DataFrame(model_selection["candidates"])
@@ -190,11 +182,11 @@ def build_report(
     slides.append(table_slide("Phase 4: model ranking", shown,
                               f"Criteria: {criteria}. Selected ({model_selection['source']}): "
                               + ", ".join(s["model"] for s in model_selection["selected"])))
-    slides += _comparison_slides("phase4", comparisons["phase4"], tests["phase4"], titles["phase4"])
+    slides += _comparison_slides(comparisons["phase4"], tests["phase4"], titles["phase4"])
     slides.append(image_slide("Phase 4: data scaling", figure_pixels(scaling_curves(scaling, "AUC vs training data")),
                               "Nested subsets of whole groups, same folds."))
     slides.append(image_slide("Explainability: where the models look",
-                              figure_pixels(_attention_figure(attention)),
+                              figure_pixels(attention_bars(attention)),
                               "Grad-CAM share on the central half of the crop; 0.25 = no preference. "
                               "Overlays per experiment under data/08_reporting/gradcam/."))
     overlay_images = [gradcam_overlays[k]() for k in sorted(gradcam_overlays)[:8]]
@@ -207,17 +199,6 @@ def build_report(
     slides.append(text_slide("Conclusions and recommendations", _conclusions(comparisons, tests, preprocessing_choice,
                                                                              model_selection, audit, holdouts, data)))
     return slides
-
-
-def _attention_figure(attention: pd.DataFrame) -> Figure:
-    from deepfake_kedro.figures import plt
-
-    figure, ax = plt.subplots(figsize=(10, 0.3 * len(attention) + 1.5), constrained_layout=True)
-    ax.barh(attention["experiment"], attention["all"], color="#4C72B0")
-    ax.axvline(0.25, color="grey", ls=":")
-    ax.set(xlim=(0, 1), xlabel="share of Grad-CAM mass on the central face region")
-    ax.tick_params(axis="y", labelsize=7)
-    return figure
 
 
 def _overlay_strip(images: list[Any]):
