@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/kedro run --env demo
 
 test: install
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
 viz: install

@@ -109,7 +109,8 @@ def main() -> None:
         stack, labels = build_cache(tree, sources, args.size, args.images, workdir)
         if args.face_crops:
             rate = face_crop_rate(tree, stack.keys[: args.face_crops], args.size, str(device))
-            print(f"face crops (MTCNN + crop, {device}): {rate:.1f} images/s over {min(args.face_crops, len(stack))} images")
+            print(f"face crops (MTCNN + crop, {device}): {rate:.1f} images/s "
+                  f"over {min(args.face_crops, len(stack))} images")
         rows = np.arange(len(stack))
         normalizer = Normalizer(IMAGENET_MEAN, IMAGENET_STD)
         preloaded = normalizer(torch.from_numpy(np.array(stack.array)), device)
@@ -128,12 +129,12 @@ def main() -> None:
                                   num_workers=args.num_workers, pin_memory=device.type == "cuda", augment=augment)
             generator = torch.Generator().manual_seed(0)
 
-            def preloaded_batches():
+            def preloaded_batches(generator=generator):
                 while True:
                     index = torch.randint(len(preloaded), (args.batch_size,), generator=generator)
                     yield (lambda i=index: preloaded[i.to(preloaded.device)]), preloaded_labels[index]
 
-            def loader_batches():
+            def loader_batches(loader=loader):
                 for pixels, y in cycle(loader):
                     yield partial(normalizer, pixels, device), y
 

@@ -109,7 +109,8 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
     path = tmp_path_factory.mktemp("study") / "project"
     path.mkdir()
     for folder in ("conf", "src", "notebooks"):
-        shutil.copytree(PROJECT_ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(PROJECT_ROOT / folder, path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(PROJECT_ROOT / "pyproject.toml", path / "pyproject.toml")
     project = KedroProject(path)
     project.edit_yaml("conf/demo/catalog.yml", {"raw_images": {"generator_args": {"n_identities": 60}}})

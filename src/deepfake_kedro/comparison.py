@@ -69,7 +69,8 @@ def holdout_tests(
         ``heldout_source_auc``, ``diff_mean`` = Δ) plus ``in_source_auc``, ``heldout_auc`` and ``flag``.
     """
     if reference not in summaries:
-        raise KeyError(f"holdout_reference {reference!r} is not an experiment of this phase (known: {sorted(summaries)})")
+        raise KeyError(f"holdout_reference {reference!r} is not an experiment of this phase "
+                       f"(known: {sorted(summaries)})")
     rows = []
     for name, summary in summaries.items():
         trained = summary["config"]["train_sources"]
@@ -78,7 +79,8 @@ def holdout_tests(
         for source in [s for s, kind in sources.items() if kind == "fake" and s not in trained]:
             metric = f"pairwise_auc:{source}"
             in_source, heldout = _fold_values(summaries[reference], metric), _fold_values(summary, metric)
-            result = paired_comparison(heldout, in_source, _fold_values(summary, "n_train"), _fold_values(summary, "n_test"))
+            result = paired_comparison(heldout, in_source, _fold_values(summary, "n_train"),
+                                       _fold_values(summary, "n_test"))
             rows.append({"question": f"source-specific features ({source} held out)", "baseline": name,
                          "treatment": reference, "metric": "heldout_source_auc", **result,
                          "heldout_source": source, "in_source_auc": float(np.nanmean(in_source)),
@@ -134,7 +136,7 @@ def paired_tests(
     if table.empty:
         return table
     table["p_holm"] = np.nan
-    for metric, members in table.groupby("metric"):
+    for _metric, members in table.groupby("metric"):
         table.loc[members.index, "p_holm"] = holm_adjust(members["p_nadeau_bengio"].to_numpy())
     table["significant_holm"] = table["p_holm"] < 0.05
     return table
@@ -164,15 +166,17 @@ def comparison_markdown(comparison: pd.DataFrame, title: str, metrics: Sequence[
     for metric in metrics:
         if f"{metric}_mean" in comparison:
             shown[metric] = [
-                f"{r[f'{metric}_mean']:.3f} ± {r[f'{metric}_std']:.3f} [{r[f'{metric}_ci_low']:.3f}, {r[f'{metric}_ci_high']:.3f}]"
+                f"{r[f'{metric}_mean']:.3f} ± {r[f'{metric}_std']:.3f} "
+                f"[{r[f'{metric}_ci_low']:.3f}, {r[f'{metric}_ci_high']:.3f}]"
                 for _, r in comparison.iterrows()
             ]
     note = "Mean ± std over the outer folds, 95% t-interval in brackets. Every column is in comparison.csv."
     text = to_markdown(shown, title) + f"\n{note}\n"
     if "delta_vs_reference" in comparison:
         holdouts = comparison.dropna(subset=["delta_vs_reference"])
-        shown = holdouts[["experiment", "heldout_source", "reference_in_source_auc", "heldout_auc", "delta_vs_reference",
-                          "delta_vs_reference_ci_low", "delta_vs_reference_ci_high", "delta_vs_reference_flag"]]
+        shown = holdouts[["experiment", "heldout_source", "reference_in_source_auc", "heldout_auc",
+                          "delta_vs_reference", "delta_vs_reference_ci_low", "delta_vs_reference_ci_high",
+                          "delta_vs_reference_flag"]]
         text += "\n" + to_markdown(shown, "Source hold-out: Δ = in-source AUC of the reference - held-out-source AUC")
         text += (f"\nThe reference ({holdouts['holdout_reference'].iloc[0]}) was trained with the source; the hold-out "
                  f"never saw it. Flag: Δ > {HELDOUT_FLAG_ABOVE} (source-specific features).\n")

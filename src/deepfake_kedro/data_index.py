@@ -173,7 +173,8 @@ def build_image_index(
                 **info,
             })
             if done % 5000 == 0:
-                logger.info("Indexed %d / %d images (%.0f img/s)", done, len(paths), done / (time.perf_counter() - started))
+                logger.info("Indexed %d / %d images (%.0f img/s)", done, len(paths),
+                            done / (time.perf_counter() - started))
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     bad = index[index["status"] != "ok"]
     converted = int(((index["status"] == "ok") & (index["reason"] != "")).sum())

@@ -142,5 +142,6 @@ def evaluate_runs(
         "folds": fold_metrics.to_dict(orient="records"),
     }
     low, high = grouped_bootstrap_ci(oof["label"], oof["prob"], oof["group"], n_boot=n_bootstrap, seed=seed)
-    summary["pooled"] = {"auc": binary_metrics(oof["label"], oof["prob"])["auc"], "auc_boot_ci_low": low, "auc_boot_ci_high": high}
+    summary["pooled"] = {"auc": binary_metrics(oof["label"], oof["prob"])["auc"],
+                         "auc_boot_ci_low": low, "auc_boot_ci_high": high}
     return oof, fold_metrics, summary, [f.history.assign(fold=f.meta["fold"]) for f in folds]

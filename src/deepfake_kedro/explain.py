@@ -276,7 +276,8 @@ def gradcam_gallery(explained: Sequence[Explanation], title: str, columns: int =
     rows = max(1, math.ceil(len(explained) / columns))
     # Fixed spacing: constrained layout doubles the cost of a many-axes gallery, drawn for every experiment.
     figure = Figure(figsize=(2.3 * columns, 2.6 * rows + 0.4))
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.06, top=1 - 0.5 / (2.6 * rows + 0.4), hspace=0.35, wspace=0.05)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.06, top=1 - 0.5 / (2.6 * rows + 0.4),
+                           hspace=0.35, wspace=0.05)
     for position, explanation in enumerate(explained):
         ax = figure.add_subplot(rows, columns, position + 1)
         ax.imshow(overlay(explanation["image"], explanation["cam"]))

@@ -29,7 +29,8 @@ def learning_curves(histories: list[pd.DataFrame], title: str) -> Figure:
     return figure
 
 
-def metric_bars(comparison: pd.DataFrame, metrics: tuple[str, ...] = ("auc", "accuracy", "f1"), title: str = "") -> Figure:
+def metric_bars(comparison: pd.DataFrame, metrics: tuple[str, ...] = ("auc", "accuracy", "f1"),
+                title: str = "") -> Figure:
     """Mean of each metric per experiment with 95% CI error bars (t over folds)."""
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 0.5 * len(comparison) + 2.5),
                                 constrained_layout=True, squeeze=False)
@@ -184,8 +185,10 @@ def scaling_curves(table: pd.DataFrame, title: str = "") -> Figure:
     figure, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
     for model, rows in table.sort_values("subsample").groupby("model", sort=False):
         error = np.vstack([rows["auc_mean"] - rows["auc_ci_low"], rows["auc_ci_high"] - rows["auc_mean"]])
-        ax.errorbar(rows["subsample"] * 100, rows["auc_mean"], yerr=np.nan_to_num(error), marker="o", capsize=4, label=model)
-    ax.set(xlabel="training data used (% of groups)", ylabel="AUC (mean over folds, 95% CI)", title=title or "data scaling")
+        ax.errorbar(rows["subsample"] * 100, rows["auc_mean"], yerr=np.nan_to_num(error), marker="o", capsize=4,
+                    label=model)
+    ax.set(xlabel="training data used (% of groups)", ylabel="AUC (mean over folds, 95% CI)",
+           title=title or "data scaling")
     ax.grid(alpha=0.3)
     ax.legend()
     return figure
@@ -214,7 +217,8 @@ def reliability_diagram(predictions: pd.DataFrame, n_bins: int = 10, title: str 
     from sklearn.calibration import calibration_curve
 
     observed, predicted = calibration_curve(predictions["label"], predictions["prob"], n_bins=n_bins)
-    figure, (ax, count_ax) = plt.subplots(2, 1, figsize=(6, 6.5), height_ratios=(3, 1), constrained_layout=True, sharex=True)
+    figure, (ax, count_ax) = plt.subplots(2, 1, figsize=(6, 6.5), height_ratios=(3, 1), constrained_layout=True,
+                                          sharex=True)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfectly calibrated")
     ax.plot(predicted, observed, marker="o", label="model (out of fold)")
     ax.set(ylabel="fraction of fakes", title=title or "reliability diagram")

@@ -45,11 +45,13 @@ class ValidateExperimentsHook:
                 # The override must name a preprocessing whose caches exist.
                 settings = {**selection["start"], **override}
                 for name in phase3:
-                    resolve_experiment(name, {**phase3, name: apply_preprocessing(phase3[name], {"settings": settings})},
-                                       parameters["defaults"], parameters["data"]["sources"],
-                                       parameters["preprocessing"], label=f"phase3.{name} (with phase2.selection.override)")
+                    overridden = apply_preprocessing(phase3[name], {"settings": settings})
+                    resolve_experiment(name, {**phase3, name: overridden}, parameters["defaults"],
+                                       parameters["data"]["sources"], parameters["preprocessing"],
+                                       label=f"phase3.{name} (with phase2.selection.override)")
         ranking = (parameters.get("phase4") or {}).get("ranking")
         if "phase4" in namespaces and ranking:
             unknown = sorted(set(ranking.get("weights", {})) - set(CRITERIA_DIRECTIONS))
             if unknown:
-                raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}")
+                raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; "
+                                     f"use {sorted(CRITERIA_DIRECTIONS)}")

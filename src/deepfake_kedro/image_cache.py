@@ -162,7 +162,8 @@ def write_table(plan: TablePlan, path: Path) -> int:
     rows = [
         reused[k] if k in reused else {"key": k, "signature": signature_of[k], **computed[k]} for k in plan.keys
     ]
-    table = pd.DataFrame(rows) if rows else pd.DataFrame({"key": pd.Series(dtype=str), "signature": pd.Series(dtype=str)})
+    empty = {"key": pd.Series(dtype=str), "signature": pd.Series(dtype=str)}
+    table = pd.DataFrame(rows) if rows else pd.DataFrame(empty)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(path.name + ".partial")
     table.to_parquet(staging, index=False)

@@ -43,7 +43,9 @@ def detailed_results(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     return detailed
 
 
-def model_benchmark(image_size: int, batch_size: int = 64, repeats: int = 3, cnn_preset: str = "medium") -> pd.DataFrame:
+def model_benchmark(
+    image_size: int, batch_size: int = 64, repeats: int = 3, cnn_preset: str = "medium"
+) -> pd.DataFrame:
     """Every registered backbone: parameters, GFLOPs (torch's flop counter), inference images/s.
 
     Args:

@@ -95,11 +95,13 @@ def select_preprocessing(
         if any(settings.get(key) != value for key, value in when.items()):
             decisions.append({**decision, "applies": False, "adopted": False, "reason": "condition not met"})
             continue
-        row = paired_tests[(paired_tests["baseline"] == step["baseline"]) & (paired_tests["treatment"] == step["treatment"])
+        row = paired_tests[(paired_tests["baseline"] == step["baseline"])
+                           & (paired_tests["treatment"] == step["treatment"])
                            & (paired_tests["metric"] == metric)]
         if row.empty:
             raise SelectionError(
-                f"{where}: phase 2's paired tests have no {metric!r} row for {step['baseline']} -> {step['treatment']}; "
+                f"{where}: phase 2's paired tests have no {metric!r} row "
+                f"for {step['baseline']} -> {step['treatment']}; "
                 f"add the pair to phase2.comparisons or fix the step's names"
             )
         test = row.iloc[0]
@@ -134,7 +136,9 @@ def model_name(config: Mapping[str, Any]) -> str:
     return f"{backbone}_{config['cnn_preset']}" if backbone == "simple_cnn" else backbone
 
 
-def candidate_table(summaries: Mapping[str, Mapping[str, Any]], costs: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+def candidate_table(
+    summaries: Mapping[str, Mapping[str, Any]], costs: Mapping[str, Mapping[str, float]]
+) -> pd.DataFrame:
     """One row per model: its best eligible experiment, mean AUC, worst-source AUC and cost.
 
     Args:
@@ -209,7 +213,8 @@ def rank_models(
         missing = [name for name in override if name not in set(table["model"])]
         if missing:
             raise SelectionError(
-                f"phase4.ranking.override names {missing}, which are not trained models; choose from {sorted(table['model'])}"
+                f"phase4.ranking.override names {missing}, which are not trained models; "
+                f"choose from {sorted(table['model'])}"
             )
         chosen = table.set_index("model").loc[list(override)].reset_index()
         source = "override (parameter phase4.ranking.override)"

@@ -18,7 +18,6 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from deepfake_kedro.augmentation import BatchAugmenter
 from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.models import create_model
-from deepfake_kedro.run_store import FoldResult
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +63,8 @@ def batch_loader(
 ) -> DataLoader:
     """A DataLoader yielding ``(uint8 NHWC batch, float labels)`` from the cache, optionally augmented."""
     dataset = CachedBatches(images, rows, labels, augment)
-    order = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
+    order = (RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle
+             else SequentialSampler(dataset))
     # A last training batch of one image breaks BatchNorm: drop it (one image per epoch, reshuffled).
     drop_last = shuffle and len(rows) % batch_size == 1
     return DataLoader(
@@ -204,7 +204,8 @@ def train_fold(
     ).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
+                                  weight_decay=config.optimizer.weight_decay)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.scheduler.T_max)
         if config.scheduler.type == "cosine_annealing" else None

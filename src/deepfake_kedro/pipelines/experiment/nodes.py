@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -16,7 +16,12 @@ from deepfake_kedro.config import ConfigError, ExperimentConfig, config_fingerpr
 from deepfake_kedro.error_analysis import most_confident_errors
 from deepfake_kedro.experiment import cache_name, evaluate_runs, plan_fold_runs
 from deepfake_kedro.explain import (
-    captioned_overlay, choose_examples, explain_examples, explanation_table, gradcam_gallery, load_fold_model,
+    captioned_overlay,
+    choose_examples,
+    explain_examples,
+    explanation_table,
+    gradcam_gallery,
+    load_fold_model,
 )
 from deepfake_kedro.figures import confidence_histograms, image_gallery, learning_curves, reliability_diagram
 from deepfake_kedro.folds import check_no_leakage, fold_count

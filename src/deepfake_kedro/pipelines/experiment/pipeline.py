@@ -5,7 +5,13 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
-    analyse_errors, evaluate_folds, explain_predictions, resolve_config, resolve_final_model, resolve_with_preprocessing, train_folds,
+    analyse_errors,
+    evaluate_folds,
+    explain_predictions,
+    resolve_config,
+    resolve_final_model,
+    resolve_with_preprocessing,
+    train_folds,
 )
 
 SHARED_INPUTS = {"fold_table", "image_cache", "face_cache"}

@@ -10,7 +10,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from deepfake_kedro.comparison import (
-    attach_holdouts, comparison_markdown, comparison_table, paired_tests, paired_tests_markdown,
+    attach_holdouts,
+    comparison_markdown,
+    comparison_table,
+    paired_tests,
+    paired_tests_markdown,
 )
 from deepfake_kedro.costs import model_cost
 from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, source_heatmap
@@ -50,7 +54,8 @@ def compare_experiments(
     for row in tests[tests["metric"] == "auc"].itertuples() if not tests.empty else []:
         logger.info("%s vs %s: ΔAUC %+.3f [%.3f, %.3f], p(NB) %.3g, p(Holm) %.3g", row.treatment, row.baseline,
                     row.diff_mean, row.diff_ci_low, row.diff_ci_high, row.p_nadeau_bengio, row.p_holm)
-    for row in comparison.dropna(subset=["delta_vs_reference"]).itertuples() if "delta_vs_reference" in comparison else []:
+    holdouts = comparison.dropna(subset=["delta_vs_reference"]) if "delta_vs_reference" in comparison else None
+    for row in holdouts.itertuples() if holdouts is not None else []:
         logger.info("hold-out %s: in-source AUC %.3f, held-out AUC %.3f, Δ %+.3f%s", row.experiment,
                     row.reference_in_source_auc, row.heldout_auc, row.delta_vs_reference,
                     "  FLAG: source-specific features" if row.delta_vs_reference_flag is True else "")
@@ -128,7 +133,9 @@ def compare_costs(**experiment_metrics: dict[str, Any]) -> tuple[pd.DataFrame, F
     return table, cost_vs_auc(table, "Phase 3: cost vs AUC (phase-1 baselines at their size included)")
 
 
-def choose_final_models(ranking: dict[str, Any], **experiment_metrics: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+def choose_final_models(
+    ranking: dict[str, Any], **experiment_metrics: dict[str, Any]
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Ranks every model of phases 1-3 by the documented criteria and picks those phase 4 retrains.
 
     Args:

@@ -5,7 +5,11 @@ from kedro.pipeline import Node, Pipeline
 from deepfake_kedro.pipelines.experiment import experiment_pipeline, final_model_pipeline
 
 from .nodes import (
-    analyse_scaling, choose_final_models, choose_preprocessing, compare_costs, compare_experiments,
+    analyse_scaling,
+    choose_final_models,
+    choose_preprocessing,
+    compare_costs,
+    compare_experiments,
     compare_final_models,
 )
 
@@ -58,7 +62,8 @@ def final_models_pipeline(candidates: list[str], top_k: int, scaling: dict[str, 
                 ["phase4.model_selection", "phase4.candidates"], name="phase4.choose_final_models")
     full_fraction = max(scaling.values())
     slots = [f"top{k}_{suffix}" for k in range(1, top_k + 1) for suffix in [*scaling, "full"]]
-    instances = sum((final_model_pipeline(slot, scaling.get(slot.split("_", 1)[1], full_fraction), slot.endswith("_full"))
+    instances = sum((final_model_pipeline(slot, scaling.get(slot.split("_", 1)[1], full_fraction),
+                                          slot.endswith("_full"))
                      for slot in slots), Pipeline([]))
     slot_metrics = {slot: f"phase4.{slot}.metrics" for slot in slots}
     analysis = Pipeline([

@@ -13,6 +13,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
+from deepfake_kedro.augmentation import BatchAugmenter
+from deepfake_kedro.config import AugmentConfig
 from deepfake_kedro.data_index import (
     DataLayoutError,
     ImageTree,
@@ -21,8 +23,6 @@ from deepfake_kedro.data_index import (
     integrity_report,
     usable,
 )
-from deepfake_kedro.augmentation import BatchAugmenter
-from deepfake_kedro.config import AugmentConfig
 from deepfake_kedro.face_crops import (
     BOX_COLUMNS,
     FaceDetector,
@@ -33,8 +33,8 @@ from deepfake_kedro.face_crops import (
 )
 from deepfake_kedro.figures import augmentation_grid, face_crop_grid
 from deepfake_kedro.folds import build_fold_table
-from deepfake_kedro.near_duplicates import merge_groups, perceptual_hash
 from deepfake_kedro.image_cache import ImageStack, ImageStackPlan, TablePlan
+from deepfake_kedro.near_duplicates import merge_groups, perceptual_hash
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,8 @@ def face_crop_figure(
         for face in chosen.to_dict(orient="records"):
             with Image.open(BytesIO(raw_images.read_bytes(face["key"]))) as image:
                 image = image.convert("RGB")
-                square = crop_box((face["x0"], face["y0"], face["x1"], face["y1"]), margin) if face["detected"] else None
+                box = (face["x0"], face["y0"], face["x1"], face["y1"])
+                square = crop_box(box, margin) if face["detected"] else None
                 samples.append((source, np.asarray(image), face, square, face_crop(image, face, margin, 128)))
     return face_crop_grid(samples, f"MTCNN face crops (margin {margin}): red = detected box, green = crop")
 

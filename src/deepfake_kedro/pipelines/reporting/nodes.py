@@ -11,8 +11,16 @@ from matplotlib.figure import Figure
 
 from deepfake_kedro.figures import attention_bars, cost_vs_auc, metric_bars, scaling_curves, source_heatmap
 from deepfake_kedro.reporting import (
-    auc_text, detailed_results, figure_pixels, headline_table, image_slide, model_benchmark, model_comparison,
-    significant_findings, table_slide, text_slide,
+    auc_text,
+    detailed_results,
+    figure_pixels,
+    headline_table,
+    image_slide,
+    model_benchmark,
+    model_comparison,
+    significant_findings,
+    table_slide,
+    text_slide,
 )
 
 logger = logging.getLogger(__name__)
@@ -160,7 +168,8 @@ def build_report(
     titles = {"phase1": "Phase 1", "phase2": "Phase 2", "phase3": "Phase 3", "phase4": "Phase 4"}
     for phase in ("phase1", "phase2"):
         slides += _comparison_slides(comparisons[phase], tests[phase], titles[phase])
-    holdouts = comparisons["phase2"].dropna(subset=["delta_vs_reference"]) if "delta_vs_reference" in comparisons["phase2"] else None
+    phase2 = comparisons["phase2"]
+    holdouts = phase2.dropna(subset=["delta_vs_reference"]) if "delta_vs_reference" in phase2 else None
     if holdouts is not None and len(holdouts):
         slides.append(table_slide("Phase 2: source hold-out (source-specific features)", holdouts[[
             "experiment", "heldout_source", "reference_in_source_auc", "heldout_auc", "delta_vs_reference",
@@ -177,8 +186,10 @@ def build_report(
     slides.append(image_slide("Phase 3: cost vs AUC", figure_pixels(cost_vs_auc(model_costs, "cost vs AUC")),
                               "GFLOPs from torch's flop counter at each experiment's image size."))
     candidates = pd.DataFrame(model_selection["candidates"])
-    shown = candidates[["rank", "model", "experiment", "auc_mean", "worst_source_auc", "worst_source", "gflops", "score"]]
-    criteria = ", ".join(f"{c['name']} ({c['direction']} is better, weight {c['weight']:g})" for c in model_selection["criteria"])
+    shown = candidates[["rank", "model", "experiment", "auc_mean", "worst_source_auc", "worst_source", "gflops",
+                        "score"]]
+    criteria = ", ".join(f"{c['name']} ({c['direction']} is better, weight {c['weight']:g})"
+                         for c in model_selection["criteria"])
     slides.append(table_slide("Phase 4: model ranking", shown,
                               f"Criteria: {criteria}. Selected ({model_selection['source']}): "
                               + ", ".join(s["model"] for s in model_selection["selected"])))
@@ -192,7 +203,8 @@ def build_report(
     overlay_images = [gradcam_overlays[k]() for k in sorted(gradcam_overlays)[:8]]
     if overlay_images:
         slides.append(image_slide(f"Explainability: {model_selection['selected'][0]['model']} (phase 4, full run)",
-                                  _overlay_strip(overlay_images), "Each image explained by the fold model that held it out."))
+                                  _overlay_strip(overlay_images),
+                                  "Each image explained by the fold model that held it out."))
     slides.append(table_slide("Backbone benchmark", benchmark[["backbone", "params_m", "gflops", "image_size",
                                                                "batch_size", "images_per_s", "device", "precision"]],
                               "Inference at the batch size shown on this run's device."))

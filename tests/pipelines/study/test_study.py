@@ -29,7 +29,7 @@ def test_phase2_tables_hold_every_experiment_pair_and_holdout(tiny_study):
     for pair in pairs:
         rows = tests[(tests["baseline"] == pair["baseline"]) & (tests["treatment"] == pair["treatment"])]
         assert set(rows["metric"]) == {"auc", "accuracy", "f1"}
-    for metric, rows in tests.groupby("metric"):
+    for _metric, rows in tests.groupby("metric"):
         # Holm over the phase's pairs for that metric: never below the raw p, monotone in it.
         ordered = rows.sort_values("p_nadeau_bengio")
         assert (ordered["p_holm"] >= ordered["p_nadeau_bengio"] - 1e-12).all()

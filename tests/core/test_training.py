@@ -6,7 +6,7 @@ import torch
 from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.folds import build_fold_table, select_fold_rows
 from deepfake_kedro.training import Normalizer, channel_statistics, train_fold
-from tests.test_folds import dff_like_images
+from tests.core.test_folds import dff_like_images
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,8 @@ def test_real_norm_uses_only_the_real_training_images_of_the_fold(study):
 def test_normalizer_matches_the_formula():
     pixels = torch.randint(0, 256, (2, 4, 4, 3), dtype=torch.uint8)
     out = Normalizer((0.5, 0.4, 0.3), (0.2, 0.25, 0.1))(pixels, torch.device("cpu"))
-    expected = (pixels.permute(0, 3, 1, 2).float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor(
-        [0.2, 0.25, 0.1]
-    ).view(1, 3, 1, 1)
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.1]).view(1, 3, 1, 1)
+    expected = (pixels.permute(0, 3, 1, 2).float() / 255 - mean) / std
     assert torch.allclose(out, expected, atol=1e-6)
 
 

@@ -5,7 +5,11 @@ import pytest
 
 from deepfake_kedro.config import resolve_experiment
 from deepfake_kedro.selection import (
-    SelectionError, candidate_table, final_model_overrides, rank_models, select_preprocessing,
+    SelectionError,
+    candidate_table,
+    final_model_overrides,
+    rank_models,
+    select_preprocessing,
 )
 
 AUG = {"hflip_p": 0.5}

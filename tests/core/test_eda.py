@@ -1,7 +1,6 @@
 from io import BytesIO
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from deepfake_kedro.data_index import ImageTree, build_image_index, usable

@@ -162,7 +162,7 @@ def test_choose_examples_spreads_over_prediction_types_and_sources_most_confiden
     assert set(chosen.groupby(["pred_type", "source"]).groups) == set(cells.groups)  # 6 cells: all get a turn
     for pred_type in PRED_TYPES:
         assert (chosen["pred_type"] == pred_type).sum() >= min(4, (everything["pred_type"] == pred_type).sum())
-    for (pred_type, source), cell in cells:
+    for (_pred_type, _source), cell in cells:
         picked = cell["path"].isin(chosen["path"])
         if picked.any() and not picked.all():
             assert cell.loc[picked, "confidence"].min() >= cell.loc[~picked, "confidence"].max()
