@@ -5,7 +5,7 @@ Thin adapters: the storage logic lives in Kedro-free core modules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +68,45 @@ class DemoImageTreeDataset(ImageTreeDataset):
         return {**super()._describe(), "generator_args": self._generator_args}
 
 
-class ImageCacheDataset(AbstractDataset[Mapping[str, ImageStackPlan], dict[str, ImageStack]]):
+class ImageCaches(Mapping[str, ImageStack]):
+    """The stacks of one cache folder, opened by name on first use (a reader names the one it needs).
+
+    A reader asks for exactly the stack its configuration names (``square_<size>`` for a size of
+    ``preprocessing.image_sizes``), never for "whatever is in the folder"; a missing one is an error
+    that names the folder and what to run.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._opened: dict[str, ImageStack] = {}
+
+    def __getitem__(self, name: str) -> ImageStack:
+        if name not in self._opened:
+            if not (self.path / name / "manifest.json").is_file():
+                raise KeyError(
+                    f"no {name!r} cache in {self.path} (it holds {sorted(self) or 'none'}); check that its size is "
+                    f"in preprocessing.image_sizes / face_crop_sizes and run the preprocessing pipeline of this "
+                    f"environment (kedro run --env <env> --pipeline preprocessing)"
+                )
+            self._opened[name] = read_image_stack(self.path / name)
+        return self._opened[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(p.parent.name for p in self.path.glob("*/manifest.json")))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class ImageCacheDataset(AbstractDataset[Mapping[str, ImageStackPlan], ImageCaches]):
     """A folder of memory-mapped image stacks, one sub-folder per name (e.g. ``square_128``)."""
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None):
         self._path = Path(path)
         self.metadata = metadata
 
-    def load(self) -> dict[str, ImageStack]:
-        return {p.parent.name: read_image_stack(p.parent) for p in sorted(self._path.glob("*/manifest.json"))}
+    def load(self) -> ImageCaches:
+        return ImageCaches(self._path)
 
     def save(self, data: Mapping[str, ImageStackPlan]) -> None:
         for name, plan in data.items():

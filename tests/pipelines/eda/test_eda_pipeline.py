@@ -37,14 +37,14 @@ def test_eda_reports_every_bad_file_and_writes_the_audit(tiny_demo):
     tiny_demo.run("preprocessing")
     add_broken_files(tiny_demo.path / "data/01_raw/demo")
     tiny_demo.run("eda")
-    eda = tiny_demo.path / "data/08_reporting/eda"
+    eda = tiny_demo.path / "data/demo/08_reporting/eda"
     quality = json.loads((eda / "data_quality.json").read_text())
     excluded = {row["path"]: row for row in quality["excluded_files"]}
     for path, status in BROKEN.items():
         assert excluded[path]["status"] == status and excluded[path]["reason"]
     noted = {row["path"] for row in quality["converted_or_noted"]}
     assert set(CONVERTED) <= noted
-    fold_table = pd.read_parquet(tiny_demo.path / "data/05_model_input/fold_table.parquet")
+    fold_table = pd.read_parquet(tiny_demo.path / "data/demo/05_model_input/fold_table.parquet")
     assert set(CONVERTED) <= set(fold_table["path"]) and not set(BROKEN) & set(fold_table["path"])
     audit = json.loads((eda / "shortcut_audit.json").read_text())
     assert {"auc", "auc_ci_low", "auc_ci_high", "features"} <= set(audit)

@@ -17,12 +17,12 @@ EXPERIMENTS = ("p1_simplecnn_baseline", "p1_resnet18_baseline")
 
 def checkpoints(project) -> dict[str, float]:
     return {p.relative_to(project.path).as_posix(): p.stat().st_mtime_ns
-            for p in (project.path / "data/06_models/runs").glob("*/fold_*/model.pt")}
+            for p in (project.path / "data/demo/06_models/runs").glob("*/fold_*/model.pt")}
 
 
 def test_phase1_demo_end_to_end_then_skip_then_resume(tiny_demo):
     tiny_demo.run("phase1")
-    reporting = tiny_demo.path / "data/08_reporting/phase1"
+    reporting = tiny_demo.path / "data/demo/08_reporting/phase1"
     comparison = pd.read_csv(reporting / "comparison.csv")
     assert set(comparison["experiment"]) == set(EXPERIMENTS)
     for metric in ("auc", "accuracy", "f1", "average_precision", "eer"):
@@ -37,8 +37,8 @@ def test_phase1_demo_end_to_end_then_skip_then_resume(tiny_demo):
         metrics = json.loads((reporting / name / "metrics.json").read_text())
         assert len(metrics["folds"]) == 5 and metrics["metrics"]["auc"]["n"] == 5
         assert (reporting / name / "learning_curves.png").exists()
-        oof = pd.read_parquet(tiny_demo.path / f"data/07_model_output/phase1/{name}/oof_predictions.parquet")
-        fold_table = pd.read_parquet(tiny_demo.path / "data/05_model_input/fold_table.parquet")
+        oof = pd.read_parquet(tiny_demo.path / f"data/demo/07_model_output/phase1/{name}/oof_predictions.parquet")
+        fold_table = pd.read_parquet(tiny_demo.path / "data/demo/05_model_input/fold_table.parquet")
         # Out-of-fold: every usable image predicted exactly once, by the fold that held it out.
         assert sorted(oof["path"]) == sorted(fold_table["path"])
         assert (oof.merge(fold_table, on="path")["fold_x"] == oof.merge(fold_table, on="path")["fold_y"]).all()
@@ -63,7 +63,7 @@ def test_bad_experiment_config_fails_before_any_training(tiny_demo):
                         {"phase1": {"experiments": {"p1_resnet18_baseline": {"optimizer": {"lr": "fast"}}}}})
     with pytest.raises(ConfigError, match=r"phase1\.p1_resnet18_baseline.*'optimizer\.lr'"):
         tiny_demo.run("phase1")
-    assert not (tiny_demo.path / "data/06_models/runs").exists()
+    assert not (tiny_demo.path / "data/demo/06_models/runs").exists()
 
 
 def test_corrupt_image_is_reported_and_skipped(tiny_demo):
@@ -72,9 +72,9 @@ def test_corrupt_image_is_reported_and_skipped(tiny_demo):
     (folder / "broken_1999_2001.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     broken = f"insight/{folder.name}/broken_1999_2001.jpg"
     tiny_demo.run("preprocessing")
-    report = pd.read_csv(tiny_demo.path / "data/08_reporting/data_quality/integrity_report.csv")
+    report = pd.read_csv(tiny_demo.path / "data/demo/08_reporting/data_quality/integrity_report.csv")
     assert report.set_index("path").loc[broken, "status"] in {"truncated", "unreadable"}
-    fold_table = pd.read_parquet(tiny_demo.path / "data/05_model_input/fold_table.parquet")
+    fold_table = pd.read_parquet(tiny_demo.path / "data/demo/05_model_input/fold_table.parquet")
     assert broken not in set(fold_table["path"]) and len(fold_table) == 240
 
 
@@ -96,8 +96,8 @@ def test_phase1_on_real_faces140k_subset(kedro_project):
     })
     params["data"] = {"root": str(root), "sources": {"real": "real", "fake": "fake"}}
     kedro_project.run("phase1", env="faces140k", params=params)
-    index = pd.read_parquet(kedro_project.path / "data/02_intermediate/image_index.parquet")
+    index = pd.read_parquet(kedro_project.path / "data/faces140k/02_intermediate/image_index.parquet")
     assert set(index["source"]) == {"real", "fake"} and len(index) == 1600
-    comparison = pd.read_csv(kedro_project.path / "data/08_reporting/phase1/comparison.csv")
+    comparison = pd.read_csv(kedro_project.path / "data/faces140k/08_reporting/phase1/comparison.csv")
     assert set(comparison["experiment"]) == set(EXPERIMENTS)
     assert comparison["auc_mean"].between(0, 1).all()

@@ -23,14 +23,14 @@ def seed_phase2_tests(project, gains: dict[str, tuple[float, float]]) -> None:
     rows = [{"question": key, "baseline": PAIRS[key][0], "treatment": PAIRS[key][1], "metric": "auc",
              "diff_mean": gain, "diff_ci_low": gain - 0.02, "diff_ci_high": gain + 0.02,
              "p_nadeau_bengio": p, "p_holm": p} for key, (gain, p) in gains.items()]
-    path = project.path / "data/08_reporting/phase2/paired_tests.csv"
+    path = project.path / "data/demo/08_reporting/phase2/paired_tests.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def phase3_configs(project) -> dict[str, dict]:
     project.run("phase3", node_names=["phase2.choose_preprocessing"] + [f"phase3.{n}.resolve_config" for n in PHASE3])
-    return {n: json.loads((project.path / f"data/05_model_input/phase3/{n}/resolved_config.json").read_text())
+    return {n: json.loads((project.path / f"data/demo/05_model_input/phase3/{n}/resolved_config.json").read_text())
             for n in PHASE3}
 
 
@@ -50,7 +50,7 @@ def test_phase3_follows_phase2_results_and_the_override_wins(tiny_demo):
     other = phase3_configs(tiny_demo)
     assert {preprocessing_of(c) for c in other.values()} == {(32, False, True, "real_norm")}
     assert other["p3_resnet50"]["fingerprint"] != cropped["p3_resnet50"]["fingerprint"]
-    choice = json.loads((tiny_demo.path / "data/08_reporting/phase2/preprocessing_choice.json").read_text())
+    choice = json.loads((tiny_demo.path / "data/demo/08_reporting/phase2/preprocessing_choice.json").read_text())
     assert choice["source"] == "phase-2 results" and [d["adopted"] for d in choice["decisions"]] == [
         True, False, True, False]
 
@@ -68,7 +68,7 @@ def test_bad_override_fails_before_any_training(tiny_demo):
     tiny_demo.edit_yaml("conf/demo/parameters_phase2.yml", {"phase2": {"selection": {"override": {"colour": "x"}}}})
     with pytest.raises(SelectionError, match=r"phase2\.selection\.override.*'colour'"):
         tiny_demo.run("phase3")
-    assert not (tiny_demo.path / "data/06_models/runs").exists()
+    assert not (tiny_demo.path / "data/demo/06_models/runs").exists()
 
 
 def seed_phase_results(project) -> dict[str, dict]:
@@ -88,7 +88,7 @@ def seed_phase_results(project) -> dict[str, dict]:
             metrics = {"auc": {"mean": auc, "std": 0.02, "ci_low": auc - 0.03, "ci_high": auc + 0.03},
                        "pairwise_auc:text2img": {"mean": auc + 0.02}, "pairwise_auc:insight": {"mean": auc - 0.05}}
             summary = {"experiment": name, "phase": phase, "fingerprint": name, "config": config, "metrics": metrics}
-            path = project.path / f"data/08_reporting/{phase}/{name}/metrics.json"
+            path = project.path / f"data/demo/08_reporting/{phase}/{name}/metrics.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary))
             written[f"{phase}.{name}"] = summary
@@ -103,7 +103,7 @@ def test_phase4_ranks_models_and_trains_nested_whole_group_subsets(tiny_demo):
     tiny_demo.run("phase4", node_names=["phase2.choose_preprocessing", "phase4.choose_final_models"]
                   + [f"phase4.{slot}.resolve_config" for slot in slots])
 
-    selection = json.loads((tiny_demo.path / "data/08_reporting/phase4/selection.json").read_text())
+    selection = json.loads((tiny_demo.path / "data/demo/08_reporting/phase4/selection.json").read_text())
     assert {c["name"] for c in selection["criteria"]} == {"auc_mean", "worst_source_auc", "gflops"}
     candidates = {c["model"]: c for c in selection["candidates"]}
     # Every candidate carries the values and ranks that decided; hold-outs are not candidates.
@@ -115,9 +115,9 @@ def test_phase4_ranks_models_and_trains_nested_whole_group_subsets(tiny_demo):
     chosen = [s["model"] for s in selection["selected"]]
     assert len(chosen) == 3 and chosen == [c["model"] for c in sorted(candidates.values(), key=lambda c: c["rank"])][:3]
 
-    fold_table = pd.read_parquet(tiny_demo.path / "data/05_model_input/fold_table.parquet")
+    fold_table = pd.read_parquet(tiny_demo.path / "data/demo/05_model_input/fold_table.parquet")
     for k, model in enumerate(chosen, start=1):
-        resolved = {s: json.loads((tiny_demo.path / f"data/05_model_input/phase4/top{k}_{s}/resolved_config.json")
+        resolved = {s: json.loads((tiny_demo.path / f"data/demo/05_model_input/phase4/top{k}_{s}/resolved_config.json")
                                   .read_text()) for s in ("20pct", "50pct", "100pct", "full")}
         assert resolved["20pct"]["experiment"] == f"p4a_{model}_20pct"
         assert resolved["full"]["experiment"] == f"p4b_{model}_full"

@@ -15,7 +15,7 @@ PHASE2 = list(yaml.safe_load((PROJECT_ROOT / "conf/demo/parameters_phase2.yml").
 
 
 def reporting(study, relative: str):
-    return study.path / "data/08_reporting" / relative
+    return study.path / "data/demo/08_reporting" / relative
 
 
 def test_phase2_tables_hold_every_experiment_pair_and_holdout(tiny_study):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -48,10 +49,11 @@ def audit_metadata_shortcut(
 
 
 def colour_and_samples(
-    image_index: pd.DataFrame, image_cache: dict[str, ImageStack], eda_params: dict[str, Any]
+    image_index: pd.DataFrame, image_cache: Mapping[str, ImageStack], eda_params: dict[str, Any],
+    preprocessing: dict[str, Any],
 ) -> tuple[pd.DataFrame, Figure, Figure]:
-    """Colour statistics and histograms per source, and a sample grid, from the largest square cache."""
-    stack = image_cache[max((n for n in image_cache if n.startswith("square_")), key=lambda n: image_cache[n].size)]
+    """Colour statistics and histograms per source, and a sample grid, from the largest configured square cache."""
+    stack = image_cache[f"square_{max(preprocessing['image_sizes'])}"]
     images = usable(image_index)
     colour_paths = eda.sample_rows(images, eda_params["colour_images_per_source"])
     pixels = {s: np.asarray(stack.array[np.sort(stack.rows(paths))]) for s, paths in colour_paths.items()}

@@ -59,17 +59,21 @@ def final_models_pipeline(candidates: list[str], top_k: int, scaling: dict[str, 
         The phase-4 pipeline.
     """
     rank = Node(choose_final_models, {"ranking": "params:phase4.ranking", **{n: f"{n}.metrics" for n in candidates}},
-                ["phase4.model_selection", "phase4.candidates"], name="phase4.choose_final_models")
+                ["model_selection", "candidates"], name="choose_final_models")
     full_fraction = max(scaling.values())
     slots = [f"top{k}_{suffix}" for k in range(1, top_k + 1) for suffix in [*scaling, "full"]]
     instances = sum((final_model_pipeline(slot, scaling.get(slot.split("_", 1)[1], full_fraction),
                                           slot.endswith("_full"))
                      for slot in slots), Pipeline([]))
-    slot_metrics = {slot: f"phase4.{slot}.metrics" for slot in slots}
-    analysis = Pipeline([
+    # Under the namespace, "top1_20pct.metrics" resolves to the slot's "phase4.top1_20pct.metrics".
+    slot_metrics = {slot: f"{slot}.metrics" for slot in slots}
+    analysis = [
         Node(compare_final_models, {"phase": "params:phase4", "data": "params:data", **slot_metrics},
-             [f"phase4.{name}" for name in COMPARISON_OUTPUTS], name="phase4.compare_experiments"),
-        Node(analyse_scaling, {"selection": "phase4.model_selection", **slot_metrics},
-             ["phase4.scaling", "phase4.scaling_figure"], name="phase4.analyse_scaling"),
-    ])
-    return Pipeline([rank]) + instances + analysis
+             COMPARISON_OUTPUTS, name="compare_experiments"),
+        Node(analyse_scaling, {"selection": "model_selection", **slot_metrics}, ["scaling", "scaling_figure"],
+             name="analyse_scaling"),
+    ]
+    # The ranking node sits in the namespace too, so `kedro run --namespaces phase4` runs all of phase 4.
+    ranked = Pipeline([rank, *analysis], namespace="phase4", inputs={f"{n}.metrics" for n in candidates},
+                      parameters={"params:phase4", "params:phase4.ranking", "params:data"})
+    return ranked + instances

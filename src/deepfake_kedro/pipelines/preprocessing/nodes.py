@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import partial
 from io import BytesIO
 from pathlib import Path
@@ -61,9 +62,11 @@ def index_images(
     return index, integrity_report(index)
 
 
-def hash_images(image_index: pd.DataFrame, image_cache: dict[str, ImageStack]) -> pd.DataFrame:
-    """A 64-bit perceptual hash (pHash) of every usable image, from the largest square cache."""
-    stack = image_cache[max(image_cache, key=lambda name: image_cache[name].size if name.startswith("square_") else 0)]
+def hash_images(
+    image_index: pd.DataFrame, image_cache: Mapping[str, ImageStack], preprocessing: dict[str, Any]
+) -> pd.DataFrame:
+    """A 64-bit perceptual hash (pHash) of every usable image, from the largest configured square cache."""
+    stack = image_cache[f"square_{max(preprocessing['image_sizes'])}"]
     paths = usable(image_index)["path"].tolist()
     rows = stack.rows(paths)
     hashes = [perceptual_hash(np.asarray(stack.array[row])) for row in rows]
@@ -228,7 +231,7 @@ def face_crop_figure(
     return face_crop_grid(samples, f"MTCNN face crops (margin {margin}): red = detected box, green = crop")
 
 
-def augmentation_figure(image_cache: dict[str, ImageStack], preprocessing: dict[str, Any]) -> Figure:
+def augmentation_figure(image_cache: Mapping[str, ImageStack], preprocessing: dict[str, Any]) -> Figure:
     """A few cached images before and after the augmentation dict (several seeded draws)."""
     augment = AugmentConfig.model_validate(preprocessing["augment_preview"])
     stack = image_cache[f"square_{max(preprocessing['image_sizes'])}"]

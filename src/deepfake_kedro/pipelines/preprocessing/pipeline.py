@@ -20,7 +20,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(index_images, ["raw_images", "params:data", "params:preprocessing"],
              ["image_index", "integrity_report"], name="index_images"),
-        Node(hash_images, ["image_index", "image_cache"], "perceptual_hashes", name="hash_images"),
+        Node(hash_images, ["image_index", "image_cache", "params:preprocessing"], "perceptual_hashes",
+             name="hash_images"),
         Node(group_near_duplicates, ["image_index", "perceptual_hashes", "params:preprocessing"],
              ["image_groups", "near_duplicate_pairs", "near_duplicate_summary"], name="group_near_duplicates"),
         Node(build_folds, ["image_index", "image_groups", "params:defaults"], "fold_table", name="build_fold_table"),
