@@ -1,13 +1,16 @@
-"""Kedro hooks: reject bad experiment configs before any node runs."""
+"""Kedro hooks: reject bad experiment configs before any node runs; one source for the raw-data root."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+import yaml
 from kedro.framework.hooks import hook_impl
+from kedro.io import AbstractDataset
 
-from deepfake_kedro.config import resolve_experiment
+from deepfake_kedro.config import ConfigError, resolve_experiment
 from deepfake_kedro.selection import CRITERIA_DIRECTIONS, SelectionError, apply_preprocessing, check_selection_params
 
 logger = logging.getLogger(__name__)
@@ -55,3 +58,45 @@ class ValidateExperimentsHook:
             if unknown:
                 raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; "
                                      f"use {sorted(CRITERIA_DIRECTIONS)}")
+
+
+class DataRootHook:
+    """Points the catalog's ``raw_images`` at ``data.root``, so the data root is set in one place.
+
+    ``data.root`` defaults to the ``data_root`` global, which the catalog reads too; a user who sets only
+    ``data.root`` in an environment's parameters.yml moves ``raw_images`` with it. Only an environment that
+    sets both, to different folders, is an error.
+    """
+
+    def __init__(self) -> None:
+        self._project_path = Path.cwd()
+        self._env_globals: dict[str, Any] = {}
+        self._env = "local"
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        loader = context.config_loader
+        self._project_path = Path(context.project_path)
+        self._env = loader.env or loader.default_run_env
+        self._env_globals = {}
+        if self._env != loader.base_env:
+            for file in sorted((Path(loader.conf_source) / self._env).glob("globals*.yml")):
+                self._env_globals.update(yaml.safe_load(file.read_text()) or {})
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any, conf_catalog: dict[str, Any], parameters: dict[str, Any]) -> None:
+        config = conf_catalog.get("raw_images")
+        data = (parameters.get("parameters") or {}).get("data") or {}
+        if not config or not data.get("root"):
+            return
+        wanted = (self._project_path / data["root"]).resolve()
+        if Path(config["path"]).resolve() == wanted:
+            return
+        own = self._env_globals.get("data_root")
+        if own is not None and (self._project_path / own).resolve() != wanted:
+            raise ConfigError(
+                f"conf/{self._env}/globals.yml sets data_root = {own!r}, but data.root in the parameters is "
+                f"{data['root']!r}; keep one of them (the other follows), or pass --params data.root=..."
+            )
+        catalog["raw_images"] = AbstractDataset.from_config("raw_images", {**config, "path": str(wanted)})
+        logger.info("raw_images reads data.root = %s", data["root"])

@@ -2,17 +2,22 @@
 
 import warnings
 
-from kedro.config import OmegaConfigLoader
+from deepfake_kedro.config_loader import StudyConfigLoader
+from deepfake_kedro.hooks import DataRootHook, ValidateExperimentsHook
 
-from deepfake_kedro.hooks import ValidateExperimentsHook
+HOOKS = (ValidateExperimentsHook(), DataRootHook())
 
-HOOKS = (ValidateExperimentsHook(),)
-
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_CLASS = StudyConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # An environment's parameters (conf/demo/, your conf/local/) list only the keys they change.
+    "merge_strategy": {"parameters": "soft"},
 }
 
 # Kedro 1.7 calls an OmegaConf API that OmegaConf now marks deprecated; nothing for users to act on.
 warnings.filterwarnings("ignore", message=r".*register_new_resolver\(\) is deprecated", category=UserWarning)
+# Kedro warns about any dotted dataset name a node reads outside its own namespace, which is how phase 2
+# compares phase 1's experiments and reporting reads every experiment: namespaced outputs, read by name.
+# Every dotted name a node writes is its own namespace's (tests/pipelines/test_namespaces.py).
+warnings.filterwarnings("ignore", message=r"One or more dataset names contain '\.' characters", category=UserWarning)
