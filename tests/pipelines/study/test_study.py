@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import PROJECT_ROOT
 
-PHASE2 = list(yaml.safe_load((PROJECT_ROOT / "conf/demo/parameters_phase2.yml").read_text())["phase2"]["experiments"])
+PHASE2 = list(yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_phase2.yml").read_text())["phase2"]["experiments"])
 
 
 def reporting(study, relative: str):
@@ -25,7 +25,7 @@ def test_phase2_tables_hold_every_experiment_pair_and_holdout(tiny_study):
     fingerprints = comparison.set_index("experiment")["fingerprint"]
     assert fingerprints["p2a_t1_original"] == fingerprints["p2b_resnet18_224"]
     tests = pd.read_csv(reporting(tiny_study, "phase2/paired_tests.csv"))
-    pairs = yaml.safe_load((PROJECT_ROOT / "conf/demo/parameters_phase2.yml").read_text())["phase2"]["comparisons"]
+    pairs = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_phase2.yml").read_text())["phase2"]["comparisons"]
     for pair in pairs:
         rows = tests[(tests["baseline"] == pair["baseline"]) & (tests["treatment"] == pair["treatment"])]
         assert set(rows["metric"]) == {"auc", "accuracy", "f1"}
