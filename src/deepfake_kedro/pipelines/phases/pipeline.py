@@ -3,6 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from deepfake_kedro.pipelines.experiment import experiment_pipeline, final_model_pipeline
+from deepfake_kedro.study import phase4_slots
 
 from .nodes import (
     analyse_scaling,
@@ -61,14 +62,13 @@ def final_models_pipeline(candidates: list[str], top_k: int, scaling: dict[str, 
     rank = Node(choose_final_models, {"ranking": "params:phase4.ranking", **{n: f"{n}.metrics" for n in candidates}},
                 ["phase4.model_selection", "phase4.candidates"], name="phase4.choose_final_models")
     full_fraction = max(scaling.values())
-    slots = [f"top{k}_{suffix}" for k in range(1, top_k + 1) for suffix in [*scaling, "full"]]
-    instances = sum((final_model_pipeline(slot, scaling.get(slot.split("_", 1)[1], full_fraction),
-                                          slot.endswith("_full"))
-                     for slot in slots), Pipeline([]))
-    slot_metrics = {slot: f"phase4.{slot}.metrics" for slot in slots}
+    slots = phase4_slots(top_k, scaling)
+    instances = sum((final_model_pipeline(slot.name, scaling.get(slot.suffix, full_fraction)) for slot in slots),
+                    Pipeline([]))
+    slot_metrics = {slot.name: f"phase4.{slot.name}.metrics" for slot in slots}
     analysis = Pipeline([
         Node(compare_final_models, {"phase": "params:phase4", "data": "params:data", **slot_metrics},
-             [f"phase4.{name}" for name in COMPARISON_OUTPUTS], name="phase4.compare_experiments"),
+             [f"phase4.{name}" for name in COMPARISON_OUTPUTS], name="phase4.compare_final_models"),
         Node(analyse_scaling, {"selection": "phase4.model_selection", **slot_metrics},
              ["phase4.scaling", "phase4.scaling_figure"], name="phase4.analyse_scaling"),
     ])

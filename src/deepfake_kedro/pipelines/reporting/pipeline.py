@@ -2,7 +2,9 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import PHASES, benchmark_backbones, build_report, collect_results, summarize_attention
+from deepfake_kedro.study import PHASES
+
+from .nodes import benchmark_backbones, build_report, collect_results, summarize_attention
 
 
 def create_pipeline(experiments: list[str]) -> Pipeline:
