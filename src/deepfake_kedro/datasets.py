@@ -1,10 +1,15 @@
-"""Kedro datasets for the project's own storage: raw image trees, image caches, fold runs.
+"""Kedro datasets for the project's own storage: raw image trees, image caches, fold runs, resolved experiments.
 
-Thin adapters: the storage logic lives in Kedro-free core modules.
+Thin adapters: the storage logic lives in Kedro-free core modules. Three of them execute a plan on save
+(plan / execute-on-save, see docs/architecture.md): a node returns what should exist (cache images to render,
+face boxes to detect, folds to train) and the dataset's ``save`` does only the work not done yet, writing each
+piece as it finishes, so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ from deepfake_kedro.image_cache import (
     write_table,
 )
 from deepfake_kedro.run_store import FoldResult, FoldRunStore
+from deepfake_kedro.study import ResolvedExperiment
 
 
 class ImageTreeDataset(AbstractDataset[Mapping[str, bytes], ImageTree]):
@@ -98,8 +104,11 @@ class ImageCaches(Mapping[str, ImageStack]):
         return sum(1 for _ in self)
 
 
-class ImageCacheDataset(AbstractDataset[Mapping[str, ImageStackPlan], ImageCaches]):
-    """A folder of memory-mapped image stacks, one sub-folder per name (e.g. ``square_128``)."""
+class RenderedImageCacheDataset(AbstractDataset[Mapping[str, ImageStackPlan], ImageCaches]):
+    """A folder of memory-mapped image stacks, one sub-folder per name (e.g. ``square_128``).
+
+    Saving a plan renders the images a stack lacks (new or changed images) and reuses the rest.
+    """
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None):
         self._path = Path(path)
@@ -119,11 +128,11 @@ class ImageCacheDataset(AbstractDataset[Mapping[str, ImageStackPlan], ImageCache
         return {"path": str(self._path)}
 
 
-class FoldRunsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[], FoldResult]], FoldRunStore]):
+class TrainedFoldsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[], FoldResult]], FoldRunStore]):
     """Per-fold checkpoints, histories and predictions under ``<fingerprint>/fold_<k>/``.
 
-    Saving a mapping of lazy runs trains only the folds that are not complete yet, and
-    writes each as soon as it finishes, so a killed run resumes at the next fold.
+    Saving a plan trains the missing folds: of a mapping of lazy runs, only the folds that are not
+    complete yet are trained, each written as soon as it finishes, so a killed run resumes at the next fold.
     """
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None):
@@ -143,8 +152,11 @@ class FoldRunsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[], Fol
         return {"path": str(self._path)}
 
 
-class IncrementalTableDataset(AbstractDataset[TablePlan, pd.DataFrame]):
-    """A per-image parquet table (e.g. face boxes) that computes rows only for new or changed images."""
+class ComputedTableDataset(AbstractDataset[TablePlan, pd.DataFrame]):
+    """A per-image parquet table (e.g. face boxes).
+
+    Saving a plan computes the rows of new or changed images (e.g. runs MTCNN on them) and keeps the rest.
+    """
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
         self._filepath = Path(filepath)
@@ -155,6 +167,29 @@ class IncrementalTableDataset(AbstractDataset[TablePlan, pd.DataFrame]):
 
     def save(self, data: TablePlan) -> None:
         write_table(data, self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class ResolvedExperimentDataset(AbstractDataset[ResolvedExperiment, ResolvedExperiment]):
+    """One experiment's ``ResolvedExperiment`` as a JSON file (experiment, phase, fingerprint, config, ...)."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> ResolvedExperiment:
+        return ResolvedExperiment.from_json(json.loads(self._filepath.read_text()), where=str(self._filepath))
+
+    def save(self, data: ResolvedExperiment) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._filepath.with_name(self._filepath.name + ".partial")
+        partial.write_text(json.dumps(data.to_json(), indent=2))
+        os.replace(partial, self._filepath)
 
     def _exists(self) -> bool:
         return self._filepath.exists()

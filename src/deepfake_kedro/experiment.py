@@ -27,11 +27,6 @@ def _sources(chosen: list[str] | str, all_sources: Mapping[str, str]) -> list[st
     return list(all_sources) if chosen == "all" else list(chosen)
 
 
-def cache_name(config: ExperimentConfig) -> str:
-    """The image cache an experiment reads (face crops or plain square crops, at its size)."""
-    return f"{'face' if config.face_crop else 'square'}_{config.image_size}"
-
-
 def plan_fold_runs(
     config: ExperimentConfig,
     fingerprint: str,

@@ -10,9 +10,8 @@ from kedro.pipeline import Pipeline
 
 from deepfake_kedro.pipelines import eda, preprocessing, reporting
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
+from deepfake_kedro.study import NAMED_PHASES, phase4_slots
 
-PHASES = ("phase1", "phase2", "phase3")
-"""Phases of named experiments; phase 4 retrains whichever models phases 1-3 rank highest."""
 ADOPTS_PREPROCESSING = {"phase3"}
 
 
@@ -42,7 +41,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     prep = preprocessing.create_pipeline()
     pipelines: dict[str, Pipeline] = {"preprocessing": prep, "eda": prep + eda.create_pipeline()}
     earlier, trained = Pipeline([]), []
-    for phase in PHASES:
+    for phase in NAMED_PHASES:
         # A phase compares against earlier phases, so its pipeline includes them (finished folds are skipped).
         experiments, external = phase_layout(phase)
         earlier = earlier + phase_pipeline(phase, experiments, external, phase in ADOPTS_PREPROCESSING)
@@ -51,8 +50,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     phase4 = _base_parameters("phase4")
     final = final_models_pipeline(trained, phase4["ranking"]["top_k"], phase4["scaling"])
     pipelines["phase4"] = prep + earlier + final
-    slots = sorted({node.namespace.rsplit(".", 1)[0] if node.namespace.count(".") > 1 else node.namespace
-                    for node in final.nodes if node.namespace and node.namespace.startswith("phase4.top")})
+    slots = sorted(f"phase4.{slot.name}" for slot in phase4_slots(phase4["ranking"]["top_k"], phase4["scaling"]))
     # `reporting` alone re-reads finished results from the catalog; __default__ runs the whole study.
     pipelines["reporting"] = reporting.create_pipeline(trained + slots)
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))

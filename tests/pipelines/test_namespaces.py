@@ -30,7 +30,7 @@ def test_every_dotted_output_belongs_to_its_nodes_namespace():
 def test_namespaces_phase4_holds_the_ranking_and_the_analysis():
     phase4 = registered()["phase4"].only_nodes_with_namespaces(["phase4"])
     names = {n.name for n in phase4.nodes}
-    assert {"phase4.choose_final_models", "phase4.compare_experiments", "phase4.analyse_scaling"} <= names
+    assert {"phase4.choose_final_models", "phase4.compare_final_models", "phase4.analyse_scaling"} <= names
     # The ranking's output feeds every slot inside the namespace: nothing of phase 4 is left outside.
     assert "phase4.model_selection" not in phase4.inputs()
     assert {i for i in phase4.inputs() if not i.startswith("params:")} <= (

@@ -29,7 +29,8 @@ def seed_phase2_tests(project, gains: dict[str, tuple[float, float]]) -> None:
 
 
 def phase3_configs(project) -> dict[str, dict]:
-    project.run("phase3", node_names=["phase2.choose_preprocessing"] + [f"phase3.{n}.resolve_config" for n in PHASE3])
+    resolve_nodes = [f"phase3.{n}.resolve_with_preprocessing" for n in PHASE3]
+    project.run("phase3", node_names=["phase2.choose_preprocessing", *resolve_nodes])
     return {n: json.loads((project.path / f"data/demo/05_model_input/phase3/{n}/resolved_config.json").read_text())
             for n in PHASE3}
 
@@ -101,7 +102,7 @@ def test_phase4_ranks_models_and_trains_nested_whole_group_subsets(tiny_demo):
     seed_phase2_tests(tiny_demo, {"t2": (0.01, 0.5), "c": (0.08, 0.01), "d": (0.0, 1.0), "e": (-0.02, 0.4)})
     slots = [f"top{k}_{s}" for k in (1, 2, 3) for s in ("20pct", "50pct", "100pct", "full")]
     tiny_demo.run("phase4", node_names=["phase2.choose_preprocessing", "phase4.choose_final_models"]
-                  + [f"phase4.{slot}.resolve_config" for slot in slots])
+                  + [f"phase4.{slot}.resolve_final_model" for slot in slots])
 
     selection = json.loads((tiny_demo.path / "data/demo/08_reporting/phase4/selection.json").read_text())
     assert {c["name"] for c in selection["criteria"]} == {"auc_mean", "worst_source_auc", "gflops"}

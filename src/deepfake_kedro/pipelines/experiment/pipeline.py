@@ -1,4 +1,7 @@
-"""The experiment template: resolve config -> train folds -> evaluate -> analyse errors, namespaced per experiment."""
+"""The experiment template: resolve config -> plan fold runs -> evaluate -> analyse errors, namespaced per experiment.
+
+Training happens when the ``fold_runs`` dataset (``TrainedFoldsDataset``) saves the plan (docs/architecture.md).
+"""
 
 from functools import partial, update_wrapper
 
@@ -8,10 +11,10 @@ from .nodes import (
     analyse_errors,
     evaluate_folds,
     explain_predictions,
+    plan_fold_runs,
     resolve_config,
     resolve_final_model,
     resolve_with_preprocessing,
-    train_folds,
 )
 
 SHARED_INPUTS = {"fold_table", "image_cache", "face_cache"}
@@ -27,8 +30,8 @@ def _bound(function, **kwargs):
 def _template(resolve: Node) -> list[Node]:
     return [
         resolve,
-        Node(train_folds, ["resolved_config", "fold_table", "image_cache", "face_cache", "params:data"], "fold_runs",
-             name="train_folds"),
+        Node(plan_fold_runs, ["resolved_config", "fold_table", "image_cache", "face_cache", "params:data"],
+             "fold_runs", name="plan_fold_runs"),
         Node(evaluate_folds, ["resolved_config", "fold_runs", "fold_table", "params:data", "params:evaluation"],
              ["oof_predictions", "fold_metrics", "metrics", "learning_curves"], name="evaluate_folds"),
         Node(analyse_errors, ["resolved_config", "oof_predictions", "image_cache", "face_cache", "params:evaluation"],
@@ -53,7 +56,7 @@ def experiment_pipeline(phase: str, experiment: str, adopt_preprocessing: bool =
     inputs = ["params:defaults", f"params:{phase}.experiments", "params:data", "params:preprocessing"]
     if adopt_preprocessing:
         resolve = Node(_bound(resolve_with_preprocessing, phase=phase, experiment=experiment),
-                       [*inputs, PREPROCESSING_CHOICE], "resolved_config", name="resolve_config")
+                       [*inputs, PREPROCESSING_CHOICE], "resolved_config", name="resolve_with_preprocessing")
     else:
         resolve = Node(_bound(resolve_config, phase=phase, experiment=experiment), inputs, "resolved_config",
                        name="resolve_config")
@@ -64,21 +67,20 @@ def experiment_pipeline(phase: str, experiment: str, adopt_preprocessing: bool =
     )
 
 
-def final_model_pipeline(slot: str, subsample: float, full: bool) -> Pipeline:
+def final_model_pipeline(slot: str, subsample: float) -> Pipeline:
     """A phase-4 slot (``top<k>_<suffix>``): whichever model the ranking put at rank k, at one data fraction.
 
     Args:
         slot: The slot, also the namespace ``phase4.<slot>``.
         subsample: Fraction of the training groups.
-        full: The full-dataset run with its hard-example analysis (p4b).
 
     Returns:
         Nodes under the namespace ``phase4.<slot>``.
     """
     resolve = Node(
-        _bound(resolve_final_model, slot=slot, subsample=subsample, full=full),
+        _bound(resolve_final_model, slot=slot, subsample=subsample),
         ["params:defaults", "params:data", "params:preprocessing", PREPROCESSING_CHOICE, MODEL_SELECTION],
-        "resolved_config", name="resolve_config",
+        "resolved_config", name="resolve_final_model",
     )
     return Pipeline(
         _template(resolve), namespace=f"phase4.{slot}",

@@ -20,6 +20,7 @@ from deepfake_kedro.costs import model_cost
 from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, source_heatmap
 from deepfake_kedro.pipelines.experiment.nodes import _json_safe
 from deepfake_kedro.selection import candidate_table, model_name, rank_models, select_preprocessing
+from deepfake_kedro.study import Slot, parse_slot
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,11 @@ def compare_final_models(
     full_fraction = max(phase["scaling"].values())
     full = {suffix for suffix, fraction in phase["scaling"].items() if fraction == full_fraction}.pop()
     comparisons = []
-    for slot, summary in experiment_metrics.items():
-        rank, suffix = slot.split("_", 1)
-        if suffix in phase["scaling"] and suffix != full:
-            reference = experiment_metrics[f"{rank}_{full}"]["experiment"]
-            comparisons.append({"question": f"data scaling {suffix} -> {full} ({model_name(summary['config'])})",
+    for name, summary in experiment_metrics.items():
+        slot = parse_slot(name)
+        if slot.suffix in phase["scaling"] and slot.suffix != full:
+            reference = experiment_metrics[Slot(slot.rank, full).name]["experiment"]
+            comparisons.append({"question": f"data scaling {slot.suffix} -> {full} ({model_name(summary['config'])})",
                                 "baseline": summary["experiment"], "treatment": reference})
     return compare_experiments({**phase, "comparisons": comparisons}, data, **experiment_metrics)
 
@@ -167,7 +168,7 @@ def analyse_scaling(selection: dict[str, Any], **experiment_metrics: dict[str, A
     """
     rows = []
     for slot, summary in experiment_metrics.items():
-        if slot.endswith("_full"):
+        if parse_slot(slot).full:
             continue  # the full-dataset run is the 100% point (same config, trained once)
         auc = summary["metrics"]["auc"]
         rows.append({"experiment": summary["experiment"], "model": model_name(summary["config"]),

@@ -3,6 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from deepfake_kedro.pipelines.experiment import experiment_pipeline, final_model_pipeline
+from deepfake_kedro.study import phase4_slots
 
 from .nodes import (
     analyse_scaling,
@@ -61,15 +62,14 @@ def final_models_pipeline(candidates: list[str], top_k: int, scaling: dict[str, 
     rank = Node(choose_final_models, {"ranking": "params:phase4.ranking", **{n: f"{n}.metrics" for n in candidates}},
                 ["model_selection", "candidates"], name="choose_final_models")
     full_fraction = max(scaling.values())
-    slots = [f"top{k}_{suffix}" for k in range(1, top_k + 1) for suffix in [*scaling, "full"]]
-    instances = sum((final_model_pipeline(slot, scaling.get(slot.split("_", 1)[1], full_fraction),
-                                          slot.endswith("_full"))
-                     for slot in slots), Pipeline([]))
+    slots = phase4_slots(top_k, scaling)
+    instances = sum((final_model_pipeline(slot.name, scaling.get(slot.suffix, full_fraction)) for slot in slots),
+                    Pipeline([]))
     # Under the namespace, "top1_20pct.metrics" resolves to the slot's "phase4.top1_20pct.metrics".
-    slot_metrics = {slot: f"{slot}.metrics" for slot in slots}
+    slot_metrics = {slot.name: f"{slot.name}.metrics" for slot in slots}
     analysis = [
         Node(compare_final_models, {"phase": "params:phase4", "data": "params:data", **slot_metrics},
-             COMPARISON_OUTPUTS, name="compare_experiments"),
+             COMPARISON_OUTPUTS, name="compare_final_models"),
         Node(analyse_scaling, {"selection": "model_selection", **slot_metrics}, ["scaling", "scaling_figure"],
              name="analyse_scaling"),
     ]

@@ -1,4 +1,8 @@
-"""The preprocessing pipeline: raw images -> index -> fold table, square-crop and face-crop caches."""
+"""The preprocessing pipeline: raw images -> index -> fold table, square-crop and face-crop caches.
+
+The ``plan_*`` nodes return plans; their datasets execute them on save (render cache images, run MTCNN),
+doing only the work not done yet (docs/architecture.md).
+"""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -24,17 +28,17 @@ def create_pipeline(**kwargs) -> Pipeline:
              name="hash_images"),
         Node(group_near_duplicates, ["image_index", "perceptual_hashes", "params:preprocessing"],
              ["image_groups", "near_duplicate_pairs", "near_duplicate_summary"], name="group_near_duplicates"),
-        Node(build_folds, ["image_index", "image_groups", "params:defaults"], "fold_table", name="build_fold_table"),
+        Node(build_folds, ["image_index", "image_groups", "params:defaults"], "fold_table", name="build_folds"),
         Node(plan_square_caches, ["image_index", "raw_images", "params:preprocessing"], "image_cache",
-             name="build_square_caches"),
+             name="plan_square_caches"),
         Node(plan_face_detection, ["image_index", "raw_images", "params:preprocessing"], "face_boxes",
-             name="detect_faces"),
+             name="plan_face_detection"),
         Node(plan_face_caches, ["image_index", "raw_images", "face_boxes", "params:preprocessing"], "face_cache",
-             name="build_face_caches"),
+             name="plan_face_caches"),
         Node(summarize_face_detection, ["face_boxes", "image_index"], "face_detection",
              name="summarize_face_detection"),
         Node(face_crop_figure, ["face_boxes", "image_index", "raw_images", "params:preprocessing"],
-             "face_crop_figure", name="plot_face_crops"),
+             "face_crop_figure", name="face_crop_figure"),
         Node(augmentation_figure, ["image_cache", "params:preprocessing"], "augmentation_figure",
-             name="plot_augmentation"),
+             name="augmentation_figure"),
     ])

@@ -22,10 +22,9 @@ from deepfake_kedro.reporting import (
     table_slide,
     text_slide,
 )
+from deepfake_kedro.study import PHASES
 
 logger = logging.getLogger(__name__)
-
-PHASES = ("phase1", "phase2", "phase3", "phase4")
 
 
 def collect_results(**inputs: Any) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -2,7 +2,9 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import PHASES, benchmark_backbones, build_report, collect_results, summarize_attention
+from deepfake_kedro.study import FULL, PHASES, Slot
+
+from .nodes import benchmark_backbones, build_report, collect_results, summarize_attention
 
 
 def create_pipeline(experiments: list[str]) -> Pipeline:
@@ -14,7 +16,7 @@ def create_pipeline(experiments: list[str]) -> Pipeline:
     Returns:
         The reporting pipeline.
     """
-    top_full = next(name for name in experiments if name.startswith("phase4.top1_full"))
+    top_full = f"phase4.{Slot(1, FULL).name}"  # the top model on the full data: its Grad-CAM goes in the deck
     return Pipeline([
         Node(collect_results, {**{f"{p}_comparison": f"{p}.comparison" for p in PHASES},
                                **{name: f"{name}.metrics" for name in experiments}},
