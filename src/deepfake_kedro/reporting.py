@@ -43,6 +43,22 @@ def detailed_results(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     return detailed
 
 
+def attention_summary(explained: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Mean share of Grad-CAM mass on the central face region per experiment, by prediction type and overall.
+
+    Args:
+        explained: Experiment -> its explained images (``pred_type``, ``cam_mass_centre``); empty ones skipped.
+
+    Returns:
+        One row per experiment: one column per prediction type, ``all`` and ``n_images``.
+    """
+    rows = [table.assign(experiment=key) for key, table in explained.items() if len(table)]
+    combined = pd.concat(rows, ignore_index=True)
+    summary = combined.groupby(["experiment", "pred_type"])["cam_mass_centre"].mean().unstack("pred_type")
+    overall = combined.groupby("experiment")["cam_mass_centre"].agg(["mean", "count"])
+    return summary.join(overall.rename(columns={"mean": "all", "count": "n_images"})).reset_index()
+
+
 def model_benchmark(
     image_size: int, batch_size: int = 64, repeats: int = 3, cnn_preset: str = "medium"
 ) -> pd.DataFrame:

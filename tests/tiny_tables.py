@@ -1,0 +1,64 @@
+"""Hand-made results tables in the catalog's layouts, small enough to build slides from in a second."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+SOURCES = {"real": "real", "gan": "fake", "diffusion": "fake"}
+
+
+def comparison(names: list[str], aucs: list[float], backbone: str = "resnet18") -> pd.DataFrame:
+    """A phase's comparison table: every headline metric as mean and CI, per-source AUC means."""
+    rows = []
+    for name, auc in zip(names, aucs):
+        row: dict[str, Any] = {"experiment": name, "backbone": backbone, "image_size": 64}
+        for metric, value in (("auc", auc), ("accuracy", auc - 0.1), ("f1", auc - 0.05), ("eer", 1 - auc)):
+            row.update({f"{metric}_mean": value, f"{metric}_std": 0.02,
+                        f"{metric}_ci_low": value - 0.03, f"{metric}_ci_high": value + 0.03})
+        row.update({"pairwise_auc:gan_mean": auc + 0.01, "pairwise_auc:diffusion_mean": auc - 0.01})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_tests(baseline: str, treatment: str, diff: float, p_holm: float) -> pd.DataFrame:
+    """One AUC comparison in the paired-tests layout."""
+    return pd.DataFrame([{"question": f"{baseline} vs {treatment}", "baseline": baseline, "treatment": treatment,
+                          "metric": "auc", "diff_mean": diff, "diff_ci_low": diff - 0.02, "diff_ci_high": diff + 0.02,
+                          "p_holm": p_holm}])
+
+
+def fold_table(folds: int = 3) -> pd.DataFrame:
+    """Two images per source and fold, one identity group per source and fold."""
+    rows = [{"path": f"{source}/{fold}_{i}.jpg", "source": source, "group": f"{source}{fold}", "fold": fold}
+            for fold in range(folds) for source in SOURCES for i in range(2)]
+    return pd.DataFrame(rows)
+
+
+def model_selection(model: str = "resnet18") -> dict[str, Any]:
+    """Phase 4's selection with one candidate."""
+    candidate = {"rank": 1, "model": model, "experiment": f"p3_{model}", "auc_mean": 0.9, "worst_source_auc": 0.85,
+                 "worst_source": "gan", "gflops": 1.8, "score": 1.0}
+    return {"criteria": [{"name": "auc_mean", "direction": "higher", "weight": 1.0}], "source": "ranking",
+            "candidates": [candidate], "selected": [{"slot": "top1", "model": model, "experiment": f"p3_{model}"}]}
+
+
+def preprocessing_choice() -> dict[str, Any]:
+    """Phase 2's choice with one applied and one skipped step."""
+    return {"source": "selection", "rule": "keep a change when Holm p < 0.05",
+            "settings": {"image_size": 64, "augment": {"flip": True}},
+            "decisions": [{"baseline": "p2_a", "treatment": "p2_b", "applies": True, "auc_diff": 0.031,
+                           "p_holm": 0.012, "reason": "kept"},
+                          {"baseline": "p2_b", "treatment": "p2_c", "applies": False, "reason": "no such pair"}]}
+
+
+def slide_text(figure: Figure) -> str:
+    """Every string drawn on a slide: its texts, axes texts and table cells."""
+    parts = [t.get_text() for t in figure.texts]
+    for ax in figure.axes:
+        parts += [t.get_text() for t in ax.texts]
+        for table in ax.tables:
+            parts += [cell.get_text().get_text() for cell in table.get_celld().values()]
+    return "\n".join(parts)
