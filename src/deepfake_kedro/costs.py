@@ -8,7 +8,8 @@ from functools import lru_cache
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from deepfake_kedro.models import create_model
+from deepfake_kedro.models import count_parameters, create_model
+from deepfake_kedro.training import select_device
 
 
 @lru_cache(maxsize=64)
@@ -24,7 +25,7 @@ def model_cost(backbone: str, image_size: int, cnn_preset: str = "medium") -> di
         ``params`` (count), ``params_m`` (millions) and ``gflops`` (1e9 multiply-adds x 2, one image).
     """
     model = create_model(backbone, pretrained=False, cnn_preset=cnn_preset).eval()
-    params = sum(p.numel() for p in model.parameters())
+    params = count_parameters(model)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(torch.zeros(1, 3, image_size, image_size))
@@ -49,7 +50,7 @@ def inference_throughput(
     Returns:
         ``images_per_s``, ``device`` and ``precision``.
     """
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or select_device()
     model = create_model(backbone, pretrained=False, cnn_preset=cnn_preset).eval().to(device)
     inputs = torch.randn(batch_size, 3, image_size, image_size, device=device)
     use_bf16 = device.type == "cuda"

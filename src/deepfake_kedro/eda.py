@@ -8,9 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import roc_auc_score
 
-from deepfake_kedro.metrics import summarize
+from deepfake_kedro.metrics import safe_auc, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +74,12 @@ def shortcut_audit(
         model = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=1)
         model.fit(features[~test], labels[~test])
         scores[test] = model.predict_proba(features[test])[:, 1]
-        fold_aucs.append(float(roc_auc_score(labels[test], scores[test])) if len(set(labels[test])) == 2 else np.nan)
+        fold_aucs.append(safe_auc(labels[test], scores[test]))
     summary = summarize(fold_aucs)
     audit = {
         "auc": summary["mean"], "auc_std": summary["std"], "auc_ci_low": summary["ci_low"],
         "auc_ci_high": summary["ci_high"], "fold_aucs": fold_aucs,
-        "pooled_auc": float(roc_auc_score(labels, scores)), "features": list(features.columns),
+        "pooled_auc": safe_auc(labels, scores), "features": list(features.columns),
         "classifier": "sklearn RandomForestClassifier (200 trees), grouped outer folds of the fold table",
         "warn_above": warn_above, "warning": bool(summary["mean"] > warn_above),
     }

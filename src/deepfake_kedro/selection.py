@@ -173,6 +173,17 @@ def candidate_table(
 CRITERIA_DIRECTIONS = {"auc_mean": "higher", "worst_source_auc": "higher", "gflops": "lower", "params_m": "lower"}
 
 
+def check_ranking_weights(weights: Mapping[str, float]) -> None:
+    """Rejects ranking weights that name a criterion the ranking does not know.
+
+    Raises:
+        SelectionError: Naming the unknown criteria and the known ones.
+    """
+    unknown = sorted(set(weights) - set(CRITERIA_DIRECTIONS))
+    if unknown:
+        raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}")
+
+
 def rank_models(
     candidates: pd.DataFrame,
     weights: Mapping[str, float],
@@ -194,9 +205,7 @@ def rank_models(
     Raises:
         SelectionError: Unknown criterion, too few candidates, or an override naming no candidate.
     """
-    unknown = sorted(set(weights) - set(CRITERIA_DIRECTIONS))
-    if unknown:
-        raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}")
+    check_ranking_weights(weights)
     if len(candidates) < top_k and not override:
         raise SelectionError(f"phase4.ranking.top_k is {top_k} but only {len(candidates)} models were trained")
     table = candidates.copy()

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from deepfake_kedro.augmentation import BatchAugmenter
 from deepfake_kedro.config import ExperimentConfig
+from deepfake_kedro.metrics import safe_auc
 from deepfake_kedro.models import create_model
 
 logger = logging.getLogger(__name__)
@@ -104,10 +104,6 @@ def channel_statistics(images: np.ndarray, rows: np.ndarray, chunk: int = 1024) 
     return Normalizer(tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
 
-def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module, images: np.ndarray, rows: np.ndarray, normalizer: Normalizer,
@@ -163,7 +159,7 @@ def _epochs(
             seen += len(labels)
         rate = seen / max(time.perf_counter() - started, 1e-9)
         targets_all, scores_all = np.concatenate(targets), np.concatenate(scores)
-        yield epoch, float(np.sum(losses) / seen), _safe_auc(targets_all, scores_all), rate
+        yield epoch, float(np.sum(losses) / seen), safe_auc(targets_all, scores_all), rate
 
 
 def train_fold(
@@ -219,7 +215,7 @@ def train_fold(
     history, best, best_state, best_epoch, since_best = [], None, None, 0, 0
     for epoch, train_loss, train_auc, rate in _epochs(model, loader, normalizer, device, optimizer, config.epochs):
         val_probs = predict(model, images, rows["val"], normalizer, device)
-        val_loss, val_auc = _bce(val_labels, val_probs), _safe_auc(val_labels, val_probs)
+        val_loss, val_auc = _bce(val_labels, val_probs), safe_auc(val_labels, val_probs)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()

@@ -18,8 +18,8 @@ from deepfake_kedro.comparison import (
 )
 from deepfake_kedro.costs import model_cost
 from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, source_heatmap
-from deepfake_kedro.pipelines.experiment.nodes import _json_safe
 from deepfake_kedro.selection import candidate_table, model_name, rank_models, select_preprocessing
+from deepfake_kedro.serialization import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def choose_preprocessing(paired_tests: pd.DataFrame, selection: dict[str, Any]) 
     )
     for decision in choice["decisions"]:
         logger.info("selection %s -> %s: %s", decision["baseline"], decision["treatment"], decision["reason"])
-    return _json_safe(choice)
+    return json_safe(choice)
 
 
 def _cost_rows(experiment_metrics: dict[str, Any]) -> pd.DataFrame:
@@ -152,7 +152,7 @@ def choose_final_models(
     selection = rank_models(candidates, ranking["weights"], ranking.get("top_k", 3), ranking.get("override"))
     for chosen in selection["selected"]:
         chosen["config"] = experiment_metrics[chosen["experiment"]]["config"]
-    return _json_safe(selection), pd.DataFrame(selection["candidates"])
+    return json_safe(selection), pd.DataFrame(selection["candidates"])
 
 
 def analyse_scaling(selection: dict[str, Any], **experiment_metrics: dict[str, Any]) -> tuple[pd.DataFrame, Figure]:
