@@ -62,3 +62,16 @@ def slide_text(figure: Figure) -> str:
         for table in ax.tables:
             parts += [cell.get_text().get_text() for cell in table.get_celld().values()]
     return "\n".join(parts)
+
+
+def metrics_summary(fingerprint: str, per_fold: dict[str, list[float]], n_train: int = 800, n_test: int = 200,
+                    **config: Any) -> dict[str, Any]:
+    """An experiment's metrics summary as the evaluation node writes it, from per-fold metric values."""
+    from deepfake_kedro.metrics import summarize
+
+    folds = [{"fold": k, "n_train": n_train, "n_test": n_test, **{m: v[k] for m, v in per_fold.items()}}
+             for k in range(len(next(iter(per_fold.values()))))]
+    return {"fingerprint": fingerprint,
+            "config": {"backbone": "resnet18", "image_size": 64, "cnn_preset": "small", "train_sources": "all",
+                       **config},
+            "folds": folds, "metrics": {m: summarize(v) for m, v in per_fold.items()}, "pooled": {"auc": 0.5}}
