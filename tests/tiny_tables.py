@@ -75,3 +75,31 @@ def metrics_summary(fingerprint: str, per_fold: dict[str, list[float]], n_train:
             "config": {"backbone": "resnet18", "image_size": 64, "cnn_preset": "small", "train_sources": "all",
                        **config},
             "folds": folds, "metrics": {m: summarize(v) for m, v in per_fold.items()}, "pooled": {"auc": 0.5}}
+
+
+def deck_fields(cv_folds: int = 3, synthetic: bool = False) -> dict[str, Any]:
+    """Every field of the report deck's inputs, as small hand-made tables."""
+    comparisons = {
+        "phase1": comparison(["p1_resnet18", "p1_cnn"], [0.8123, 0.7011]),
+        "phase2": comparison(["p2_a", "p2_b"], [0.8, 0.83]),
+        "phase3": comparison(["p3_resnet18", "p3_vit"], [0.85, 0.8777], backbone="vit"),
+        "phase4": comparison(["p4b_resnet18_full"], [0.9345]),
+    }
+    empty = pd.DataFrame(columns=["metric", "p_holm"])
+    inputs: dict[str, Any] = dict(
+        data_root="/data/faces", sources=SOURCES, cv_folds=cv_folds, seed=7, val_ratio=0.2, synthetic=synthetic,
+        fold_table=fold_table(cv_folds),
+        shortcut_audit={"auc": 0.6123, "auc_ci_low": 0.55, "auc_ci_high": 0.67, "warning": False},
+        near_duplicates={"basename_groups_merged": 3, "merged_groups": 40, "largest_merged_group": 5},
+        preprocessing_choice=preprocessing_choice(), model_selection=model_selection(),
+        model_costs=pd.DataFrame({"experiment": ["p3_resnet18"], "params_m": [11.2], "gflops": [1.8],
+                                  "auc_mean": [0.85], "auc_ci_low": [0.8], "auc_ci_high": [0.9]}),
+        scaling=pd.DataFrame({"model": ["resnet18"] * 2, "subsample": [0.5, 1.0], "auc_mean": [0.8, 0.9],
+                              "auc_ci_low": [0.75, 0.85], "auc_ci_high": [0.85, 0.95]}),
+        attention=pd.DataFrame({"experiment": ["phase1.p1_resnet18"], "all": [0.4]}),
+        benchmark=pd.DataFrame([{"backbone": "resnet18", "params_m": 11.2, "gflops": 1.8, "image_size": 64,
+                                 "batch_size": 8, "images_per_s": 321.0, "device": "cpu", "precision": "fp32"}]),
+        comparisons=comparisons, tests={"phase1": empty, "phase2": paired_tests("p2_a", "p2_b", 0.03, 0.2),
+                                        "phase3": empty, "phase4": empty},
+    )
+    return inputs
