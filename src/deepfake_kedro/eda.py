@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,29 @@ def counts_per_source(index: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     table["excluded"] = table["files"] - table["usable"]
     return table
+
+
+def data_quality_summary(index: pd.DataFrame, near_duplicates: Mapping[str, Any]) -> dict[str, Any]:
+    """Files, usable and excluded counts (per source and status), the excluded and noted files.
+
+    Args:
+        index: The image index (``path``, ``source``, ``status``, ``reason``).
+        near_duplicates: The near-duplicate grouping summary, passed through.
+
+    Returns:
+        A JSON-ready summary.
+    """
+    statuses = index.groupby(["source", "status"]).size().unstack(fill_value=0)
+    notes = index[(index["status"] == "ok") & (index["reason"] != "")]
+    return {
+        "files": int(len(index)),
+        "usable": int((index["status"] == "ok").sum()),
+        "excluded": int((index["status"] != "ok").sum()),
+        "status_per_source": {s: {k: int(v) for k, v in row.items()} for s, row in statuses.iterrows()},
+        "excluded_files": index.loc[index["status"] != "ok", ["path", "status", "reason"]].to_dict(orient="records"),
+        "converted_or_noted": notes[["path", "reason"]].to_dict(orient="records"),
+        "near_duplicates": near_duplicates,
+    }
 
 
 def metadata_features(index: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepfake_kedro.costs import inference_throughput, model_cost
+from deepfake_kedro.costs import experiment_costs, inference_throughput, model_cost
 from deepfake_kedro.models import count_parameters, create_model
 
 
@@ -24,3 +24,15 @@ def test_inference_throughput_on_the_cpu_is_fp32():
                                  warmup=1, repeats=2)
     assert speed["device"] == "cpu" and speed["precision"] == "fp32"
     assert speed["images_per_s"] > 0
+
+
+def test_experiment_costs_price_each_experiment_at_its_own_size():
+    from tests import tiny_tables as tt
+
+    summaries = {name: tt.metrics_summary(name, {"auc": [0.7, 0.8]}, backbone="simple_cnn", cnn_preset="micro",
+                                          image_size=size) for name, size in (("at32", 32), ("at64", 64))}
+    table = experiment_costs(summaries).set_index("experiment")
+    assert table.loc["at64", "gflops"] == model_cost("simple_cnn", 64, "micro")["gflops"]
+    assert table.loc["at64", "gflops"] > table.loc["at32", "gflops"]
+    assert table.loc["at32", "params_m"] == table.loc["at64", "params_m"]
+    assert table.loc["at32", "auc_mean"] == pytest.approx(0.75) and table.loc["at32", "image_size"] == 32
