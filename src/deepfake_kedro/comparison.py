@@ -15,6 +15,21 @@ TESTED_METRICS = ("auc", "accuracy", "f1")
 HELDOUT_FLAG_ABOVE = 0.05
 
 
+def format_ci(row: Mapping[str, Any], metric: str, with_std: bool = False) -> str:
+    """``0.912 [0.870, 0.954]``: a metric's mean over folds and its 95% interval, from a comparison row.
+
+    Args:
+        row: A comparison row (``<metric>_mean``, ``<metric>_ci_low``, ``<metric>_ci_high``, ``<metric>_std``).
+        metric: The metric's name, e.g. ``auc``.
+        with_std: Adds the std after the mean: ``0.912 ± 0.020 [0.870, 0.954]``.
+
+    Returns:
+        The text, three decimals.
+    """
+    std = f" ± {row[f'{metric}_std']:.3f}" if with_std else ""
+    return f"{row[f'{metric}_mean']:.3f}{std} [{row[f'{metric}_ci_low']:.3f}, {row[f'{metric}_ci_high']:.3f}]"
+
+
 def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """One row per experiment: every metric as mean, std, CI low, CI high.
 
@@ -165,11 +180,7 @@ def comparison_markdown(comparison: pd.DataFrame, title: str, metrics: Sequence[
     shown = comparison[["experiment", "backbone", "image_size"]].copy()
     for metric in metrics:
         if f"{metric}_mean" in comparison:
-            shown[metric] = [
-                f"{r[f'{metric}_mean']:.3f} ± {r[f'{metric}_std']:.3f} "
-                f"[{r[f'{metric}_ci_low']:.3f}, {r[f'{metric}_ci_high']:.3f}]"
-                for _, r in comparison.iterrows()
-            ]
+            shown[metric] = [format_ci(r, metric, with_std=True) for _, r in comparison.iterrows()]
     note = "Mean ± std over the outer folds, 95% t-interval in brackets. Every column is in comparison.csv."
     text = to_markdown(shown, title) + f"\n{note}\n"
     if "delta_vs_reference" in comparison:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
+import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from deepfake_kedro.models import create_model
+from deepfake_kedro.models import count_parameters, create_model
+from deepfake_kedro.selection import model_name
+from deepfake_kedro.training import select_device
 
 
 @lru_cache(maxsize=64)
@@ -24,7 +29,7 @@ def model_cost(backbone: str, image_size: int, cnn_preset: str = "medium") -> di
         ``params`` (count), ``params_m`` (millions) and ``gflops`` (1e9 multiply-adds x 2, one image).
     """
     model = create_model(backbone, pretrained=False, cnn_preset=cnn_preset).eval()
-    params = sum(p.numel() for p in model.parameters())
+    params = count_parameters(model)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(torch.zeros(1, 3, image_size, image_size))
@@ -49,7 +54,7 @@ def inference_throughput(
     Returns:
         ``images_per_s``, ``device`` and ``precision``.
     """
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or select_device()
     model = create_model(backbone, pretrained=False, cnn_preset=cnn_preset).eval().to(device)
     inputs = torch.randn(batch_size, 3, image_size, image_size, device=device)
     use_bf16 = device.type == "cuda"
@@ -65,3 +70,23 @@ def inference_throughput(
     elapsed = time.perf_counter() - started
     return {"images_per_s": batch_size * repeats / elapsed, "device": str(device),
             "precision": "bf16" if use_bf16 else "fp32"}
+
+
+def experiment_costs(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Each experiment's model cost at its own image size beside its mean AUC and interval.
+
+    Args:
+        summaries: Experiment name -> metrics summary (``config``: backbone, image_size, cnn_preset).
+
+    Returns:
+        One row per experiment: ``experiment``, ``model``, ``image_size``, ``params_m``, ``gflops``,
+        ``auc_mean``, ``auc_ci_low``, ``auc_ci_high``.
+    """
+    rows = []
+    for name, summary in summaries.items():
+        config, auc = summary["config"], summary["metrics"]["auc"]
+        cost = model_cost(config["backbone"], config["image_size"], config["cnn_preset"])
+        rows.append({"experiment": name, "model": model_name(config), "image_size": config["image_size"],
+                     "params_m": cost["params_m"], "gflops": cost["gflops"], "auc_mean": auc["mean"],
+                     "auc_ci_low": auc["ci_low"], "auc_ci_high": auc["ci_high"]})
+    return pd.DataFrame(rows)

@@ -167,20 +167,29 @@ def _draw_face(face: _Face, width: int, height: int, dx: float, dy: float, ds: f
     cy = ss_h / 2 + (dy + _HEAD_CY - 0.5) * u
     rx = face.head_rx * (1 + ds) * u
     ry = rx * face.head_ratio
+    _draw_head(draw, face, cx, cy, rx, ry)
+    eye_y = cy - 0.1 * ry
+    _draw_eyes(draw, face, cx, eye_y, rx)
+    _draw_nose_and_mouth(draw, face, cx, cy, eye_y, rx, ry)
+    return img.reduce(_SUPERSAMPLE)
 
-    def ellipse(x: float, y: float, ax: float, ay: float, fill: tuple[int, int, int]) -> None:
-        draw.ellipse((x - ax, y - ay, x + ax, y + ay), fill=fill)
 
-    ellipse(cx, cy + 1.55 * ry, 2.0 * rx, 0.75 * ry, _ink(face.clothes))
+def _ellipse(draw: ImageDraw.ImageDraw, x: float, y: float, ax: float, ay: float, fill: tuple[int, int, int]) -> None:
+    draw.ellipse((x - ax, y - ay, x + ax, y + ay), fill=fill)
+
+
+def _draw_head(draw: ImageDraw.ImageDraw, face: _Face, cx: float, cy: float, rx: float, ry: float) -> None:
+    """Shoulders, hair behind, neck, ears, the head, beard and hair in front, back to front."""
+    _ellipse(draw, cx, cy + 1.55 * ry, 2.0 * rx, 0.75 * ry, _ink(face.clothes))
     if face.hair_style == 2:
         draw.rectangle((cx - 1.2 * rx, cy - 0.2 * ry, cx + 1.2 * rx, cy + 1.05 * ry), fill=_ink(face.hair))
-        ellipse(cx, cy - 0.2 * ry, 1.2 * rx, 1.0 * ry, _ink(face.hair))
+        _ellipse(draw, cx, cy - 0.2 * ry, 1.2 * rx, 1.0 * ry, _ink(face.hair))
     draw.rectangle((cx - 0.42 * rx, cy + 0.5 * ry, cx + 0.42 * rx, cy + 1.1 * ry), fill=_ink(face.skin, 0.85))
     for side in (-1, 1):
-        ellipse(cx + side * 0.98 * rx, cy + 0.02 * ry, 0.16 * rx, 0.22 * ry, _ink(face.skin, 0.93))
+        _ellipse(draw, cx + side * 0.98 * rx, cy + 0.02 * ry, 0.16 * rx, 0.22 * ry, _ink(face.skin, 0.93))
     if face.hair_style in (1, 3):
-        ellipse(cx, cy - 0.12 * ry, 1.08 * rx, 1.0 * ry, _ink(face.hair, 0.92))
-    ellipse(cx, cy, rx, ry, _ink(face.skin))
+        _ellipse(draw, cx, cy - 0.12 * ry, 1.08 * rx, 1.0 * ry, _ink(face.hair, 0.92))
+    _ellipse(draw, cx, cy, rx, ry, _ink(face.skin))
     if face.beard:
         draw.chord((cx - rx, cy - 0.6 * ry, cx + rx, cy + ry), 20, 160, fill=_ink(face.hair, 0.9))
     if face.hair_style in (1, 2, 3):
@@ -193,7 +202,9 @@ def _draw_face(face: _Face, width: int, height: int, dx: float, dy: float, ds: f
             fill=_ink(face.hair),
         )
 
-    eye_y = cy - 0.1 * ry
+
+def _draw_eyes(draw: ImageDraw.ImageDraw, face: _Face, cx: float, eye_y: float, rx: float) -> None:
+    """Brows, eyes (white, iris, pupil, highlight, lid) and glasses."""
     ew, eh = 0.2 * rx * face.eye_size, 0.09 * rx * face.eye_size
     for side in (-1, 1):
         ex = cx + side * face.eye_dx * rx
@@ -203,10 +214,10 @@ def _draw_face(face: _Face, width: int, height: int, dx: float, dy: float, ds: f
             fill=_ink(face.hair, 0.8),
             width=max(1, int(0.045 * rx)),
         )
-        ellipse(ex, eye_y, ew, eh, (240, 236, 230))
-        ellipse(ex, eye_y, 0.55 * eh * 1.6, 0.95 * eh, _ink(face.iris))
-        ellipse(ex, eye_y, 0.4 * eh, 0.4 * eh, (15, 12, 12))
-        ellipse(ex + 0.25 * eh, eye_y - 0.3 * eh, 0.15 * eh, 0.15 * eh, (250, 250, 250))
+        _ellipse(draw, ex, eye_y, ew, eh, (240, 236, 230))
+        _ellipse(draw, ex, eye_y, 0.55 * eh * 1.6, 0.95 * eh, _ink(face.iris))
+        _ellipse(draw, ex, eye_y, 0.4 * eh, 0.4 * eh, (15, 12, 12))
+        _ellipse(draw, ex + 0.25 * eh, eye_y - 0.3 * eh, 0.15 * eh, 0.15 * eh, (250, 250, 250))
         lid = (ex - ew, eye_y - eh, ex + ew, eye_y + eh)
         draw.arc(lid, 180, 360, fill=(40, 30, 28), width=max(1, int(0.03 * rx)))
         if face.glasses:
@@ -218,6 +229,11 @@ def _draw_face(face: _Face, width: int, height: int, dx: float, dy: float, ds: f
     if face.glasses:
         draw.line((cx - 0.5 * ew, eye_y, cx + 0.5 * ew, eye_y), fill=(25, 25, 30), width=max(1, int(0.04 * rx)))
 
+
+def _draw_nose_and_mouth(
+    draw: ImageDraw.ImageDraw, face: _Face, cx: float, cy: float, eye_y: float, rx: float, ry: float
+) -> None:
+    """The nose's bridge and tip, then the lips and the line between them."""
     nose_top, nose_tip = eye_y + 0.1 * ry, eye_y + (0.1 + face.nose_len) * ry
     shade = _ink(face.skin, 0.72)
     draw.line((cx - 0.02 * rx, nose_top, cx - 0.1 * rx, nose_tip), fill=shade, width=max(1, int(0.035 * rx)))
@@ -236,7 +252,6 @@ def _draw_face(face: _Face, width: int, height: int, dx: float, dy: float, ds: f
     draw.chord((cx - mw, mouth_y - 0.06 * ry, cx + mw, mouth_y + 0.03 * ry), 180, 360, fill=_ink(face.lips, 0.9))
     lip_line = (cx - mw, mouth_y, cx, mouth_y + 0.3 * curve, cx + mw, mouth_y)
     draw.line(lip_line, fill=_ink(face.lips, 0.55), width=max(1, int(0.03 * rx)))
-    return img.reduce(_SUPERSAMPLE)
 
 
 def _texture(img: Image.Image, face: _Face, rng: np.random.Generator, noise: float) -> _Array:
@@ -467,12 +482,22 @@ def generate_demo_dataset(
         for source, label in sources.items():
             rng = np.random.default_rng([seed, 2, index, _stream(source)])
             if label == "real":
-                width, height = _real_size(rng, real_size_range)
-                arr = _render(face, width, height, rng)
-                quality = int(rng.integers(real_quality_range[0], real_quality_range[1] + 1))
+                files[f"{source}/{folder}/{basename}"] = _real_jpeg(face, rng, real_size_range, real_quality_range)
             else:
-                arr = _render(face, fake_size, fake_size, rng)
-                arr = _ARTEFACTS.get(source, _generic_artefact)(arr, rng)
-                quality = fake_quality
-            files[f"{source}/{folder}/{basename}"] = _jpeg(arr, quality)
+                files[f"{source}/{folder}/{basename}"] = _fake_jpeg(face, source, rng, fake_size, fake_quality)
     return files
+
+
+def _real_jpeg(
+    face: _Face, rng: np.random.Generator, size_range: tuple[int, int], quality_range: tuple[int, int]
+) -> bytes:
+    """A real image: random size and aspect, random JPEG quality."""
+    width, height = _real_size(rng, size_range)
+    arr = _render(face, width, height, rng)
+    return _jpeg(arr, int(rng.integers(quality_range[0], quality_range[1] + 1)))
+
+
+def _fake_jpeg(face: _Face, source: str, rng: np.random.Generator, size: int, quality: int) -> bytes:
+    """A fake image: square, with its source's artefact, at the fakes' JPEG quality."""
+    arr = _render(face, size, size, rng)
+    return _jpeg(_ARTEFACTS.get(source, _generic_artefact)(arr, rng), quality)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import roc_auc_score
 
-from deepfake_kedro.metrics import summarize
+from deepfake_kedro.metrics import safe_auc, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,29 @@ def counts_per_source(index: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     table["excluded"] = table["files"] - table["usable"]
     return table
+
+
+def data_quality_summary(index: pd.DataFrame, near_duplicates: Mapping[str, Any]) -> dict[str, Any]:
+    """Files, usable and excluded counts (per source and status), the excluded and noted files.
+
+    Args:
+        index: The image index (``path``, ``source``, ``status``, ``reason``).
+        near_duplicates: The near-duplicate grouping summary, passed through.
+
+    Returns:
+        A JSON-ready summary.
+    """
+    statuses = index.groupby(["source", "status"]).size().unstack(fill_value=0)
+    notes = index[(index["status"] == "ok") & (index["reason"] != "")]
+    return {
+        "files": int(len(index)),
+        "usable": int((index["status"] == "ok").sum()),
+        "excluded": int((index["status"] != "ok").sum()),
+        "status_per_source": {s: {k: int(v) for k, v in row.items()} for s, row in statuses.iterrows()},
+        "excluded_files": index.loc[index["status"] != "ok", ["path", "status", "reason"]].to_dict(orient="records"),
+        "converted_or_noted": notes[["path", "reason"]].to_dict(orient="records"),
+        "near_duplicates": near_duplicates,
+    }
 
 
 def metadata_features(index: pd.DataFrame) -> pd.DataFrame:
@@ -75,12 +98,12 @@ def shortcut_audit(
         model = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=1)
         model.fit(features[~test], labels[~test])
         scores[test] = model.predict_proba(features[test])[:, 1]
-        fold_aucs.append(float(roc_auc_score(labels[test], scores[test])) if len(set(labels[test])) == 2 else np.nan)
+        fold_aucs.append(safe_auc(labels[test], scores[test]))
     summary = summarize(fold_aucs)
     audit = {
         "auc": summary["mean"], "auc_std": summary["std"], "auc_ci_low": summary["ci_low"],
         "auc_ci_high": summary["ci_high"], "fold_aucs": fold_aucs,
-        "pooled_auc": float(roc_auc_score(labels, scores)), "features": list(features.columns),
+        "pooled_auc": safe_auc(labels, scores), "features": list(features.columns),
         "classifier": "sklearn RandomForestClassifier (200 trees), grouped outer folds of the fold table",
         "warn_above": warn_above, "warning": bool(summary["mean"] > warn_above),
     }

@@ -16,10 +16,10 @@ from io import BytesIO
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from deepfake_kedro.data_index import ImageTree, square_resize
+from deepfake_kedro.training import select_device
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class FaceDetector:
     def __init__(self, tree: ImageTree, min_confidence: float = 0.9, device: str | None = None):
         self.tree = tree
         self.min_confidence = min_confidence
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = select_device(device)
 
     @cached_property
     def mtcnn(self):

@@ -11,7 +11,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset
 
 from deepfake_kedro.config import ConfigError, resolve_experiment
-from deepfake_kedro.selection import CRITERIA_DIRECTIONS, SelectionError, apply_preprocessing, check_selection_params
+from deepfake_kedro.selection import apply_preprocessing, check_ranking_weights, check_selection_params
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +54,7 @@ class ValidateExperimentsHook:
                                        label=f"phase3.{name} (with phase2.selection.override)")
         ranking = (parameters.get("phase4") or {}).get("ranking")
         if "phase4" in namespaces and ranking:
-            unknown = sorted(set(ranking.get("weights", {})) - set(CRITERIA_DIRECTIONS))
-            if unknown:
-                raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; "
-                                     f"use {sorted(CRITERIA_DIRECTIONS)}")
+            check_ranking_weights(ranking.get("weights", {}))
 
 
 class DataRootHook:

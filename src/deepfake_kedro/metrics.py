@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 from sklearn.metrics import (
@@ -25,6 +24,22 @@ logger = logging.getLogger(__name__)
 def _has_both_classes(y_true: np.ndarray) -> bool:
     """Return whether a label array contains both class 0 and class 1."""
     return bool(np.any(y_true == 0) and np.any(y_true == 1))
+
+
+def safe_auc(y_true: ArrayLike, y_score: ArrayLike) -> float:
+    """ROC AUC, or nan when only one class is present (a fold or batch sklearn would reject).
+
+    Args:
+        y_true: Binary labels, 1 = fake.
+        y_score: Scores where higher means more likely fake.
+
+    Returns:
+        The AUC in [0, 1], or nan.
+    """
+    y_true = np.asarray(y_true)
+    if not _has_both_classes(y_true):
+        return float("nan")
+    return float(roc_auc_score(y_true, np.asarray(y_score, dtype=float)))
 
 
 def equal_error_rate(y_true: ArrayLike, y_score: ArrayLike) -> float:
@@ -77,7 +92,7 @@ def binary_metrics(
     if not both:
         logger.warning("Only one class present; auc, average_precision and eer are nan.")
     return {
-        "auc": float(roc_auc_score(y_true, y_prob)) if both else float("nan"),
+        "auc": safe_auc(y_true, y_prob),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "f1": float(f1_score(y_true, y_pred, labels=[0, 1], zero_division=0.0)),
         "average_precision": (
@@ -140,11 +155,8 @@ def per_source_metrics(
             out[f"false_alarm_rate:{source}"] = float(y_pred[mask].mean())
             continue
         out[f"detection_rate:{source}"] = float(y_pred[mask].mean())
-        if real_prob.size == 0:
-            auc = float("nan")
-        else:
-            labels = np.r_[np.zeros(real_prob.size), np.ones(int(mask.sum()))]
-            auc = float(roc_auc_score(labels, np.r_[real_prob, y_prob[mask]]))
+        labels = np.r_[np.zeros(real_prob.size), np.ones(int(mask.sum()))]
+        auc = safe_auc(labels, np.r_[real_prob, y_prob[mask]])
         out[f"pairwise_auc:{source}"] = auc
         pairwise_aucs.append(auc)
 
@@ -180,25 +192,6 @@ def summarize(values: ArrayLike, confidence: float = 0.95) -> dict[str, Any]:
     else:
         ci_low, ci_high = stats.t.interval(confidence, df=n - 1, loc=mean, scale=std / np.sqrt(n))
     return {"mean": mean, "std": std, "ci_low": float(ci_low), "ci_high": float(ci_high), "n": n}
-
-
-def summarize_folds(fold_metrics: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Summarize selected metric columns of a per-fold table.
-
-    Args:
-        fold_metrics: One row per fold, one column per metric.
-        metrics: Column names to summarize.
-
-    Returns:
-        DataFrame indexed by metric with columns ``mean``, ``std``, ``ci_low``,
-        ``ci_high`` and ``n``.
-    """
-    rows = {name: summarize(fold_metrics[name].to_numpy(dtype=float)) for name in metrics}
-    table = pd.DataFrame.from_dict(
-        rows, orient="index", columns=["mean", "std", "ci_low", "ci_high", "n"]
-    )
-    table.index.name = "metric"
-    return table
 
 
 def grouped_bootstrap_ci(

@@ -9,6 +9,7 @@ basename groups merge through them (connected components).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import imagehash
 import numpy as np
@@ -92,3 +93,30 @@ def merge_groups(images: pd.DataFrame, hashes: np.ndarray, max_distance: int) ->
     logger.info("Near duplicates: %d cross-group pairs merged %d basename groups into %d groups",
                 len(crossing), n, merged.nunique())
     return merged, examples
+
+
+def merge_summary(groups: pd.DataFrame, pairs: pd.DataFrame, max_distance: int) -> dict[str, Any]:
+    """How many basename groups were merged, into how many groups, with the closest pairs as examples.
+
+    Args:
+        groups: ``path, basename_group, group`` per image (``group`` after merging).
+        pairs: Cross-group near-duplicate pairs (``distance`` in bits).
+        max_distance: The pHash distance used.
+
+    Returns:
+        A JSON-ready summary; logs a warning when any groups were merged.
+    """
+    sizes = groups.groupby("group")["basename_group"].nunique()
+    summary = {
+        "max_distance": max_distance,
+        "basename_groups": int(groups["basename_group"].nunique()),
+        "merged_groups": int(groups["group"].nunique()),
+        "basename_groups_merged": int(sizes[sizes > 1].sum()),
+        "largest_merged_group": int(sizes.max()) if len(sizes) else 0,
+        "cross_group_pairs": int(len(pairs)),
+        "example_pairs": pairs.sort_values("distance").head(10).to_dict(orient="records"),
+    }
+    if summary["basename_groups_merged"]:
+        logger.warning("%d basename groups hold near duplicates of each other and were merged into %d groups",
+                       summary["basename_groups_merged"], int((sizes > 1).sum()))
+    return summary

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from deepfake_kedro.comparison import format_ci  # noqa: E402
 from deepfake_kedro.costs import inference_throughput, model_cost  # noqa: E402
 from deepfake_kedro.models import BACKBONES  # noqa: E402
 
@@ -41,6 +42,22 @@ def detailed_results(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, An
             "folds": summary["folds"], "metrics": summary["metrics"], "pooled": summary.get("pooled", {}),
         }
     return detailed
+
+
+def attention_summary(explained: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Mean share of Grad-CAM mass on the central face region per experiment, by prediction type and overall.
+
+    Args:
+        explained: Experiment -> its explained images (``pred_type``, ``cam_mass_centre``); empty ones skipped.
+
+    Returns:
+        One row per experiment: one column per prediction type, ``all`` and ``n_images``.
+    """
+    rows = [table.assign(experiment=key) for key, table in explained.items() if len(table)]
+    combined = pd.concat(rows, ignore_index=True)
+    summary = combined.groupby(["experiment", "pred_type"])["cam_mass_centre"].mean().unstack("pred_type")
+    overall = combined.groupby("experiment")["cam_mass_centre"].agg(["mean", "count"])
+    return summary.join(overall.rename(columns={"mean": "all", "count": "n_images"})).reset_index()
 
 
 def model_benchmark(
@@ -129,15 +146,14 @@ def figure_pixels(figure: Figure, dpi: int = 90) -> np.ndarray:
 
 def auc_text(row: Mapping[str, Any]) -> str:
     """``0.912 [0.870, 0.954]``: mean AUC and its 95% interval over folds."""
-    return f"{row['auc_mean']:.3f} [{row['auc_ci_low']:.3f}, {row['auc_ci_high']:.3f}]"
+    return format_ci(row, "auc")
 
 
 def headline_table(comparison: pd.DataFrame) -> pd.DataFrame:
     """The columns a slide shows: experiment, backbone, size, AUC / accuracy / F1 / EER with CIs."""
     table = comparison[["experiment", "backbone", "image_size"]].copy()
     for metric in ("auc", "accuracy", "f1", "eer"):
-        table[metric] = [f"{r[f'{metric}_mean']:.3f} [{r[f'{metric}_ci_low']:.3f}, {r[f'{metric}_ci_high']:.3f}]"
-                         for _, r in comparison.iterrows()]
+        table[metric] = [format_ci(r, metric) for _, r in comparison.iterrows()]
     return table
 
 

@@ -88,34 +88,10 @@ def select_preprocessing(
     settings = copy.deepcopy(dict(start))
     decisions = []
     for number, step in enumerate(steps):
-        where = f"phase2.selection.steps[{number}]"
-        when = step.get("when") or {}
-        decision: dict[str, Any] = {"baseline": step["baseline"], "treatment": step["treatment"],
-                                    "set": step.get("set", {}), "when": when}
-        if any(settings.get(key) != value for key, value in when.items()):
-            decisions.append({**decision, "applies": False, "adopted": False, "reason": "condition not met"})
-            continue
-        row = paired_tests[(paired_tests["baseline"] == step["baseline"])
-                           & (paired_tests["treatment"] == step["treatment"])
-                           & (paired_tests["metric"] == metric)]
-        if row.empty:
-            raise SelectionError(
-                f"{where}: phase 2's paired tests have no {metric!r} row "
-                f"for {step['baseline']} -> {step['treatment']}; "
-                f"add the pair to phase2.comparisons or fix the step's names"
-            )
-        test = row.iloc[0]
-        gain, p_holm = float(test["diff_mean"]), float(test["p_holm"])
-        adopted = bool(gain > 0 and p_holm < alpha)
-        if adopted:
+        decision = _decide_step(step, settings, paired_tests, alpha, metric, f"phase2.selection.steps[{number}]")
+        if decision["adopted"]:
             settings.update(copy.deepcopy(dict(step["set"])))
-        decisions.append({
-            **decision, "applies": True, "adopted": adopted, f"{metric}_diff": gain,
-            "diff_ci": [float(test["diff_ci_low"]), float(test["diff_ci_high"])],
-            "p_nadeau_bengio": float(test["p_nadeau_bengio"]), "p_holm": p_holm,
-            "reason": ("significant gain" if adopted else
-                       "no gain" if gain <= 0 else f"gain not significant (Holm p {p_holm:.3g} >= {alpha})"),
-        })
+        decisions.append(decision)
     source = "phase-2 results"
     if override:
         settings.update(copy.deepcopy(dict(override)))
@@ -123,6 +99,37 @@ def select_preprocessing(
     logger.info("Preprocessing for phases 3-4 (%s): %s", source, settings)
     return {"settings": settings, "source": source, "rule": PREPROCESSING_RULE.format(metric=metric, alpha=alpha),
             "alpha": alpha, "metric": metric, "start": dict(start), "decisions": decisions}
+
+
+def _decide_step(
+    step: Mapping[str, Any], settings: Mapping[str, Any], paired_tests: pd.DataFrame, alpha: float, metric: str,
+    where: str,
+) -> dict[str, Any]:
+    """One selection step: whether it applies to ``settings`` and whether its treatment won significantly."""
+    when = step.get("when") or {}
+    decision: dict[str, Any] = {"baseline": step["baseline"], "treatment": step["treatment"],
+                                "set": step.get("set", {}), "when": when}
+    if any(settings.get(key) != value for key, value in when.items()):
+        return {**decision, "applies": False, "adopted": False, "reason": "condition not met"}
+    row = paired_tests[(paired_tests["baseline"] == step["baseline"])
+                       & (paired_tests["treatment"] == step["treatment"])
+                       & (paired_tests["metric"] == metric)]
+    if row.empty:
+        raise SelectionError(
+            f"{where}: phase 2's paired tests have no {metric!r} row "
+            f"for {step['baseline']} -> {step['treatment']}; "
+            f"add the pair to phase2.comparisons or fix the step's names"
+        )
+    test = row.iloc[0]
+    gain, p_holm = float(test["diff_mean"]), float(test["p_holm"])
+    adopted = bool(gain > 0 and p_holm < alpha)
+    return {
+        **decision, "applies": True, "adopted": adopted, f"{metric}_diff": gain,
+        "diff_ci": [float(test["diff_ci_low"]), float(test["diff_ci_high"])],
+        "p_nadeau_bengio": float(test["p_nadeau_bengio"]), "p_holm": p_holm,
+        "reason": ("significant gain" if adopted else
+                   "no gain" if gain <= 0 else f"gain not significant (Holm p {p_holm:.3g} >= {alpha})"),
+    }
 
 
 def apply_preprocessing(overrides: Mapping[str, Any], choice: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,6 +180,17 @@ def candidate_table(
 CRITERIA_DIRECTIONS = {"auc_mean": "higher", "worst_source_auc": "higher", "gflops": "lower", "params_m": "lower"}
 
 
+def check_ranking_weights(weights: Mapping[str, float]) -> None:
+    """Rejects ranking weights that name a criterion the ranking does not know.
+
+    Raises:
+        SelectionError: Naming the unknown criteria and the known ones.
+    """
+    unknown = sorted(set(weights) - set(CRITERIA_DIRECTIONS))
+    if unknown:
+        raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}")
+
+
 def rank_models(
     candidates: pd.DataFrame,
     weights: Mapping[str, float],
@@ -194,9 +212,7 @@ def rank_models(
     Raises:
         SelectionError: Unknown criterion, too few candidates, or an override naming no candidate.
     """
-    unknown = sorted(set(weights) - set(CRITERIA_DIRECTIONS))
-    if unknown:
-        raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}")
+    check_ranking_weights(weights)
     if len(candidates) < top_k and not override:
         raise SelectionError(f"phase4.ranking.top_k is {top_k} but only {len(candidates)} models were trained")
     table = candidates.copy()

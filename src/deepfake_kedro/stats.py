@@ -51,6 +51,14 @@ def nadeau_bengio_ttest(
     return float(t_stat), float(p_value)
 
 
+def _wilcoxon(diff: np.ndarray) -> tuple[float, float]:
+    """Two-sided Wilcoxon signed-rank p of the differences, and the smallest p their count allows."""
+    n_nonzero = int(np.count_nonzero(diff))
+    # scipy reports p=1 when every difference is zero; there is no test to run then.
+    p = float(stats.wilcoxon(diff, alternative="two-sided").pvalue) if n_nonzero else float("nan")
+    return p, min(1.0, 2.0 / 2.0**n_nonzero)
+
+
 def paired_comparison(
     baseline: ArrayLike,
     treatment: ArrayLike,
@@ -90,12 +98,7 @@ def paired_comparison(
     paired = stats.ttest_rel(treat, base)
     nb_t, nb_p = nadeau_bengio_ttest(diff, n_train, n_test)
 
-    n_nonzero = int(np.count_nonzero(diff))
-    # scipy reports p=1 when every difference is zero; there is no test to run then.
-    p_wilcoxon = (
-        float(stats.wilcoxon(diff, alternative="two-sided").pvalue) if n_nonzero else float("nan")
-    )
-    wilcoxon_min_p = min(1.0, 2.0 / 2.0**n_nonzero)
+    p_wilcoxon, wilcoxon_min_p = _wilcoxon(diff)
 
     return {
         "n_folds": int(diff.size),

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from deepfake_kedro.augmentation import BatchAugmenter
 from deepfake_kedro.config import ExperimentConfig
+from deepfake_kedro.metrics import safe_auc
 from deepfake_kedro.models import create_model
 
 logger = logging.getLogger(__name__)
@@ -104,10 +104,6 @@ def channel_statistics(images: np.ndarray, rows: np.ndarray, chunk: int = 1024) 
     return Normalizer(tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
 
-def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module, images: np.ndarray, rows: np.ndarray, normalizer: Normalizer,
@@ -163,7 +159,7 @@ def _epochs(
             seen += len(labels)
         rate = seen / max(time.perf_counter() - started, 1e-9)
         targets_all, scores_all = np.concatenate(targets), np.concatenate(scores)
-        yield epoch, float(np.sum(losses) / seen), _safe_auc(targets_all, scores_all), rate
+        yield epoch, float(np.sum(losses) / seen), safe_auc(targets_all, scores_all), rate
 
 
 def train_fold(
@@ -204,45 +200,13 @@ def train_fold(
     ).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
-                                  weight_decay=config.optimizer.weight_decay)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.scheduler.T_max)
-        if config.scheduler.type == "cosine_annealing" else None
-    )
     loader = batch_loader(
         images, rows["train"], labels[rows["train"]], config.batch_size, shuffle=True, seed=seed,
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
         augment=BatchAugmenter(config.augment, seed) if config.augment else None,
     )
-    val_labels = labels[rows["val"]]
-    history, best, best_state, best_epoch, since_best = [], None, None, 0, 0
-    for epoch, train_loss, train_auc, rate in _epochs(model, loader, normalizer, device, optimizer, config.epochs):
-        val_probs = predict(model, images, rows["val"], normalizer, device)
-        val_loss, val_auc = _bce(val_labels, val_probs), _safe_auc(val_labels, val_probs)
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
-        history.append({
-            "epoch": epoch + 1, "train_loss": train_loss, "train_auc": train_auc,
-            "val_loss": val_loss, "val_auc": val_auc, "lr": lr, "images_per_s": rate,
-        })
-        # Early stopping on validation AUC; validation loss breaks ties and covers a one-class val set.
-        score = (np.nan_to_num(val_auc, nan=-1.0), -val_loss)
-        improved = best is None or score > best
-        if improved:
-            best, best_state, best_epoch, since_best = score, copy.deepcopy(model.state_dict()), epoch + 1, 0
-        else:
-            since_best += 1
-        logger.info(
-            "%s fold %d epoch %d/%d  train_loss %.4f  train_auc %.3f  val_loss %.4f  val_auc %.3f  %.0f img/s%s",
-            tag, fold, epoch + 1, config.epochs, train_loss, train_auc, val_loss, val_auc, rate,
-            "  *" if improved else "",
-        )
-        if since_best >= config.early_stopping_patience:
-            logger.info("%s fold %d: early stop, no val AUC gain in %d epochs", tag, fold, since_best)
-            break
-    history = pd.DataFrame(history)
+    run = _FoldRun(config, model, normalizer, device, f"{tag} fold {fold}")
+    history, best_state, best_epoch = run.fit(loader, images, rows["val"], labels[rows["val"]])
     model.load_state_dict(best_state)
     test_probs = predict(model, images, rows["test"], normalizer, device)
     best_row = history.loc[best_epoch - 1]
@@ -257,3 +221,61 @@ def train_fold(
     }
     state = {k: v.detach().cpu() for k, v in best_state.items()}
     return state, history, test_probs, summary
+
+
+@dataclass
+class _FoldRun:
+    """The epoch loop of one fold: AdamW (+ cosine), validation each epoch, early stopping on val AUC."""
+
+    config: ExperimentConfig
+    model: nn.Module
+    normalizer: Normalizer
+    device: torch.device
+    label: str
+
+    def fit(
+        self, loader: DataLoader, images: np.ndarray, val_rows: np.ndarray, val_labels: np.ndarray
+    ) -> tuple[pd.DataFrame, dict[str, torch.Tensor], int]:
+        """Trains until the epochs run out or validation AUC stops improving.
+
+        Returns:
+            Per-epoch history, the state dict of the best epoch and that epoch's number (from 1).
+        """
+        config, model = self.config, self.model
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
+                                      weight_decay=config.optimizer.weight_decay)
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.scheduler.T_max)
+            if config.scheduler.type == "cosine_annealing" else None
+        )
+        history, best, best_state, best_epoch, since_best = [], None, None, 0, 0
+        for epoch, train_loss, train_auc, rate in _epochs(model, loader, self.normalizer, self.device, optimizer,
+                                                          config.epochs):
+            val_probs = predict(model, images, val_rows, self.normalizer, self.device)
+            val_loss, val_auc = _bce(val_labels, val_probs), safe_auc(val_labels, val_probs)
+            lr = optimizer.param_groups[0]["lr"]
+            if scheduler is not None:
+                scheduler.step()
+            history.append({
+                "epoch": epoch + 1, "train_loss": train_loss, "train_auc": train_auc,
+                "val_loss": val_loss, "val_auc": val_auc, "lr": lr, "images_per_s": rate,
+            })
+            # Early stopping on validation AUC; validation loss breaks ties and covers a one-class val set.
+            score = (np.nan_to_num(val_auc, nan=-1.0), -val_loss)
+            improved = best is None or score > best
+            if improved:
+                best, best_state, best_epoch, since_best = score, copy.deepcopy(model.state_dict()), epoch + 1, 0
+            else:
+                since_best += 1
+            self._log(history[-1], improved)
+            if since_best >= config.early_stopping_patience:
+                logger.info("%s: early stop, no val AUC gain in %d epochs", self.label, since_best)
+                break
+        return pd.DataFrame(history), best_state, best_epoch
+
+    def _log(self, row: dict[str, float], improved: bool) -> None:
+        logger.info(
+            "%s epoch %d/%d  train_loss %.4f  train_auc %.3f  val_loss %.4f  val_auc %.3f  %.0f img/s%s",
+            self.label, row["epoch"], self.config.epochs, row["train_loss"], row["train_auc"], row["val_loss"],
+            row["val_auc"], row["images_per_s"], "  *" if improved else "",
+        )

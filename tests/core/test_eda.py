@@ -1,10 +1,11 @@
 from io import BytesIO
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from deepfake_kedro.data_index import ImageTree, build_image_index, usable
-from deepfake_kedro.eda import shortcut_audit
+from deepfake_kedro.eda import data_quality_summary, shortcut_audit
 from deepfake_kedro.folds import build_fold_table
 
 
@@ -43,3 +44,14 @@ def test_jpeg_quality_shortcut_is_caught(tmp_path, caplog):
 def test_no_shortcut_when_formats_match(tmp_path):
     audit = audit_for(tmp_path, real_quality=85, fake_quality=85)
     assert audit["auc"] < 0.75 and not audit["warning"]
+
+
+def test_data_quality_summary_counts_statuses_per_source_and_lists_excluded_files():
+    index = pd.DataFrame({"path": ["r/a.jpg", "r/b.png", "f/c.jpg", "f/d.jpg"], "source": ["r", "r", "f", "f"],
+                          "status": ["ok", "ok", "ok", "unreadable"], "reason": ["", "converted from PNG", "", "bad"]})
+    summary = data_quality_summary(index, {"merged_groups": 3})
+    assert (summary["files"], summary["usable"], summary["excluded"]) == (4, 3, 1)
+    assert summary["status_per_source"] == {"f": {"ok": 1, "unreadable": 1}, "r": {"ok": 2, "unreadable": 0}}
+    assert summary["excluded_files"] == [{"path": "f/d.jpg", "status": "unreadable", "reason": "bad"}]
+    assert summary["converted_or_noted"] == [{"path": "r/b.png", "reason": "converted from PNG"}]
+    assert summary["near_duplicates"] == {"merged_groups": 3}

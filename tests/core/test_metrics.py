@@ -3,7 +3,6 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.metrics import (
@@ -19,8 +18,8 @@ from deepfake_kedro.metrics import (
     equal_error_rate,
     grouped_bootstrap_ci,
     per_source_metrics,
+    safe_auc,
     summarize,
-    summarize_folds,
 )
 
 
@@ -170,19 +169,6 @@ def test_summarize_degenerate_cases():
     assert const["ci_low"] == const["ci_high"] == const["mean"] == pytest.approx(0.1)
 
 
-def test_summarize_folds_one_row_per_metric():
-    folds = pd.DataFrame({"auc": [0.9, 0.8, 0.85], "eer": [0.1, 0.2, 0.15], "other": [1, 2, 3]})
-
-    table = summarize_folds(folds, ["auc", "eer"])
-
-    assert list(table.index) == ["auc", "eer"]
-    assert list(table.columns) == ["mean", "std", "ci_low", "ci_high", "n"]
-    expected = summarize([0.1, 0.2, 0.15])
-    for col in table.columns:
-        assert table.loc["eer", col] == pytest.approx(expected[col])
-    assert table.loc["auc", "mean"] == pytest.approx(0.85)
-
-
 def _grouped_data(n_groups=40, per_group=10, seed=5):
     rng = np.random.default_rng(seed)
     groups = np.repeat(np.arange(n_groups), per_group)
@@ -255,3 +241,10 @@ def test_grouped_bootstrap_skips_single_class_resamples():
                                      metric=spy, n_boot=100, seed=0)
     assert 0 < len(calls) < 100
     assert low == high == 1.0
+
+
+def test_safe_auc_is_sklearns_auc_or_nan_for_one_class():
+    y, prob = _random_scores()
+    assert safe_auc(y, prob) == pytest.approx(roc_auc_score(y, prob))
+    assert math.isnan(safe_auc(np.ones(5), np.linspace(0, 1, 5)))
+    assert math.isnan(safe_auc([], []))

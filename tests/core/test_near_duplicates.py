@@ -8,7 +8,7 @@ from skimage import data
 
 from deepfake_kedro.data_index import square_resize
 from deepfake_kedro.folds import build_fold_table, check_no_leakage
-from deepfake_kedro.near_duplicates import candidate_pairs, merge_groups, perceptual_hash
+from deepfake_kedro.near_duplicates import candidate_pairs, merge_groups, merge_summary, perceptual_hash
 
 
 def reencode(image: Image.Image, scale: float, quality: int) -> Image.Image:
@@ -60,3 +60,14 @@ def test_candidate_pairs_equal_brute_force_hamming():
     brute = {(i, j) for i in range(len(hashes)) for j in range(i + 1, len(hashes))
              if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= 3}
     assert set(zip(found["i"], found["j"])) == brute
+
+
+def test_merge_summary_counts_merged_basename_groups_and_keeps_the_closest_pairs(caplog):
+    groups = pd.DataFrame({"path": list("abcde"), "basename_group": ["g1", "g2", "g3", "g4", "g4"],
+                           "group": ["g1", "g1", "g1", "g4", "g4"]})
+    pairs = pd.DataFrame({"a": ["a", "b"], "b": ["b", "c"], "distance": [5, 2]})
+    summary = merge_summary(groups, pairs, max_distance=6)
+    assert (summary["basename_groups"], summary["merged_groups"]) == (4, 2)
+    assert summary["basename_groups_merged"] == 3 and summary["largest_merged_group"] == 3
+    assert summary["cross_group_pairs"] == 2 and [p["distance"] for p in summary["example_pairs"]] == [2, 5]
+    assert "3 basename groups hold near duplicates of each other and were merged into 1 groups" in caplog.text

@@ -124,3 +124,16 @@ def test_final_model_overrides_resolve_with_chosen_preprocessing():
     config = resolve_experiment("p4a", {"p4a": overrides}, defaults)
     assert (config.backbone, config.dropout, config.image_size, config.face_crop, config.normalization,
             config.subsample) == ("resnet50", 0.2, 224, True, "real_norm", 0.5)
+
+
+def test_unknown_ranking_criteria_are_named_by_the_ranking_and_by_the_run_hook():
+    from deepfake_kedro.hooks import ValidateExperimentsHook
+    from deepfake_kedro.selection import check_ranking_weights
+
+    check_ranking_weights({"auc_mean": 1.0, "gflops": 0.5})
+    with pytest.raises(SelectionError, match=r"phase4.ranking.weights: unknown criteria \['speed'\]; use \["):
+        check_ranking_weights({"auc_mean": 1.0, "speed": 1.0})
+    parameters = {"phase4": {"ranking": {"weights": {"speed": 1.0}}}}
+    with pytest.raises(SelectionError, match=r"unknown criteria \['speed'\]"):
+        ValidateExperimentsHook._check_choices(parameters, {"phase4"})
+    ValidateExperimentsHook._check_choices(parameters, {"phase1"})  # phase 4 not in this run: not checked

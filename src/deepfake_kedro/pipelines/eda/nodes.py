@@ -27,18 +27,7 @@ def describe_images(image_index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
 
 def data_quality(image_index: pd.DataFrame, near_duplicate_summary: dict[str, Any]) -> dict[str, Any]:
     """A summary of the integrity report and of the near-duplicate merging."""
-    statuses = image_index.groupby(["source", "status"]).size().unstack(fill_value=0)
-    notes = image_index[(image_index["status"] == "ok") & (image_index["reason"] != "")]
-    return {
-        "files": int(len(image_index)),
-        "usable": int((image_index["status"] == "ok").sum()),
-        "excluded": int((image_index["status"] != "ok").sum()),
-        "status_per_source": {s: {k: int(v) for k, v in row.items()} for s, row in statuses.iterrows()},
-        "excluded_files": image_index.loc[image_index["status"] != "ok", ["path", "status", "reason"]]
-        .to_dict(orient="records"),
-        "converted_or_noted": notes[["path", "reason"]].to_dict(orient="records"),
-        "near_duplicates": near_duplicate_summary,
-    }
+    return eda.data_quality_summary(image_index, near_duplicate_summary)
 
 
 def audit_metadata_shortcut(

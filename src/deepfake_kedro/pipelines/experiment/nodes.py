@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,22 +27,10 @@ from deepfake_kedro.folds import check_no_leakage, fold_count
 from deepfake_kedro.image_cache import ImageStack
 from deepfake_kedro.run_store import FoldResult, FoldRunStore
 from deepfake_kedro.selection import apply_preprocessing, final_model_overrides
+from deepfake_kedro.serialization import json_safe
 from deepfake_kedro.study import ResolvedExperiment, parse_slot, resolve
 
 logger = logging.getLogger(__name__)
-
-
-def _json_safe(value: Any) -> Any:
-    """nan / inf become null so the JSON stays valid for any reader."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):  # numpy scalars
-        return _json_safe(value.item())
-    return value
 
 
 def resolve_config(
@@ -165,7 +152,7 @@ def evaluate_folds(
     logger.info("%s: AUC %.3f ± %.3f (95%% CI %.3f-%.3f)", name, auc["mean"], auc["std"], auc["ci_low"], auc["ci_high"])
     summary = {"experiment": resolved_config.name, "phase": resolved_config.phase,
                "config": resolved_config.config.model_dump(mode="json"), **summary}
-    return oof, fold_metrics, _json_safe(summary), learning_curves(histories, f"{name}: learning curves per fold")
+    return oof, fold_metrics, json_safe(summary), learning_curves(histories, f"{name}: learning curves per fold")
 
 
 def analyse_errors(

@@ -16,10 +16,10 @@ from deepfake_kedro.comparison import (
     paired_tests,
     paired_tests_markdown,
 )
-from deepfake_kedro.costs import model_cost
+from deepfake_kedro.costs import experiment_costs, model_cost
 from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, source_heatmap
-from deepfake_kedro.pipelines.experiment.nodes import _json_safe
 from deepfake_kedro.selection import candidate_table, model_name, rank_models, select_preprocessing
+from deepfake_kedro.serialization import json_safe
 from deepfake_kedro.study import Slot, parse_slot
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,15 @@ def compare_experiments(
     tests = paired_tests(experiment_metrics, comparisons, holdout_reference=phase.get("holdout_reference"),
                          sources=data["sources"])
     comparison = attach_holdouts(comparison_table(own), tests)
+    _log_results(comparison, tests)
+    name = phase.get("title", "")
+    tests_md = paired_tests_markdown(tests, f"{name}: paired tests") if not tests.empty else ""
+    return (comparison, comparison_markdown(comparison, f"{name}: comparison"), tests, tests_md,
+            metric_bars(comparison, title=name), source_heatmap(comparison, f"{name}: per-source AUC"))
+
+
+def _log_results(comparison: pd.DataFrame, tests: pd.DataFrame) -> None:
+    """One log line per AUC comparison and per source hold-out."""
     for row in tests[tests["metric"] == "auc"].itertuples() if not tests.empty else []:
         logger.info("%s vs %s: ΔAUC %+.3f [%.3f, %.3f], p(NB) %.3g, p(Holm) %.3g", row.treatment, row.baseline,
                     row.diff_mean, row.diff_ci_low, row.diff_ci_high, row.p_nadeau_bengio, row.p_holm)
@@ -60,10 +69,6 @@ def compare_experiments(
         logger.info("hold-out %s: in-source AUC %.3f, held-out AUC %.3f, Δ %+.3f%s", row.experiment,
                     row.reference_in_source_auc, row.heldout_auc, row.delta_vs_reference,
                     "  FLAG: source-specific features" if row.delta_vs_reference_flag is True else "")
-    name = phase.get("title", "")
-    tests_md = paired_tests_markdown(tests, f"{name}: paired tests") if not tests.empty else ""
-    return (comparison, comparison_markdown(comparison, f"{name}: comparison"), tests, tests_md,
-            metric_bars(comparison, title=name), source_heatmap(comparison, f"{name}: per-source AUC"))
 
 
 def compare_final_models(
@@ -107,18 +112,7 @@ def choose_preprocessing(paired_tests: pd.DataFrame, selection: dict[str, Any]) 
     )
     for decision in choice["decisions"]:
         logger.info("selection %s -> %s: %s", decision["baseline"], decision["treatment"], decision["reason"])
-    return _json_safe(choice)
-
-
-def _cost_rows(experiment_metrics: dict[str, Any]) -> pd.DataFrame:
-    rows = []
-    for name, summary in experiment_metrics.items():
-        config, auc = summary["config"], summary["metrics"]["auc"]
-        cost = model_cost(config["backbone"], config["image_size"], config["cnn_preset"])
-        rows.append({"experiment": name, "model": model_name(config), "image_size": config["image_size"],
-                     "params_m": cost["params_m"], "gflops": cost["gflops"], "auc_mean": auc["mean"],
-                     "auc_ci_low": auc["ci_low"], "auc_ci_high": auc["ci_high"]})
-    return pd.DataFrame(rows)
+    return json_safe(choice)
 
 
 def compare_costs(**experiment_metrics: dict[str, Any]) -> tuple[pd.DataFrame, Figure]:
@@ -130,7 +124,7 @@ def compare_costs(**experiment_metrics: dict[str, Any]) -> tuple[pd.DataFrame, F
     Returns:
         The table and a figure of AUC against parameters and GFLOPs.
     """
-    table = _cost_rows(experiment_metrics)
+    table = experiment_costs(experiment_metrics)
     return table, cost_vs_auc(table, "Phase 3: cost vs AUC (phase-1 baselines at their size included)")
 
 
@@ -153,7 +147,7 @@ def choose_final_models(
     selection = rank_models(candidates, ranking["weights"], ranking.get("top_k", 3), ranking.get("override"))
     for chosen in selection["selected"]:
         chosen["config"] = experiment_metrics[chosen["experiment"]]["config"]
-    return _json_safe(selection), pd.DataFrame(selection["candidates"])
+    return json_safe(selection), pd.DataFrame(selection["candidates"])
 
 
 def analyse_scaling(selection: dict[str, Any], **experiment_metrics: dict[str, Any]) -> tuple[pd.DataFrame, Figure]:

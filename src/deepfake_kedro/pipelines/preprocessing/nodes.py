@@ -35,7 +35,7 @@ from deepfake_kedro.face_crops import (
 from deepfake_kedro.figures import augmentation_grid, face_crop_grid
 from deepfake_kedro.folds import build_fold_table
 from deepfake_kedro.image_cache import ImageStack, ImageStackPlan, TablePlan
-from deepfake_kedro.near_duplicates import merge_groups, perceptual_hash
+from deepfake_kedro.near_duplicates import merge_groups, merge_summary, perceptual_hash
 
 logger = logging.getLogger(__name__)
 
@@ -90,20 +90,7 @@ def group_near_duplicates(
     max_distance = preprocessing["near_duplicates"]["max_distance"]
     merged, pairs = merge_groups(images, images["phash"].to_numpy().view(np.uint64), max_distance)
     groups = pd.DataFrame({"path": images["path"], "basename_group": images["group"], "group": merged})
-    sizes = groups.groupby("group")["basename_group"].nunique()
-    summary = {
-        "max_distance": max_distance,
-        "basename_groups": int(groups["basename_group"].nunique()),
-        "merged_groups": int(groups["group"].nunique()),
-        "basename_groups_merged": int(sizes[sizes > 1].sum()),
-        "largest_merged_group": int(sizes.max()) if len(sizes) else 0,
-        "cross_group_pairs": int(len(pairs)),
-        "example_pairs": pairs.sort_values("distance").head(10).to_dict(orient="records"),
-    }
-    if summary["basename_groups_merged"]:
-        logger.warning("%d basename groups hold near duplicates of each other and were merged into %d groups",
-                       summary["basename_groups_merged"], int((sizes > 1).sum()))
-    return groups, pairs, summary
+    return groups, pairs, merge_summary(groups, pairs, max_distance)
 
 
 def build_folds(image_index: pd.DataFrame, image_groups: pd.DataFrame, defaults: dict[str, Any]) -> pd.DataFrame:

@@ -25,7 +25,8 @@ def create_pipeline(experiments: list[str]) -> Pipeline:
         Node(summarize_attention, {name: f"{name}.gradcam_examples" for name in experiments},
              ["attention_summary", "attention_figure"], name="summarize_attention"),
         Node(build_report, {
-            "data": "params:data", "defaults": "params:defaults", "fold_table": "fold_table",
+            "data": "params:data", "defaults": "params:defaults", "synthetic": "params:reporting.synthetic",
+            "fold_table": "fold_table",
             "shortcut_audit": "eda.shortcut_audit", "near_duplicates": "near_duplicate_summary",
             "preprocessing_choice": "phase2.preprocessing_choice", "model_selection": "phase4.model_selection",
             "model_costs": "phase3.model_costs", "scaling": "phase4.scaling", "attention": "attention_summary",

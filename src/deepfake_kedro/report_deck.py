@@ -1,0 +1,308 @@
+"""The study's slide deck: one small function per slide kind, every number read from the tables passed in.
+
+Kedro-free: the reporting node gathers the catalog's data into a ``DeckInputs`` and calls ``build_deck``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from deepfake_kedro.figures import attention_bars, cost_vs_auc, metric_bars, scaling_curves, source_heatmap
+from deepfake_kedro.reporting import (
+    auc_text,
+    figure_pixels,
+    headline_table,
+    image_slide,
+    significant_findings,
+    table_slide,
+    text_slide,
+)
+from deepfake_kedro.study import FULL, Slot
+
+PHASE_TITLES = {"phase1": "Phase 1", "phase2": "Phase 2", "phase3": "Phase 3", "phase4": "Phase 4"}
+HOLDOUT_COLUMNS = ["experiment", "heldout_source", "reference_in_source_auc", "heldout_auc", "delta_vs_reference",
+                   "delta_vs_reference_ci_low", "delta_vs_reference_ci_high", "delta_vs_reference_flag"]
+RANKING_COLUMNS = ["rank", "model", "experiment", "auc_mean", "worst_source_auc", "worst_source", "gflops", "score"]
+BENCHMARK_COLUMNS = ["backbone", "params_m", "gflops", "image_size", "batch_size", "images_per_s", "device",
+                     "precision"]
+MAX_FINDINGS = 14
+MAX_OVERLAYS = 8
+
+
+@dataclass(frozen=True, eq=False)
+class DeckInputs:
+    """Everything the deck shows, as the catalog holds it.
+
+    Attributes:
+        data_root: Where the images came from (``data.root``).
+        sources: Source name -> ``real`` / ``fake`` (``data.sources``).
+        cv_folds: Outer folds of the cross-validation.
+        seed: The study's seed.
+        val_ratio: Share of the training groups held for early stopping.
+        synthetic: Whether the images are the synthetic demo data (changes the closing caveat).
+        fold_table: The study's fold table (``path``, ``source``, ``group``, ``fold``).
+        shortcut_audit: The metadata-only shortcut audit.
+        near_duplicates: The near-duplicate grouping summary.
+        preprocessing_choice: Phase 2's choice.
+        model_selection: Phase 4's ranking.
+        model_costs: Phase 3's cost table.
+        scaling: Phase 4's scaling table.
+        attention: Grad-CAM attention summary.
+        benchmark: The backbone benchmark.
+        comparisons: Phase -> its comparison table.
+        tests: Phase -> its paired tests.
+        overlays: Grad-CAM overlays (PIL images) of the top phase-4 model's full run, in display order.
+    """
+
+    data_root: str
+    sources: Mapping[str, str]
+    cv_folds: int
+    seed: int
+    val_ratio: float
+    synthetic: bool
+    fold_table: pd.DataFrame
+    shortcut_audit: Mapping[str, Any]
+    near_duplicates: Mapping[str, Any]
+    preprocessing_choice: Mapping[str, Any]
+    model_selection: Mapping[str, Any]
+    model_costs: pd.DataFrame
+    scaling: pd.DataFrame
+    attention: pd.DataFrame
+    benchmark: pd.DataFrame
+    comparisons: Mapping[str, pd.DataFrame]
+    tests: Mapping[str, pd.DataFrame]
+    overlays: Sequence[Any] = field(default_factory=list)
+
+
+def build_deck(deck: DeckInputs) -> list[Figure]:
+    """The slide deck: setup, splits, metrics, results and conclusions per phase, shortcuts, explainability.
+
+    Args:
+        deck: The deck's inputs.
+
+    Returns:
+        One figure per slide.
+    """
+    slides = [setup_slide(deck), splits_slide(deck.fold_table), metrics_slide(deck.cv_folds),
+              audit_slide(deck.shortcut_audit, deck.near_duplicates)]
+    for phase in ("phase1", "phase2"):
+        slides += comparison_slides(deck.comparisons[phase], deck.tests[phase], PHASE_TITLES[phase], deck.cv_folds)
+    holdouts = phase2_holdouts(deck.comparisons["phase2"])
+    if holdouts is not None and len(holdouts):
+        slides.append(holdout_slide(holdouts))
+    slides.append(preprocessing_slide(deck.preprocessing_choice))
+    slides += comparison_slides(deck.comparisons["phase3"], deck.tests["phase3"], "Phase 3", deck.cv_folds)
+    slides.append(image_slide("Phase 3: cost vs AUC", figure_pixels(cost_vs_auc(deck.model_costs, "cost vs AUC")),
+                              "GFLOPs from torch's flop counter at each experiment's image size."))
+    slides.append(ranking_slide(deck.model_selection))
+    slides += comparison_slides(deck.comparisons["phase4"], deck.tests["phase4"], "Phase 4", deck.cv_folds)
+    slides.append(image_slide("Phase 4: data scaling",
+                              figure_pixels(scaling_curves(deck.scaling, "AUC vs training data")),
+                              "Nested subsets of whole groups, same folds."))
+    slides.append(attention_slide(deck.attention))
+    if deck.overlays:
+        slides.append(overlay_slide(deck.overlays, deck.model_selection["selected"][0]["model"]))
+    slides.append(table_slide("Backbone benchmark", deck.benchmark[BENCHMARK_COLUMNS],
+                              "Inference at the batch size shown on this run's device."))
+    slides.append(text_slide("Conclusions and recommendations", conclusions(deck, holdouts)))
+    return slides
+
+
+def setup_slide(deck: DeckInputs) -> Figure:
+    """Title slide: the data, its sources and the protocol."""
+    fold_table = deck.fold_table
+    counts = fold_table.groupby("source").agg(images=("path", "size"), groups=("group", "nunique"))
+    return text_slide("deepfake-kedro: study report", [
+        f"Data: {deck.data_root} - {len(fold_table)} usable images, {fold_table['group'].nunique()} identity groups.",
+        "Sources: " + ", ".join(f"{s} ({kind}, {counts.loc[s, 'images']} images)" for s, kind in deck.sources.items()
+                                if s in counts.index),
+        f"Protocol: {deck.cv_folds}-fold cross-validation grouped by identity (StratifiedGroupKFold, seed "
+        f"{deck.seed}), inner validation {deck.val_ratio:.0%} of the training groups for early stopping; "
+        "test folds are never used for any choice.",
+        "Phases: 1 architecture baseline, 2 preprocessing (shortcuts, resolution, face crop, augmentation), "
+        "3 architectures on phase 2's preprocessing, 4 final models with data scaling.",
+        "Every number in this deck is read from data/08_reporting (model_comparison.csv, paired_tests.csv, ...).",
+    ])
+
+
+def splits_slide(fold_table: pd.DataFrame) -> Figure:
+    """Test images per fold and source, and identity groups per fold."""
+    per_fold = fold_table.pivot_table(index="fold", columns="source", values="path", aggfunc="size", fill_value=0)
+    per_fold["groups"] = fold_table.groupby("fold")["group"].nunique()
+    return table_slide("Splits: test images per fold and source", per_fold.reset_index(),
+                       "Groups (identity + near-duplicates) never cross folds; checked before every training.",
+                       digits=0)
+
+
+def wilcoxon_note(cv_folds: int) -> str:
+    """The Wilcoxon test's name, with a warning when ``cv_folds`` pairs cannot give a two-sided p below 0.05."""
+    # The smallest exact two-sided p over n pairs is 2 / 2**n (every difference of one sign).
+    return f"Wilcoxon (cannot reach 0.05 with {cv_folds} folds)" if 2 / 2**cv_folds > 0.05 else "Wilcoxon"
+
+
+def metrics_slide(cv_folds: int) -> Figure:
+    """What is measured per fold, how folds are summarised and how experiments are compared."""
+    return text_slide("Metrics and statistics", [
+        "Per test fold: ROC AUC (headline), accuracy and F1 at p = 0.5, average precision, equal error rate; "
+        "per source: detection / false-alarm rate and the AUC of real vs each fake source.",
+        "Across folds: mean, std and a 95% t-interval; pooled out-of-fold AUC with a grouped bootstrap interval.",
+        f"Comparisons: fold-wise paired t-test, Nadeau-Bengio corrected resampled t-test, {wilcoxon_note(cv_folds)}, "
+        "Holm adjustment across each phase's pairs per metric.",
+        "Source hold-out: Δ = in-source AUC (reference trained with the source) - held-out-source AUC; flag > 0.05.",
+    ])
+
+
+def audit_slide(audit: Mapping[str, Any], near_duplicates: Mapping[str, Any]) -> Figure:
+    """The metadata-only shortcut audit and the near-duplicate merging."""
+    return text_slide("Data audit: shortcuts in the files themselves", [
+        f"Metadata-only classifier (size, aspect, JPEG quality, file size): AUC {audit['auc']:.3f} "
+        f"[{audit['auc_ci_low']:.3f}, {audit['auc_ci_high']:.3f}] - "
+        + ("WARNING: the label leaks through the file format; see the hold-out and normalisation results."
+           if audit["warning"] else "no format shortcut above the warning level."),
+        f"Near-duplicates (perceptual hash): {near_duplicates['basename_groups_merged']} identity groups held "
+        f"near-copies of each other and were merged, leaving {near_duplicates['merged_groups']} groups "
+        f"(largest {near_duplicates['largest_merged_group']} images).",
+    ])
+
+
+def best_experiment(comparison: pd.DataFrame) -> pd.Series:
+    """The comparison row with the highest mean AUC."""
+    return comparison.sort_values("auc_mean", ascending=False).iloc[0]
+
+
+def comparison_slides(comparison: pd.DataFrame, tests: pd.DataFrame, title: str, cv_folds: int) -> list[Figure]:
+    """A phase's results table, its metric bars beside the per-source heatmap, and its significant tests."""
+    best = best_experiment(comparison)
+    note = (f"Best {title} AUC: {best['experiment']} {auc_text(best)}. Mean over {cv_folds} outer folds, "
+            "95% t-interval; every metric with std and CI in model_comparison.csv.")
+    slides = [table_slide(f"{title}: results", headline_table(comparison), note)]
+    findings = significant_findings(tests) if len(tests) else []
+    slides.append(image_slide(f"{title}: AUC / accuracy / F1 and per-source AUC",
+                              side_by_side(metric_bars(comparison, title=title),
+                                           source_heatmap(comparison, "per-source AUC")),
+                              "Bars: mean with 95% CI over folds. Heatmap: real vs each fake source."))
+    if findings:
+        slides.append(text_slide(f"{title}: paired tests (Nadeau-Bengio, Holm across the phase)",
+                                 findings[:MAX_FINDINGS]))
+    return slides
+
+
+def phase2_holdouts(phase2: pd.DataFrame) -> pd.DataFrame | None:
+    """Phase 2's source hold-out rows, or None when the comparison has no hold-out columns."""
+    return phase2.dropna(subset=["delta_vs_reference"]) if "delta_vs_reference" in phase2 else None
+
+
+def holdout_slide(holdouts: pd.DataFrame) -> Figure:
+    """In-source vs held-out-source AUC of each source hold-out."""
+    return table_slide("Phase 2: source hold-out (source-specific features)", holdouts[HOLDOUT_COLUMNS],
+                       "Δ > 0.05 flags a model that relies on features of the sources it was trained on.")
+
+
+def decision_line(decision: Mapping[str, Any]) -> str:
+    """One phase-2 selection step: its effect and Holm p, or why it did not apply."""
+    step = f"{decision['baseline']} -> {decision['treatment']}: "
+    if not decision["applies"]:
+        return step + "not applicable (" + decision["reason"] + ")"
+    return step + (f"Δ {decision.get('auc_diff', float('nan')):+.3f}, "
+                   f"Holm p {decision.get('p_holm', float('nan')):.3g} - {decision['reason']}")
+
+
+def preprocessing_slide(choice: Mapping[str, Any]) -> Figure:
+    """Phase 2's chosen preprocessing, its rule and every step's decision."""
+    settings = ", ".join(f"{k} = {v if not isinstance(v, dict) else 'on'}" for k, v in choice["settings"].items())
+    return text_slide("Phase 2 conclusion: preprocessing for phases 3-4", [
+        f"Chosen ({choice['source']}): " + settings, "Rule: " + choice["rule"],
+        *(decision_line(d) for d in choice["decisions"])])
+
+
+def ranking_slide(selection: Mapping[str, Any]) -> Figure:
+    """Phase 4's ranking of the candidate models, its criteria and the models selected."""
+    shown = pd.DataFrame(selection["candidates"])[RANKING_COLUMNS]
+    criteria = ", ".join(f"{c['name']} ({c['direction']} is better, weight {c['weight']:g})"
+                         for c in selection["criteria"])
+    return table_slide("Phase 4: model ranking", shown,
+                       f"Criteria: {criteria}. Selected ({selection['source']}): "
+                       + ", ".join(s["model"] for s in selection["selected"]))
+
+
+def attention_slide(attention: pd.DataFrame) -> Figure:
+    """Share of Grad-CAM mass on the central face region per experiment."""
+    return image_slide("Explainability: where the models look", figure_pixels(attention_bars(attention)),
+                       "Grad-CAM share on the central half of the crop; 0.25 = no preference. "
+                       "Overlays per experiment under data/08_reporting/gradcam/.")
+
+
+def overlay_slide(overlays: Sequence[Any], model: str) -> Figure:
+    """Grad-CAM overlays of the top model's full run, four per row (at most ``MAX_OVERLAYS``)."""
+    return image_slide(f"Explainability: {model} (phase 4, full run)", overlay_strip(overlays[:MAX_OVERLAYS]),
+                       "Each image explained by the fold model that held it out.")
+
+
+def conclusions(deck: DeckInputs, holdouts: pd.DataFrame | None) -> list[str]:
+    """The closing bullets: best models, significant preprocessing effects, shortcuts, the recommendation."""
+    lines = []
+    for phase in ("phase1", "phase3"):
+        best = best_experiment(deck.comparisons[phase])
+        lines.append(f"{phase}: best {best['experiment']} with AUC {auc_text(best)}.")
+    lines.append(phase2_conclusion(deck.tests["phase2"], deck.cv_folds))
+    if holdouts is not None and len(holdouts):
+        flagged = holdouts[holdouts["delta_vs_reference_flag"] == True]  # noqa: E712 (pandas object column)
+        lines.append("Source-specific features: " + (", ".join(f"{r.heldout_source} (Δ {r.delta_vs_reference:+.3f})"
+                                                               for r in flagged.itertuples())
+                                                     if len(flagged) else "no hold-out Δ above 0.05."))
+    audit = deck.shortcut_audit
+    lines.append(f"Metadata shortcut audit AUC {audit['auc']:.3f}"
+                 + (" - a format shortcut exists." if audit["warning"] else " - no format shortcut."))
+    recommended = recommendation(deck.comparisons["phase4"], deck.model_selection, deck.preprocessing_choice)
+    lines += [recommended] if recommended else []
+    lines.append("Caveat: results on the synthetic demo data show the pipeline, not deepfake detection performance."
+                 if deck.synthetic else
+                 f"Intervals are over {deck.cv_folds} folds: differences inside them are not evidence.")
+    return lines
+
+
+def phase2_conclusion(tests: pd.DataFrame, cv_folds: int) -> str:
+    """The preprocessing changes significant on AUC after Holm, or why none is."""
+    significant = tests[(tests["metric"] == "auc") & (tests["p_holm"] < 0.05)]
+    if len(significant):
+        return "Phase 2: " + "; ".join(f"{r.question} Δ {r.diff_mean:+.3f}" for r in significant.itertuples())
+    return (f"Phase 2: no preprocessing change is significant after Holm ({cv_folds} folds: only large, "
+            "consistent effects can be).")
+
+
+def recommendation(final: pd.DataFrame, selection: Mapping[str, Any], choice: Mapping[str, Any]) -> str | None:
+    """The top phase-4 model with its full-data AUC, or None when its full run is not in the table."""
+    top = selection["selected"][0]
+    full = final[final["experiment"] == Slot(1, FULL).experiment_name(top["model"])]
+    if not len(full):
+        return None
+    return (f"Recommended model: {top['model']} on the chosen preprocessing ({choice['source']}), "
+            f"full-data AUC {auc_text(full.iloc[0])}.")
+
+
+def side_by_side(left: Figure, right: Figure) -> np.ndarray:
+    """Two figures rendered and placed next to each other, top-aligned on a white background."""
+    a, b = figure_pixels(left), figure_pixels(right)
+    height = max(a.shape[0], b.shape[0])
+    return np.concatenate([_pad_rows(a, height), _pad_rows(b, height)], axis=1)
+
+
+def _pad_rows(pixels: np.ndarray, height: int) -> np.ndarray:
+    return np.pad(pixels, ((0, height - pixels.shape[0]), (0, 0), (0, 0)), constant_values=255)
+
+
+def overlay_strip(images: Sequence[Any], per_row: int = 4) -> np.ndarray:
+    """PIL images tiled ``per_row`` to a row with 4-pixel white gaps."""
+    arrays = [np.asarray(image.convert("RGB")) for image in images]
+    height = max(a.shape[0] for a in arrays)
+    arrays = [np.pad(a, ((0, height - a.shape[0]), (0, 4), (0, 0)), constant_values=255) for a in arrays]
+    rows = [np.concatenate(arrays[i:i + per_row], axis=1) for i in range(0, len(arrays), per_row)]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows, axis=0)

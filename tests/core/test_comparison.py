@@ -1,0 +1,112 @@
+"""Phase tables: comparison rows, paired tests with Holm across pairs, hold-out deltas, Markdown twins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from deepfake_kedro.comparison import (
+    attach_holdouts,
+    comparison_markdown,
+    comparison_table,
+    format_ci,
+    holdout_tests,
+    paired_tests,
+    to_markdown,
+)
+from tests import tiny_tables as tt
+
+SOURCES = {"real": "real", "gan": "fake", "diffusion": "fake"}
+
+
+def summaries() -> dict:
+    return {
+        "base": tt.metrics_summary("f1", {"auc": [0.80, 0.82, 0.78], "accuracy": [0.7, 0.72, 0.69],
+                                          "f1": [0.6, 0.65, 0.62]}),
+        "bigger": tt.metrics_summary("f2", {"auc": [0.85, 0.88, 0.86], "accuracy": [0.75, 0.74, 0.78],
+                                            "f1": [0.7, 0.66, 0.69]}, image_size=128),
+        "flip": tt.metrics_summary("f3", {"auc": [0.81, 0.80, 0.79], "accuracy": [0.7, 0.71, 0.7],
+                                          "f1": [0.61, 0.64, 0.6]}),
+    }
+
+
+def test_format_ci_with_and_without_std():
+    row = {"auc_mean": 0.91234, "auc_std": 0.0201, "auc_ci_low": 0.87, "auc_ci_high": 0.9546}
+    assert format_ci(row, "auc") == "0.912 [0.870, 0.955]"
+    assert format_ci(row, "auc", with_std=True) == "0.912 ± 0.020 [0.870, 0.955]"
+
+
+def test_comparison_table_one_row_per_experiment_with_t_intervals():
+    table = comparison_table(summaries()).set_index("experiment")
+    assert list(table.index) == ["base", "bigger", "flip"]
+    assert table.loc["bigger", "image_size"] == 128 and table.loc["bigger", "fingerprint"] == "f2"
+    values = [0.85, 0.88, 0.86]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert table.loc["bigger", "auc_mean"] == pytest.approx(np.mean(values))
+    assert table.loc["bigger", "auc_std"] == pytest.approx(np.std(values, ddof=1))
+    assert (table.loc["bigger", "auc_ci_low"], table.loc["bigger", "auc_ci_high"]) == pytest.approx((low, high))
+    assert table.loc["base", "pooled_auc"] == 0.5
+    assert list(table.columns[:3]) == ["fingerprint", "backbone", "image_size"]
+
+
+def test_paired_tests_differences_and_holm_across_the_phases_pairs():
+    pairs = [{"question": "size", "baseline": "base", "treatment": "bigger"},
+             {"question": "flip", "baseline": "base", "treatment": "flip"}]
+    tests = paired_tests(summaries(), pairs, metrics=["auc"])
+    assert list(tests["question"]) == ["size", "flip"]
+    assert tests.loc[0, "diff_mean"] == pytest.approx(np.mean([0.05, 0.06, 0.08]))
+    # Holm over two p values: the smaller doubled, the larger max(itself, that).
+    p = tests["p_nadeau_bengio"].to_numpy()
+    smaller, larger = min(p), max(p)
+    expected = [min(1, 2 * smaller) if v == smaller else min(1, max(larger, 2 * smaller)) for v in p]
+    np.testing.assert_allclose(tests["p_holm"], expected)
+    assert list(tests["significant_holm"]) == list(tests["p_holm"] < 0.05)
+
+
+def test_paired_tests_name_the_bad_experiment_and_refuse_identical_configs():
+    with pytest.raises(KeyError, match="treatment 'nope' is not an experiment"):
+        paired_tests(summaries(), [{"question": "q", "baseline": "base", "treatment": "nope"}])
+    same = {**summaries(), "copy": summaries()["base"]}
+    with pytest.raises(ValueError, match="base and copy have identical configs"):
+        paired_tests(same, [{"question": "q", "baseline": "base", "treatment": "copy"}])
+
+
+def holdout_summaries() -> dict:
+    reference = tt.metrics_summary("r", {"auc": [0.9, 0.9, 0.9], "pairwise_auc:gan": [0.95, 0.93, 0.94],
+                                         "pairwise_auc:diffusion": [0.9, 0.9, 0.9]})
+    holdout = tt.metrics_summary("h", {"auc": [0.8, 0.8, 0.8], "pairwise_auc:gan": [0.80, 0.85, 0.81],
+                                       "pairwise_auc:diffusion": [0.9, 0.9, 0.9]}, train_sources=["real", "diffusion"])
+    return {"reference": reference, "no_gan": holdout}
+
+
+def test_holdout_delta_is_in_source_minus_heldout_auc_on_the_left_out_source():
+    table = holdout_tests(holdout_summaries(), "reference", SOURCES)
+    assert len(table) == 1  # only gan was left out
+    row = table.iloc[0]
+    assert row["heldout_source"] == "gan" and row["baseline"] == "no_gan" and row["treatment"] == "reference"
+    assert row["diff_mean"] == pytest.approx(np.mean([0.15, 0.08, 0.13]))
+    assert row["in_source_auc"] == pytest.approx(0.94)
+    assert row["heldout_auc"] == pytest.approx(np.mean([0.8, 0.85, 0.81]))
+    assert bool(row["flag"])  # Δ 0.12 > 0.05
+    with pytest.raises(KeyError, match="holdout_reference 'p2_missing'"):
+        holdout_tests(holdout_summaries(), "p2_missing", SOURCES)
+
+
+def test_attach_holdouts_adds_the_delta_to_the_holdout_row_only():
+    tests = paired_tests(holdout_summaries(), [], holdout_reference="reference", sources=SOURCES)
+    comparison = attach_holdouts(comparison_table(holdout_summaries()), tests).set_index("experiment")
+    assert np.isnan(comparison.loc["reference", "delta_vs_reference"])
+    assert comparison.loc["no_gan", "delta_vs_reference"] == pytest.approx(np.mean([0.15, 0.08, 0.13]))
+    assert comparison.loc["no_gan", "holdout_reference"] == "reference"
+    markdown = comparison_markdown(comparison.reset_index(), "Phase 2")
+    assert "Source hold-out" in markdown and "The reference (reference)" in markdown
+
+
+def test_markdown_twins_show_mean_std_and_ci():
+    table = comparison_table(summaries())
+    markdown = comparison_markdown(table, "Phase 1")
+    assert markdown.startswith("# Phase 1\n")
+    assert f"| base | resnet18 | 64 | {format_ci(table.iloc[0], 'auc', with_std=True)} |" in markdown
+    assert to_markdown(pd.DataFrame({"a": [0.123456, np.nan]}), "T").splitlines()[-2:] == ["| 0.1235 |", "|  |"]

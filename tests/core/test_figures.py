@@ -1,0 +1,90 @@
+"""Figures return a Figure with the expected axes, titles and labels, drawn from the table passed in."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfake_kedro.figures import (
+    attention_bars,
+    confidence_histograms,
+    cost_vs_auc,
+    image_gallery,
+    learning_curves,
+    metric_bars,
+    reliability_diagram,
+    scaling_curves,
+    source_heatmap,
+)
+from tests import tiny_tables as tt
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_metric_bars_one_axis_per_metric_with_the_means_written_on_the_bars():
+    figure = metric_bars(tt.comparison(["a", "b"], [0.8123, 0.7]), title="Phase 1")
+    assert [ax.get_title() for ax in figure.axes] == ["auc (mean, 95% CI)", "accuracy (mean, 95% CI)",
+                                                      "f1 (mean, 95% CI)"]
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["a", "b"]
+    assert "0.812" in [t.get_text() for t in figure.axes[0].texts]
+    assert figure._suptitle.get_text() == "Phase 1"
+
+
+def test_source_heatmap_one_column_per_fake_source_and_annotated_cells():
+    figure = source_heatmap(tt.comparison(["a", "b"], [0.8, 0.7]), "per-source AUC")
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["real vs gan", "real vs diffusion"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert [t.get_text() for t in ax.texts] == ["0.810", "0.790", "0.710", "0.690"]
+
+
+def test_cost_vs_auc_two_log_axes_one_label_per_experiment():
+    table = pd.DataFrame({"experiment": ["x", "y"], "params_m": [1.0, 10.0], "gflops": [0.1, 2.0],
+                          "auc_mean": [0.8, 0.9], "auc_ci_low": [0.75, 0.85], "auc_ci_high": [0.85, 0.95]})
+    figure = cost_vs_auc(table, "cost")
+    assert [ax.get_xscale() for ax in figure.axes] == ["log", "log"]
+    assert [ax.get_xlabel() for ax in figure.axes] == ["parameters (millions), log scale",
+                                                       "GFLOPs per image, log scale"]
+    assert [t.get_text() for t in figure.axes[0].texts] == ["x", "y"]
+
+
+def test_scaling_curves_one_line_per_model_in_percent():
+    table = pd.DataFrame({"model": ["m1", "m1", "m2", "m2"], "subsample": [0.2, 1.0, 0.2, 1.0],
+                          "auc_mean": [0.7, 0.8, 0.6, 0.9], "auc_ci_low": [0.6, 0.7, 0.5, 0.8],
+                          "auc_ci_high": [0.8, 0.9, 0.7, 1.0]})
+    ax = scaling_curves(table, "scaling").axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["m1", "m2"]
+    np.testing.assert_allclose(np.asarray(ax.lines[0].get_xdata(), dtype=float), [20, 100])
+    assert ax.get_title() == "scaling"
+
+
+def test_learning_curves_train_and_val_lines_per_fold():
+    histories = [pd.DataFrame({"fold": k, "epoch": [1, 2], "train_loss": [0.7, 0.5], "val_loss": [0.69, 0.6],
+                               "train_auc": [0.6, 0.8], "val_auc": [0.55, 0.7]}) for k in range(3)]
+    figure = learning_curves(histories, "lc")
+    loss_ax, auc_ax = figure.axes
+    assert len(loss_ax.lines) == len(auc_ax.lines) == 6
+    assert [t.get_text() for t in auc_ax.get_legend().get_texts()] == ["fold 0", "fold 1", "fold 2"]
+
+
+def test_prediction_figures_one_panel_per_source_and_calibration_counts():
+    predictions = pd.DataFrame({"source": ["real"] * 4 + ["gan"] * 4, "label": [0] * 4 + [1] * 4,
+                                "prob": [0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9, 0.4]})
+    histograms = confidence_histograms(predictions, "conf")
+    assert [ax.get_title() for ax in histograms.axes] == ["real (real, n=4)", "gan (fake, n=4)"]
+    calibration, counts = reliability_diagram(predictions, n_bins=5).axes
+    assert sum(patch.get_height() for patch in counts.patches) == 8
+
+
+def test_attention_bars_and_gallery():
+    ax = attention_bars(pd.DataFrame({"experiment": ["a", "b"], "all": [0.3, 0.6]})).axes[0]
+    assert [p.get_width() for p in ax.patches] == pytest.approx([0.3, 0.6])
+    gallery = image_gallery([np.zeros((8, 8, 3), np.uint8)] * 3, ["one", "two", "three"], "g", columns=2)
+    assert len(gallery.axes) == 4
+    assert [ax.get_title() for ax in gallery.axes[:3]] == ["one", "two", "three"]

@@ -1,0 +1,96 @@
+"""The slide deck, built from hand-made tables: which slides appear and that their numbers come from the input."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+from PIL import Image
+
+from deepfake_kedro.report_deck import (
+    DeckInputs,
+    build_deck,
+    conclusions,
+    decision_line,
+    overlay_strip,
+    phase2_conclusion,
+    wilcoxon_note,
+)
+from tests import tiny_tables as tt
+
+pytestmark = pytest.mark.filterwarnings("ignore:More than 20 figures")
+
+BASE_SLIDES = 20  # setup, splits, metrics, audit; per phase table + figures (+ tests in phase 2); 8 single slides
+
+
+def deck_inputs(cv_folds: int = 3, synthetic: bool = False, **changes) -> DeckInputs:
+    return DeckInputs(**{**tt.deck_fields(cv_folds, synthetic), **changes})
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_deck_has_one_slide_per_kind_and_reads_numbers_from_the_tables():
+    slides = build_deck(deck_inputs(cv_folds=3))
+    texts = [tt.slide_text(slide) for slide in slides]
+    assert len(slides) == BASE_SLIDES
+    assert texts[0].startswith("deepfake-kedro: study report")
+    assert "3-fold cross-validation" in texts[0] and "seed 7" in texts[0] and "inner validation 20%" in texts[0]
+    assert "gan (fake, 6 images)" in texts[0]
+    phase1 = next(t for t in texts if t.startswith("Phase 1: results"))
+    assert "0.812 [0.782, 0.842]" in phase1  # the headline cell: mean [CI] of the input row
+    assert "Best Phase 1 AUC: p1_resnet18 0.812 [0.782, 0.842]. Mean over 3 outer folds" in phase1
+    assert "Metadata-only classifier" in texts[3] and "AUC 0.612 [0.550, 0.670]" in texts[3]
+
+
+def test_cv_folds_and_synthetic_flag_reach_the_text():
+    real = conclusions(deck_inputs(cv_folds=7, synthetic=False), None)
+    demo = conclusions(deck_inputs(cv_folds=7, synthetic=True), None)
+    assert real[-1] == "Intervals are over 7 folds: differences inside them are not evidence."
+    assert demo[-1].startswith("Caveat: results on the synthetic demo data")
+    assert real[:-1] == demo[:-1]
+    assert real[0] == "phase1: best p1_resnet18 with AUC 0.812 [0.782, 0.842]."
+    assert real[1] == "phase3: best p3_vit with AUC 0.878 [0.848, 0.908]."
+    assert "Recommended model: resnet18 on the chosen preprocessing (selection), full-data AUC 0.934" in real[-2]
+
+
+def test_phase2_conclusion_names_significant_changes_or_the_fold_count():
+    assert phase2_conclusion(tt.paired_tests("a", "b", 0.031, 0.01), 5) == "Phase 2: a vs b Δ +0.031"
+    assert "(4 folds: only large" in phase2_conclusion(tt.paired_tests("a", "b", 0.031, 0.2), 4)
+
+
+def test_wilcoxon_note_only_warns_when_the_folds_cannot_reach_005():
+    # Exact two-sided minimum p = 2 / 2**n: 0.0625 at 5 folds, 0.03125 at 6.
+    assert wilcoxon_note(5) == "Wilcoxon (cannot reach 0.05 with 5 folds)"
+    assert wilcoxon_note(6) == "Wilcoxon"
+
+
+def test_significant_tests_holdouts_and_overlays_add_slides():
+    phase2 = tt.comparison(["p2_a", "p2_holdout"], [0.8, 0.7]).assign(
+        heldout_source=[None, "gan"], reference_in_source_auc=[None, 0.81], heldout_auc=[None, 0.7],
+        delta_vs_reference=[None, 0.11], delta_vs_reference_ci_low=[None, 0.05],
+        delta_vs_reference_ci_high=[None, 0.17], delta_vs_reference_flag=[None, True])
+    base = deck_inputs()
+    inputs = deck_inputs(comparisons={**base.comparisons, "phase2": phase2},
+                         tests={**base.tests, "phase1": tt.paired_tests("p1_cnn", "p1_resnet18", 0.11, 0.03)},
+                         overlays=[Image.new("RGB", (20, 10), "red")] * 5)
+    texts = [tt.slide_text(slide) for slide in build_deck(inputs)]
+    assert len(texts) == BASE_SLIDES + 3
+    assert any(t.startswith("Phase 1: paired tests") and "Holm p = 0.03 (significant)" in t for t in texts)
+    assert any(t.startswith("Phase 2: source hold-out") and "0.110" in t for t in texts)
+    assert any(t.startswith("Explainability: resnet18 (phase 4, full run)") for t in texts)
+    assert "Source-specific features: gan (Δ +0.110)" in texts[-1]
+
+
+def test_decision_line_says_why_a_step_did_not_apply():
+    applied, skipped = tt.preprocessing_choice()["decisions"]
+    assert decision_line(applied) == "p2_a -> p2_b: Δ +0.031, Holm p 0.012 - kept"
+    assert decision_line(skipped) == "p2_b -> p2_c: not applicable (no such pair)"
+
+
+def test_overlay_strip_tiles_four_per_row_with_gaps():
+    strip = overlay_strip([Image.new("RGB", (20, 10), "red")] * 5)
+    assert strip.shape == (2 * (10 + 4), 4 * (20 + 4), 3)
+    assert (strip[0, 0] == [255, 0, 0]).all() and (strip[-1, -1] == 255).all()

@@ -1,0 +1,89 @@
+"""The study's final tables and slide builders, on hand-made tables."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfake_kedro.reporting import (
+    attention_summary,
+    auc_text,
+    detailed_results,
+    figure_pixels,
+    headline_table,
+    model_comparison,
+    significant_findings,
+    table_slide,
+    text_slide,
+)
+from tests import tiny_tables as tt
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_model_comparison_stacks_phases_with_phase_first():
+    table = model_comparison({"phase1": tt.comparison(["a", "b"], [0.8, 0.7]),
+                              "phase2": tt.comparison(["c"], [0.9])})
+    assert list(table["phase"]) == ["phase1", "phase1", "phase2"]
+    assert table.columns[0] == "phase" and list(table["experiment"]) == ["a", "b", "c"]
+    assert table.loc[2, "auc_mean"] == 0.9
+
+
+def test_detailed_results_group_by_phase_under_the_experiment_name():
+    summary = tt.metrics_summary("fp", {"auc": [0.8, 0.9]})
+    detailed = detailed_results({"phase4.top1_full": {**summary, "phase": "phase4", "experiment": "p4b_x_full"},
+                                 "phase1.p1_a": summary})
+    assert set(detailed) == {"phase4", "phase1"}
+    assert detailed["phase4"]["p4b_x_full"]["namespace"] == "phase4.top1_full"
+    assert detailed["phase1"]["phase1.p1_a"]["folds"][1]["auc"] == 0.9
+
+
+def test_headline_table_and_auc_text_show_mean_and_ci():
+    comparison = tt.comparison(["a"], [0.8123])
+    table = headline_table(comparison)
+    assert list(table.columns) == ["experiment", "backbone", "image_size", "auc", "accuracy", "f1", "eer"]
+    assert table.loc[0, "auc"] == auc_text(comparison.iloc[0]) == "0.812 [0.782, 0.842]"
+    assert table.loc[0, "eer"] == "0.188 [0.158, 0.218]"
+
+
+def test_significant_findings_give_the_verdict_at_005():
+    tests = pd.concat([tt.paired_tests("a", "b", 0.05, 0.01), tt.paired_tests("a", "c", -0.01, 0.3)])
+    lines = significant_findings(tests)
+    assert lines[0] == "a vs b: ΔAUC +0.050 [+0.030, +0.070], Holm p = 0.01 (significant)"
+    assert lines[1].endswith("Holm p = 0.3 (not significant)")
+    assert significant_findings(tests, metric="f1") == []
+
+
+def test_attention_summary_means_by_prediction_type_and_overall():
+    explained = {"phase1.a": pd.DataFrame({"pred_type": ["TP", "TP", "FN"], "cam_mass_centre": [0.2, 0.4, 0.9]}),
+                 "phase1.empty": pd.DataFrame({"pred_type": [], "cam_mass_centre": []})}
+    summary = attention_summary(explained).set_index("experiment")
+    assert list(summary.index) == ["phase1.a"]
+    assert summary.loc["phase1.a", "TP"] == pytest.approx(0.3) and summary.loc["phase1.a", "FN"] == 0.9
+    assert summary.loc["phase1.a", "all"] == pytest.approx(0.5) and summary.loc["phase1.a", "n_images"] == 3
+
+
+def test_table_slide_rounds_fractions_and_keeps_counts_whole():
+    slide = table_slide("T", pd.DataFrame({"n": [3, 40], "auc": [0.81234, np.nan]}), note="a note")
+    text = tt.slide_text(slide)
+    assert "0.812" in text and "40" in text and "40.000" not in text and "a note" in text
+
+
+def test_text_slide_wraps_long_lines_into_bullets():
+    slide = text_slide("Title", ["word " * 60, "short"])
+    texts = [t.get_text() for t in slide.texts]
+    assert texts[0] == "Title"
+    assert texts[1].startswith("• word") and texts[2].startswith("  word") and texts[-1] == "• short"
+
+
+def test_figure_pixels_renders_rgb_at_the_dpi_and_closes_the_figure():
+    figure = plt.figure(figsize=(2, 1))
+    pixels = figure_pixels(figure, dpi=50)
+    assert pixels.shape == (50, 100, 3) and pixels.dtype == np.uint8
+    assert not plt.fignum_exists(figure.number)

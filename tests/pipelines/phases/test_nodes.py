@@ -1,0 +1,88 @@
+"""Phase analysis node functions called as plain functions on tiny in-memory metrics summaries."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from deepfake_kedro.costs import model_cost
+from deepfake_kedro.pipelines.phases.nodes import (
+    analyse_scaling,
+    choose_preprocessing,
+    compare_costs,
+    compare_experiments,
+    compare_final_models,
+)
+from tests import tiny_tables as tt
+
+DATA = {"sources": tt.SOURCES}
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def summary(fingerprint: str, aucs: list[float], **config) -> dict:
+    per_fold = {"auc": aucs, "accuracy": [a - 0.1 for a in aucs], "f1": [a - 0.2 for a in aucs],
+                "pairwise_auc:gan": aucs, "pairwise_auc:diffusion": [a - 0.05 for a in aucs]}
+    return tt.metrics_summary(fingerprint, per_fold, **config)
+
+
+def test_compare_experiments_tables_own_experiments_and_tests_pairs_across_phases():
+    phase = {"title": "Phase 2", "comparisons": [
+        {"question": "size", "baseline": "phase1.p1_a", "treatment": "p2_big"},
+        {"question": "flip", "baseline": "p2_big", "treatment": "p2_flip"}]}
+    comparison, comparison_md, tests, tests_md, bars, heatmap = compare_experiments(
+        phase, DATA, **{"phase1.p1_a": summary("a", [0.7, 0.72, 0.71]), "p2_big": summary("b", [0.8, 0.83, 0.81]),
+                        "p2_flip": summary("c", [0.82, 0.84, 0.85])})
+    assert list(comparison["experiment"]) == ["p2_big", "p2_flip"]  # earlier phases serve comparisons only
+    auc = tests[tests["metric"] == "auc"].set_index("question")
+    assert auc.loc["size", "diff_mean"] == pytest.approx(np.mean([0.1, 0.11, 0.10]))
+    assert comparison_md.startswith("# Phase 2: comparison") and tests_md.startswith("# Phase 2: paired tests")
+    assert bars._suptitle.get_text() == "Phase 2"
+    assert heatmap.axes[0].get_title() == "Phase 2: per-source AUC"
+
+
+def test_compare_final_models_tests_each_fraction_against_the_full_run():
+    phase = {"title": "Phase 4", "scaling": {"20pct": 0.2, "full": 1.0}}
+    metrics = {"top1_20pct": {**summary("s", [0.7, 0.71, 0.69]), "experiment": "p4a_resnet18_20pct"},
+               "top1_full": {**summary("f", [0.8, 0.82, 0.81]), "experiment": "p4b_resnet18_full"}}
+    comparison, _, tests, _, _, _ = compare_final_models(phase, DATA, **metrics)
+    assert list(comparison["experiment"]) == ["p4a_resnet18_20pct", "p4b_resnet18_full"]
+    assert set(tests["question"]) == {"data scaling 20pct -> full (resnet18)"}
+    assert set(tests["baseline"]) == {"p4a_resnet18_20pct"} and set(tests["treatment"]) == {"p4b_resnet18_full"}
+
+
+def test_choose_preprocessing_returns_json_safe_decisions():
+    tests = tt.paired_tests("p2_a", "p2_b", 0.04, 0.01).assign(p_nadeau_bengio=0.005, diff_ci_low=np.nan)
+    selection = {"start": {"image_size": 64, "face_crop": False},
+                 "steps": [{"set": {"face_crop": True}, "baseline": "p2_a", "treatment": "p2_b"}]}
+    choice = choose_preprocessing(tests, selection)
+    assert choice["settings"] == {"image_size": 64, "face_crop": True}
+    assert choice["decisions"][0]["diff_ci"][0] is None  # nan -> null
+    json.dumps(choice, allow_nan=False)
+
+
+def test_compare_costs_reads_each_experiments_backbone_and_size():
+    metrics = {"p3_cnn": summary("c", [0.7, 0.8], backbone="simple_cnn", cnn_preset="micro", image_size=32)}
+    table, figure = compare_costs(**metrics)
+    cost = model_cost("simple_cnn", 32, "micro")
+    assert table.loc[0, "params_m"] == cost["params_m"] and table.loc[0, "gflops"] == cost["gflops"]
+    assert table.loc[0, "auc_mean"] == pytest.approx(0.75) and table.loc[0, "model"].startswith("simple_cnn")
+    assert len(figure.axes) == 2
+
+
+def test_analyse_scaling_skips_the_full_run_and_averages_training_sizes():
+    selection = {"selected": [{"model": "resnet18"}]}
+    metrics = {"top1_20pct": {**summary("s", [0.7, 0.72], subsample=0.2), "experiment": "p4a_resnet18_20pct"},
+               "top1_100pct": {**summary("h", [0.8, 0.82], subsample=1.0), "experiment": "p4a_resnet18_100pct"},
+               "top1_full": {**summary("f", [0.8, 0.82], subsample=1.0), "experiment": "p4b_resnet18_full"}}
+    table, figure = analyse_scaling(selection, **metrics)
+    assert list(table["experiment"]) == ["p4a_resnet18_20pct", "p4a_resnet18_100pct"]
+    assert list(table["subsample"]) == [0.2, 1.0] and table.loc[0, "n_train_mean"] == 800
+    assert figure.axes[0].get_title() == "Phase 4: data scaling (resnet18)"

@@ -1,0 +1,63 @@
+"""Reporting node functions called as plain functions on tiny in-memory inputs."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from deepfake_kedro.pipelines.reporting.nodes import build_report, collect_results, summarize_attention
+from tests import tiny_tables as tt
+
+pytestmark = pytest.mark.filterwarnings("ignore:More than 20 figures")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_collect_results_separates_phase_tables_from_experiment_summaries():
+    summary = tt.metrics_summary("fp", {"auc": [0.8, 0.9]})
+    table, detailed = collect_results(phase1_comparison=tt.comparison(["a"], [0.8]),
+                                      phase2_comparison=tt.comparison(["b", "c"], [0.7, 0.9]),
+                                      **{"phase1.a": {**summary, "experiment": "a"}})
+    assert list(table["phase"]) == ["phase1", "phase2", "phase2"]
+    assert list(detailed) == ["phase1"] and detailed["phase1"]["a"]["fingerprint"] == "fp"
+
+
+def test_summarize_attention_returns_the_table_and_its_figure():
+    explained = pd.DataFrame({"pred_type": ["TP", "FP"], "cam_mass_centre": [0.5, 0.1]})
+    summary, figure = summarize_attention(**{"phase1.a": explained, "phase1.b": explained.iloc[:0]})
+    assert list(summary["experiment"]) == ["phase1.a"] and summary.loc[0, "all"] == pytest.approx(0.3)
+    assert isinstance(figure, Figure)
+
+
+def test_build_report_reads_parameters_and_loads_only_the_overlays_it_shows():
+    fields = tt.deck_fields(cv_folds=4)
+    loaded = []
+
+    def loader(key: str):
+        def load() -> Image.Image:
+            loaded.append(key)
+            return Image.new("RGB", (16, 16), "blue")
+        return load
+
+    overlays = {f"img_{i:02d}": loader(f"img_{i:02d}") for i in range(10)}
+    slides = build_report(
+        {"root": "data/01_raw/demo", "sources": fields["sources"]},
+        {"cv_folds": 4, "seed": 7, "val_ratio": 0.2}, True,
+        fields["fold_table"], fields["shortcut_audit"], fields["near_duplicates"], fields["preprocessing_choice"],
+        fields["model_selection"], fields["model_costs"], fields["scaling"], fields["attention"],
+        fields["benchmark"], overlays,
+        **{f"{p}_comparison": t for p, t in fields["comparisons"].items()},
+        **{f"{p}_tests": t for p, t in fields["tests"].items()},
+    )
+    assert loaded == [f"img_{i:02d}" for i in range(8)]
+    texts = [tt.slide_text(slide) for slide in slides]
+    assert "4-fold cross-validation" in texts[0] and "Data: data/01_raw/demo" in texts[0]
+    assert "Caveat: results on the synthetic demo data" in texts[-1]
+    assert any(t.startswith("Explainability: resnet18 (phase 4, full run)") for t in texts)
