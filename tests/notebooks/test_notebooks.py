@@ -44,7 +44,7 @@ def test_notebook_executes_headless_and_shows_the_study(tiny_study, name, monkey
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tiny_study.path)}}).execute()
     text = shown_text(notebook)
-    reporting = tiny_study.path / "data/08_reporting"
+    reporting = tiny_study.path / "data/demo/08_reporting"
     assert images_shown(notebook) >= 1, f"{name} shows no figure"
     if name in COMPARISON_OF:
         comparison = pd.read_csv(reporting / COMPARISON_OF[name] / "comparison.csv")
