@@ -18,7 +18,7 @@ from .nodes import (
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
-        Node(index_images, ["raw_images", "params:data", "params:preprocessing"],
+        Node(index_images, ["raw_images", "params:data", "params:preprocessing", "params:defaults"],
              ["image_index", "integrity_report"], name="index_images"),
         Node(hash_images, ["image_index", "image_cache"], "perceptual_hashes", name="hash_images"),
         Node(group_near_duplicates, ["image_index", "perceptual_hashes", "params:preprocessing"],
