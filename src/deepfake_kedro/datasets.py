@@ -93,10 +93,10 @@ class ImageCacheDataset(AbstractDataset[Mapping[str, ImageStackPlan], dict[str, 
 
 
 class FoldRunsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[], FoldResult]], FoldRunStore]):
-    """Per-fold checkpoints, histories and predictions under ``<fingerprint>/fold_<k>/``.
+    """Per-fold checkpoints, histories, predictions and rows under ``<fingerprint>/fold_<k>/``.
 
-    Saving a mapping of lazy runs trains only the folds that are not complete yet, and
-    writes each as soon as it finishes, so a killed run resumes at the next fold.
+    Saving a mapping of lazy runs trains only the folds that are not complete yet or whose data
+    key changed, and writes each as soon as it finishes, so a killed run resumes at the next fold.
     """
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None):
