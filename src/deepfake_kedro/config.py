@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -22,8 +23,24 @@ STUDY_WIDE_KEYS = ("seed", "cv_folds", "val_ratio")
 """Keys that define the shared fold table; an experiment may not change them."""
 
 
+NAME_PATTERN = re.compile(r"[a-z0-9_]+")
+"""Phase, experiment and slot names: they become namespaces and folder names under data/."""
+
+
 class ConfigError(ValueError):
     """A bad experiment configuration, naming the experiment and the key."""
+
+
+def check_name(name: Any, where: str) -> None:
+    """Raises ``ConfigError`` unless ``name`` is lower-case letters, digits and ``_`` only.
+
+    Args:
+        name: A phase, experiment or slot name.
+        where: The parameter that holds it, e.g. ``phase1.experiments``.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"{where}: name {name!r} may hold only lower-case letters, digits and '_' "
+                          f"(it becomes a folder name under data/); rename it")
 
 
 class _Strict(BaseModel):
@@ -182,6 +199,7 @@ def resolve_experiment(
         ConfigError: Naming the experiment and the offending key.
     """
     label = label or name
+    check_name(name, f"experiment {label!r}")
     chain = _inheritance_chain(name, experiments, label)
     for overrides in (experiments[n] or {} for n in chain):
         changed = [k for k in STUDY_WIDE_KEYS if k in overrides]
@@ -208,6 +226,61 @@ def resolve_experiment(
     if preprocessing is not None:
         _check_cache_exists(config, preprocessing, label)
     return config
+
+
+def validate_defaults(defaults: Mapping[str, Any]) -> ExperimentConfig:
+    """Validates the study-wide ``defaults`` block with the experiments' schema and messages.
+
+    Preprocessing and EDA read ``seed``, ``cv_folds`` and ``val_ratio`` from it, so a bad value
+    fails there too, naming the key (e.g. ``val_ratio: 0`` or ``1.5``).
+
+    Raises:
+        ConfigError: ``defaults: key 'val_ratio': ...``.
+    """
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(f"defaults: expected a mapping of settings in parameters.yml, got {defaults!r}")
+    try:
+        return ExperimentConfig.model_validate(dict(defaults))
+    except ValidationError as error:
+        raise ConfigError(f"defaults (parameters.yml): {_describe(error)}") from None
+
+
+def _known_experiment(reference: Any, phase: str, parameters: Mapping[str, Any]) -> bool:
+    """Whether ``reference`` names an experiment of ``phase``, or ``<other phase>.<experiment>``."""
+    if not isinstance(reference, str):
+        return False
+    other, _, name = reference.rpartition(".")
+    experiments = (parameters.get(other or phase) or {}).get("experiments") or {}
+    return name in experiments
+
+
+def check_references(parameters: Mapping[str, Any], phases: list[str]) -> None:
+    """Every experiment a phase's comparisons, ``holdout_reference`` and selection steps name must exist.
+
+    Args:
+        parameters: All parameters.
+        phases: The phases the run includes.
+
+    Raises:
+        ConfigError: Naming the phase, the key and the missing experiment.
+    """
+    for phase in phases:
+        settings = parameters.get(phase) or {}
+        known = sorted(settings.get("experiments") or {})
+        hint = f"experiments of {phase}: {known}; name another phase's as <phase>.<experiment>"
+        for number, pair in enumerate(settings.get("comparisons") or []):
+            for role in ("baseline", "treatment"):
+                if not _known_experiment((pair or {}).get(role), phase, parameters):
+                    raise ConfigError(f"{phase}.comparisons[{number}]: key {role!r} names {(pair or {}).get(role)!r}, "
+                                      f"which is not an experiment ({hint})")
+        reference = settings.get("holdout_reference")
+        if reference is not None and not _known_experiment(reference, phase, parameters):
+            raise ConfigError(f"{phase}.holdout_reference names {reference!r}, which is not an experiment ({hint})")
+        for number, step in enumerate((settings.get("selection") or {}).get("steps") or []):
+            for role in ("baseline", "treatment"):
+                if role in (step or {}) and step[role] not in known:
+                    raise ConfigError(f"{phase}.selection.steps[{number}]: key {role!r} names {step[role]!r}, "
+                                      f"which is not an experiment of {phase} ({known})")
 
 
 def _check_cache_exists(config: ExperimentConfig, preprocessing: Mapping[str, Any], label: str) -> None:

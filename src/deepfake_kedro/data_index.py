@@ -159,7 +159,12 @@ def build_image_index(
 
     def inspect(path: str) -> dict[str, object]:
         suffix = PurePosixPath(path).suffix.lower()
-        return inspect_image(tree.read_bytes(path), suffix, min_size)
+        try:
+            size, data = (tree.root / path).stat().st_size, tree.read_bytes(path)
+        except OSError as error:  # a dangling link, a folder without read permission, a file gone meanwhile
+            return {"bytes": 0, "width": 0, "height": 0, "mode": "", "format": "", "jpeg_quality": float("nan"),
+                    "status": "unreadable", "reason": f"cannot read the file: {type(error).__name__}: {error}"}
+        return {"bytes": size, **inspect_image(data, suffix, min_size)}
 
     rows = []
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
@@ -168,9 +173,7 @@ def build_image_index(
             stem = PurePosixPath(path).stem
             rows.append({
                 "path": path, "source": source, "label": LABELS[sources[source]],
-                "label_name": sources[source], "basename": stem, "group": stem.lower(),
-                "bytes": (tree.root / path).stat().st_size,
-                **info,
+                "label_name": sources[source], "basename": stem, "group": stem.lower(), **info,
             })
             if done % 5000 == 0:
                 logger.info("Indexed %d / %d images (%.0f img/s)", done, len(paths),
@@ -185,6 +188,48 @@ def build_image_index(
     return index
 
 
+def check_usable_images(index: pd.DataFrame, root: Path, sources: Mapping[str, str], cv_folds: int,
+                        min_groups: int) -> None:
+    """Fails before any cache or training when the usable images cannot make the study's folds.
+
+    Args:
+        index: The image index (``build_image_index``).
+        root: ``data.root``, to name folders in errors.
+        sources: ``data.sources``.
+        cv_folds: Outer folds: each label needs at least this many groups, so every test fold holds both classes.
+        min_groups: Groups needed in all (``folds.required_groups``).
+
+    Raises:
+        DataLayoutError: Naming the source folder or label and the counts.
+    """
+    ok = index[index["status"] == "ok"]
+    for source in sources:
+        files = index[index["source"] == source]
+        if not (ok["source"] == source).any():
+            excluded = ", ".join(f"{n} {status}" for status, n in files["status"].value_counts().sort_index().items())
+            raise DataLayoutError(
+                f"data.sources names {source!r}, but {str(Path(root) / source)!r} holds no usable image "
+                f"({len(files)} files{': ' + excluded if excluded else ''}); add images there or remove "
+                f"{source!r} from data.sources"
+            )
+    for label, value in LABELS.items():
+        groups = ok.loc[ok["label"] == value, "group"].nunique()
+        if groups < cv_folds:
+            folders = sorted(s for s, kind in sources.items() if kind == label)
+            raise DataLayoutError(
+                f"only {groups} usable {label} image groups (folders {folders} under {str(root)!r}); "
+                f"cv_folds={cv_folds} needs at least {cv_folds} so every test fold holds both classes"
+            )
+    n_groups = ok["group"].nunique()
+    if n_groups < min_groups:
+        per_source = ok["source"].value_counts().reindex(list(sources), fill_value=0).to_dict()
+        raise DataLayoutError(
+            f"{n_groups} usable image groups under {str(root)!r} are too few for defaults.cv_folds and "
+            f"defaults.val_ratio: need at least {min_groups} (usable images per source: {per_source}); "
+            f"add images or lower cv_folds / raise val_ratio"
+        )
+
+
 def integrity_report(index: pd.DataFrame) -> pd.DataFrame:
     """Every file that was excluded, converted or is otherwise odd, with the reason."""
     flagged = (index["status"] != "ok") | (index["reason"] != "")
@@ -193,17 +238,22 @@ def integrity_report(index: pd.DataFrame) -> pd.DataFrame:
     return report
 
 
-def square_resize(image: Image.Image, size: int) -> np.ndarray:
-    """Centre-crops to a square and resizes with antialiasing; returns uint8 RGB (size, size, 3).
-
-    Grey, palette, RGBA, CMYK and 16-bit images are converted to 8-bit RGB first.
-    """
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: grey, palette, RGBA, CMYK and 16-bit images included."""
     if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
         # 16-bit greys would saturate in a plain convert("RGB"): rescale to 8 bits first.
         values = np.asarray(image, dtype=np.float64)
         values = 255.0 * (values - values.min()) / max(values.max() - values.min(), 1.0)
         image = Image.fromarray(values.astype(np.uint8), mode="L")
-    image = image.convert("RGB")
+    return image.convert("RGB")
+
+
+def square_resize(image: Image.Image, size: int) -> np.ndarray:
+    """Centre-crops to a square and resizes with antialiasing; returns uint8 RGB (size, size, 3).
+
+    Grey, palette, RGBA, CMYK and 16-bit images are converted to 8-bit RGB first (``to_rgb8``).
+    """
+    image = to_rgb8(image)
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
     square = image.crop((left, top, left + side, top + side))

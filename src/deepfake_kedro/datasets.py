@@ -1,4 +1,5 @@
-"""Kedro datasets for the project's own storage: raw image trees, image caches, fold runs, resolved experiments.
+"""Kedro datasets for the project's own storage: raw image trees, image caches, fold runs, resolved
+experiments, image folders.
 
 Thin adapters: the storage logic lives in Kedro-free core modules. Three of them execute a plan on save
 (plan / execute-on-save, see docs/architecture.md): a node returns what should exist (cache images to render,
@@ -11,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from functools import partial
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -129,10 +131,11 @@ class RenderedImageCacheDataset(AbstractDataset[Mapping[str, ImageStackPlan], Im
 
 
 class TrainedFoldsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[], FoldResult]], FoldRunStore]):
-    """Per-fold checkpoints, histories and predictions under ``<fingerprint>/fold_<k>/``.
+    """Per-fold checkpoints, histories, predictions and rows under ``<fingerprint>/fold_<k>/``.
 
-    Saving a plan trains the missing folds: of a mapping of lazy runs, only the folds that are not
-    complete yet are trained, each written as soon as it finishes, so a killed run resumes at the next fold.
+    Saving a plan trains the missing folds: of a mapping of lazy runs, only the folds not complete yet or
+    whose data key changed are trained, each written as soon as it finishes, so a killed run resumes at
+    the next fold.
     """
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None):
@@ -187,15 +190,81 @@ class ResolvedExperimentDataset(AbstractDataset[ResolvedExperiment, ResolvedExpe
 
     def save(self, data: ResolvedExperiment) -> None:
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        partial = self._filepath.with_name(self._filepath.name + ".partial")
-        partial.write_text(json.dumps(data.to_json(), indent=2))
-        os.replace(partial, self._filepath)
+        staging = self._filepath.with_name(self._filepath.name + ".partial")
+        staging.write_text(json.dumps(data.to_json(), indent=2))
+        os.replace(staging, self._filepath)
 
     def _exists(self) -> bool:
         return self._filepath.exists()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+def _open_png(path: Path) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return image
+
+
+class ImageFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[], Any]]]):
+    """PNG images under a folder, keyed by their relative path without ``.png`` (e.g. ``TP/wiki/0001``).
+
+    A save replaces the images this dataset wrote before, so a rerun that picks other images leaves
+    no stale ones; it deletes only the files listed in the folder's manifest, never a folder or a file
+    it did not write. Loading returns a loader per image, as ``PartitionedDataset`` does.
+    """
+
+    MANIFEST = ".written_by_deepfake_kedro.json"
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def _written(self) -> list[str]:
+        manifest = self._path / self.MANIFEST
+        return json.loads(manifest.read_text()) if manifest.exists() else []
+
+    def save(self, data: Mapping[str, Any]) -> None:
+        files = {}
+        for key in data:
+            parts = PurePosixPath(key).parts
+            if not parts or PurePosixPath(key).is_absolute() or any(part in {".", ".."} for part in parts):
+                raise DatasetError(f"image key {key!r} must be a relative path inside {self._path} (no '..')")
+            files[f"{key}.png"] = data[key]
+        previous = self._written()
+        for name, image in files.items():
+            target = self._path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial_file = target.with_name(target.name + ".partial")
+            image.save(partial_file, format="PNG")
+            os.replace(partial_file, target)
+        for stale in sorted(set(previous) - set(files)):
+            (self._path / stale).unlink(missing_ok=True)
+            # Folders are removed only when the stale file was their last entry.
+            for folder in (self._path / stale).parents:
+                if folder == self._path or not folder.is_relative_to(self._path) or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+        self._path.mkdir(parents=True, exist_ok=True)
+        manifest = self._path / self.MANIFEST
+        manifest.with_name(manifest.name + ".partial").write_text(json.dumps(sorted(files), indent=1))
+        os.replace(manifest.with_name(manifest.name + ".partial"), manifest)
+
+    def load(self) -> dict[str, Callable[[], Any]]:
+        if not self._path.is_dir():
+            raise DatasetError(f"{self._path} does not exist yet; run the pipeline that writes it")
+        names = self._written() if (self._path / self.MANIFEST).exists() else sorted(
+            p.relative_to(self._path).as_posix() for p in self._path.rglob("*.png"))
+        return {name.removesuffix(".png"): partial(_open_png, self._path / name) for name in names}
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
 
 
 class SlideDeckDataset(AbstractDataset[list, Path]):
@@ -210,12 +279,17 @@ class SlideDeckDataset(AbstractDataset[list, Path]):
         from matplotlib.backends.backend_pdf import PdfPages
 
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        partial = self._filepath.with_suffix(".pdf.partial")
-        with PdfPages(partial, metadata={"Title": "deepfake-kedro study report", "Creator": "deepfake-kedro"}) as pdf:
-            for slide in slides:
-                pdf.savefig(slide)
-                plt.close(slide)
-        partial.replace(self._filepath)
+        staging = self._filepath.with_suffix(".pdf.partial")
+        staging.unlink(missing_ok=True)  # left behind by a run killed while writing
+        try:
+            with PdfPages(staging, metadata={"Title": "deepfake-kedro study report",
+                                             "Creator": "deepfake-kedro"}) as pdf:
+                for slide in slides:
+                    pdf.savefig(slide)
+                    plt.close(slide)
+            staging.replace(self._filepath)
+        finally:
+            staging.unlink(missing_ok=True)
 
     def load(self) -> Path:
         if not self._filepath.exists():

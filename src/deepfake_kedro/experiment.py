@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.folds import fold_count, select_fold_rows
 from deepfake_kedro.image_cache import ImageStack
 from deepfake_kedro.metrics import binary_metrics, grouped_bootstrap_ci, per_source_metrics, summarize
-from deepfake_kedro.run_store import FoldResult, FoldRunStore, run_key
+from deepfake_kedro.run_store import FoldData, FoldPlan, FoldResult, FoldRunStore, run_key
 from deepfake_kedro.training import train_fold
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,36 @@ def _sources(chosen: list[str] | str, all_sources: Mapping[str, str]) -> list[st
     return list(all_sources) if chosen == "all" else list(chosen)
 
 
+def fold_data(
+    config: ExperimentConfig, fold_table: pd.DataFrame, cache: ImageStack, sources: Mapping[str, str]
+) -> dict[int, FoldData]:
+    """The rows each fold of an experiment uses, with their roles and cache signatures, and their key.
+
+    Args:
+        config: The resolved experiment configuration (subsample, train / eval sources).
+        fold_table: The study's fold table.
+        cache: The image stack the experiment trains on (its signatures say when a file changed).
+        sources: ``data.sources``.
+
+    Returns:
+        Fold -> its ``FoldData``; the key changes when an image is added, removed, replaced,
+        regrouped or moves between train, val and test.
+    """
+    signatures = np.asarray(cache.signatures, dtype=object)[cache.rows(fold_table["path"].tolist())]
+    train_sources = _sources(config.train_sources, sources)
+    eval_sources = _sources(config.eval_sources, sources)
+    data = {}
+    for fold in range(fold_count(fold_table)):
+        selected = select_fold_rows(fold_table, fold, config.subsample, train_sources, eval_sources)
+        parts = []
+        for role in ("train", "val", "test"):
+            positions = getattr(selected, role)
+            part = fold_table.iloc[positions][["path", "group", "label"]].assign(role=role)
+            parts.append(part.assign(signature=signatures[positions]))
+        data[fold] = FoldData.from_rows(pd.concat(parts, ignore_index=True))
+    return data
+
+
 def plan_fold_runs(
     config: ExperimentConfig,
     fingerprint: str,
@@ -35,8 +65,8 @@ def plan_fold_runs(
     sources: Mapping[str, str],
     label: str,
     device: torch.device | None = None,
-) -> dict[str, Callable[[], FoldResult]]:
-    """One lazy training run per fold, keyed ``<fingerprint>/fold_<k>``.
+) -> dict[str, FoldPlan]:
+    """One lazy training run per fold, keyed ``<fingerprint>/fold_<k>`` and carrying its data key.
 
     Args:
         config: The resolved experiment configuration.
@@ -48,7 +78,7 @@ def plan_fold_runs(
         device: Where to train (default: CUDA if present).
 
     Returns:
-        Callables that train a fold when called (the run store calls only unfinished ones).
+        Plans that train a fold when called (the run store calls only unfinished or stale ones).
     """
     cache_rows = cache.rows(fold_table["path"].tolist())
     labels = np.zeros(len(cache), dtype=np.float32)
@@ -76,7 +106,9 @@ def plan_fold_runs(
         }
         return FoldResult(state, history, predictions, meta)
 
-    return {run_key(fingerprint, fold): (lambda fold=fold: run(fold)) for fold in range(n_folds)}
+    data = fold_data(config, fold_table, cache, sources)
+    return {run_key(fingerprint, fold): FoldPlan(data[fold], lambda fold=fold: run(fold), label)
+            for fold in range(n_folds)}
 
 
 def _source_split_auc(predictions: pd.DataFrame, fake_sources: list[str]) -> float:
@@ -112,6 +144,8 @@ def evaluate_runs(
     sources: Mapping[str, str],
     n_bootstrap: int = 1000,
     seed: int = 0,
+    current: Mapping[int, FoldData] | None = None,
+    label: str = "",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], list[pd.DataFrame]]:
     """Out-of-fold predictions, per-fold metrics and their summary across folds.
 
@@ -122,11 +156,18 @@ def evaluate_runs(
         sources: ``data.sources``.
         n_bootstrap: Resamples of the grouped bootstrap on pooled predictions.
         seed: Bootstrap seed.
+        current: Each fold's current data (``fold_data``): a fold trained on other data is an error.
+        label: How errors name the experiment.
 
     Returns:
         Out-of-fold predictions, fold metrics, summary (mean / std / 95% CI per metric,
         pooled AUC with a grouped bootstrap CI) and per-fold histories.
+
+    Raises:
+        StaleRunError: A fold's stored data key differs from its current one.
     """
+    for fold, data in (current or {}).items():
+        store.check_current(run_key(fingerprint, fold), data, label or fingerprint)
     folds = [store.read(run_key(fingerprint, fold)) for fold in range(n_folds)]
     oof = pd.concat([f.predictions for f in folds], ignore_index=True)
     fold_metrics = pd.DataFrame([fold_metrics_row(f.predictions, f.meta, sources) for f in folds])

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from deepfake_kedro.data_index import ImageTree, square_resize
+from deepfake_kedro.data_index import ImageTree, square_resize, to_rgb8
 from deepfake_kedro.training import select_device
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class FaceDetector:
 
     def _open(self, key: str) -> Image.Image:
         with Image.open(BytesIO(self.tree.read_bytes(key))) as image:
-            return image.convert("RGB")
+            return to_rgb8(image)
 
     def __call__(self, keys: Sequence[str]) -> list[dict]:
         """Detects the most confident face of each image; one result dict per key."""
@@ -88,7 +88,7 @@ def face_crop(image: Image.Image, face: dict, margin: float, size: int) -> np.nd
     if not face.get("detected"):
         return square_resize(image, size)
     # PIL pads outside the image with black, so a face at the border keeps its position in the crop.
-    square = image.convert("RGB").crop(crop_box((face["x0"], face["y0"], face["x1"], face["y1"]), margin))
+    square = to_rgb8(image).crop(crop_box((face["x0"], face["y0"], face["x1"], face["y1"]), margin))
     return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 

@@ -39,6 +39,11 @@ def _subsample_ranks(groups: pd.DataFrame, seed: int) -> pd.Series:
     return ranks
 
 
+def required_groups(cv_folds: int, val_ratio: float) -> int:
+    """The fewest groups that give every outer fold a test part and every inner split a validation part."""
+    return cv_folds * max(2, round(1 / val_ratio))
+
+
 def build_fold_table(images: pd.DataFrame, cv_folds: int, val_ratio: float, seed: int) -> pd.DataFrame:
     """Assigns every image to an outer test fold and an inner train / val role per fold.
 
@@ -57,10 +62,10 @@ def build_fold_table(images: pd.DataFrame, cv_folds: int, val_ratio: float, seed
     table = images[["path", "source", "label", "group"]].reset_index(drop=True).copy()
     n_groups = table["group"].nunique()
     inner_splits = max(2, round(1 / val_ratio))
-    if n_groups < cv_folds * inner_splits:
+    if n_groups < required_groups(cv_folds, val_ratio):
         raise ValueError(
             f"{n_groups} groups are too few for cv_folds={cv_folds} with val_ratio={val_ratio}; "
-            f"need at least {cv_folds * inner_splits}"
+            f"need at least {required_groups(cv_folds, val_ratio)}"
         )
     strata = pd.Categorical(table["source"]).codes
     outer = StratifiedGroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed)

@@ -1,4 +1,4 @@
-"""Kedro hooks: reject bad experiment configs before any node runs; one source for the raw-data root."""
+"""Kedro hooks: reject bad configs, names and cross-references before any node runs; one data root."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import yaml
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset
 
-from deepfake_kedro.config import ConfigError, resolve_experiment
-from deepfake_kedro.selection import apply_preprocessing, check_ranking_weights, check_selection_params
+from deepfake_kedro.config import (
+    ConfigError,
+    check_name,
+    check_references,
+    resolve_experiment,
+    validate_defaults,
+)
+from deepfake_kedro.selection import apply_preprocessing, check_ranking, check_selection_params, model_name
+from deepfake_kedro.study import NAMED_PHASES
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +29,12 @@ class ValidateExperimentsHook:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         parameters = catalog.load("parameters")
+        if "defaults" in parameters:  # preprocessing and eda read the study-wide block too
+            validate_defaults(parameters["defaults"])
         namespaces = {n.namespace.split(".")[0] for n in pipeline.nodes if n.namespace}
         checked = 0
         for phase in sorted(namespaces):
+            check_name(phase, "pipeline namespace")
             experiments = (parameters.get(phase) or {}).get("experiments", {})
             for name in experiments:
                 resolve_experiment(
@@ -32,6 +42,7 @@ class ValidateExperimentsHook:
                     parameters["preprocessing"], label=f"{phase}.{name}",
                 )
                 checked += 1
+        check_references(parameters, sorted(namespaces))
         self._check_choices(parameters, namespaces)
         if checked:
             logger.info("Validated %d experiment configs", checked)
@@ -52,9 +63,19 @@ class ValidateExperimentsHook:
                     resolve_experiment(name, {**phase3, name: overridden}, parameters["defaults"],
                                        parameters["data"]["sources"], parameters["preprocessing"],
                                        label=f"phase3.{name} (with phase2.selection.override)")
-        ranking = (parameters.get("phase4") or {}).get("ranking")
-        if "phase4" in namespaces and ranking:
-            check_ranking_weights(ranking.get("weights", {}))
+        phase4 = parameters.get("phase4") or {}
+        if "phase4" in namespaces and phase4.get("ranking"):
+            for suffix in phase4.get("scaling") or {}:
+                check_name(suffix, "phase4.scaling")
+            models = []
+            for phase in NAMED_PHASES:
+                experiments = (parameters.get(phase) or {}).get("experiments", {})
+                for name in experiments:
+                    config = resolve_experiment(name, experiments, parameters["defaults"], label=f"{phase}.{name}")
+                    # Source hold-outs are not ranked (selection.candidate_table skips them).
+                    if config.train_sources == "all" and config.eval_sources == "all":
+                        models.append(model_name(config.model_dump()))
+            check_ranking(phase4["ranking"], models)
 
 
 class DataRootHook:

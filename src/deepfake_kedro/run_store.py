@@ -1,12 +1,16 @@
-"""Per-fold training results on disk, keyed by config fingerprint, written atomically.
+"""Per-fold training results on disk, keyed by config fingerprint and by the data they came from.
 
 A fold directory is complete once it exists: it is assembled under a staging
 name and renamed at the end, so a killed run never leaves a fold that looks
-finished. Runs of identical configs share a key, so they train once.
+finished. Runs of identical configs share a directory, so they train once.
+Each fold also records its ``data_key`` (a hash of the rows it trained, validated
+and tested on, with their roles and file signatures) and those rows: a fold whose
+data changed retrains, saying what changed, and is never read as current.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -44,6 +48,60 @@ class StoredFold:
         return torch.load(self.directory / "model.pt", map_location="cpu", weights_only=True)
 
 
+ROW_COLUMNS = ["path", "group", "label", "role", "signature"]
+"""What a fold's rows table holds: every image it used, its role (train / val / test) and file signature."""
+
+
+class StaleRunError(RuntimeError):
+    """A finished fold was trained on other data than the current fold table and caches hold."""
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """The data one fold uses: its rows (``ROW_COLUMNS``) and their hash."""
+
+    rows: pd.DataFrame
+    data_key: str
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame) -> FoldData:
+        """Hashes the rows in path order, so the key does not depend on the fold table's row order."""
+        rows = rows[ROW_COLUMNS].sort_values("path", kind="stable").reset_index(drop=True)
+        blob = json.dumps(rows.astype(str).to_numpy().tolist(), separators=(",", ":")).encode()
+        return cls(rows, hashlib.sha256(blob).hexdigest()[:16])
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """A fold to train when it is missing or its data changed; calling it trains it."""
+
+    data: FoldData
+    train: Callable[[], FoldResult]
+    label: str = ""
+
+    def __call__(self) -> FoldResult:
+        return self.train()
+
+
+def describe_data_change(old: pd.DataFrame | None, new: pd.DataFrame) -> str:
+    """What differs between a stored fold's rows and the current ones, e.g. '60 images added, 0 removed, ...'."""
+    if old is None:
+        return "it was trained before runs were keyed by their data"
+    old_rows, new_rows = old.set_index("path"), new.set_index("path")
+    shared = old_rows.index.intersection(new_rows.index)
+    before, after = old_rows.loc[shared], new_rows.loc[shared]
+    parts = [
+        f"{len(new_rows.index.difference(old_rows.index))} images added",
+        f"{len(old_rows.index.difference(new_rows.index))} removed",
+        f"{int((before['role'] != after['role']).sum())} changed role",
+    ]
+    for column, what in (("signature", "changed file"), ("group", "changed group"), ("label", "changed label")):
+        changed = int((before[column].astype(str) != after[column].astype(str)).sum())
+        if changed:
+            parts.append(f"{changed} {what}")
+    return "data changed: " + ", ".join(parts)
+
+
 def run_key(fingerprint: str, fold: int) -> str:
     return f"{fingerprint}/fold_{fold}"
 
@@ -60,7 +118,7 @@ class FoldRunStore:
     def keys(self) -> list[str]:
         return sorted(p.parent.relative_to(self.root).as_posix() for p in self.root.glob("*/fold_*/meta.json"))
 
-    def write(self, key: str, result: FoldResult) -> None:
+    def write(self, key: str, result: FoldResult, data: FoldData | None = None) -> None:
         target = self.root / key
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -68,8 +126,12 @@ class FoldRunStore:
         torch.save(result.state_dict, staging / "model.pt")
         result.history.to_csv(staging / "history.csv", index=False)
         result.predictions.to_parquet(staging / "predictions.parquet", index=False)
+        meta = dict(result.meta)
+        if data is not None:
+            data.rows.to_parquet(staging / "rows.parquet", index=False)
+            meta["data_key"] = data.data_key
         # meta.json is written last: its presence marks the fold as complete.
-        (staging / "meta.json").write_text(json.dumps(result.meta, indent=2, default=str))
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
 
@@ -84,10 +146,43 @@ class FoldRunStore:
             meta=json.loads((directory / "meta.json").read_text()),
         )
 
+    def stored_rows(self, key: str) -> pd.DataFrame | None:
+        """The rows a finished fold used (None for a fold written without them)."""
+        path = self.root / key / "rows.parquet"
+        return pd.read_parquet(path) if path.exists() else None
+
+    def stale_reason(self, key: str, data: FoldData) -> str | None:
+        """Why a finished fold does not match ``data`` (None when it does)."""
+        meta = json.loads((self.root / key / "meta.json").read_text())
+        if meta.get("data_key") == data.data_key:
+            return None
+        return describe_data_change(self.stored_rows(key), data.rows)
+
+    def check_current(self, key: str, data: FoldData, label: str) -> None:
+        """Raises ``StaleRunError`` unless the fold is finished and was trained on ``data``."""
+        if not self.is_complete(key):
+            raise FileNotFoundError(f"{label}: fold run {key!r} is not complete under {self.root}; "
+                                    f"run the experiment's training first (e.g. kedro run --pipeline <its phase>)")
+        reason = self.stale_reason(key, data)
+        if reason is not None:
+            raise StaleRunError(
+                f"{label} fold {key.rsplit('_', 1)[-1]}: the stored run {self.root / key} was trained on other data "
+                f"({reason}); re-run its training (e.g. kedro run --pipeline <its phase>) before evaluating it"
+            )
+
     def save_all(self, runs: Mapping[str, FoldResult | Callable[[], FoldResult]]) -> None:
-        """Writes each run in order, computing lazy ones only when their fold is not done yet."""
+        """Writes each run in order, computing lazy ones only when their fold is not done yet.
+
+        A ``FoldPlan`` also retrains a finished fold whose stored data key differs from its own,
+        logging what changed.
+        """
         for key, run in runs.items():
+            data = run.data if isinstance(run, FoldPlan) else None
             if self.is_complete(key):
-                logger.info("Skipping %s: already trained with this config", key)
-                continue
-            self.write(key, run() if callable(run) else run)
+                reason = self.stale_reason(key, data) if data is not None else None
+                if reason is None:
+                    logger.info("Skipping %s: already trained with this config and data", key)
+                    continue
+                label = run.label or key  # type: ignore[union-attr]
+                logger.warning("%s fold %s retrains: %s", label, key.rsplit("_", 1)[-1], reason)
+            self.write(key, run() if callable(run) else run, data)

@@ -191,6 +191,34 @@ def check_ranking_weights(weights: Mapping[str, float]) -> None:
         raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}")
 
 
+def check_ranking(ranking: Mapping[str, Any], models: Sequence[str]) -> None:
+    """Phase 4's ranking settings against the models phases 1-3 will train, before any training.
+
+    Args:
+        ranking: ``phase4.ranking`` (``weights``, ``top_k``, ``override``).
+        models: Model names (``model_name``) of the candidate experiments.
+
+    Raises:
+        SelectionError: Unknown criterion, a ``top_k`` the candidates cannot fill, or an override naming
+            no candidate model.
+    """
+    check_ranking_weights(ranking.get("weights") or {})
+    top_k, override, available = ranking.get("top_k"), ranking.get("override"), sorted(set(models))
+    if not isinstance(top_k, int) or top_k < 1:
+        raise SelectionError(f"phase4.ranking.top_k must be a whole number of 1 or more, got {top_k!r}")
+    if override:
+        missing = [name for name in override if name not in available]
+        if missing:
+            raise SelectionError(f"phase4.ranking.override names {missing}, which no experiment of phases 1-3 "
+                                 f"trains; choose from {available}")
+        if len(override) < top_k:
+            raise SelectionError(f"phase4.ranking.override names {len(override)} models but top_k is {top_k}; "
+                                 f"name {top_k} or lower top_k")
+    elif len(available) < top_k:
+        raise SelectionError(f"phase4.ranking.top_k is {top_k} but phases 1-3 train only {len(available)} "
+                             f"models ({available}); lower top_k")
+
+
 def rank_models(
     candidates: pd.DataFrame,
     weights: Mapping[str, float],

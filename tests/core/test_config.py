@@ -1,6 +1,13 @@
 import pytest
 
-from deepfake_kedro.config import ConfigError, config_fingerprint, resolve_experiment
+from deepfake_kedro.config import (
+    ConfigError,
+    check_name,
+    check_references,
+    config_fingerprint,
+    resolve_experiment,
+    validate_defaults,
+)
 
 DEFAULTS = {"epochs": 15, "optimizer": {"type": "adamw", "lr": 1e-4, "weight_decay": 1e-4}, "pretrained": False}
 SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": "fake"}
@@ -64,3 +71,42 @@ def test_fingerprint_ignores_description_but_not_settings():
     assert config_fingerprint(one, DATA) == config_fingerprint(same, DATA)
     assert config_fingerprint(one, DATA) != config_fingerprint(other, DATA)
     assert config_fingerprint(one, DATA) != config_fingerprint(one, {**DATA, "root": "elsewhere"})
+
+
+@pytest.mark.parametrize("name", ["x/../../../../tmp/pwn", "P1_Upper", "has space", "dotted.name", ""])
+def test_experiment_names_that_are_not_plain_folder_names_are_rejected(name):
+    with pytest.raises(ConfigError, match=r"may hold only lower-case letters, digits and '_'"):
+        resolve({name: {}}, name=name)
+    with pytest.raises(ConfigError, match=r"phase4.scaling: name"):
+        check_name(name, "phase4.scaling")
+    check_name("p4a_resnet18_20pct", "phase4")
+
+
+@pytest.mark.parametrize(("val_ratio", "message"), [(0, "greater than 0"), (1.5, "less than 0.5")])
+def test_study_wide_defaults_are_validated_with_the_experiment_schema(val_ratio, message):
+    with pytest.raises(ConfigError, match=rf"defaults \(parameters.yml\): key 'val_ratio': Input should be {message}"):
+        validate_defaults({**DEFAULTS, "val_ratio": val_ratio})
+    assert validate_defaults({**DEFAULTS, "val_ratio": 0.25}).val_ratio == 0.25
+
+
+def test_comparisons_naming_missing_experiments_are_caught_before_training():
+    parameters = {
+        "phase1": {"experiments": {"a": {}, "b": {}}, "comparisons": [{"baseline": "a", "treatment": "b"}]},
+        "phase2": {"experiments": {"c": {}}, "holdout_reference": "c",
+                   "comparisons": [{"baseline": "phase1.a", "treatment": "c"}],
+                   "selection": {"steps": [{"set": {}, "baseline": "c", "treatment": "c"}]}},
+    }
+    check_references(parameters, ["phase1", "phase2"])
+    cases = [
+        ("phase1", "comparisons", [{"baseline": "a", "treatment": "missing"}],
+         r"phase1.comparisons\[0\]: key 'treatment' names 'missing', which is not an experiment"),
+        ("phase2", "comparisons", [{"baseline": "phase1.zz", "treatment": "c"}],
+         r"phase2.comparisons\[0\]: key 'baseline' names 'phase1.zz'"),
+        ("phase2", "holdout_reference", "phase3.c", r"phase2.holdout_reference names 'phase3.c'"),
+        ("phase2", "selection", {"steps": [{"baseline": "c", "treatment": "d"}]},
+         r"phase2.selection.steps\[0\]: key 'treatment' names 'd'"),
+    ]
+    for phase, key, value, message in cases:
+        broken = {**parameters, phase: {**parameters[phase], key: value}}
+        with pytest.raises(ConfigError, match=message):
+            check_references(broken, ["phase1", "phase2"])

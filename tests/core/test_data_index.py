@@ -2,6 +2,7 @@ from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -9,10 +10,12 @@ from deepfake_kedro.data_index import (
     DataLayoutError,
     ImageTree,
     build_image_index,
+    check_usable_images,
     decode_square,
     estimate_jpeg_quality,
     integrity_report,
     square_resize,
+    to_rgb8,
 )
 
 SOURCES = {"real": "real", "fake": "fake"}
@@ -103,3 +106,40 @@ def test_square_resize_centre_crops_and_converts_modes():
 
 def test_decode_square_reads_through_the_tree(messy_tree):
     assert decode_square(messy_tree, "real/grey.png", 12).shape == (12, 12, 3)
+
+
+def test_broken_symlink_is_an_integrity_row_with_its_reason(messy_tree):
+    (messy_tree.root / "real/dangling.jpg").symlink_to(messy_tree.root / "real/gone.jpg")
+    index = build_image_index(messy_tree, SOURCES, min_size=32).set_index("path")
+    assert index.loc["real/dangling.jpg", "status"] == "unreadable"
+    assert "cannot read the file: FileNotFoundError" in index.loc["real/dangling.jpg", "reason"]
+    assert index.loc["real/a/good_1.jpg", "bytes"] == len(jpeg(seed=1))
+    report = integrity_report(index.reset_index()).set_index("path")
+    assert report.loc["real/dangling.jpg", "action"] == "excluded"
+
+
+def test_one_class_data_fails_before_training_naming_the_folder(messy_tree):
+    index = build_image_index(messy_tree, SOURCES, min_size=32)
+    # fake/ keeps only its bad files: empty, truncated, text, garbage, tiny, huge.
+    only_real = index[(index["source"] == "real") | (index["status"] != "ok")]
+    with pytest.raises(DataLayoutError, match=r"data.sources names 'fake', but '.*/fake' holds no usable image "
+                                              r"\(6 files: 1 not_image, 1 too_large, 1 too_small, 1 truncated, "
+                                              r"1 unreadable, 1 zero_byte\)"):
+        check_usable_images(only_real, messy_tree.root, SOURCES, cv_folds=5, min_groups=10)
+    # Every source has images, but the fakes come from 2 groups: too few for 5 test folds.
+    with pytest.raises(DataLayoutError, match=r"only 2 usable fake image groups .*cv_folds=5 needs at least 5"):
+        check_usable_images(index, messy_tree.root, SOURCES, cv_folds=5, min_groups=10)
+    many = pd.DataFrame({"path": [f"{s}/{i}.jpg" for s in SOURCES for i in range(8)],
+                         "source": np.repeat(list(SOURCES), 8), "label": np.repeat([0, 1], 8),
+                         "group": [str(i) for _ in SOURCES for i in range(8)], "status": "ok"})
+    with pytest.raises(DataLayoutError, match=r"8 usable image groups .* need at least 50 .*'real': 8, 'fake': 8"):
+        check_usable_images(many, messy_tree.root, SOURCES, cv_folds=5, min_groups=50)
+    check_usable_images(many, messy_tree.root, SOURCES, cv_folds=5, min_groups=8)
+
+
+def test_to_rgb8_rescales_16_bit_greys_instead_of_saturating():
+    deep = Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    assert deep.mode.startswith("I")
+    rgb = np.asarray(to_rgb8(deep))
+    assert rgb.shape == (8, 8, 3) and rgb.min() == 0 and rgb.max() == 255
+    assert (np.asarray(deep.convert("RGB")) == 255).mean() > 0.9  # what a plain convert gives

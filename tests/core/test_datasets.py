@@ -1,9 +1,13 @@
+"""Tests for deepfake_kedro.datasets: the project's own Kedro datasets."""
+
 import json
 
+import numpy as np
 import pytest
 from kedro.io import DatasetError
+from PIL import Image
 
-from deepfake_kedro.datasets import ResolvedExperimentDataset
+from deepfake_kedro.datasets import ImageFolderDataset, ResolvedExperimentDataset, SlideDeckDataset
 from deepfake_kedro.study import resolve
 
 DATA = {"root": "data/01_raw/demo", "sources": {"wiki": "real", "insight": "fake"}}
@@ -31,3 +35,51 @@ def test_a_broken_resolved_config_file_is_named_with_the_missing_key(tmp_path):
     path.write_text(json.dumps({"experiment": "p1", "phase": "phase1", "config": {}}))
     with pytest.raises(DatasetError, match=r"resolved_config\.json: missing key 'fingerprint'"):
         ResolvedExperimentDataset(str(path)).load()
+
+
+def image(value: int) -> Image.Image:
+    return Image.fromarray(np.full((4, 4, 3), value, np.uint8))
+
+
+def test_overlay_folder_replaces_only_what_it_wrote(tmp_path):
+    folder = tmp_path / "gradcam" / "phase1" / "p1_x"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("the user's file")
+    (folder / "mine").mkdir()
+    (folder / "mine" / "keep.png").write_bytes(b"not ours")
+    dataset = ImageFolderDataset(str(folder))
+    dataset.save({"TP/wiki/a": image(10), "FP/insight/b": image(20)})
+    assert sorted(dataset.load()) == ["FP/insight/b", "TP/wiki/a"]
+    assert np.asarray(dataset.load()["TP/wiki/a"]())[0, 0, 0] == 10
+    # A rerun that explains other images: the old overlay goes, with its emptied folder; nothing else does.
+    dataset.save({"TP/wiki/c": image(30)})
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        ".written_by_deepfake_kedro.json", "TP/wiki/c.png", "mine/keep.png", "notes.txt"]
+    assert not (folder / "FP").exists()
+    assert list(dataset.load()) == ["TP/wiki/c"]
+
+
+def test_overlay_keys_cannot_leave_the_folder(tmp_path):
+    with pytest.raises(DatasetError, match=r"must be a relative path inside"):
+        ImageFolderDataset(str(tmp_path / "out")).save({"../../escape": image(1)})
+    assert not (tmp_path / "escape.png").exists()
+
+
+def test_leftover_report_partial_is_cleaned_up(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = tmp_path / "report.pdf"
+    deck = SlideDeckDataset(str(report))
+    deck.save([plt.figure()])
+    finished = report.read_bytes()
+    leftover = tmp_path / "report.pdf.partial"
+    leftover.write_bytes(b"%PDF-1.4 half written by a killed run")
+    # The next run fails while writing (a slide that is no figure): no partial stays, the old deck is intact.
+    with pytest.raises(DatasetError):  # Kedro wraps the AttributeError
+        deck.save([plt.figure(), "not a figure"])
+    assert not leftover.exists() and report.read_bytes() == finished
+    deck.save([plt.figure(), plt.figure()])
+    assert not leftover.exists() and report.read_bytes() != finished

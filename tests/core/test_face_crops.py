@@ -64,3 +64,21 @@ def test_second_detection_run_processes_zero_images(tmp_path, tree):
     assert write_table(plan, tmp_path / "faces.parquet") == 2
     assert write_table(plan, tmp_path / "faces.parquet") == 0
     assert calls == keys
+
+
+def test_16_bit_image_is_face_cropped(tmp_path):
+    # The astronaut as a 16-bit grey PNG (mode I;16): a plain convert("RGB") turns it all white.
+    grey = np.asarray(Image.fromarray(data.astronaut()).convert("L"), dtype=np.uint16) * 257
+    (tmp_path / "real").mkdir()
+    Image.fromarray(grey).save(tmp_path / "real/deep16.png")
+    tree = ImageTree(tmp_path)
+    with Image.open(tmp_path / "real/deep16.png") as image:
+        assert image.mode.startswith("I")
+    detector = FaceDetector(tree, device="cpu")
+    opened = np.asarray(detector._open("real/deep16.png"))
+    assert opened.dtype == np.uint8 and opened.std() > 30  # a picture, not a white sheet
+    face = detector(["real/deep16.png"])[0]
+    assert face["detected"] and 150 < face["x0"] < 200 and 240 < face["x1"] < 290
+    with Image.open(tmp_path / "real/deep16.png") as image:
+        crop = face_crop(image, face, 0.6, 32)
+    assert crop.shape == (32, 32, 3) and crop.std() > 10

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from deepfake_kedro.run_store import FoldResult, FoldRunStore
+from deepfake_kedro.run_store import FoldData, FoldPlan, FoldResult, FoldRunStore, StaleRunError
 
 
 def result(fold: int) -> FoldResult:
@@ -51,3 +51,48 @@ def test_a_half_written_fold_does_not_count_as_done(tmp_path):
     assert not store.is_complete("f/fold_0")
     with pytest.raises(FileNotFoundError, match="not complete"):
         store.read("f/fold_0")
+
+
+def rows(paths: list[str], roles: list[str], signature: str = "10-1") -> pd.DataFrame:
+    return pd.DataFrame({"path": paths, "group": [p.split(".")[0] for p in paths], "label": [0] * len(paths),
+                         "role": roles, "signature": [signature] * len(paths)})
+
+
+def test_stale_data_retrains_changed_folds_and_says_why(tmp_path, caplog):
+    store = FoldRunStore(tmp_path)
+    trained: list[int] = []
+
+    def plan(fold: int, data: FoldData) -> FoldPlan:
+        return FoldPlan(data, lambda: trained.append(fold) or result(fold), label="phase1.p1_x")
+
+    old = FoldData.from_rows(rows(["a.jpg", "b.jpg", "c.jpg"], ["train", "val", "test"]))
+    store.save_all({"abc/fold_0": plan(0, old), "abc/fold_1": plan(1, old)})
+    assert trained == [0, 1]
+    # Same rows in another order: same key, nothing retrains.
+    same = FoldData.from_rows(rows(["c.jpg", "b.jpg", "a.jpg"], ["test", "val", "train"]))
+    assert same.data_key == old.data_key
+    # Fold 1 gains two images, loses one, and b moves from val to train.
+    grown = FoldData.from_rows(rows(["a.jpg", "b.jpg", "d.jpg", "e.jpg"], ["train", "train", "train", "test"]))
+    with caplog.at_level("INFO", logger="deepfake_kedro.run_store"):
+        store.save_all({"abc/fold_0": plan(0, same), "abc/fold_1": plan(1, grown)})
+    assert trained == [0, 1, 1]
+    assert "phase1.p1_x fold 1 retrains: data changed: 2 images added, 1 removed, 1 changed role" in caplog.text
+    assert store.read("abc/fold_1").meta["data_key"] == grown.data_key
+    assert sorted(store.stored_rows("abc/fold_1")["path"]) == ["a.jpg", "b.jpg", "d.jpg", "e.jpg"]
+    # A replaced file (new signature) also changes the key.
+    replaced = FoldData.from_rows(rows(["a.jpg", "b.jpg", "c.jpg"], ["train", "val", "test"], signature="11-2"))
+    assert store.stale_reason("abc/fold_0", replaced) == (
+        "data changed: 0 images added, 0 removed, 0 changed role, 3 changed file")
+
+
+def test_a_fold_trained_on_other_data_is_never_read_as_current(tmp_path):
+    store = FoldRunStore(tmp_path)
+    old = FoldData.from_rows(rows(["a.jpg", "b.jpg", "c.jpg"], ["train", "val", "test"]))
+    store.write("abc/fold_2", result(2), old)
+    store.check_current("abc/fold_2", old, "phase1.p1_x")
+    new = FoldData.from_rows(rows(["a.jpg", "b.jpg", "c.jpg", "d.jpg"], ["train", "val", "test", "test"]))
+    with pytest.raises(StaleRunError, match=r"phase1\.p1_x fold 2: .*1 images added.*re-run its training"):
+        store.check_current("abc/fold_2", new, "phase1.p1_x")
+    # A fold written before runs carried a data key retrains too.
+    store.write("abc/fold_3", result(3))
+    assert store.stale_reason("abc/fold_3", old) == "it was trained before runs were keyed by their data"

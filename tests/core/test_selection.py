@@ -7,6 +7,7 @@ from deepfake_kedro.config import resolve_experiment
 from deepfake_kedro.selection import (
     SelectionError,
     candidate_table,
+    check_ranking,
     final_model_overrides,
     rank_models,
     select_preprocessing,
@@ -137,3 +138,18 @@ def test_unknown_ranking_criteria_are_named_by_the_ranking_and_by_the_run_hook()
     with pytest.raises(SelectionError, match=r"unknown criteria \['speed'\]"):
         ValidateExperimentsHook._check_choices(parameters, {"phase4"})
     ValidateExperimentsHook._check_choices(parameters, {"phase1"})  # phase 4 not in this run: not checked
+
+
+def test_phase4_ranking_keys_are_checked_against_the_models_before_training():
+    models = ["simple_cnn_small", "resnet18", "resnet18"]
+    check_ranking({"weights": {"auc_mean": 1}, "top_k": 2}, models)
+    cases = [
+        ({"weights": {"speed": 1}, "top_k": 1}, r"weights: unknown criteria \['speed'\]"),
+        ({"weights": {}, "top_k": 3}, r"top_k is 3 but phases 1-3 train only 2 models"),
+        ({"weights": {}, "top_k": 1, "override": ["resnet50"]}, r"override names \['resnet50'\]"),
+        ({"weights": {}, "top_k": 2, "override": ["resnet18"]}, r"override names 1 models but top_k is 2"),
+        ({"weights": {}, "top_k": 0}, r"top_k must be a whole number of 1 or more"),
+    ]
+    for ranking, message in cases:
+        with pytest.raises(SelectionError, match=message):
+            check_ranking(ranking, models)

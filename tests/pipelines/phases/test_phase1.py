@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pandas as pd
@@ -58,12 +59,57 @@ def test_phase1_demo_end_to_end_then_skip_then_resume(tiny_demo):
     assert changed == {f"{killed}/fold_3/model.pt", f"{killed}/fold_4/model.pt"}
 
 
+def test_stale_data_retrains_changed_folds(tiny_demo, caplog):
+    from deepfake_kedro.demo_data import generate_demo_dataset
+
+    # Smaller still (40 identities, 1 epoch, val_ratio 0.25 so 40 groups suffice): each run is about a minute.
+    tiny_demo.edit_yaml("conf/demo/catalog.yml", {"raw_images": {"generator_args": {"n_identities": 40}}})
+    tiny_demo.edit_yaml("conf/demo/parameters.yml", {"defaults": {
+        "epochs": 1, "val_ratio": 0.25, "scheduler": {"type": "cosine_annealing", "T_max": 1}}})
+    tiny_demo.run("phase1")
+    raw = tiny_demo.path / "data/01_raw/demo"
+    before = {p.relative_to(raw).as_posix() for p in raw.rglob("*.jpg")}
+    # Ten more identities (the first 40 are the same images): 10 real and 30 fake files join the tree.
+    added = {path: data for path, data in generate_demo_dataset(n_identities=50, seed=0).items() if path not in before}
+    assert len(added) == 40
+    for path, data in added.items():
+        (raw / path).parent.mkdir(parents=True, exist_ok=True)
+        (raw / path).write_bytes(data)
+    # Kedro's logging setup replaces the root logger's handlers, so caplog listens on the run store's logger.
+    store_logger = logging.getLogger("deepfake_kedro.run_store")
+    store_logger.addHandler(caplog.handler)
+    try:
+        tiny_demo.run("phase1")
+    finally:
+        store_logger.removeHandler(caplog.handler)
+    fold_table = pd.read_parquet(tiny_demo.path / "data/05_model_input/fold_table.parquet")
+    assert len(fold_table) == 200 and set(added) <= set(fold_table["path"])
+    for name in EXPERIMENTS:
+        oof = pd.read_parquet(tiny_demo.path / f"data/07_model_output/phase1/{name}/oof_predictions.parquet")
+        # Every image of the new fold table predicted exactly once, by the fold that now holds it out.
+        assert sorted(oof["path"]) == sorted(fold_table["path"])
+        merged = oof.merge(fold_table, on="path")
+        assert (merged["fold_x"] == merged["fold_y"]).all()
+        assert f"phase1.{name} fold 0 retrains: data changed: " in caplog.text
+    # A record can reach caplog twice (its handler on the logger and pytest's on the root): count distinct lines.
+    retrained = {line for line in caplog.text.splitlines() if "retrains: data changed:" in line}
+    assert len(retrained) == 10 and all("images added" in line for line in retrained), retrained
+
+
 def test_bad_experiment_config_fails_before_any_training(tiny_demo):
     tiny_demo.edit_yaml("conf/demo/parameters_phase1.yml",
                         {"phase1": {"experiments": {"p1_resnet18_baseline": {"optimizer": {"lr": "fast"}}}}})
     with pytest.raises(ConfigError, match=r"phase1\.p1_resnet18_baseline.*'optimizer\.lr'"):
         tiny_demo.run("phase1")
     assert not (tiny_demo.path / "data/demo/06_models/runs").exists()
+
+
+def test_comparison_naming_a_missing_experiment_fails_before_any_training(tiny_demo):
+    tiny_demo.edit_yaml("conf/demo/parameters_phase1.yml", {"phase1": {"comparisons": [
+        {"question": "typo", "baseline": "p1_simplecnn_baseline", "treatment": "p1_resnet18_baselin"}]}})
+    with pytest.raises(ConfigError, match=r"phase1.comparisons\[0\]: key 'treatment' names 'p1_resnet18_baselin'"):
+        tiny_demo.run("phase1")
+    assert not (tiny_demo.path / "data/06_models/runs").exists()
 
 
 def test_corrupt_image_is_reported_and_skipped(tiny_demo):

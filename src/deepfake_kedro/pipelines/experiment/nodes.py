@@ -13,7 +13,7 @@ from PIL import Image
 
 from deepfake_kedro import experiment as experiment_core
 from deepfake_kedro.error_analysis import most_confident_errors
-from deepfake_kedro.experiment import evaluate_runs
+from deepfake_kedro.experiment import evaluate_runs, fold_data
 from deepfake_kedro.explain import (
     captioned_overlay,
     choose_examples,
@@ -129,25 +129,30 @@ def plan_fold_runs(
 
 def evaluate_folds(
     resolved_config: ResolvedExperiment, fold_runs: FoldRunStore, fold_table: pd.DataFrame,
-    data: dict[str, Any], evaluation: dict[str, Any],
+    data: dict[str, Any], evaluation: dict[str, Any], image_cache: dict[str, ImageStack],
+    face_cache: dict[str, ImageStack],
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], Figure]:
     """Pools out-of-fold predictions and computes per-fold metrics and their CIs.
 
     Args:
         resolved_config: The resolved experiment.
         fold_runs: The trained folds.
-        fold_table: The fold table (for the number of folds).
+        fold_table: The fold table (for the folds and the rows each fold must have used).
         data: ``data.sources``.
         evaluation: ``n_bootstrap``.
+        image_cache: Square-crop stacks by name (their signatures are part of each fold's data key).
+        face_cache: Face-crop stacks by name.
 
     Returns:
         Out-of-fold predictions, fold metrics, the metrics summary and learning curves.
     """
+    name = resolved_config.label
+    current = fold_data(resolved_config.config, fold_table, resolved_config.cache(image_cache, face_cache),
+                        data["sources"])
     oof, fold_metrics, summary, histories = evaluate_runs(
         fold_runs, resolved_config.fingerprint, fold_count(fold_table), data["sources"],
-        n_bootstrap=evaluation["n_bootstrap"], seed=resolved_config.config.seed,
+        n_bootstrap=evaluation["n_bootstrap"], seed=resolved_config.config.seed, current=current, label=name,
     )
-    name = resolved_config.label
     auc = summary["metrics"]["auc"]
     logger.info("%s: AUC %.3f ± %.3f (95%% CI %.3f-%.3f)", name, auc["mean"], auc["std"], auc["ci_low"], auc["ci_high"])
     summary = {"experiment": resolved_config.name, "phase": resolved_config.phase,

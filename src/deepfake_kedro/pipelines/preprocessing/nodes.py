@@ -15,11 +15,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from deepfake_kedro.augmentation import BatchAugmenter
-from deepfake_kedro.config import AugmentConfig
+from deepfake_kedro.config import AugmentConfig, validate_defaults
 from deepfake_kedro.data_index import (
     DataLayoutError,
     ImageTree,
     build_image_index,
+    check_usable_images,
     decode_square,
     integrity_report,
     usable,
@@ -33,7 +34,7 @@ from deepfake_kedro.face_crops import (
     render_face_crop,
 )
 from deepfake_kedro.figures import augmentation_grid, face_crop_grid
-from deepfake_kedro.folds import build_fold_table
+from deepfake_kedro.folds import build_fold_table, required_groups
 from deepfake_kedro.image_cache import ImageStack, ImageStackPlan, TablePlan
 from deepfake_kedro.near_duplicates import merge_groups, merge_summary, perceptual_hash
 
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 def index_images(
-    raw_images: ImageTree, data: dict[str, Any], preprocessing: dict[str, Any]
+    raw_images: ImageTree, data: dict[str, Any], preprocessing: dict[str, Any], defaults: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Lists every image of every source with its metadata and integrity status.
 
@@ -49,6 +50,8 @@ def index_images(
         raw_images: The raw image folder (catalog ``raw_images``).
         data: ``data.root`` and ``data.sources``.
         preprocessing: ``min_image_size``.
+        defaults: Study-wide ``cv_folds`` and ``val_ratio``: enough usable groups of each label are checked
+            here, before any cache, hash or face detection.
 
     Returns:
         The image index (all files) and the integrity report (excluded files with reasons).
@@ -58,7 +61,10 @@ def index_images(
             f"data.root is {data['root']!r} but the catalog's raw_images reads {str(raw_images.root)!r}; "
             f"set data_root in conf/<env>/globals.yml, or pass --params data.root=... (both follow it)"
         )
+    study = validate_defaults(defaults)
     index = build_image_index(raw_images, data["sources"], min_size=preprocessing["min_image_size"])
+    check_usable_images(index, raw_images.root, data["sources"], study.cv_folds,
+                        required_groups(study.cv_folds, study.val_ratio))
     return index, integrity_report(index)
 
 
@@ -104,8 +110,9 @@ def build_folds(image_index: pd.DataFrame, image_groups: pd.DataFrame, defaults:
     Returns:
         The fold table.
     """
+    study = validate_defaults(defaults)
     images = usable(image_index).drop(columns="group").merge(image_groups[["path", "group"]], on="path")
-    return build_fold_table(images, defaults["cv_folds"], defaults["val_ratio"], defaults["seed"])
+    return build_fold_table(images, study.cv_folds, study.val_ratio, study.seed)
 
 
 def plan_square_caches(

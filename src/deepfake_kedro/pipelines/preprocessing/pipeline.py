@@ -22,7 +22,7 @@ from .nodes import (
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
-        Node(index_images, ["raw_images", "params:data", "params:preprocessing"],
+        Node(index_images, ["raw_images", "params:data", "params:preprocessing", "params:defaults"],
              ["image_index", "integrity_report"], name="index_images"),
         Node(hash_images, ["image_index", "image_cache", "params:preprocessing"], "perceptual_hashes",
              name="hash_images"),
