@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from deepfake_kedro.progress import progress
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -168,7 +170,8 @@ def build_image_index(
 
     rows = []
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        for done, (path, info) in enumerate(zip(paths, pool.map(inspect, paths)), start=1):
+        inspected = progress(pool.map(inspect, paths), "indexing", total=len(paths))
+        for done, (info, path) in enumerate(zip(inspected, paths), start=1):
             source = PurePosixPath(path).parts[0]
             stem = PurePosixPath(path).stem
             rows.append({

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfake_kedro.progress import progress
+
 logger = logging.getLogger(__name__)
 
 
@@ -99,7 +101,8 @@ def write_image_stack(plan: ImageStackPlan, directory: Path) -> int:
             out[row] = previous.array[reusable[key]]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=plan.workers) as pool:
-        for done, (row, image) in enumerate(zip(missing, pool.map(lambda r: plan.render(plan.keys[r]), missing)), 1):
+        rendered = progress(pool.map(lambda r: plan.render(plan.keys[r]), missing), plan.description, len(missing))
+        for done, (image, row) in enumerate(zip(rendered, missing), 1):
             out[row] = image
             if done % 2000 == 0 or done == len(missing):
                 rate = done / max(time.perf_counter() - started, 1e-9)
@@ -150,14 +153,16 @@ def write_table(plan: TablePlan, path: Path) -> int:
                 reused[row["key"]] = row
     missing = [k for k in plan.keys if k not in reused]
     computed: dict[str, dict] = {}
-    started = time.perf_counter()
+    started, bar = time.perf_counter(), progress(description=plan.description, total=len(missing))
     for start in range(0, len(missing), plan.batch_size):
         chunk = missing[start:start + plan.batch_size]
         computed.update(zip(chunk, plan.compute(chunk)))
+        bar.update(len(chunk))
         done = start + len(chunk)
         if done % (plan.batch_size * 20) < plan.batch_size or done == len(missing):
             rate = done / max(time.perf_counter() - started, 1e-9)
             logger.info("%s: computed %d / %d (%.1f img/s)", plan.description, done, len(missing), rate)
+    bar.close()
     signature_of = dict(zip(plan.keys, plan.signatures))
     rows = [
         reused[k] if k in reused else {"key": k, "signature": signature_of[k], **computed[k]} for k in plan.keys

@@ -18,6 +18,7 @@ from deepfake_kedro.augmentation import BatchAugmenter
 from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.metrics import safe_auc
 from deepfake_kedro.models import create_model
+from deepfake_kedro.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +108,12 @@ def channel_statistics(images: np.ndarray, rows: np.ndarray, chunk: int = 1024) 
 @torch.no_grad()
 def predict(
     model: nn.Module, images: np.ndarray, rows: np.ndarray, normalizer: Normalizer,
-    device: torch.device, batch_size: int = 128,
+    device: torch.device, batch_size: int = 128, description: str = "predicting",
 ) -> np.ndarray:
-    """Fake probabilities for ``images[rows]``, in the order of ``rows``."""
+    """Fake probabilities for ``images[rows]``, in the order of ``rows`` (``description`` labels the bar)."""
     model.eval()
     probabilities = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), batch_size):
+    for start in progress(range(0, len(rows), batch_size), description, unit="batch"):
         chunk = rows[start:start + batch_size]
         order = np.argsort(chunk)
         pixels = torch.from_numpy(np.ascontiguousarray(images[chunk[order]]))
@@ -150,13 +151,17 @@ def _epochs(
     for epoch in range(epochs):
         model.train()
         started, seen, losses, scores, targets = time.perf_counter(), 0, [], [], []
-        for pixels, labels in loader:
+        bar = progress(loader, f"epoch {epoch + 1}/{epochs}", unit="batch")
+        for pixels, labels in bar:
             labels = labels.to(device, non_blocking=True)
             loss, logits = train_step(model, normalizer(pixels, device), labels, optimizer, loss_fn, device)
             losses.append(loss.item() * len(labels))
             scores.append(logits.float().cpu().numpy())
             targets.append(labels.cpu().numpy())
             seen += len(labels)
+            if not bar.disable:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{np.sum(losses) / seen:.4f}", img_s=f"{seen / elapsed:.0f}", refresh=False)
         rate = seen / max(time.perf_counter() - started, 1e-9)
         targets_all, scores_all = np.concatenate(targets), np.concatenate(scores)
         yield epoch, float(np.sum(losses) / seen), safe_auc(targets_all, scores_all), rate
@@ -208,7 +213,7 @@ def train_fold(
     run = _FoldRun(config, model, normalizer, device, f"{tag} fold {fold}")
     history, best_state, best_epoch = run.fit(loader, images, rows["val"], labels[rows["val"]])
     model.load_state_dict(best_state)
-    test_probs = predict(model, images, rows["test"], normalizer, device)
+    test_probs = predict(model, images, rows["test"], normalizer, device, description="testing")
     best_row = history.loc[best_epoch - 1]
     summary = {
         "best_epoch": int(best_row["epoch"]),
@@ -251,7 +256,7 @@ class _FoldRun:
         history, best, best_state, best_epoch, since_best = [], None, None, 0, 0
         for epoch, train_loss, train_auc, rate in _epochs(model, loader, self.normalizer, self.device, optimizer,
                                                           config.epochs):
-            val_probs = predict(model, images, val_rows, self.normalizer, self.device)
+            val_probs = predict(model, images, val_rows, self.normalizer, self.device, description="validating")
             val_loss, val_auc = _bce(val_labels, val_probs), safe_auc(val_labels, val_probs)
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:

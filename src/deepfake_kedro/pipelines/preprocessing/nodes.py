@@ -37,6 +37,7 @@ from deepfake_kedro.figures import augmentation_grid, face_crop_grid
 from deepfake_kedro.folds import build_fold_table, required_groups
 from deepfake_kedro.image_cache import ImageStack, ImageStackPlan, TablePlan
 from deepfake_kedro.near_duplicates import merge_groups, merge_summary, perceptual_hash
+from deepfake_kedro.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def hash_images(
     stack = image_cache[f"square_{max(preprocessing['image_sizes'])}"]
     paths = usable(image_index)["path"].tolist()
     rows = stack.rows(paths)
-    hashes = [perceptual_hash(np.asarray(stack.array[row])) for row in rows]
+    hashes = [perceptual_hash(np.asarray(stack.array[row])) for row in progress(rows, "hashing")]
     return pd.DataFrame({"path": paths, "phash": np.array(hashes, dtype=np.uint64).view(np.int64)})
 
 
