@@ -20,6 +20,7 @@ import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
 from deepfake_kedro.data_index import ImageTree, write_tree
+from deepfake_kedro.download import DownloadPlan, download_dataset
 from deepfake_kedro.image_cache import (
     ImageStack,
     ImageStackPlan,
@@ -74,6 +75,29 @@ class DemoImageTreeDataset(ImageTreeDataset):
 
     def _describe(self) -> dict[str, Any]:
         return {**super()._describe(), "generator_args": self._generator_args}
+
+
+class DownloadedImageTreeDataset(AbstractDataset[DownloadPlan, ImageTree]):
+    """A raw image tree fetched as archives (DFF's four zips): saving a plan fetches and extracts what is missing.
+
+    Each archive becomes ``path/<its stem>/``, extracted once; loading returns the tree as ``ImageTreeDataset``.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> ImageTree:
+        return ImageTree(self._path)
+
+    def save(self, data: DownloadPlan) -> None:
+        download_dataset(data, self._path)
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
 
 
 class ImageCaches(Mapping[str, ImageStack]):

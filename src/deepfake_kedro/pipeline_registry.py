@@ -8,7 +8,7 @@ import yaml
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from deepfake_kedro.pipelines import eda, preprocessing, reporting
+from deepfake_kedro.pipelines import download, eda, preprocessing, reporting
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
 from deepfake_kedro.study import NAMED_PHASES, phase4_slots
 
@@ -36,7 +36,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     Returns:
-        ``preprocessing``, ``eda``, one pipeline per phase (with the preprocessing it needs) and ``__default__``.
+        ``preprocessing``, ``eda``, one pipeline per phase (with the preprocessing it needs), ``__default__``
+        and ``download``.
     """
     prep = preprocessing.create_pipeline()
     pipelines: dict[str, Pipeline] = {"preprocessing": prep, "eda": prep + eda.create_pipeline()}
@@ -54,4 +55,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     # `reporting` alone re-reads finished results from the catalog; __default__ runs the whole study.
     pipelines["reporting"] = reporting.create_pipeline(trained + slots)
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    # Fetching the raw data is asked for by name only, never part of the study's default run.
+    pipelines["download"] = download.create_pipeline()
     return pipelines

@@ -1,0 +1,137 @@
+"""Fetching DeepFakeFace (DFF): its four zips from the Hugging Face Hub, each extracted once into the raw tree.
+
+``OpenRL/DeepFakeFace`` holds ``wiki.zip`` (real), ``text2img.zip``, ``inpainting.zip`` and ``insight.zip``
+(fakes). Each zip becomes one source folder ``<root>/<stem>/`` (``<root>/wiki/<NN>/<id>_<birth>_<year>.jpg``).
+Assumed layout: a zip whose files all sit under one top folder named after it (``wiki/...``) has that folder
+stripped; any other zip's content is taken as the source folder itself (``00/...`` -> ``wiki/00/...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from deepfake_kedro.progress import progress
+
+logger = logging.getLogger(__name__)
+
+DFF_REPO_ID = "OpenRL/DeepFakeFace"
+DFF_ARCHIVES = ("wiki.zip", "text2img.zip", "inpainting.zip", "insight.zip")
+
+
+class DownloadError(RuntimeError):
+    """An archive could neither be found locally nor fetched from the Hub, or is not a usable zip."""
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    """Which archives to fetch, from where, and where the zips are kept.
+
+    Attributes:
+        archives: File names in the Hub repository; each zip's stem names its source folder.
+        archive_dir: Where downloaded zips are kept (a partial download resumes from here).
+        repo_id: The Hub repository.
+        repo_type: ``dataset`` for DFF.
+        revision: A branch, tag or commit of the repository; ``None`` for the default branch.
+        local_archive_dir: A folder of zips already downloaded by hand, used instead of the Hub when it has them.
+    """
+
+    archives: tuple[str, ...] = DFF_ARCHIVES
+    archive_dir: Path = Path("data/01_raw/dff_archives")
+    repo_id: str = DFF_REPO_ID
+    repo_type: str = "dataset"
+    revision: str | None = None
+    local_archive_dir: Path | None = None
+
+
+def fetch_archive(plan: DownloadPlan, filename: str) -> Path:
+    """The local path of one archive: the hand-downloaded copy if there is one, else fetched from the Hub.
+
+    ``hf_hub_download`` draws its own progress bar, resumes an interrupted download and returns the file
+    at once when ``archive_dir`` already holds it complete.
+
+    Raises:
+        DownloadError: The Hub cannot be reached (offline, no network, unknown file) and no local copy exists.
+    """
+    if plan.local_archive_dir is not None and (Path(plan.local_archive_dir) / filename).is_file():
+        return Path(plan.local_archive_dir) / filename
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id=plan.repo_id, filename=filename, repo_type=plan.repo_type,
+                                    revision=plan.revision, local_dir=plan.archive_dir))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        by_hand = Path(plan.local_archive_dir or plan.archive_dir)
+        raise DownloadError(
+            f"cannot fetch {filename!r} from the Hugging Face Hub ({plan.repo_type} {plan.repo_id}): "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. Either let the Hub be "
+            f"reached (unset HF_HUB_OFFLINE or set it to 0, set HTTPS_PROXY behind a proxy, or HF_ENDPOINT for a "
+            f"mirror), or download it by hand from https://huggingface.co/datasets/{plan.repo_id} into {by_hand}/ "
+            f"and set download.local_archive_dir: {by_hand}"
+        ) from error
+
+
+def _members(archive: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipInfo]:
+    """The archive's files, without macOS metadata; refuses members that would land outside the target."""
+    files = []
+    for info in archive.infolist():
+        path = PurePosixPath(info.filename)
+        if path.is_absolute() or ".." in path.parts:
+            raise DownloadError(f"{zip_path} holds {info.filename!r}, a path outside its folder; refusing to extract")
+        if not info.is_dir() and path.parts[0] != "__MACOSX" and not path.name.startswith("._"):
+            files.append(info)
+    return files
+
+
+def extract_archive(zip_path: Path, destination: Path) -> int:
+    """Extracts a zip into ``destination`` once, atomically (a staging folder renamed when complete).
+
+    A destination that already exists is left as it is: the archive was extracted by an earlier run.
+
+    Returns:
+        The number of files in ``destination``.
+    """
+    destination = Path(destination)
+    if destination.is_dir():
+        logger.info("%s: already extracted into %s", zip_path.name, destination)
+        return sum(1 for p in destination.rglob("*") if p.is_file())
+    staging = destination.with_name(f".{destination.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            files = _members(archive, zip_path)
+            for info in progress(files, f"extracting {zip_path.name}", unit="file"):
+                archive.extract(info, staging)
+    except zipfile.BadZipFile as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DownloadError(f"{zip_path} is not a valid zip ({error}); delete it and run the download again") from error
+    parts = [PurePosixPath(info.filename).parts for info in files]
+    own_top_folder = bool(parts) and all(len(p) > 1 and p[0] == destination.name for p in parts)
+    # A zip with its own top folder (wiki/...) has that folder moved into place; any other, the staging folder.
+    (staging / destination.name if own_top_folder else staging).rename(destination)
+    shutil.rmtree(staging, ignore_errors=True)
+    logger.info("%s: extracted %d files into %s", zip_path.name, len(files), destination)
+    return len(files)
+
+
+def download_dataset(plan: DownloadPlan, root: Path) -> dict[str, int]:
+    """Fetches every archive of ``plan`` and extracts each into ``root/<stem>/``.
+
+    Returns:
+        Files per source folder, e.g. ``{"wiki": 30000, ...}``.
+    """
+    counts = {}
+    for filename in plan.archives:
+        source = PurePosixPath(filename).stem
+        destination = Path(root) / source
+        if destination.is_dir():
+            counts[source] = extract_archive(Path(filename), destination)
+            continue
+        counts[source] = extract_archive(fetch_archive(plan, filename), destination)
+    logger.info("Raw images under %s: %s", root, ", ".join(f"{s} {n}" for s, n in counts.items()))
+    return counts

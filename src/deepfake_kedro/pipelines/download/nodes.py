@@ -1,0 +1,32 @@
+"""Nodes of the download pipeline: the plan only; ``DownloadedImageTreeDataset`` fetches and extracts on save."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from deepfake_kedro.download import DownloadPlan
+
+logger = logging.getLogger(__name__)
+
+
+def plan_download(download: dict[str, Any]) -> DownloadPlan:
+    """Which archives to fetch and where to keep them, from the ``download`` parameters.
+
+    Args:
+        download: ``repo_id``, ``repo_type``, ``revision``, ``archives``, ``archive_dir`` and
+            ``local_archive_dir`` (a folder of zips downloaded by hand, or null).
+
+    Returns:
+        The plan the ``raw_download`` dataset executes into ``data.root`` on save.
+    """
+    local = download.get("local_archive_dir")
+    plan = DownloadPlan(
+        archives=tuple(download["archives"]), archive_dir=Path(download["archive_dir"]), repo_id=download["repo_id"],
+        repo_type=download.get("repo_type", "dataset"), revision=download.get("revision"),
+        local_archive_dir=Path(local) if local else None,
+    )
+    logger.info("Fetching %s from %s (%s) into %s", ", ".join(plan.archives), plan.repo_id,
+                f"local copies from {local} first" if local else "Hugging Face Hub", plan.archive_dir)
+    return plan

@@ -1,0 +1,83 @@
+"""Fetching and extracting DFF's archives: local copies first, each zip extracted once and atomically."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from deepfake_kedro.download import DownloadError, DownloadPlan, download_dataset, extract_archive, fetch_archive
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_zip_with_its_own_top_folder_has_it_stripped(tmp_path):
+    zip_path = write_zip(tmp_path / "wiki.zip", {"wiki/00/a_1_2.jpg": b"a", "wiki/01/b_1_2.jpg": b"b",
+                                                 "__MACOSX/wiki/._a_1_2.jpg": b"junk"})
+    assert extract_archive(zip_path, tmp_path / "dff/wiki") == 2
+    assert files_under(tmp_path / "dff") == {"wiki/00/a_1_2.jpg", "wiki/01/b_1_2.jpg"}
+
+
+def test_a_zip_without_a_top_folder_becomes_the_source_folder(tmp_path):
+    zip_path = write_zip(tmp_path / "insight.zip", {"00/a_1_2.jpg": b"a"})
+    assert extract_archive(zip_path, tmp_path / "dff/insight") == 1
+    # A single folder not named after the source (00/) is content, not a wrapper.
+    assert files_under(tmp_path / "dff") == {"insight/00/a_1_2.jpg"}
+
+
+def test_extraction_happens_once(tmp_path):
+    zip_path = write_zip(tmp_path / "wiki.zip", {"wiki/00/a_1_2.jpg": b"a"})
+    extract_archive(zip_path, tmp_path / "dff/wiki")
+    (tmp_path / "dff/wiki/00/a_1_2.jpg").write_bytes(b"kept")
+    assert extract_archive(zip_path, tmp_path / "dff/wiki") == 1
+    assert (tmp_path / "dff/wiki/00/a_1_2.jpg").read_bytes() == b"kept"
+
+
+def test_a_broken_zip_leaves_nothing_half_extracted(tmp_path):
+    (tmp_path / "text2img.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DownloadError, match=r"text2img.zip is not a valid zip.*delete it"):
+        extract_archive(tmp_path / "text2img.zip", tmp_path / "dff/text2img")
+    assert not (tmp_path / "dff").exists() or list((tmp_path / "dff").iterdir()) == []
+
+
+def test_a_member_outside_the_folder_is_refused(tmp_path):
+    zip_path = write_zip(tmp_path / "wiki.zip", {"../evil.jpg": b"x"})
+    with pytest.raises(DownloadError, match=r"'\.\./evil\.jpg'.*outside"):
+        extract_archive(zip_path, tmp_path / "dff/wiki")
+    assert not (tmp_path / "evil.jpg").exists()
+
+
+def test_local_copies_are_used_and_counted_per_source(tmp_path):
+    zips = tmp_path / "zips"
+    write_zip(zips / "wiki.zip", {"wiki/00/a_1_2.jpg": b"a", "wiki/00/b_1_2.jpg": b"b"})
+    write_zip(zips / "insight.zip", {"insight/00/a_1_2.jpg": b"a"})
+    plan = DownloadPlan(archives=("wiki.zip", "insight.zip"), archive_dir=tmp_path / "hub", local_archive_dir=zips)
+    assert download_dataset(plan, tmp_path / "dff") == {"wiki": 2, "insight": 1}
+    # Extracted folders are not fetched again: the zips may be deleted.
+    for archive in zips.iterdir():
+        archive.unlink()
+    assert download_dataset(plan, tmp_path / "dff") == {"wiki": 2, "insight": 1}
+
+
+def test_an_unreachable_hub_names_the_file_and_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    plan = DownloadPlan(archives=("inpainting.zip",), archive_dir=tmp_path / "archives",
+                        local_archive_dir=tmp_path / "by_hand")
+    with pytest.raises(DownloadError) as error:
+        fetch_archive(plan, "inpainting.zip")
+    message = str(error.value)
+    assert "'inpainting.zip'" in message and "OpenRL/DeepFakeFace" in message
+    assert "HF_HUB_OFFLINE" in message and str(tmp_path / "by_hand") in message
+    assert not (tmp_path / "dff").exists()
