@@ -66,12 +66,13 @@ def fetch_archive(plan: DownloadPlan, filename: str) -> Path:
                                     revision=plan.revision, local_dir=plan.archive_dir))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         by_hand = Path(plan.local_archive_dir or plan.archive_dir)
+        cause = (str(error).splitlines() or [""])[0].rstrip(".")
         raise DownloadError(
             f"cannot fetch {filename!r} from the Hugging Face Hub ({plan.repo_type} {plan.repo_id}): "
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. Either let the Hub be "
-            f"reached (unset HF_HUB_OFFLINE or set it to 0, set HTTPS_PROXY behind a proxy, or HF_ENDPOINT for a "
-            f"mirror), or download it by hand from https://huggingface.co/datasets/{plan.repo_id} into {by_hand}/ "
-            f"and set download.local_archive_dir: {by_hand}"
+            f"{type(error).__name__}: {cause}. Either let the Hub be reached (unset HF_HUB_OFFLINE or set it "
+            f"to 0, set HTTPS_PROXY behind a proxy, or HF_ENDPOINT for a mirror), or download it by hand from "
+            f"https://huggingface.co/datasets/{plan.repo_id} into {by_hand}/ and set "
+            f"download.local_archive_dir: {by_hand}"
         ) from error
 
 

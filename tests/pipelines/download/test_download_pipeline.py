@@ -1,0 +1,50 @@
+"""`kedro run --pipeline download` on four small DFF-shaped zips, then `eda` on what it extracted."""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from deepfake_kedro.demo_data import generate_demo_dataset
+
+DFF_SOURCES = ("wiki", "text2img", "inpainting", "insight")
+
+
+def write_dff_zips(folder: Path, n_identities: int = 52) -> Counter:
+    """DFF's four archives, ``<source>.zip`` holding ``<source>/<NN>/<id>_<birth>_<year>.jpg``; files per source."""
+    images = generate_demo_dataset(n_identities=n_identities, seed=3)
+    folder.mkdir(parents=True)
+    for source in DFF_SOURCES:
+        with zipfile.ZipFile(folder / f"{source}.zip", "w") as archive:
+            for path, data in images.items():
+                if path.startswith(f"{source}/"):
+                    archive.writestr(path, data)
+    return Counter(PurePosixPath(path).parts[0] for path in images)
+
+
+def add_dff_env(project, root: Path, zips: Path, archives: Path) -> None:
+    """The base (DFF) configuration with the raw tree, the hand-downloaded zips and small caches of this test."""
+    env = project.path / "conf/dfftest"
+    env.mkdir()
+    (env / "globals.yml").write_text(f"data_root: {root}\ndata_dir: data/dfftest\n")
+    (env / "parameters.yml").write_text(
+        f"download:\n  local_archive_dir: {zips}\n  archive_dir: {archives}\n"
+        "preprocessing: {image_sizes: [32], face_crop_sizes: []}\n")
+
+
+def test_download_extracts_the_four_zips_and_eda_counts_them(kedro_project, tmp_path):
+    expected = write_dff_zips(tmp_path / "zips")
+    add_dff_env(kedro_project, tmp_path / "dff", tmp_path / "zips", tmp_path / "archives")
+
+    kedro_project.run("download", env="dfftest")
+    on_disk = Counter(p.relative_to(tmp_path / "dff").parts[0] for p in (tmp_path / "dff").rglob("*.jpg"))
+    assert on_disk == expected and set(on_disk) == set(DFF_SOURCES)
+    assert not list((tmp_path / "dff").glob(".*.partial")) and not (tmp_path / "archives").exists()
+
+    kedro_project.run("eda", env="dfftest")
+    counts = pd.read_csv(kedro_project.path / "data/dfftest/08_reporting/eda/counts.csv").set_index("source")
+    for source in DFF_SOURCES:
+        assert counts.loc[source, "files"] == counts.loc[source, "usable"] == expected[source], source
