@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
@@ -267,6 +267,13 @@ def decode_square(tree: ImageTree, relative_path: str, size: int) -> np.ndarray:
     """Reads one image of the tree and returns its square, resized uint8 RGB array."""
     with Image.open(BytesIO(tree.read_bytes(relative_path))) as image:
         return square_resize(image, size)
+
+
+def decode_squares(tree: ImageTree, paths: Sequence[str], size: int, workers: int | None = None) -> np.ndarray:
+    """A few images' square crops as one ``(n, size, size, 3)`` uint8 array: the pixels the square cache holds."""
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        squares = list(pool.map(lambda path: decode_square(tree, path, size), paths))
+    return np.stack(squares) if squares else np.empty((0, size, size, 3), dtype=np.uint8)
 
 
 def usable(index: pd.DataFrame) -> pd.DataFrame:

@@ -36,11 +36,13 @@ def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     Returns:
-        ``preprocessing``, ``eda``, one pipeline per phase (with the preprocessing it needs), ``__default__``
-        and ``download``.
+        ``preprocessing``, ``eda`` (preprocessing's audit part + eda), one pipeline per phase (with the
+        preprocessing it needs), ``__default__`` and ``download``.
     """
     prep = preprocessing.create_pipeline()
-    pipelines: dict[str, Pipeline] = {"preprocessing": prep, "eda": prep + eda.create_pipeline()}
+    # The audit reads only the index, hashes, groups and folds: no cache, no face detection.
+    audit = preprocessing.audit_pipeline() + eda.create_pipeline()
+    pipelines: dict[str, Pipeline] = {"preprocessing": prep, "eda": audit}
     earlier, trained = Pipeline([]), []
     for phase in NAMED_PHASES:
         # A phase compares against earlier phases, so its pipeline includes them (finished folds are skipped).

@@ -1,3 +1,4 @@
+from functools import partial
 from io import BytesIO
 
 import numpy as np
@@ -6,9 +7,16 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from deepfake_kedro.data_index import square_resize
+from deepfake_kedro.data_index import ImageTree, decode_square, decode_squares, square_resize
 from deepfake_kedro.folds import build_fold_table, check_no_leakage
-from deepfake_kedro.near_duplicates import candidate_pairs, merge_groups, merge_summary, perceptual_hash
+from deepfake_kedro.image_cache import ImageStackPlan, read_image_stack, write_image_stack
+from deepfake_kedro.near_duplicates import (
+    candidate_pairs,
+    hash_squares,
+    merge_groups,
+    merge_summary,
+    perceptual_hash,
+)
 
 
 def reencode(image: Image.Image, scale: float, quality: int) -> Image.Image:
@@ -71,3 +79,43 @@ def test_merge_summary_counts_merged_basename_groups_and_keeps_the_closest_pairs
     assert summary["basename_groups_merged"] == 3 and summary["largest_merged_group"] == 3
     assert summary["cross_group_pairs"] == 2 and [p["distance"] for p in summary["example_pairs"]] == [2, 5]
     assert "3 basename groups hold near duplicates of each other and were merged into 1 groups" in caplog.text
+
+
+def varied_tree(root) -> list[str]:
+    """LFW faces saved as the raw trees hold them: JPEG, PNG, grey, RGBA, CMYK, 16-bit, landscape and portrait."""
+    faces = (data.lfw_subset()[:24] * 255).astype(np.uint8)
+    paths = []
+    for i, face in enumerate(faces):
+        image = Image.fromarray(face).convert("RGB").resize((60 + 7 * i, 90 - 2 * i), Image.Resampling.BILINEAR)
+        path, kind = f"{('real', 'fake')[i % 2]}/{i:02d}", i % 6
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        if kind == 0:
+            image.save(root / f"{path}.jpg", quality=90)
+        elif kind == 1:
+            image.save(root / f"{path}.png")
+        elif kind == 2:
+            image.convert("L").save(root / f"{path}.jpg")
+        elif kind == 3:
+            image.convert("RGBA").save(root / f"{path}.png")
+        elif kind == 4:
+            image.convert("CMYK").save(root / f"{path}.jpg")
+        else:
+            Image.fromarray(np.asarray(image.convert("L"), dtype=np.uint16) * 200).save(root / f"{path}.png")
+        paths.append(f"{path}.{'png' if kind in (1, 3, 5) else 'jpg'}")
+    return paths
+
+
+def test_hashes_from_the_raw_tree_equal_hashes_from_the_square_cache(tmp_path):
+    # The hashes decide near-duplicate groups, hence folds: the audit's cache-free path must not move a bit.
+    root = tmp_path / "raw"
+    paths = varied_tree(root)
+    tree, size = ImageTree(root), 48
+    plan = ImageStackPlan(paths, [tree.signature(p) for p in paths], size, partial(decode_square, tree, size=size))
+    write_image_stack(plan, tmp_path / "square_48")
+    stack = read_image_stack(tmp_path / "square_48")
+    from_cache = np.array([perceptual_hash(np.asarray(stack.array[row])) for row in stack.rows(paths)],
+                          dtype=np.uint64)
+    from_tree = hash_squares(tree, paths, size, workers=3)
+    np.testing.assert_array_equal(from_tree, from_cache)
+    assert len(set(from_tree.tolist())) > 20  # distinct faces, not one constant hash
+    np.testing.assert_array_equal(decode_squares(tree, paths[::-1], size), np.asarray(stack.array)[::-1])

@@ -6,7 +6,11 @@ import json
 
 import numpy as np
 import pandas as pd
+from kedro.framework.project import pipelines
+from kedro.framework.startup import bootstrap_project
 from PIL import Image
+
+from tests.conftest import PROJECT_ROOT
 
 BROKEN = {
     "wiki/00/zero_1990_2000.jpg": "zero_byte",
@@ -33,10 +37,25 @@ def add_broken_files(root):
     Image.new("RGB", (80, 80), (50, 60, 70)).save(root / CONVERTED[2], "PNG")
 
 
+def test_eda_is_the_audit_without_caches_or_face_detection():
+    bootstrap_project(PROJECT_ROOT)
+    eda = pipelines["eda"]
+    assert {n.name for n in eda.only_nodes_with_namespaces(["preprocessing"]).nodes} == {
+        "preprocessing.index_images", "preprocessing.hash_images", "preprocessing.group_near_duplicates",
+        "preprocessing.build_folds"}
+    assert not {"image_cache", "face_cache", "face_boxes"} & (eda.inputs() | eda.all_outputs())
+    # Training still gets them: every phase pipeline holds the whole preprocessing.
+    assert {"image_cache", "face_cache", "face_boxes"} <= pipelines["phase1"].all_outputs()
+
+
 def test_eda_reports_every_bad_file_and_writes_the_audit(tiny_demo):
-    tiny_demo.run("preprocessing")
+    # Indexing alone generates the demo images, so the broken files can join them before the audit.
+    tiny_demo.run("eda", node_names=["preprocessing.index_images"])
     add_broken_files(tiny_demo.path / "data/01_raw/demo")
     tiny_demo.run("eda")
+    data = tiny_demo.path / "data/demo"
+    written = [p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file()]
+    assert not [p for p in written if p.startswith(("03_primary/", "02_intermediate/face_boxes"))]
     eda = tiny_demo.path / "data/demo/08_reporting/eda"
     quality = json.loads((eda / "data_quality.json").read_text())
     excluded = {row["path"]: row for row in quality["excluded_files"]}

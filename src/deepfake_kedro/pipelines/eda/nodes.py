@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from deepfake_kedro import eda
-from deepfake_kedro.data_index import usable
+from deepfake_kedro.data_index import ImageTree, decode_squares, usable
 from deepfake_kedro.figures import colour_histograms, metadata_distributions, sample_grid
-from deepfake_kedro.image_cache import ImageStack
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +35,21 @@ def audit_metadata_shortcut(
 
 
 def colour_and_samples(
-    image_index: pd.DataFrame, image_cache: Mapping[str, ImageStack], eda_params: dict[str, Any],
-    preprocessing: dict[str, Any],
+    image_index: pd.DataFrame, raw_images: ImageTree, eda_params: dict[str, Any], preprocessing: dict[str, Any],
 ) -> tuple[pd.DataFrame, Figure, Figure]:
-    """Colour statistics and histograms per source, and a sample grid, from the largest configured square cache."""
-    stack = image_cache[f"square_{max(preprocessing['image_sizes'])}"]
+    """Colour statistics and histograms per source, and a sample grid, from square crops at the largest size.
+
+    The few sampled images are decoded from the raw tree (the pixels the square cache holds), so the audit
+    renders no cache.
+    """
+    size = max(preprocessing["image_sizes"])
     images = usable(image_index)
+    position = {path: row for row, path in enumerate(images["path"])}
     colour_paths = eda.sample_rows(images, eda_params["colour_images_per_source"])
-    pixels = {s: np.asarray(stack.array[np.sort(stack.rows(paths))]) for s, paths in colour_paths.items()}
+    # Index order, as the cache rows were read before: the statistics sum in the same order.
+    pixels = {s: decode_squares(raw_images, sorted(paths, key=position.__getitem__), size)
+              for s, paths in colour_paths.items()}
     grid_paths = eda.sample_rows(images, eda_params["grid_images_per_source"], seed=1)
-    grid = {s: np.asarray(stack.array[stack.rows(paths)]) for s, paths in grid_paths.items()}
+    grid = {s: decode_squares(raw_images, paths, size) for s, paths in grid_paths.items()}
     return (eda.colour_statistics(pixels), colour_histograms(pixels),
-            sample_grid(grid, f"Samples per source ({stack.size} px square crops)"))
+            sample_grid(grid, f"Samples per source ({size} px square crops)"))

@@ -1,5 +1,5 @@
 """Image index, integrity report, fold table and preprocessed image caches."""
 
-from .pipeline import create_pipeline
+from .pipeline import audit_pipeline, cache_pipeline, create_pipeline
 
-__all__ = ["create_pipeline"]
+__all__ = ["audit_pipeline", "cache_pipeline", "create_pipeline"]

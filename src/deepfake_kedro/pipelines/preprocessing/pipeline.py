@@ -1,7 +1,9 @@
-"""The preprocessing pipeline: raw images -> index -> fold table, square-crop and face-crop caches.
+"""The preprocessing pipeline: raw images -> index -> fold table (the audit), then square and face-crop caches.
 
-The ``plan_*`` nodes return plans; their datasets execute them on save (render cache images, run MTCNN),
-doing only the work not done yet (docs/architecture.md).
+The audit part (index, hashes, near-duplicate groups, folds) is all ``eda`` needs: it decodes each image once
+or twice and renders nothing. The cache part is what training reads. The ``plan_*`` nodes return plans; their
+datasets execute them on save (render cache images, run MTCNN), doing only the work not done yet
+(docs/architecture.md).
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -20,15 +22,30 @@ from .nodes import (
 )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([
+def _grouped(nodes: list[Node]) -> Pipeline:
+    """The nodes under the ``preprocessing`` namespace (a group in kedro viz); every dataset keeps its name."""
+    plain = Pipeline(nodes)
+    parameters = {name for name in plain.inputs() if name.startswith("params:")}
+    return Pipeline(nodes, namespace="preprocessing", inputs=plain.inputs() - parameters,
+                    outputs=plain.all_outputs(), parameters=parameters)
+
+
+def audit_pipeline() -> Pipeline:
+    """Index, integrity report, perceptual hashes, near-duplicate groups and folds: no cache, no face detection."""
+    return _grouped([
         Node(index_images, ["raw_images", "params:data", "params:preprocessing", "params:defaults"],
              ["image_index", "integrity_report"], name="index_images"),
-        Node(hash_images, ["image_index", "image_cache", "params:preprocessing"], "perceptual_hashes",
+        Node(hash_images, ["image_index", "raw_images", "params:preprocessing"], "perceptual_hashes",
              name="hash_images"),
         Node(group_near_duplicates, ["image_index", "perceptual_hashes", "params:preprocessing"],
              ["image_groups", "near_duplicate_pairs", "near_duplicate_summary"], name="group_near_duplicates"),
         Node(build_folds, ["image_index", "image_groups", "params:defaults"], "fold_table", name="build_folds"),
+    ])
+
+
+def cache_pipeline() -> Pipeline:
+    """Square-crop caches, MTCNN face boxes, face-crop caches and their figures: what training reads."""
+    return _grouped([
         Node(plan_square_caches, ["image_index", "raw_images", "params:preprocessing"], "image_cache",
              name="plan_square_caches"),
         Node(plan_face_detection, ["image_index", "raw_images", "params:preprocessing"], "face_boxes",
@@ -42,3 +59,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(augmentation_figure, ["image_cache", "params:preprocessing"], "augmentation_figure",
              name="augmentation_figure"),
     ])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """The whole preprocessing: the audit and the caches."""
+    return audit_pipeline() + cache_pipeline()
