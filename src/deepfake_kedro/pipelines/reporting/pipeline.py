@@ -17,7 +17,7 @@ def create_pipeline(experiments: list[str]) -> Pipeline:
         The reporting pipeline.
     """
     top_full = f"phase4.{Slot(1, FULL).name}"  # the top model on the full data: its Grad-CAM goes in the deck
-    return Pipeline([
+    nodes = [
         Node(collect_results, {**{f"{p}_comparison": f"{p}.comparison" for p in PHASES},
                                **{name: f"{name}.metrics" for name in experiments}},
              ["model_comparison", "detailed_results"], name="collect_results"),
@@ -34,4 +34,9 @@ def create_pipeline(experiments: list[str]) -> Pipeline:
             **{f"{p}_comparison": f"{p}.comparison" for p in PHASES},
             **{f"{p}_tests": f"{p}.paired_tests" for p in PHASES},
         }, "report", name="build_report"),
-    ])
+    ]
+    # One group in kedro viz; the datasets it reads and writes keep their plain names.
+    flat = Pipeline(nodes)
+    return Pipeline(nodes, namespace="reporting", outputs=flat.all_outputs(),
+                    inputs={name for name in flat.inputs() if not name.startswith("params:")},
+                    parameters={name for name in flat.inputs() if name.startswith("params:")})
