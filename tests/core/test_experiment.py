@@ -1,0 +1,80 @@
+"""Tests for deepfake_kedro.experiment: fold data keys, lazy fold runs and out-of-fold evaluation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from deepfake_kedro.config import ExperimentConfig
+from deepfake_kedro.experiment import evaluate_runs, fold_data, fold_metrics_row, plan_fold_runs
+from deepfake_kedro.folds import build_fold_table
+from deepfake_kedro.image_cache import ImageStack
+from deepfake_kedro.run_store import FoldRunStore, StaleRunError
+from tests.core.test_folds import dff_like_images
+
+SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": "fake"}
+TINY = ExperimentConfig(backbone="simple_cnn", cnn_preset="micro", pretrained=False, image_size=16, epochs=1,
+                        batch_size=64, subsample=1.0, num_workers=0, early_stopping_patience=1,
+                        scheduler={"type": "none", "T_max": 1})
+
+
+def stack_for(table: pd.DataFrame, signature: str = "v1") -> ImageStack:
+    """A 16 px cache whose fakes are brighter, so a model can learn something in one epoch."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 120, size=(len(table), 16, 16, 3), dtype=np.uint8)
+    pixels[table["label"].to_numpy() == 1] += 100
+    return ImageStack(table["path"].tolist(), [signature] * len(table), pixels)
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return build_fold_table(dff_like_images(40), cv_folds=5, val_ratio=0.25, seed=3)
+
+
+def test_fold_metrics_row_matches_sklearn_and_splits_held_out_sources():
+    predictions = pd.DataFrame({
+        "label": [0, 0, 0, 1, 1, 1, 1],
+        "source": ["wiki", "wiki", "wiki", "text2img", "text2img", "insight", "insight"],
+        "prob": [0.1, 0.4, 0.35, 0.8, 0.3, 0.6, 0.2],
+    })
+    meta = {"fold": 2, "n_train": 10, "n_val": 2, "n_test": 7, "best_epoch": 1, "train_auc_at_best": 0.9,
+            "val_auc_at_best": 0.8, "train_val_gap": 0.1,
+            "config": {"train_sources": ["wiki", "text2img"]}}
+    row = fold_metrics_row(predictions, meta, {"wiki": "real", "text2img": "fake", "insight": "fake"})
+    assert row["auc"] == pytest.approx(roc_auc_score(predictions["label"], predictions["prob"]))
+    seen = predictions[predictions["source"] != "insight"]
+    held_out = predictions[predictions["source"] != "text2img"]
+    assert row["in_source_auc"] == pytest.approx(roc_auc_score(seen["label"], seen["prob"]))
+    assert row["heldout_auc"] == pytest.approx(roc_auc_score(held_out["label"], held_out["prob"]))
+    assert row["heldout_delta"] == pytest.approx(row["in_source_auc"] - row["heldout_auc"])
+
+
+def test_fold_data_key_follows_the_rows_and_the_pixels(table):
+    before = fold_data(TINY, table, stack_for(table), SOURCES)
+    assert fold_data(TINY, table, stack_for(table), SOURCES)[0].data_key == before[0].data_key
+    # A replaced file (new cache signature) changes every fold's key.
+    changed = fold_data(TINY, table, stack_for(table, "v2"), SOURCES)
+    assert all(changed[fold].data_key != before[fold].data_key for fold in before)
+    # A hold-out experiment trains on other rows than the reference: another key.
+    holdout = TINY.model_copy(update={"train_sources": ["wiki", "text2img", "inpainting"]})
+    assert fold_data(holdout, table, stack_for(table), SOURCES)[0].data_key != before[0].data_key
+
+
+def test_planned_runs_cover_every_image_once_out_of_fold_and_stale_runs_are_refused(tmp_path, table):
+    cache = stack_for(table)
+    plans = plan_fold_runs(TINY, "fp", table, cache, SOURCES, "phase1.tiny")
+    assert sorted(plans) == [f"fp/fold_{k}" for k in range(5)]
+    store = FoldRunStore(tmp_path)
+    store.save_all(plans)
+    current = fold_data(TINY, table, cache, SOURCES)
+    oof, fold_metrics, summary, histories = evaluate_runs(store, "fp", 5, SOURCES, n_bootstrap=20,
+                                                          current=current, label="phase1.tiny")
+    # Every image is predicted exactly once, by the model of the fold that held it out.
+    assert sorted(oof["path"]) == sorted(table["path"])
+    assert (oof.set_index("path")["fold"] == table.set_index("path")["fold"].loc[oof["path"]]).all()
+    assert summary["pooled"]["auc"] == pytest.approx(roc_auc_score(oof["label"], oof["prob"]))
+    assert summary["metrics"]["auc"]["mean"] == pytest.approx(fold_metrics["auc"].mean())
+    assert len(histories) == 5
+    with pytest.raises(StaleRunError, match="phase1.tiny"):
+        evaluate_runs(store, "fp", 5, SOURCES, n_bootstrap=20, current=fold_data(TINY, table, stack_for(table, "v2"),
+                                                                                   SOURCES), label="phase1.tiny")
