@@ -11,6 +11,9 @@ import pandas as pd
 from deepfake_kedro.stats import holm_adjust, paired_comparison
 
 HEADLINE_METRICS = ("auc", "accuracy", "f1", "average_precision", "eer")
+THRESHOLD_METRICS = ("threshold", "accuracy_at_threshold", "f1_at_threshold", "tpr_at_threshold",
+                     "fpr_at_threshold", "tpr", "fpr")
+"""Metrics at each fold's validation-chosen threshold, then TPR / FPR at 0.5, next to the headline ones."""
 TESTED_METRICS = ("auc", "accuracy", "f1")
 HELDOUT_FLAG_ABOVE = 0.05
 
@@ -47,12 +50,15 @@ def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame
             "experiment": name, "fingerprint": summary["fingerprint"],
             "backbone": config.get("backbone"), "image_size": config.get("image_size"),
         }
-        ordered = list(HEADLINE_METRICS) + [m for m in summary["metrics"] if m not in HEADLINE_METRICS]
+        first = HEADLINE_METRICS + THRESHOLD_METRICS
+        ordered = list(first) + [m for m in summary["metrics"] if m not in first]
         for metric in ordered:
             if metric in summary["metrics"]:
                 stats = summary["metrics"][metric]
                 for key in ("mean", "std", "ci_low", "ci_high"):
                     row[f"{metric}_{key}"] = stats[key]
+        if "threshold_rule" in summary:
+            row["threshold_rule"] = summary["threshold_rule"]
         row.update({f"pooled_{k}": v for k, v in summary.get("pooled", {}).items()})
         if "heldout_delta" in summary["metrics"]:
             # Source hold-out: in-source minus held-out-source AUC; above 0.05 = source-specific features.

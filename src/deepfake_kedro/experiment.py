@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,11 +12,13 @@ import pandas as pd
 import torch
 
 from deepfake_kedro.config import ExperimentConfig
+from deepfake_kedro.explain import load_fold_model
 from deepfake_kedro.folds import fold_count, select_fold_rows
 from deepfake_kedro.image_cache import ImageStack
 from deepfake_kedro.metrics import binary_metrics, grouped_bootstrap_ci, per_source_metrics, summarize
-from deepfake_kedro.run_store import FoldData, FoldPlan, FoldResult, FoldRunStore, run_key
-from deepfake_kedro.training import train_fold
+from deepfake_kedro.run_store import FoldData, FoldPlan, FoldResult, FoldRunStore, StoredFold, run_key
+from deepfake_kedro.thresholds import ThresholdRule, choose_threshold, metrics_at_threshold
+from deepfake_kedro.training import predict, train_fold
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,15 @@ def fold_data(
     return data
 
 
+def fold_predictions(fold_table: pd.DataFrame, positions: np.ndarray, fold: int, probabilities: np.ndarray
+                     ) -> pd.DataFrame:
+    """One fold's predictions on ``fold_table`` rows ``positions``: ``PREDICTION_COLUMNS``, ``fold``, ``prob``."""
+    predictions = fold_table.iloc[positions][PREDICTION_COLUMNS].reset_index(drop=True)
+    predictions["fold"] = fold
+    predictions["prob"] = probabilities
+    return predictions
+
+
 def plan_fold_runs(
     config: ExperimentConfig,
     fingerprint: str,
@@ -95,20 +106,50 @@ def plan_fold_runs(
             label, fold, n_folds - 1, len(rows["train"]), len(rows["val"]), len(rows["test"]), config.image_size,
         )
         started = time.perf_counter()
-        state, history, probabilities, summary = train_fold(config, cache.array, rows, labels, fold, device, label)
-        predictions = fold_table.iloc[selected.test][PREDICTION_COLUMNS].reset_index(drop=True)
-        predictions["fold"] = fold
-        predictions["prob"] = probabilities
+        state, history, probabilities, val_probabilities, summary = train_fold(
+            config, cache.array, rows, labels, fold, device, label)
+        predictions = fold_predictions(fold_table, selected.test, fold, probabilities)
+        val_predictions = fold_predictions(fold_table, selected.val, fold, val_probabilities)
         meta = {
             "experiment": label, "fingerprint": fingerprint, "fold": fold,
             "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(len(rows["test"])),
             "seconds": time.perf_counter() - started, "config": config.model_dump(mode="json"), **summary,
         }
-        return FoldResult(state, history, predictions, meta)
+        return FoldResult(state, history, predictions, meta, val_predictions)
 
     data = fold_data(config, fold_table, cache, sources)
     return {run_key(fingerprint, fold): FoldPlan(data[fold], lambda fold=fold: run(fold), label)
             for fold in range(n_folds)}
+
+
+def predict_validation(
+    store: FoldRunStore, fingerprint: str, fold: int, config: ExperimentConfig, fold_table: pd.DataFrame,
+    cache: ImageStack, sources: Mapping[str, str], device: torch.device | str | None = None,
+) -> pd.DataFrame:
+    """A stored fold's inner-validation predictions: its checkpoint run on its validation rows.
+
+    For folds trained before validation predictions were stored; on CPU the result is deterministic.
+
+    Args:
+        store: Where the fold runs are.
+        fingerprint: The experiment's config fingerprint.
+        fold: The outer fold.
+        config: The resolved experiment configuration (which rows the fold validated on).
+        fold_table: The study's fold table.
+        cache: The image stack the experiment trained on.
+        sources: ``data.sources``.
+        device: Where to predict (default: CUDA if present).
+
+    Returns:
+        As the predictions training stores: ``PREDICTION_COLUMNS``, ``fold``, ``prob``.
+    """
+    selected = select_fold_rows(fold_table, fold, config.subsample, _sources(config.train_sources, sources),
+                                _sources(config.eval_sources, sources))
+    model, normalizer = load_fold_model(store, fingerprint, fold, device)
+    rows = cache.rows(fold_table["path"].iloc[selected.val].tolist())
+    device = next(model.parameters()).device
+    probabilities = predict(model, cache.array, rows, normalizer, device, description="validating")
+    return fold_predictions(fold_table, selected.val, fold, probabilities)
 
 
 def _source_split_auc(predictions: pd.DataFrame, fake_sources: list[str]) -> float:
@@ -116,8 +157,10 @@ def _source_split_auc(predictions: pd.DataFrame, fake_sources: list[str]) -> flo
     return binary_metrics(chosen["label"], chosen["prob"])["auc"]
 
 
-def fold_metrics_row(predictions: pd.DataFrame, meta: Mapping[str, Any], sources: Mapping[str, str]) -> dict[str, Any]:
-    """Every per-fold metric of one fold's test predictions."""
+def fold_metrics_row(
+    predictions: pd.DataFrame, meta: Mapping[str, Any], sources: Mapping[str, str], threshold: float | None = None,
+) -> dict[str, Any]:
+    """Every per-fold metric of one fold's test predictions (at 0.5, and at ``threshold`` when given)."""
     real_sources = [s for s, kind in sources.items() if kind == "real"]
     row: dict[str, Any] = {
         "fold": meta["fold"], "n_train": meta["n_train"], "n_val": meta["n_val"], "n_test": meta["n_test"],
@@ -125,6 +168,10 @@ def fold_metrics_row(predictions: pd.DataFrame, meta: Mapping[str, Any], sources
         "train_val_gap": meta["train_val_gap"],
     }
     row.update(binary_metrics(predictions["label"], predictions["prob"]))
+    at_half = metrics_at_threshold(predictions["label"], predictions["prob"], 0.5)
+    row.update(tpr=at_half["tpr_at_threshold"], fpr=at_half["fpr_at_threshold"])
+    if threshold is not None:
+        row.update(metrics_at_threshold(predictions["label"], predictions["prob"], threshold))
     row.update(per_source_metrics(predictions["label"], predictions["prob"], predictions["source"], real_sources))
     trained = meta["config"]["train_sources"]
     if trained != "all":
@@ -146,6 +193,8 @@ def evaluate_runs(
     seed: int = 0,
     current: Mapping[int, FoldData] | None = None,
     label: str = "",
+    rule: ThresholdRule | None = None,
+    validation: Callable[[StoredFold], pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], list[pd.DataFrame]]:
     """Out-of-fold predictions, per-fold metrics and their summary across folds.
 
@@ -158,22 +207,38 @@ def evaluate_runs(
         seed: Bootstrap seed.
         current: Each fold's current data (``fold_data``): a fold trained on other data is an error.
         label: How errors name the experiment.
+        rule: How each fold's threshold is chosen on its validation predictions (default ``youden``).
+        validation: Computes a fold's validation predictions when the run did not store them
+            (``predict_validation``); without it such a fold is an error.
 
     Returns:
-        Out-of-fold predictions, fold metrics, summary (mean / std / 95% CI per metric,
-        pooled AUC with a grouped bootstrap CI) and per-fold histories.
+        Out-of-fold predictions (with each fold's ``threshold``), fold metrics (at 0.5 and at the
+        fold's threshold), summary (mean / std / 95% CI per metric, pooled AUC with a grouped
+        bootstrap CI, the threshold rule) and per-fold histories.
 
     Raises:
         StaleRunError: A fold's stored data key differs from its current one.
     """
     for fold, data in (current or {}).items():
         store.check_current(run_key(fingerprint, fold), data, label or fingerprint)
+    rule = rule or ThresholdRule()
     folds = [store.read(run_key(fingerprint, fold)) for fold in range(n_folds)]
-    oof = pd.concat([f.predictions for f in folds], ignore_index=True)
-    fold_metrics = pd.DataFrame([fold_metrics_row(f.predictions, f.meta, sources) for f in folds])
+    thresholds = []
+    for f in folds:
+        val = f.val_predictions if f.val_predictions is not None else validation(f) if validation else None
+        if val is None:
+            raise FileNotFoundError(f"{label or fingerprint}: fold run {f.directory} has no val_predictions.parquet; "
+                                    "pass validation= (predict_validation) or retrain the fold")
+        # Chosen on the fold's inner validation rows only: test labels never move it.
+        thresholds.append(choose_threshold(val["label"], val["prob"], rule))
+    oof = pd.concat([f.predictions.assign(threshold=t) for f, t in zip(folds, thresholds, strict=True)],
+                    ignore_index=True)
+    fold_metrics = pd.DataFrame([fold_metrics_row(f.predictions, f.meta, sources, t)
+                                 for f, t in zip(folds, thresholds, strict=True)])
     numeric = [c for c in fold_metrics.columns if c != "fold" and pd.api.types.is_numeric_dtype(fold_metrics[c])]
     summary: dict[str, Any] = {
         "fingerprint": fingerprint,
+        "threshold_rule": rule.describe(),
         "metrics": {m: summarize(fold_metrics[m].to_numpy(dtype=float)) for m in numeric},
         "folds": fold_metrics.to_dict(orient="records"),
     }

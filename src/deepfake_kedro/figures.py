@@ -260,3 +260,24 @@ def attention_bars(attention: pd.DataFrame) -> Figure:
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(loc="lower right")
     return figure
+
+
+def threshold_sweep_figure(sweep: pd.DataFrame, chosen: np.ndarray, title: str) -> Figure:
+    """TPR, FPR, accuracy and F1 against the threshold (``thresholds.threshold_sweep``), 0.5 and the folds' marked.
+
+    Args:
+        sweep: Columns ``threshold``, ``tpr``, ``fpr``, ``accuracy``, ``f1``.
+        chosen: Each fold's threshold, chosen on its validation predictions (dotted lines).
+        title: The figure's title.
+    """
+    figure, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for column, label in (("tpr", "TPR (detection rate)"), ("fpr", "FPR (false alarms)"),
+                          ("accuracy", "accuracy"), ("f1", "F1")):
+        ax.plot(sweep["threshold"], sweep[column], label=label)
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=1, label="0.5")
+    for i, threshold in enumerate(np.asarray(chosen, dtype=float)):
+        ax.axvline(threshold, color="black", linestyle=":", linewidth=1,
+                   label="fold thresholds (chosen on validation)" if i == 0 else None)
+    ax.set(xlabel="threshold on p(fake)", ylabel="rate", xlim=(0, 1), ylim=(-0.02, 1.02), title=title)
+    ax.legend(loc="lower left", fontsize=8)
+    return figure

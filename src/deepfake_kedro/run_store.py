@@ -33,6 +33,8 @@ class FoldResult:
     history: pd.DataFrame
     predictions: pd.DataFrame
     meta: dict[str, Any]
+    val_predictions: pd.DataFrame | None = None
+    """The best epoch's inner-validation predictions (thresholds are chosen on them)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class StoredFold:
     history: pd.DataFrame
     predictions: pd.DataFrame
     meta: dict[str, Any]
+    val_predictions: pd.DataFrame | None = None
+    """None for a fold trained before validation predictions were stored."""
 
     def load_state_dict(self) -> dict[str, torch.Tensor]:
         return torch.load(self.directory / "model.pt", map_location="cpu", weights_only=True)
@@ -126,6 +130,8 @@ class FoldRunStore:
         torch.save(result.state_dict, staging / "model.pt")
         result.history.to_csv(staging / "history.csv", index=False)
         result.predictions.to_parquet(staging / "predictions.parquet", index=False)
+        if result.val_predictions is not None:
+            result.val_predictions.to_parquet(staging / "val_predictions.parquet", index=False)
         meta = dict(result.meta)
         if data is not None:
             data.rows.to_parquet(staging / "rows.parquet", index=False)
@@ -144,6 +150,8 @@ class FoldRunStore:
             history=pd.read_csv(directory / "history.csv"),
             predictions=pd.read_parquet(directory / "predictions.parquet"),
             meta=json.loads((directory / "meta.json").read_text()),
+            val_predictions=(pd.read_parquet(directory / "val_predictions.parquet")
+                             if (directory / "val_predictions.parquet").exists() else None),
         )
 
     def stored_rows(self, key: str) -> pd.DataFrame | None:

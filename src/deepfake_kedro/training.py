@@ -175,8 +175,8 @@ def train_fold(
     fold: int,
     device: torch.device | None = None,
     tag: str = "",
-) -> tuple[dict[str, torch.Tensor], pd.DataFrame, np.ndarray, dict]:
-    """Trains one fold and returns the best-epoch weights, history and test predictions.
+) -> tuple[dict[str, torch.Tensor], pd.DataFrame, np.ndarray, np.ndarray, dict]:
+    """Trains one fold and returns the best-epoch weights, history, test and validation predictions.
 
     Args:
         config: The resolved experiment configuration.
@@ -188,7 +188,9 @@ def train_fold(
         tag: Prefix of the progress lines.
 
     Returns:
-        State dict of the best epoch, per-epoch history, test-fold probabilities and a summary dict.
+        State dict of the best epoch, per-epoch history, test-fold probabilities, the best epoch's
+        validation probabilities (in the order of ``rows["val"]``; thresholds are chosen on them) and a
+        summary dict.
     """
     device = device or select_device()
     seed = config.seed * 1000 + fold
@@ -211,7 +213,7 @@ def train_fold(
         augment=BatchAugmenter(config.augment, seed) if config.augment else None,
     )
     run = _FoldRun(config, model, normalizer, device, f"{tag} fold {fold}")
-    history, best_state, best_epoch = run.fit(loader, images, rows["val"], labels[rows["val"]])
+    history, best_state, best_epoch, val_probs = run.fit(loader, images, rows["val"], labels[rows["val"]])
     model.load_state_dict(best_state)
     test_probs = predict(model, images, rows["test"], normalizer, device, description="testing")
     best_row = history.loc[best_epoch - 1]
@@ -225,7 +227,7 @@ def train_fold(
         "device": str(device),
     }
     state = {k: v.detach().cpu() for k, v in best_state.items()}
-    return state, history, test_probs, summary
+    return state, history, test_probs, val_probs, summary
 
 
 @dataclass
@@ -240,11 +242,12 @@ class _FoldRun:
 
     def fit(
         self, loader: DataLoader, images: np.ndarray, val_rows: np.ndarray, val_labels: np.ndarray
-    ) -> tuple[pd.DataFrame, dict[str, torch.Tensor], int]:
+    ) -> tuple[pd.DataFrame, dict[str, torch.Tensor], int, np.ndarray]:
         """Trains until the epochs run out or validation AUC stops improving.
 
         Returns:
-            Per-epoch history, the state dict of the best epoch and that epoch's number (from 1).
+            Per-epoch history, the state dict of the best epoch, that epoch's number (from 1) and its
+            validation probabilities.
         """
         config, model = self.config, self.model
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
@@ -253,7 +256,7 @@ class _FoldRun:
             torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.scheduler.T_max)
             if config.scheduler.type == "cosine_annealing" else None
         )
-        history, best, best_state, best_epoch, since_best = [], None, None, 0, 0
+        history, best, best_state, best_epoch, since_best, best_val = [], None, None, 0, 0, np.empty(0)
         for epoch, train_loss, train_auc, rate in _epochs(model, loader, self.normalizer, self.device, optimizer,
                                                           config.epochs):
             val_probs = predict(model, images, val_rows, self.normalizer, self.device, description="validating")
@@ -270,13 +273,14 @@ class _FoldRun:
             improved = best is None or score > best
             if improved:
                 best, best_state, best_epoch, since_best = score, copy.deepcopy(model.state_dict()), epoch + 1, 0
+                best_val = val_probs
             else:
                 since_best += 1
             self._log(history[-1], improved)
             if since_best >= config.early_stopping_patience:
                 logger.info("%s: early stop, no val AUC gain in %d epochs", self.label, since_best)
                 break
-        return pd.DataFrame(history), best_state, best_epoch
+        return pd.DataFrame(history), best_state, best_epoch, best_val
 
     def _log(self, row: dict[str, float], improved: bool) -> None:
         logger.info(

@@ -29,6 +29,10 @@ def test_phase1_demo_end_to_end_then_skip_then_resume(tiny_demo):
     for metric in ("auc", "accuracy", "f1", "average_precision", "eer"):
         row = comparison.iloc[0]
         assert row[f"{metric}_ci_low"] <= row[f"{metric}_mean"] <= row[f"{metric}_ci_high"]
+    # Each fold's threshold is chosen on its validation rows; metrics at it sit beside those at 0.5.
+    assert (comparison["threshold_rule"] == "youden").all()
+    assert comparison[["threshold_mean", "accuracy_at_threshold_mean", "f1_at_threshold_mean",
+                       "tpr_at_threshold_mean", "fpr_at_threshold_mean"]].notna().all().all()
     tests = pd.read_csv(reporting / "paired_tests.csv")
     assert set(tests["metric"]) == {"auc", "accuracy", "f1"}
     assert tests[["p_paired_t", "p_nadeau_bengio", "p_holm"]].notna().all().all()
@@ -38,11 +42,13 @@ def test_phase1_demo_end_to_end_then_skip_then_resume(tiny_demo):
         metrics = json.loads((reporting / name / "metrics.json").read_text())
         assert len(metrics["folds"]) == 5 and metrics["metrics"]["auc"]["n"] == 5
         assert (reporting / name / "learning_curves.png").exists()
+        assert (reporting / name / "threshold_sweep.png").stat().st_size > 10_000
         oof = pd.read_parquet(tiny_demo.path / f"data/demo/07_model_output/phase1/{name}/oof_predictions.parquet")
         fold_table = pd.read_parquet(tiny_demo.path / "data/demo/05_model_input/fold_table.parquet")
         # Out-of-fold: every usable image predicted exactly once, by the fold that held it out.
         assert sorted(oof["path"]) == sorted(fold_table["path"])
         assert (oof.merge(fold_table, on="path")["fold_x"] == oof.merge(fold_table, on="path")["fold_y"]).all()
+        assert (oof.groupby("fold")["threshold"].nunique() == 1).all()
 
     first = checkpoints(tiny_demo)
     assert len(first) == 10

@@ -13,7 +13,7 @@ from PIL import Image
 
 from deepfake_kedro import experiment as experiment_core
 from deepfake_kedro.error_analysis import most_confident_errors
-from deepfake_kedro.experiment import evaluate_runs, fold_data
+from deepfake_kedro.experiment import evaluate_runs, fold_data, predict_validation
 from deepfake_kedro.explain import (
     captioned_overlay,
     choose_examples,
@@ -22,13 +22,20 @@ from deepfake_kedro.explain import (
     gradcam_gallery,
     load_fold_model,
 )
-from deepfake_kedro.figures import confidence_histograms, image_gallery, learning_curves, reliability_diagram
+from deepfake_kedro.figures import (
+    confidence_histograms,
+    image_gallery,
+    learning_curves,
+    reliability_diagram,
+    threshold_sweep_figure,
+)
 from deepfake_kedro.folds import check_no_leakage, fold_count
 from deepfake_kedro.image_cache import ImageStack
 from deepfake_kedro.run_store import FoldResult, FoldRunStore
 from deepfake_kedro.selection import apply_preprocessing, final_model_overrides
 from deepfake_kedro.serialization import json_safe
 from deepfake_kedro.study import ResolvedExperiment, parse_slot, resolve
+from deepfake_kedro.thresholds import threshold_rule, threshold_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +146,8 @@ def evaluate_folds(
         fold_runs: The trained folds.
         fold_table: The fold table (for the folds and the rows each fold must have used).
         data: ``data.sources``.
-        evaluation: ``n_bootstrap``.
+        evaluation: ``n_bootstrap``; ``threshold``: the rule choosing each fold's threshold on its
+            validation predictions (``{rule: youden}`` when absent).
         image_cache: Square-crop stacks by name (their signatures are part of each fold's data key).
         face_cache: Face-crop stacks by name.
 
@@ -147,17 +155,41 @@ def evaluate_folds(
         Out-of-fold predictions, fold metrics, the metrics summary and learning curves.
     """
     name = resolved_config.label
-    current = fold_data(resolved_config.config, fold_table, resolved_config.cache(image_cache, face_cache),
-                        data["sources"])
+    cache = resolved_config.cache(image_cache, face_cache)
+    config = resolved_config.config
+    current = fold_data(config, fold_table, cache, data["sources"])
+
+    def validation(stored):
+        # Folds trained before validation predictions were stored: their checkpoint on their val rows.
+        logger.info("%s fold %d: predicting its validation rows from the checkpoint", name, stored.meta["fold"])
+        return predict_validation(fold_runs, resolved_config.fingerprint, stored.meta["fold"], config, fold_table,
+                                  cache, data["sources"])
+
     oof, fold_metrics, summary, histories = evaluate_runs(
         fold_runs, resolved_config.fingerprint, fold_count(fold_table), data["sources"],
-        n_bootstrap=evaluation["n_bootstrap"], seed=resolved_config.config.seed, current=current, label=name,
+        n_bootstrap=evaluation["n_bootstrap"], seed=config.seed, current=current, label=name,
+        rule=threshold_rule(evaluation.get("threshold")), validation=validation,
     )
     auc = summary["metrics"]["auc"]
     logger.info("%s: AUC %.3f ± %.3f (95%% CI %.3f-%.3f)", name, auc["mean"], auc["std"], auc["ci_low"], auc["ci_high"])
     summary = {"experiment": resolved_config.name, "phase": resolved_config.phase,
                "config": resolved_config.config.model_dump(mode="json"), **summary}
     return oof, fold_metrics, json_safe(summary), learning_curves(histories, f"{name}: learning curves per fold")
+
+
+def sweep_thresholds(resolved_config: ResolvedExperiment, oof_predictions: pd.DataFrame) -> Figure:
+    """TPR, FPR, accuracy and F1 of the out-of-fold predictions against the threshold, fold thresholds marked.
+
+    Args:
+        resolved_config: The resolved experiment.
+        oof_predictions: The experiment's out-of-fold predictions (with each fold's ``threshold``).
+
+    Returns:
+        The threshold-sweep figure.
+    """
+    sweep = threshold_sweep(oof_predictions["label"], oof_predictions["prob"])
+    chosen = oof_predictions.groupby("fold")["threshold"].first().to_numpy()
+    return threshold_sweep_figure(sweep, chosen, f"{resolved_config.label}: threshold sweep (out of fold)")
 
 
 def analyse_errors(

@@ -15,6 +15,7 @@ from .nodes import (
     resolve_config,
     resolve_final_model,
     resolve_with_preprocessing,
+    sweep_thresholds,
 )
 
 SHARED_INPUTS = {"fold_table", "image_cache", "face_cache"}
@@ -35,6 +36,7 @@ def _template(resolve: Node) -> list[Node]:
         Node(evaluate_folds, ["resolved_config", "fold_runs", "fold_table", "params:data", "params:evaluation",
                               "image_cache", "face_cache"],
              ["oof_predictions", "fold_metrics", "metrics", "learning_curves"], name="evaluate_folds"),
+        Node(sweep_thresholds, ["resolved_config", "oof_predictions"], "threshold_sweep", name="sweep_thresholds"),
         Node(analyse_errors, ["resolved_config", "oof_predictions", "image_cache", "face_cache", "params:evaluation"],
              ["hard_examples", "hard_examples_figure", "confidence_histograms", "reliability"], name="analyse_errors"),
         Node(explain_predictions,
