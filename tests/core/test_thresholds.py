@@ -131,7 +131,7 @@ def test_an_old_run_gets_its_validation_predictions_from_its_checkpoint(tmp_path
     pixels = rng.integers(0, 200, (len(table), 16, 16, 3), dtype=np.uint8)
     pixels[table["label"].to_numpy() == 1, 4:12, 4:12, 0] = 255
     cache = ImageStack(table["path"].tolist(), ["s"] * len(table), pixels)
-    config = tiny_config(epochs=1)
+    config = tiny_config(epochs=1, subsample=1.0)
     cpu = torch.device("cpu")
     plans = plan_fold_runs(config, "fp", table, cache, SOURCES, "tiny", device=cpu)
     store = FoldRunStore(tmp_path)
