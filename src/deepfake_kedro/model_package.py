@@ -1,0 +1,229 @@
+"""A finished experiment as a usable detector: its fold models as an ensemble, preprocessing, threshold, card.
+
+The package is a folder::
+
+    package.json        resolved config, fingerprint, preprocessing, threshold (rule, per fold, chosen)
+    model_card.md       data, protocol, CV metrics with CIs, threshold rule, known shortcuts
+    folds/fold_<k>.pt   each outer fold's checkpoint (a plain state dict, loaded with weights_only=True)
+
+It is written under ``<folder>.partial`` and renamed at the end, so a half-written package never exists.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from deepfake_kedro.models import create_model
+from deepfake_kedro.run_store import FoldRunStore, run_key
+from deepfake_kedro.study import ResolvedExperiment
+from deepfake_kedro.training import Normalizer, predict, select_device
+
+THRESHOLD_CHOICE = "mean of the fold thresholds"
+
+
+@dataclass
+class ModelPackage:
+    """Everything needed to score new images the way the experiment's folds scored their test images."""
+
+    resolved: ResolvedExperiment
+    preprocessing: dict[str, Any]
+    threshold: dict[str, Any]
+    fold_states: list[dict[str, torch.Tensor]]
+    model_card: str
+
+    @property
+    def fingerprint(self) -> str:
+        return self.resolved.fingerprint
+
+    def normalizer(self, fold: int) -> Normalizer:
+        """The normalization fold ``fold`` was trained with (ImageNet, or its own real-image statistics)."""
+        stats = self.preprocessing["fold_normalization"][fold]
+        return Normalizer(tuple(stats["mean"]), tuple(stats["std"]))
+
+    def fold_model(self, fold: int, device: torch.device | str | None = None) -> nn.Module:
+        """Fold ``fold``'s trained model, in eval mode."""
+        config = self.resolved.config
+        # pretrained=False: the trained weights come from the checkpoint, not from ImageNet.
+        model = create_model(config.backbone, False, config.cnn_preset, config.dropout)
+        model.load_state_dict(self.fold_states[fold])
+        return model.to(torch.device(device) if device is not None else select_device()).eval()
+
+    def predict_folds(self, pixels: np.ndarray, device: torch.device | str | None = None) -> np.ndarray:
+        """Every fold model's p(fake) for preprocessed ``(N, size, size, 3)`` uint8 images: ``(folds, N)``."""
+        size = self.preprocessing["image_size"]
+        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+            raise ValueError(f"the package expects ({size}, {size}, 3) uint8 images "
+                             f"({self.preprocessing['crop']} crops), got shape {pixels.shape[1:]}")
+        device = torch.device(device) if device is not None else select_device()
+        rows = np.arange(len(pixels))
+        return np.stack([predict(self.fold_model(k, device), pixels, rows, self.normalizer(k), device,
+                                 description=f"fold {k}") for k in range(len(self.fold_states))])
+
+    def predict(self, pixels: np.ndarray, device: torch.device | str | None = None) -> pd.DataFrame:
+        """Ensemble scores: ``p_fake`` (mean over folds), ``spread`` (their std), ``fake`` (at the threshold)."""
+        per_fold = self.predict_folds(pixels, device)
+        p_fake = per_fold.mean(axis=0)
+        return pd.DataFrame({"p_fake": p_fake, "spread": per_fold.std(axis=0),
+                             "fake": p_fake >= self.threshold["value"]})
+
+
+def package_preprocessing(resolved: ResolvedExperiment, fold_meta: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The exact preprocessing: crop, size, margin, cache and each fold's normalization statistics."""
+    config = resolved.config
+    preprocessing: dict[str, Any] = {
+        "crop": "face" if config.face_crop else "square",
+        "image_size": config.image_size,
+        "cache": resolved.cache_name,
+        "normalization": config.normalization,
+        "fold_normalization": [{"mean": list(m["normalization_mean"]), "std": list(m["normalization_std"])}
+                               for m in fold_meta],
+        "input": "uint8 RGB, HWC; p(fake) = sigmoid(model((x / 255 - mean) / std))",
+    }
+    if config.face_crop:
+        preprocessing["face_crop_margin"] = config.face_crop_margin
+        preprocessing["face_detector"] = "MTCNN (facenet-pytorch), as in the preprocessing pipeline"
+    return preprocessing
+
+
+def build_package(
+    resolved: ResolvedExperiment, store: FoldRunStore, n_folds: int, metrics: Mapping[str, Any],
+    fold_metrics: pd.DataFrame, shortcut_audit: Mapping[str, Any] | None = None,
+) -> ModelPackage:
+    """Assembles a finished experiment's package from its fold runs and evaluation.
+
+    Args:
+        resolved: The experiment's resolved config.
+        store: Its trained folds.
+        n_folds: Number of outer folds.
+        metrics: Its metrics summary (``metrics.json``, with ``threshold_rule``).
+        fold_metrics: Its per-fold metrics (with each fold's ``threshold``).
+        shortcut_audit: eda's metadata-only shortcut audit, for the card's "known shortcuts".
+
+    Returns:
+        The package (write it with ``save_package``).
+
+    Raises:
+        ValueError: The evaluation has no per-fold thresholds (re-run the experiment's evaluation).
+    """
+    if "threshold" not in fold_metrics.columns:
+        raise ValueError(f"{resolved.label}: fold_metrics.csv has no 'threshold' column; re-run its evaluate_folds "
+                         "node (thresholds are chosen there, on validation predictions)")
+    folds = [store.read(run_key(resolved.fingerprint, fold)) for fold in range(n_folds)]
+    fold_thresholds = fold_metrics.sort_values("fold")["threshold"].astype(float).tolist()
+    threshold = {"rule": metrics.get("threshold_rule", "youden"), "choice": THRESHOLD_CHOICE,
+                 "fold_thresholds": fold_thresholds, "value": float(np.mean(fold_thresholds))}
+    preprocessing = package_preprocessing(resolved, [f.meta for f in folds])
+    card = model_card(resolved, preprocessing, threshold, metrics, shortcut_audit)
+    return ModelPackage(resolved, preprocessing, threshold, [f.load_state_dict() for f in folds], card)
+
+
+def _metric_line(metrics: Mapping[str, Any], name: str, label: str) -> str:
+    stats = metrics.get("metrics", {}).get(name)
+    if not stats:
+        return f"| {label} | n/a |"
+    return f"| {label} | {stats['mean']:.3f} ± {stats['std']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}] |"
+
+
+def model_card(
+    resolved: ResolvedExperiment, preprocessing: Mapping[str, Any], threshold: Mapping[str, Any],
+    metrics: Mapping[str, Any], shortcut_audit: Mapping[str, Any] | None,
+) -> str:
+    """A short ``model_card.md``: data, protocol, CV metrics with CIs, threshold rule, known shortcuts."""
+    config = resolved.config
+    crop = (f"face crop (MTCNN, margin {preprocessing['face_crop_margin']})" if preprocessing["crop"] == "face"
+            else "square centre crop")
+    folds = metrics.get("folds", [])
+    n_test = sum(int(f.get("n_test", 0)) for f in folds)
+    pooled = metrics.get("pooled", {})
+    lines = [
+        f"# Model card: {resolved.label}",
+        "",
+        f"Fingerprint `{resolved.fingerprint}`; {config.backbone} at {config.image_size} px, {crop}, "
+        f"{preprocessing['normalization']} normalization; an ensemble of {len(folds)} fold models "
+        "(p(fake) = mean over folds, spread = their std).",
+        "",
+        "## Data and protocol",
+        f"- Trained on sources: {config.train_sources}; evaluated on: {config.eval_sources}; "
+        f"{config.subsample:.0%} of the training groups.",
+        f"- Grouped {len(folds)}-fold cross-validation (near-duplicates and identities kept in one fold), "
+        f"an inner validation split per fold for early stopping and the threshold; {n_test} out-of-fold test images.",
+        "",
+        "## Cross-validated metrics (mean ± std [95% t-interval] over folds)",
+        "| metric | value |",
+        "|---|---|",
+        _metric_line(metrics, "auc", "ROC AUC"),
+        _metric_line(metrics, "accuracy", "accuracy at 0.5"),
+        _metric_line(metrics, "accuracy_at_threshold", "accuracy at the fold threshold"),
+        _metric_line(metrics, "tpr_at_threshold", "detection rate (TPR) at the fold threshold"),
+        _metric_line(metrics, "fpr_at_threshold", "false-alarm rate (FPR) at the fold threshold"),
+    ]
+    if pooled:
+        lines.append(f"| pooled out-of-fold AUC [grouped bootstrap 95% CI] | {pooled['auc']:.3f} "
+                     f"[{pooled['auc_boot_ci_low']:.3f}, {pooled['auc_boot_ci_high']:.3f}] |")
+    lines += [
+        "",
+        "## Decision threshold",
+        f"- {threshold['value']:.4f}: the {threshold['choice']}, each chosen by `{threshold['rule']}` on its fold's "
+        f"inner validation predictions, never on test (fold thresholds: "
+        f"{', '.join(f'{t:.3f}' for t in threshold['fold_thresholds'])}).",
+        "",
+        "## Known shortcuts",
+    ]
+    if shortcut_audit:
+        verdict = ("WARNING: file metadata alone separates real from fake; the model may use it"
+                   if shortcut_audit.get("warning") else "below the warning level")
+        lines.append(f"- Metadata-only classifier ({', '.join(shortcut_audit.get('features', []))}): AUC "
+                     f"{shortcut_audit['auc']:.3f} [{shortcut_audit['auc_ci_low']:.3f}, "
+                     f"{shortcut_audit['auc_ci_high']:.3f}], {verdict}.")
+    else:
+        lines.append("- No shortcut audit was available (run the eda pipeline).")
+    return "\n".join(lines) + "\n"
+
+
+def save_package(package: ModelPackage, directory: Path) -> None:
+    """Writes the package folder atomically (staged under ``<name>.partial``, then renamed)."""
+    directory = Path(directory)
+    staging = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "folds").mkdir(parents=True)
+    for fold, state in enumerate(package.fold_states):
+        torch.save(state, staging / "folds" / f"fold_{fold}.pt")
+    manifest = {"resolved": package.resolved.to_json(), "preprocessing": package.preprocessing,
+                "threshold": package.threshold, "n_folds": len(package.fold_states)}
+    (staging / "model_card.md").write_text(package.model_card)
+    (staging / "package.json").write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+
+
+def load_package(directory: Path) -> ModelPackage:
+    """Reads a package folder; checkpoints are loaded with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: No ``package.json`` (or a fold checkpoint) under ``directory``.
+    """
+    directory = Path(directory)
+    manifest_path = directory / "package.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{manifest_path} does not exist; build the package first "
+                                "(kedro run --pipeline package)")
+    manifest = json.loads(manifest_path.read_text())
+    states = []
+    for fold in range(manifest["n_folds"]):
+        path = directory / "folds" / f"fold_{fold}.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the package at {directory} is incomplete; rebuild it")
+        states.append(torch.load(path, map_location="cpu", weights_only=True))
+    resolved = ResolvedExperiment.from_json(manifest["resolved"], where=str(manifest_path))
+    return ModelPackage(resolved, manifest["preprocessing"], manifest["threshold"], states,
+                        (directory / "model_card.md").read_text())

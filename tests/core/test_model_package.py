@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from deepfake_kedro.experiment import evaluate_runs, plan_fold_runs
+from deepfake_kedro.folds import build_fold_table
+from deepfake_kedro.image_cache import ImageStack
+from deepfake_kedro.model_package import build_package, load_package, save_package
+from deepfake_kedro.run_store import FoldRunStore, run_key
+from deepfake_kedro.study import ResolvedExperiment
+from tests.core.test_folds import dff_like_images
+from tests.core.test_training import tiny_config
+
+SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": "fake"}
+FOLDS = 2  # two trained folds keep the test fast; the package takes whatever folds it is given
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    table = build_fold_table(dff_like_images(60), 5, 0.1, seed=1)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 200, (len(table), 16, 16, 3), dtype=np.uint8)
+    pixels[table["label"].to_numpy() == 1, 4:12, 4:12, 0] = 255
+    cache = ImageStack(table["path"].tolist(), ["s"] * len(table), pixels)
+    config = tiny_config(epochs=1, normalization="real_norm", subsample=1.0)
+    store = FoldRunStore(tmp_path_factory.mktemp("runs"))
+    plans = plan_fold_runs(config, "fp", table, cache, SOURCES, "tiny", device=torch.device("cpu"))
+    for fold in range(FOLDS):
+        store.write(run_key("fp", fold), plans[run_key("fp", fold)](), plans[run_key("fp", fold)].data)
+    _, fold_metrics, summary, _ = evaluate_runs(store, "fp", FOLDS, SOURCES, n_bootstrap=20)
+    resolved = ResolvedExperiment("phase1", "tiny", config, "fp")
+    audit = {"auc": 0.91, "auc_ci_low": 0.85, "auc_ci_high": 0.97, "features": ["jpeg_quality"], "warning": True}
+    return store, cache, fold_metrics, build_package(resolved, store, FOLDS, summary, fold_metrics, audit)
+
+
+def test_fold_k_of_the_package_reproduces_its_out_of_fold_probabilities(finished):
+    store, cache, _, package = finished
+    for fold in range(FOLDS):
+        stored = store.read(run_key("fp", fold)).predictions
+        pixels = np.asarray(cache.array[cache.rows(stored["path"].tolist())])
+        np.testing.assert_allclose(package.predict_folds(pixels, "cpu")[fold], stored["prob"], rtol=1e-5, atol=1e-6)
+
+
+def test_package_round_trips_and_carries_threshold_preprocessing_and_card(finished, tmp_path):
+    store, cache, fold_metrics, package = finished
+    save_package(package, tmp_path / "package")
+    assert not (tmp_path / "package.partial").exists()
+    loaded = load_package(tmp_path / "package")
+    pixels = np.asarray(cache.array[:25])
+    before, after = package.predict(pixels, "cpu"), loaded.predict(pixels, "cpu")
+    np.testing.assert_array_equal(after.to_numpy(), before.to_numpy())
+    per_fold = package.predict_folds(pixels, "cpu")
+    np.testing.assert_allclose(after["spread"], per_fold.std(axis=0))
+
+    assert loaded.fingerprint == "fp" and loaded.resolved.config == package.resolved.config
+    assert loaded.threshold["value"] == pytest.approx(fold_metrics["threshold"].mean())
+    assert loaded.threshold["rule"] == "youden"
+    # real_norm: each fold's own statistics of its real training images, as training stored them.
+    for fold in range(FOLDS):
+        assert loaded.normalizer(fold).mean == pytest.approx(store.read(run_key("fp", fold)).meta["normalization_mean"])
+    assert loaded.preprocessing["crop"] == "square" and loaded.preprocessing["image_size"] == 16
+    card = (tmp_path / "package" / "model_card.md").read_text()
+    assert "youden" in card and "WARNING: file metadata alone separates" in card and "ROC AUC" in card
+
+
+def test_loading_a_missing_package_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="package.json does not exist"):
+        load_package(tmp_path / "nothing")
+
+
+def test_wrong_image_size_is_an_error_naming_the_expected_shape(finished):
+    *_, package = finished
+    with pytest.raises(ValueError, match=r"expects \(16, 16, 3\) uint8 images \(square crops\)"):
+        package.predict(np.zeros((2, 32, 32, 3), dtype=np.uint8), "cpu")
