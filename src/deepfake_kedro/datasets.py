@@ -29,6 +29,7 @@ from deepfake_kedro.image_cache import (
     write_image_stack,
     write_table,
 )
+from deepfake_kedro.model_package import ModelPackage, load_package, save_package
 from deepfake_kedro.run_store import FoldResult, FoldRunStore
 from deepfake_kedro.study import ResolvedExperiment
 
@@ -174,6 +175,84 @@ class TrainedFoldsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[],
 
     def _exists(self) -> bool:
         return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class FinishedExperiments:
+    """Any finished experiment's results, found by its label ``<phase>.<experiment>`` under the data folder.
+
+    The layout is that of catalog.yml's ``{phase}.{experiment}.*`` entries (resolved_config.json, the fold
+    runs, metrics.json, fold_metrics.csv), so a run parameter (``predict.model``) can pick the experiment.
+    """
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir)
+
+    def load(self, label: str) -> tuple[ResolvedExperiment, FoldRunStore, dict[str, Any], pd.DataFrame]:
+        """The resolved config, fold runs, metrics summary and per-fold metrics of ``label``.
+
+        Raises:
+            DatasetError: ``label`` is not ``<phase>.<experiment>``, or a file is missing (naming it).
+        """
+        phase, _, experiment = label.partition(".")
+        if not phase or not experiment:
+            raise DatasetError(f"predict.model is {label!r}; write it as <phase>.<experiment>, "
+                               "e.g. phase4.top1_full or phase1.p1_resnet18_baseline")
+        files = {"resolved": self.data_dir / "05_model_input" / phase / experiment / "resolved_config.json",
+                 "metrics": self.data_dir / "08_reporting" / phase / experiment / "metrics.json",
+                 "fold_metrics": self.data_dir / "08_reporting" / phase / experiment / "fold_metrics.csv"}
+        for path in files.values():
+            if not path.exists():
+                raise DatasetError(f"{label} is not finished: {path} does not exist; run its phase first "
+                                   f"(kedro run --pipeline {phase})")
+        resolved = ResolvedExperiment.from_json(json.loads(files["resolved"].read_text()), where=str(files["resolved"]))
+        return (resolved, FoldRunStore(self.data_dir / "06_models" / "runs"),
+                json.loads(files["metrics"].read_text()), pd.read_csv(files["fold_metrics"]))
+
+    def shortcut_audit(self) -> dict[str, Any] | None:
+        """eda's shortcut audit, or None when the eda pipeline has not run."""
+        path = self.data_dir / "08_reporting" / "eda" / "shortcut_audit.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+class FinishedExperimentsDataset(AbstractDataset[None, FinishedExperiments]):
+    """Read-only access to every finished experiment's results (``FinishedExperiments``)."""
+
+    def __init__(self, data_dir: str, metadata: dict[str, Any] | None = None):
+        self._data_dir = Path(data_dir)
+        self.metadata = metadata
+
+    def load(self) -> FinishedExperiments:
+        return FinishedExperiments(self._data_dir)
+
+    def save(self, data: None) -> None:
+        raise DatasetError("FinishedExperimentsDataset is read-only: experiments write their own results")
+
+    def _exists(self) -> bool:
+        return self._data_dir.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"data_dir": str(self._data_dir)}
+
+
+class ModelPackageDataset(AbstractDataset[ModelPackage, ModelPackage]):
+    """A model package folder (``model_package``: checkpoints, package.json, model_card.md), written atomically."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> ModelPackage:
+        return load_package(self._path)
+
+    def save(self, data: ModelPackage) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        save_package(data, self._path)
+
+    def _exists(self) -> bool:
+        return (self._path / "package.json").exists()
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}

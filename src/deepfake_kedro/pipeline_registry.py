@@ -8,7 +8,7 @@ import yaml
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from deepfake_kedro.pipelines import download, eda, preprocessing, reporting
+from deepfake_kedro.pipelines import download, eda, package, preprocessing, reporting
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
 from deepfake_kedro.study import NAMED_PHASES, phase4_slots
 
@@ -37,7 +37,7 @@ def register_pipelines() -> dict[str, Pipeline]:
 
     Returns:
         ``preprocessing``, ``eda`` (preprocessing's audit part + eda), one pipeline per phase (with the
-        preprocessing it needs), ``__default__`` and ``download``.
+        preprocessing it needs), ``__default__``, ``download`` and ``package``.
     """
     prep = preprocessing.create_pipeline()
     # The audit reads only the index, hashes, groups and folds: no cache, no face detection.
@@ -59,4 +59,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     # Fetching the raw data is asked for by name only, never part of the study's default run.
     pipelines["download"] = download.create_pipeline()
+    # Packaging a finished experiment reads its results; asked for by name, after the study.
+    pipelines["package"] = package.create_pipeline()
     return pipelines

@@ -1,4 +1,7 @@
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -15,20 +18,25 @@ SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": 
 FOLDS = 2  # two trained folds keep the test fast; the package takes whatever folds it is given
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished_experiment(runs: Path) -> tuple[ResolvedExperiment, FoldRunStore, ImageStack, pd.DataFrame, dict]:
+    """Two trained folds of a tiny real_norm experiment under ``runs``, evaluated: resolved, store, cache, metrics."""
     table = build_fold_table(dff_like_images(60), 5, 0.1, seed=1)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 200, (len(table), 16, 16, 3), dtype=np.uint8)
     pixels[table["label"].to_numpy() == 1, 4:12, 4:12, 0] = 255
     cache = ImageStack(table["path"].tolist(), ["s"] * len(table), pixels)
     config = tiny_config(epochs=1, normalization="real_norm", subsample=1.0)
-    store = FoldRunStore(tmp_path_factory.mktemp("runs"))
+    store = FoldRunStore(runs)
     plans = plan_fold_runs(config, "fp", table, cache, SOURCES, "tiny", device=torch.device("cpu"))
     for fold in range(FOLDS):
         store.write(run_key("fp", fold), plans[run_key("fp", fold)](), plans[run_key("fp", fold)].data)
     _, fold_metrics, summary, _ = evaluate_runs(store, "fp", FOLDS, SOURCES, n_bootstrap=20)
-    resolved = ResolvedExperiment("phase1", "tiny", config, "fp")
+    return ResolvedExperiment("phase1", "tiny", config, "fp"), store, cache, fold_metrics, summary
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    resolved, store, cache, fold_metrics, summary = finished_experiment(tmp_path_factory.mktemp("runs"))
     audit = {"auc": 0.91, "auc_ci_low": 0.85, "auc_ci_high": 0.97, "features": ["jpeg_quality"], "warning": True}
     return store, cache, fold_metrics, build_package(resolved, store, FOLDS, summary, fold_metrics, audit)
 
