@@ -220,8 +220,9 @@ class FinishedExperiments:
 class FinishedExperimentsDataset(AbstractDataset[None, FinishedExperiments]):
     """Read-only access to every finished experiment's results (``FinishedExperiments``)."""
 
-    def __init__(self, data_dir: str, metadata: dict[str, Any] | None = None):
-        self._data_dir = Path(data_dir)
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        # ``path`` is the environment's data_dir (a path key, so Kedro anchors it at the project).
+        self._data_dir = Path(path)
         self.metadata = metadata
 
     def load(self) -> FinishedExperiments:
@@ -234,7 +235,7 @@ class FinishedExperimentsDataset(AbstractDataset[None, FinishedExperiments]):
         return self._data_dir.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"data_dir": str(self._data_dir)}
+        return {"path": str(self._data_dir)}
 
 
 class ModelPackageDataset(AbstractDataset[ModelPackage, ModelPackage]):

@@ -88,10 +88,10 @@ def test_stale_data_retrains_changed_folds(tiny_demo, caplog):
         tiny_demo.run("phase1")
     finally:
         store_logger.removeHandler(caplog.handler)
-    fold_table = pd.read_parquet(tiny_demo.path / "data/05_model_input/fold_table.parquet")
+    fold_table = pd.read_parquet(tiny_demo.path / "data/demo/05_model_input/fold_table.parquet")
     assert len(fold_table) == 200 and set(added) <= set(fold_table["path"])
     for name in EXPERIMENTS:
-        oof = pd.read_parquet(tiny_demo.path / f"data/07_model_output/phase1/{name}/oof_predictions.parquet")
+        oof = pd.read_parquet(tiny_demo.path / f"data/demo/07_model_output/phase1/{name}/oof_predictions.parquet")
         # Every image of the new fold table predicted exactly once, by the fold that now holds it out.
         assert sorted(oof["path"]) == sorted(fold_table["path"])
         merged = oof.merge(fold_table, on="path")
@@ -115,7 +115,7 @@ def test_comparison_naming_a_missing_experiment_fails_before_any_training(tiny_d
         {"question": "typo", "baseline": "p1_simplecnn_baseline", "treatment": "p1_resnet18_baselin"}]}})
     with pytest.raises(ConfigError, match=r"phase1.comparisons\[0\]: key 'treatment' names 'p1_resnet18_baselin'"):
         tiny_demo.run("phase1")
-    assert not (tiny_demo.path / "data/06_models/runs").exists()
+    assert not (tiny_demo.path / "data/demo/06_models/runs").exists()
 
 
 def test_corrupt_image_is_reported_and_skipped(tiny_demo):

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-import yaml
+from kedro.framework.session import KedroSession
 
 from deepfake_kedro.config import resolve_experiment
 from deepfake_kedro.folds import select_fold_rows
@@ -74,10 +74,9 @@ def test_bad_override_fails_before_any_training(tiny_demo):
 
 def seed_phase_results(project) -> dict[str, dict]:
     """metrics.json of every phase 1-3 experiment (configs resolved from the demo parameters, invented scores)."""
-    conf = project.path / "conf/demo"
-    params = {}
-    for name in ("parameters.yml", "parameters_phase1.yml", "parameters_phase2.yml", "parameters_phase3.yml"):
-        params.update(yaml.safe_load((conf / name).read_text()))
+    # The demo's parameters as Kedro merges them (conf/demo lists only what it changes from base).
+    with KedroSession.create(project_path=project.path, env="demo") as session:
+        params = session.load_context().params
     scores = {"p1_simplecnn_baseline": 0.70, "p1_resnet18_baseline": 0.80, "p3_resnet50": 0.93,
               "p3_convnext_tiny": 0.91, "p3_mobilenetv3_small": 0.86, "p3_resnet34": 0.84, "p3_efficientnet_b0": 0.82}
     written = {}

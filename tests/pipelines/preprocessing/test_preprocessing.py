@@ -26,7 +26,7 @@ def test_one_class_data_fails_before_training(kedro_project, tmp_path):
     with pytest.raises(DataLayoutError, match=r"data.sources names 'fake', but '.*images/fake' holds no usable image "
                                               r"\(2 files: 1 not_image, 1 zero_byte\)"):
         kedro_project.run("phase1", env="demo", params=params)
-    data = kedro_project.path / "data"
+    data = kedro_project.path / "data/demo"  # the demo environment's data_dir
     # Nothing past the index ran: no cache, no hashes, no face detection, no training.
     assert not (data / "03_primary").exists() and not (data / "06_models").exists()
     assert not list(data.rglob("*.npy")) and not list(data.rglob("perceptual_hashes*"))
@@ -37,4 +37,4 @@ def test_bad_study_wide_val_ratio_fails_before_preprocessing(kedro_project, val_
     kedro_project.edit_yaml("conf/demo/parameters.yml", {"defaults": {"val_ratio": val_ratio}})
     with pytest.raises(ConfigError, match=rf"defaults \(parameters.yml\): key 'val_ratio': Input should be {message}"):
         kedro_project.run("preprocessing", env="demo")
-    assert not (kedro_project.path / "data/02_intermediate").exists()
+    assert not (kedro_project.path / "data/demo").exists()  # rejected before any node wrote anything
