@@ -37,3 +37,24 @@ def test_a_failed_render_leaves_the_old_cache_intact(tmp_path):
     except OSError:
         pass
     assert read_image_stack(tmp_path / "c").signatures == ["1", "1"]
+
+
+def test_an_unchanged_table_is_not_rewritten_and_a_removed_image_drops_its_row(tmp_path):
+    import pandas as pd
+
+    from deepfake_kedro.image_cache import TablePlan, write_table
+
+    computed: list[str] = []
+
+    def detect(keys):
+        computed.extend(keys)
+        return [{"score": float(len(k))} for k in keys]
+
+    path = tmp_path / "faces.parquet"
+    assert write_table(TablePlan(["a.jpg", "bb.jpg"], ["1", "1"], detect, batch_size=2), path) == 2
+    written = path.stat().st_mtime_ns
+    assert write_table(TablePlan(["a.jpg", "bb.jpg"], ["1", "1"], detect, batch_size=2), path) == 0
+    assert path.stat().st_mtime_ns == written and computed == ["a.jpg", "bb.jpg"]
+    # Nothing to compute, but the image list changed: the table follows it.
+    assert write_table(TablePlan(["bb.jpg"], ["1"], detect, batch_size=2), path) == 0
+    assert pd.read_parquet(path)["key"].tolist() == ["bb.jpg"] and computed == ["a.jpg", "bb.jpg"]
