@@ -6,6 +6,8 @@ from deepfake_kedro.config_loader import StudyConfigLoader
 from deepfake_kedro.hooks import DataRootHook, ValidateExperimentsHook
 
 HOOKS = (ValidateExperimentsHook(), DataRootHook())
+# kedro-mlflow auto-registers its hooks once installed; until the project configures tracking they stay off.
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
 CONFIG_LOADER_CLASS = StudyConfigLoader
 CONFIG_LOADER_ARGS = {
