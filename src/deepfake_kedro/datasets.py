@@ -30,6 +30,7 @@ from deepfake_kedro.image_cache import (
     write_table,
 )
 from deepfake_kedro.model_package import ModelPackage, load_package, save_package
+from deepfake_kedro.report_sections import ReportSection, ordered
 from deepfake_kedro.run_store import FoldResult, FoldRunStore
 from deepfake_kedro.study import ResolvedExperiment
 
@@ -405,3 +406,82 @@ class SlideDeckDataset(AbstractDataset[list, Path]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class ReportSectionDataset(AbstractDataset[ReportSection, ReportSection]):
+    """One report section as a folder: ``section.json`` (name, title, caption), ``table.csv``, ``figure.png``.
+
+    Written into a staging folder and swapped in whole, so a killed run leaves the previous section.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def save(self, section: ReportSection) -> None:
+        import shutil
+
+        from PIL import Image
+
+        staging = self._path.with_name(self._path.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)  # left behind by a run killed while writing
+        staging.mkdir(parents=True)
+        (staging / "section.json").write_text(json.dumps(
+            {"name": section.name, "title": section.title, "caption": section.caption}, indent=2))
+        if section.table is not None:
+            section.table.to_csv(staging / "table.csv", index=False)
+        if section.image is not None:
+            Image.fromarray(section.image).save(staging / "figure.png")
+        old = self._path.with_name(self._path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self._path.exists():
+            self._path.rename(old)
+        staging.rename(self._path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self) -> ReportSection:
+        return read_section(self._path)
+
+    def _exists(self) -> bool:
+        return (self._path / "section.json").exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+def read_section(folder: Path) -> ReportSection:
+    """A section folder written by ``ReportSectionDataset``."""
+    import numpy as np
+    from PIL import Image
+
+    meta_path = folder / "section.json"
+    if not meta_path.exists():
+        raise DatasetError(f"{meta_path} does not exist; run the pipeline that writes the {folder.name!r} section")
+    meta = json.loads(meta_path.read_text())
+    table = pd.read_csv(folder / "table.csv") if (folder / "table.csv").exists() else None
+    image = np.asarray(Image.open(folder / "figure.png").convert("RGB")) if (folder / "figure.png").exists() \
+        else None
+    return ReportSection(meta["name"], meta["title"], meta["caption"], table, image)
+
+
+class ReportSectionsDataset(AbstractDataset[None, list]):
+    """Every report section present under ``path`` (read-only), in the deck's order; none is an empty list."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> list[ReportSection]:
+        if not self._path.is_dir():
+            return []
+        return ordered(read_section(folder) for folder in sorted(self._path.iterdir())
+                       if (folder / "section.json").exists() and not folder.name.endswith((".partial", ".old")))
+
+    def save(self, data: None) -> None:
+        raise DatasetError("report_sections is read-only: each pipeline writes its own <name>_report_section")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from deepfake_kedro.figures import attention_bars, cost_vs_auc, metric_bars, scaling_curves, source_heatmap
+from deepfake_kedro.report_sections import ReportSection, section_slides
 from deepfake_kedro.reporting import (
     auc_text,
     figure_pixels,
@@ -58,6 +59,7 @@ class DeckInputs:
         comparisons: Phase -> its comparison table.
         tests: Phase -> its paired tests.
         overlays: Grad-CAM overlays (PIL images) of the top phase-4 model's full run, in display order.
+        sections: Sections written by pipelines outside the default run (robustness, external sets, ...).
     """
 
     data_root: str
@@ -78,6 +80,7 @@ class DeckInputs:
     comparisons: Mapping[str, pd.DataFrame]
     tests: Mapping[str, pd.DataFrame]
     overlays: Sequence[Any] = field(default_factory=list)
+    sections: Sequence[ReportSection] = field(default_factory=list)
 
 
 def build_deck(deck: DeckInputs) -> list[Figure]:
@@ -110,6 +113,8 @@ def build_deck(deck: DeckInputs) -> list[Figure]:
         slides.append(overlay_slide(deck.overlays, deck.model_selection["selected"][0]["model"]))
     slides.append(table_slide("Backbone benchmark", deck.benchmark[BENCHMARK_COLUMNS],
                               "Inference at the batch size shown on this run's device."))
+    for section in deck.sections:
+        slides += section_slides(section)
     slides.append(text_slide("Conclusions and recommendations", conclusions(deck, holdouts)))
     return slides
 

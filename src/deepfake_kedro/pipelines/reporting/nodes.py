@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from deepfake_kedro.figures import attention_bars
 from deepfake_kedro.report_deck import MAX_OVERLAYS, DeckInputs, build_deck
+from deepfake_kedro.report_sections import ReportSection
 from deepfake_kedro.reporting import attention_summary, detailed_results, model_benchmark, model_comparison
 from deepfake_kedro.study import PHASES
 
@@ -66,7 +67,8 @@ def build_report(
     data: dict[str, Any], defaults: dict[str, Any], synthetic: bool, fold_table: pd.DataFrame,
     shortcut_audit: dict[str, Any], near_duplicates: dict[str, Any], preprocessing_choice: dict[str, Any],
     model_selection: dict[str, Any], model_costs: pd.DataFrame, scaling: pd.DataFrame, attention: pd.DataFrame,
-    benchmark: pd.DataFrame, gradcam_overlays: dict[str, Callable[[], Any]], **phase_tables: pd.DataFrame,
+    benchmark: pd.DataFrame, gradcam_overlays: dict[str, Callable[[], Any]],
+    sections: list[ReportSection] | None = None, **phase_tables: pd.DataFrame,
 ) -> list[Figure]:
     """The slide deck (``report_deck.build_deck``) from every phase's results.
 
@@ -84,6 +86,7 @@ def build_report(
         attention: Grad-CAM attention summary.
         benchmark: The backbone benchmark.
         gradcam_overlays: Overlays of the top phase-4 model's full run (partition -> loader).
+        sections: Report sections written by pipelines outside the default run (robustness, external, ...).
         **phase_tables: ``<phase>_comparison`` and ``<phase>_tests`` for the four phases.
 
     Returns:
@@ -97,4 +100,5 @@ def build_report(
         model_costs=model_costs, scaling=scaling, attention=attention, benchmark=benchmark,
         comparisons={p: phase_tables[f"{p}_comparison"] for p in PHASES},
         tests={p: phase_tables[f"{p}_tests"] for p in PHASES}, overlays=overlays,
+        sections=sections or [],
     ))

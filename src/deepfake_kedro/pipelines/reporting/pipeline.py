@@ -31,6 +31,7 @@ def create_pipeline(experiments: list[str]) -> Pipeline:
             "preprocessing_choice": "phase2.preprocessing_choice", "model_selection": "phase4.model_selection",
             "model_costs": "phase3.model_costs", "scaling": "phase4.scaling", "attention": "attention_summary",
             "benchmark": "model_benchmark", "gradcam_overlays": f"{top_full}.gradcam_overlays",
+            "sections": "report_sections",
             **{f"{p}_comparison": f"{p}.comparison" for p in PHASES},
             **{f"{p}_tests": f"{p}.paired_tests" for p in PHASES},
         }, "report", name="build_report"),

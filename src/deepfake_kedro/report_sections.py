@@ -1,0 +1,64 @@
+"""Report sections written by pipelines outside the study's default run (robustness, external sets, ...).
+
+Each such pipeline saves one ``ReportSection`` (a title, a caption, a table and/or a figure) through
+``datasets.ReportSectionDataset``; the reporting pipeline reads every section present through
+``datasets.ReportSectionsDataset`` and adds its slides before the conclusions. So
+``kedro run --pipeline robustness`` followed by ``kedro run --pipeline reporting`` puts the robustness slide
+in report.pdf, and a study that never ran robustness has no such slide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from deepfake_kedro.reporting import figure_pixels, image_slide, table_slide
+
+SECTION_ORDER = ("demo_check", "external", "robustness", "generalisation", "attribution")
+"""Slide order of the known sections; any other section follows them, by name."""
+
+
+@dataclass(frozen=True, eq=False)
+class ReportSection:
+    """What one pipeline contributes to report.pdf.
+
+    Attributes:
+        name: The section's key (``robustness``, ``external``, ...): its folder and its place in the deck.
+        title: Slide title.
+        caption: One or two sentences under the table / figure: what is measured and how to read it.
+        table: A table slide (numbers are rounded for reading), or None.
+        image: A figure slide as RGB pixels (``reporting.figure_pixels``), or None.
+    """
+
+    name: str
+    title: str
+    caption: str
+    table: pd.DataFrame | None = None
+    image: np.ndarray | None = None
+
+    @classmethod
+    def with_figure(cls, name: str, title: str, caption: str, figure: Figure | None = None,
+                    table: pd.DataFrame | None = None) -> ReportSection:
+        """A section whose figure is rendered to pixels now (the figure is closed)."""
+        return cls(name, title, caption, table, figure_pixels(figure) if figure is not None else None)
+
+
+def section_slides(section: ReportSection) -> list[Figure]:
+    """The section's slides: its table, then its figure (each with the caption)."""
+    slides = []
+    if section.table is not None and len(section.table):
+        slides.append(table_slide(section.title, section.table, section.caption))
+    if section.image is not None:
+        title = section.title if not slides else f"{section.title} (figure)"
+        slides.append(image_slide(title, section.image, section.caption))
+    return slides
+
+
+def ordered(sections: Iterable[ReportSection]) -> list[ReportSection]:
+    """Sections in ``SECTION_ORDER``, unknown names after the known ones, alphabetically."""
+    rank = {name: i for i, name in enumerate(SECTION_ORDER)}
+    return sorted(sections, key=lambda s: (rank.get(s.name, len(rank)), s.name))
