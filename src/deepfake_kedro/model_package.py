@@ -21,8 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch import nn
 
+from deepfake_kedro.data_index import square_resize
+from deepfake_kedro.face_crops import face_crop
 from deepfake_kedro.models import create_model
 from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
@@ -44,6 +47,27 @@ class ModelPackage:
     @property
     def fingerprint(self) -> str:
         return self.resolved.fingerprint
+
+    @property
+    def needs_faces(self) -> bool:
+        """Whether inputs must be face-cropped (MTCNN boxes) before ``render``."""
+        return self.preprocessing["crop"] == "face"
+
+    def render(self, image: Image.Image, face: Mapping[str, Any] | None = None) -> np.ndarray:
+        """One raw image as the model's input: the study's own square or face crop at the package's size.
+
+        Args:
+            image: The raw image (any mode; converted as the caches convert it).
+            face: Its MTCNN box (``detected``, ``x0``..``y1``) when ``needs_faces``; no face -> the square crop,
+                exactly as the face-crop caches fall back.
+
+        Returns:
+            ``(size, size, 3)`` uint8 RGB, bit-identical to the study's cache for the same image.
+        """
+        size = self.preprocessing["image_size"]
+        if not self.needs_faces:
+            return square_resize(image, size)
+        return face_crop(image, dict(face or {"detected": False}), self.preprocessing["face_crop_margin"], size)
 
     def normalizer(self, fold: int) -> Normalizer:
         """The normalization fold ``fold`` was trained with (ImageNet, or its own real-image statistics)."""
