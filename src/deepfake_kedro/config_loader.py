@@ -12,7 +12,7 @@ from typing import Any
 
 from kedro.config import OmegaConfigLoader
 
-REPLACED_WHOLE = ("data.sources", "phase4.scaling", "phase4.ranking.weights")
+REPLACED_WHOLE = ("data.sources", "data.families", "phase4.scaling", "phase4.ranking.weights")
 """Dotted parameter keys an environment (or ``--params``) replaces whole rather than merges into."""
 
 
