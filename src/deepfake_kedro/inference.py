@@ -382,15 +382,16 @@ def gallery_choice(predictions: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.
     return most_fake, most_real
 
 
-def _gallery_pixels(predictor: Predictor, row: pd.Series, frame_scores: pd.DataFrame, most_fake: bool) -> np.ndarray:
-    """The rendered input behind a row; for a video, its most fake (or most real) used frame."""
+def _gallery_pixels(predictor: Predictor, row: pd.Series, frame_scores: pd.DataFrame,
+                    most_fake: bool) -> tuple[np.ndarray, str]:
+    """The rendered input behind a row and what it is; for a video, its most fake (or most real) used frame."""
     prepared = predictor.prepare(row["path"])
     if row["kind"] != "video":
-        return prepared.pixels[0]
+        return prepared.pixels[0], "image"
     used = [f["frame"] for f in prepared.frames if f["used"]]
     of_video = frame_scores[(frame_scores["path"] == row["path"]) & frame_scores["used"]].set_index("frame")
-    best = of_video["p_fake"].idxmax() if most_fake else of_video["p_fake"].idxmin()
-    return prepared.pixels[used.index(best)]
+    best = int(of_video["p_fake"].idxmax() if most_fake else of_video["p_fake"].idxmin())
+    return prepared.pixels[used.index(best)], f"video, frame {best}"
 
 
 def fold_mean_cams(predictor: Predictor, pixels: np.ndarray, target: str) -> np.ndarray:
@@ -405,7 +406,8 @@ def gallery_figure(predictor: Predictor, predictions: pd.DataFrame, frame_scores
     """The ``n`` most fake inputs (top row) and ``n`` most real (bottom row), each with the folds' mean Grad-CAM.
 
     The most fake are explained for ``fake`` and the most real for ``real``; a video shows its most fake
-    (or most real) scored frame. Inputs are decoded again (cheap for ``2 n`` inputs).
+    (or most real) scored frame. Captions are red when the input is called fake at the package's threshold,
+    green when called real. Inputs are decoded again (cheap for ``2 n`` inputs).
     """
     most_fake, most_real = gallery_choice(predictions, n)
     columns = max(1, len(most_fake), len(most_real))
@@ -421,16 +423,17 @@ def gallery_figure(predictor: Predictor, predictions: pd.DataFrame, frame_scores
     for row_number, (chosen, target) in enumerate(((most_fake, "fake"), (most_real, "real"))):
         if chosen.empty:
             continue
-        pixels = np.stack([_gallery_pixels(predictor, row, frame_scores, target == "fake")
-                           for _, row in chosen.iterrows()])
+        shown = [_gallery_pixels(predictor, row, frame_scores, target == "fake") for _, row in chosen.iterrows()]
+        pixels = np.stack([image for image, _ in shown])
         cams = fold_mean_cams(predictor, pixels, target)
-        for position, ((_, row), image, cam) in enumerate(zip(chosen.iterrows(), pixels, cams)):
+        for position, ((_, row), image, cam, (_, what)) in enumerate(zip(chosen.iterrows(), pixels, cams, shown)):
             ax = figure.add_subplot(2, columns, row_number * columns + position + 1)
             ax.imshow(overlay(image, cam))
             ax.set_xticks([])
             ax.set_yticks([])
             name = Path(row["path"]).name
             name = name if len(name) <= 24 else name[:10] + "…" + name[-12:]
-            ax.set_xlabel(f"{name} ({row['kind']})\np(fake)={row['p_fake']:.3f} ± {row['spread']:.3f}\n"
-                          f"{row['decision']}", fontsize=7, color="firebrick" if target == "fake" else "darkgreen")
+            ax.set_xlabel(f"{name} ({what})\np(fake)={row['p_fake']:.3f} ± {row['spread']:.3f}\n"
+                          f"called {row['decision']}", fontsize=7,
+                          color="firebrick" if row["decision"] == "fake" else "darkgreen")
     return figure
