@@ -169,16 +169,38 @@ class Frame:
     image: Image.Image
 
 
-def _count_frames(path: str) -> int:
+def _even_indices(total: int, n_frames: int) -> list[int]:
+    """``n_frames`` frame indices spread evenly over ``0 .. total - 1`` (first and last included)."""
+    return np.unique(np.linspace(0, max(total - 1, 0), n_frames).round().astype(int)).tolist()
+
+
+def _decode_frames(path: str, wanted: Sequence[int]) -> tuple[list[Frame], int, str]:
+    """The frames at ``wanted`` indices, how many frames were decoded, and why decoding stopped early if it did."""
     import av
 
+    frames: list[Frame] = []
+    decoded, note, wanted_set, last = 0, "", set(wanted), max(wanted)
     with av.open(path) as container:
         stream = container.streams.video[0]
-        return sum(1 for packet in container.demux(stream) if packet.size)
+        try:
+            for frame in progress(container.decode(stream), f"frames of {Path(path).name}", total=last + 1,
+                                  unit="frame"):
+                if decoded in wanted_set:
+                    time_s = float(frame.time) if frame.time is not None else math.nan
+                    frames.append(Frame(decoded, time_s, frame.to_image()))
+                decoded += 1
+                if decoded > last:
+                    break
+        except (av.error.FFmpegError, OSError, ValueError) as error:
+            note = f"decoding stopped at frame {decoded}: {error}"
+    return frames, decoded, note
 
 
 def read_video_frames(path: str | Path, n_frames: int) -> tuple[list[Frame], str]:
-    """``n_frames`` frames spread evenly over a video (PyAV), and a note when fewer could be decoded.
+    """``n_frames`` frames spread evenly over a video (PyAV), and a note when the video is damaged.
+
+    Frames are decoded in order up to the last one sampled. When fewer frames decode than the stream
+    announces (a truncated file), the frames are sampled again, evenly over those that decode.
 
     Raises:
         BadInput: ``unreadable`` (not a video container), ``no_frames`` (no video stream or no decodable frame).
@@ -189,32 +211,22 @@ def read_video_frames(path: str | Path, n_frames: int) -> tuple[list[Frame], str
     if not Path(path).exists():
         raise BadInput("unreadable", "the file does not exist")
     try:
-        container = av.open(path)
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise BadInput("no_frames", "the file has no video stream")
+            stream = container.streams.video[0]
+            # The header's count when it has one (mp4, mov, avi), else the packets counted (webm), without decoding.
+            total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
     except (av.error.FFmpegError, OSError, ValueError) as error:
         raise BadInput("unreadable", f"cannot open as a video: {error}") from error
-    frames: list[Frame] = []
-    note = ""
-    with container:
-        if not container.streams.video:
-            raise BadInput("no_frames", "the file has no video stream")
-        stream = container.streams.video[0]
-        try:
-            # The header's count when it has one (mp4, mov), else the packets counted (webm, some avi).
-            total = stream.frames or _count_frames(path)
-            wanted = set(np.unique(np.linspace(0, max(total - 1, 0), n_frames).round().astype(int)).tolist())
-            last = max(wanted)
-            for index, frame in enumerate(container.decode(stream)):
-                if index in wanted:
-                    time_s = float(frame.time) if frame.time is not None else math.nan
-                    frames.append(Frame(index, time_s, frame.to_image()))
-                if index >= last:
-                    break
-        except (av.error.FFmpegError, OSError, ValueError) as error:
-            note = f"decoding stopped after {len(frames)} sampled frame(s): {error}"
+    wanted = _even_indices(total, n_frames)
+    frames, decoded, note = _decode_frames(path, wanted)
+    if len(frames) < len(wanted) and 0 < decoded < total:
+        frames, _, _ = _decode_frames(path, _even_indices(decoded, n_frames))
+        note = "; ".join(filter(None, [f"only {decoded} of {total} frames decode (damaged or truncated), sampled "
+                                       "over those", note]))
     if not frames:
-        raise BadInput("no_frames", f"no decodable video frame{': ' + note if note else ''}")
-    if not note and len(frames) < len(wanted):
-        note = f"{len(frames)} of {len(wanted)} sampled frames could be decoded"
+        raise BadInput("no_frames", "no decodable video frame" + (f" ({note})" if note else ""))
     return frames, note
 
 

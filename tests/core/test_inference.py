@@ -19,6 +19,7 @@ from deepfake_kedro.inference import (
     gallery_figure,
     list_inputs,
     media_kind,
+    read_video_frames,
 )
 from deepfake_kedro.model_package import ModelPackage, build_package
 from deepfake_kedro.run_store import FoldRunStore, run_key
@@ -142,6 +143,32 @@ def test_a_folder_of_good_and_broken_files_gives_one_row_each_with_status_and_re
     assert clip["p_fake"] == pytest.approx(frame_scores["p_fake"].mean())
     bad = predictions[predictions["status"] != "ok"]
     assert bad["p_fake"].isna().all() and (bad["decision"] == "").all()
+
+
+def test_a_truncated_video_is_sampled_over_the_frames_that_decode_and_audio_only_has_no_frames(tmp_path):
+    import av
+
+    rng = np.random.default_rng(1)
+    # Noise frames are large (about 2 kB each), so 70% of the file keeps its header and a few whole frames.
+    write_video(tmp_path / "whole.avi", [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(10)])
+    frames, note = read_video_frames(tmp_path / "whole.avi", 4)
+    assert [f.index for f in frames] == [0, 3, 6, 9] and note == ""
+    assert [f.time_s for f in frames] == pytest.approx([0.0, 0.6, 1.2, 1.8])
+    data = (tmp_path / "whole.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[:len(data) * 7 // 10])
+    frames, note = read_video_frames(tmp_path / "cut.avi", 4)
+    decoded = int(note.split()[1])
+    assert 0 < decoded < 10 and f"only {decoded} of 10 frames decode" in note
+    assert [f.index for f in frames] == np.unique(np.linspace(0, decoded - 1, 4).round()).astype(int).tolist()
+    with av.open(str(tmp_path / "sound.mp4"), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    with pytest.raises(Exception, match="the file has no video stream") as raised:
+        read_video_frames(tmp_path / "sound.mp4", 4)
+    assert raised.value.status == "no_frames"
 
 
 def test_topk_mean_scores_a_video_by_its_most_fake_frames():
