@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from skimage import data
 
 from deepfake_kedro.data_index import ImageTree, decode_squares
 from deepfake_kedro.experiment import evaluate_runs, plan_fold_runs
+from deepfake_kedro.face_crops import FaceDetector, render_face_crop
 from deepfake_kedro.folds import build_fold_table
 from deepfake_kedro.image_cache import ImageStack
 from deepfake_kedro.inference import (
@@ -24,6 +26,7 @@ from deepfake_kedro.inference import (
 from deepfake_kedro.model_package import ModelPackage, build_package
 from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
+from tests.conftest import FACES140K_ENV, faces140k_root
 from tests.core.test_folds import dff_like_images
 from tests.core.test_model_package import SOURCES
 from tests.core.test_training import tiny_config
@@ -188,6 +191,7 @@ def test_a_list_file_resolves_relative_paths_and_keeps_missing_ones(tmp_path):
     assert list_inputs(listing) == [str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.mp4"),
                                     str(tmp_path / "missing.jpg")]
     assert [media_kind(p) for p in list_inputs(listing)] == ["image", "video", "image"]
+    assert list_inputs(tmp_path / "a.png") == [str(tmp_path / "a.png")]
     with pytest.raises(FileNotFoundError, match=r"predict.input: .*nowhere does not exist"):
         list_inputs(tmp_path / "nowhere")
 
@@ -210,10 +214,6 @@ def face_package(package: ModelPackage) -> ModelPackage:
 
 
 def test_face_video_gets_a_score_and_a_faceless_video_gets_no_face(finished, tmp_path):
-    from skimage import data
-
-    from deepfake_kedro.face_crops import FaceDetector
-
     _, _, package = finished
     astronaut = np.asarray(Image.fromarray(data.astronaut()).resize((256, 256)))
     rng = np.random.default_rng(0)
@@ -233,3 +233,31 @@ def test_face_video_gets_a_score_and_a_faceless_video_gets_no_face(finished, tmp
     x0, y0, x1, y1 = map(float, of_face["face_box"].iloc[0].split(","))
     # Eileen Collins' face sits around x 90-135, y 30-85 in the astronaut scaled to 256 px.
     assert 70 < x0 < 110 and 120 < x1 < 150 and 15 < y0 < 50 and 65 < y1 < 100
+
+
+def test_a_face_crop_package_sees_the_crop_the_face_cache_holds(finished, tmp_path):
+    _, _, package = finished
+    (tmp_path / "real").mkdir()
+    Image.fromarray(data.astronaut()).resize((200, 200)).save(tmp_path / "real" / "astronaut.png")
+    tree = ImageTree(tmp_path)
+    # The preprocessing pipeline's way: detect on the tree's key, crop with the margin at the cache's size.
+    cached = render_face_crop(tree, {"real/astronaut.png": FaceDetector(tree, device="cpu")(["real/astronaut.png"])[0]},
+                              "real/astronaut.png", 0.6, 16)
+    predictor = Predictor(face_package(package), FaceDetector(None, device="cpu"), device="cpu")
+    prepared = predictor.prepare(str(tmp_path / "real" / "astronaut.png"))
+    assert prepared.row["face_found"] is True
+    np.testing.assert_array_equal(prepared.pixels[0], cached)
+
+
+def test_real_faces_from_faces140k_are_found_and_scored(finished):
+    root = faces140k_root()
+    if root is None:
+        pytest.skip(f"faces140k not found: set {FACES140K_ENV} to the shared sample (see its SOURCE.md)")
+    _, _, package = finished
+    paths = [str(p) for p in sorted((root / "real").glob("*.jpg"))[:3] + sorted((root / "fake").glob("*.jpg"))[:3]]
+    predictor = Predictor(face_package(package), FaceDetector(None, device="cpu"), device="cpu")
+    predictions, _ = predictor(paths)
+    assert (predictions["status"] == "ok").all() and predictions["face_found"].all()
+    boxes = predictions["face_box"].str.split(",", expand=True).astype(float)
+    # FFHQ-style 256 px portraits: the face is big and central.
+    assert ((boxes[2] - boxes[0]) > 80).all() and (boxes[0] < 128).all() and (boxes[2] > 128).all()
