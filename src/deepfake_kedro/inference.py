@@ -337,10 +337,11 @@ class Predictor:
         frame_p = per_fold.mean(axis=0)
         if row["kind"] == "video":
             counted = self.video.counted(frame_p)
+            in_score = set(counted.tolist())
             used_rows = [f for f in prepared.frames if f["used"]]
             for position, frame in enumerate(used_rows):
                 frame.update(p_fake=float(frame_p[position]), spread=float(per_fold[:, position].std()),
-                             counted=bool(position in set(counted.tolist())))
+                             counted=position in in_score)
             fold_scores = per_fold[:, counted].mean(axis=1)
             rule = self.video.describe(len(frame_p))
             row["reason"] = "; ".join(filter(None, [rule, row["reason"]]))
