@@ -29,7 +29,7 @@ BOX_COLUMNS = ["detected", "confidence", "x0", "y0", "x1", "y1", "width", "heigh
 class FaceDetector:
     """MTCNN (weights ship in facenet-pytorch's wheel), loaded on first use."""
 
-    def __init__(self, tree: ImageTree, min_confidence: float = 0.9, device: str | None = None):
+    def __init__(self, tree: ImageTree | None, min_confidence: float = 0.9, device: str | None = None):
         self.tree = tree
         self.min_confidence = min_confidence
         self.device = select_device(device)
@@ -47,8 +47,11 @@ class FaceDetector:
 
     def __call__(self, keys: Sequence[str]) -> list[dict]:
         """Detects the most confident face of each image; one result dict per key."""
-        images = [self._open(k) for k in keys]
-        results: list[dict] = [{}] * len(keys)
+        return self.detect_images([self._open(k) for k in keys])
+
+    def detect_images(self, images: Sequence[Image.Image]) -> list[dict]:
+        """Detects the most confident face of each 8-bit RGB image (``to_rgb8``); one result dict per image."""
+        results: list[dict] = [{}] * len(images)
         by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
         for position, image in enumerate(images):
             by_size[image.size].append(position)

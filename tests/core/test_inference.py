@@ -1,0 +1,263 @@
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from deepfake_kedro.data_index import ImageTree, decode_squares
+from deepfake_kedro.experiment import evaluate_runs, plan_fold_runs
+from deepfake_kedro.face_crops import FaceDetector, render_face_crop
+from deepfake_kedro.folds import build_fold_table
+from deepfake_kedro.image_cache import ImageStack
+from deepfake_kedro.inference import (
+    PREDICTION_COLUMNS,
+    Predictor,
+    VideoRule,
+    gallery_choice,
+    gallery_figure,
+    list_inputs,
+    media_kind,
+    read_video_frames,
+)
+from deepfake_kedro.model_package import ModelPackage, build_package
+from deepfake_kedro.run_store import FoldRunStore, run_key
+from deepfake_kedro.study import ResolvedExperiment
+from tests.conftest import FACES140K_ENV, faces140k_root
+from tests.core.test_folds import dff_like_images
+from tests.core.test_model_package import SOURCES
+from tests.core.test_training import tiny_config
+
+FOLDS = 2
+
+
+def write_raw_images(root: Path, table: pd.DataFrame) -> None:
+    """Non-square 24x20 JPEGs (so the square crop matters), fakes with a red patch the model can learn."""
+    rng = np.random.default_rng(0)
+    for path, label in zip(table["path"], table["label"]):
+        pixels = rng.integers(0, 200, (20, 24, 3), dtype=np.uint8)
+        if label == 1:
+            pixels[5:15, 6:18, 0] = 255
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / path, quality=90)
+
+
+def finished_from_files(root: Path) -> tuple[ResolvedExperiment, FoldRunStore, pd.DataFrame, dict]:
+    """Two trained folds of a tiny experiment whose square cache is decoded from raw files under ``root/raw``."""
+    table = build_fold_table(dff_like_images(60), 5, 0.1, seed=1)
+    write_raw_images(root / "raw", table)
+    pixels = decode_squares(ImageTree(root / "raw"), table["path"].tolist(), 16, workers=1)
+    cache = ImageStack(table["path"].tolist(), ["s"] * len(table), pixels)
+    config = tiny_config(epochs=1, normalization="real_norm", subsample=1.0)
+    store = FoldRunStore(root / "runs")
+    plans = plan_fold_runs(config, "fp", table, cache, SOURCES, "tiny", device=torch.device("cpu"))
+    for fold in range(FOLDS):
+        store.write(run_key("fp", fold), plans[run_key("fp", fold)](), plans[run_key("fp", fold)].data)
+    _, fold_metrics, summary, _ = evaluate_runs(store, "fp", FOLDS, SOURCES, n_bootstrap=20)
+    return ResolvedExperiment("phase1", "tiny", config, "fp"), store, fold_metrics, summary
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finished")
+    resolved, store, fold_metrics, summary = finished_from_files(root)
+    return root, store, build_package(resolved, store, FOLDS, summary, fold_metrics)
+
+
+def only_fold(package: ModelPackage, fold: int) -> ModelPackage:
+    """The package reduced to its fold ``fold``: its ensemble score is that fold model's score."""
+    preprocessing = {**package.preprocessing, "fold_normalization": [package.preprocessing["fold_normalization"][fold]]}
+    return replace(package, fold_states=[package.fold_states[fold]], preprocessing=preprocessing)
+
+
+def test_fold_k_through_the_predict_path_reproduces_its_out_of_fold_probabilities(finished):
+    root, store, package = finished
+    for fold in range(FOLDS):
+        stored = store.read(run_key("fp", fold)).predictions
+        paths = [str(root / "raw" / p) for p in stored["path"]]
+        predictions, _ = Predictor(only_fold(package, fold), device="cpu")(paths, chunk_size=7)
+        assert predictions["path"].tolist() == paths and (predictions["status"] == "ok").all()
+        np.testing.assert_allclose(predictions["p_fake"], stored["prob"], rtol=1e-5, atol=1e-6)
+        assert (predictions["spread"] == 0).all() and predictions["face_found"].isna().all()
+
+
+def test_ensemble_row_is_the_fold_mean_and_the_decision_uses_the_package_threshold(finished):
+    root, store, package = finished
+    paths = [str(p) for p in sorted((root / "raw" / "wiki").rglob("*.jpg"))[:6]]
+    predictions, _ = Predictor(package, device="cpu")(paths)
+    per_fold = np.stack([Predictor(only_fold(package, k), device="cpu")(paths)[0]["p_fake"] for k in range(FOLDS)])
+    np.testing.assert_allclose(predictions["p_fake"], per_fold.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(predictions["spread"], per_fold.std(axis=0), rtol=1e-5, atol=1e-7)
+    expected = np.where(per_fold.mean(axis=0) >= package.threshold["value"], "fake", "real")
+    assert predictions["decision"].tolist() == expected.tolist()
+
+
+def write_video(path: Path, frames: list[np.ndarray], codec: str = "mpeg4", rate: int = 5) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for pixels in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, finished):
+    """Two images, a square-package video, a truncated JPEG, an empty PNG, a text file, a fake .mp4, a list."""
+    root, _, _ = finished
+    folder = tmp_path_factory.mktemp("inputs")
+    sources = sorted((root / "raw" / "text2img").rglob("*.jpg"))[:2]
+    for source in sources:
+        (folder / "images").mkdir(exist_ok=True)
+        (folder / "images" / source.name).write_bytes(source.read_bytes())
+    frames = [np.asarray(Image.open(s).convert("RGB").resize((32, 32))) for s in sources] * 3
+    write_video(folder / "clip.mp4", frames)
+    (folder / "broken.jpg").write_bytes(sources[0].read_bytes()[:200])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.csv").write_text("a,b\n1,2\n")
+    (folder / "fake.mp4").write_text("not a video")
+    (folder / ".hidden.jpg").write_bytes(b"")
+    return folder
+
+
+def test_a_folder_of_good_and_broken_files_gives_one_row_each_with_status_and_reason(finished, mixed_folder):
+    _, _, package = finished
+    paths = list_inputs(mixed_folder)
+    assert not any(".hidden" in p for p in paths) and len(paths) == 7
+    predictions, frame_scores = Predictor(package, video=VideoRule(frames=4), device="cpu")(paths)
+    assert list(predictions.columns) == PREDICTION_COLUMNS
+    by_name = predictions.assign(name=predictions["path"].map(lambda p: Path(p).name)).set_index("name")
+    assert by_name.loc["broken.jpg", "status"] == "unreadable"
+    assert "truncated" in by_name.loc["broken.jpg", "reason"].lower()
+    assert by_name.loc["empty.png", ["status", "reason"]].tolist() == ["unreadable", "file is empty"]
+    assert by_name.loc["notes.csv", ["status", "kind"]].tolist() == ["not_media", "other"]
+    assert by_name.loc["fake.mp4", "status"] == "unreadable" and "cannot open as a video" in by_name.loc[
+        "fake.mp4", "reason"]
+    clip = by_name.loc["clip.mp4"]
+    assert clip["status"] == "ok" and clip["kind"] == "video" and clip["frames_used"] == 4
+    # Four frames sampled evenly over six: 0, 2, 3, 5; the video score is their mean (rule "mean").
+    assert frame_scores["frame"].tolist() == [0, 2, 3, 5] and frame_scores["counted"].all()
+    assert clip["p_fake"] == pytest.approx(frame_scores["p_fake"].mean())
+    bad = predictions[predictions["status"] != "ok"]
+    assert bad["p_fake"].isna().all() and (bad["decision"] == "").all()
+
+
+def test_a_truncated_video_is_sampled_over_the_frames_that_decode_and_audio_only_has_no_frames(tmp_path):
+    import av
+
+    rng = np.random.default_rng(1)
+    # Noise frames are large (about 2 kB each), so 70% of the file keeps its header and a few whole frames.
+    write_video(tmp_path / "whole.avi", [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(10)])
+    frames, note = read_video_frames(tmp_path / "whole.avi", 4)
+    assert [f.index for f in frames] == [0, 3, 6, 9] and note == ""
+    assert [f.time_s for f in frames] == pytest.approx([0.0, 0.6, 1.2, 1.8])
+    data = (tmp_path / "whole.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[:len(data) * 7 // 10])
+    frames, note = read_video_frames(tmp_path / "cut.avi", 4)
+    decoded = int(note.split()[1])
+    assert 0 < decoded < 10 and f"only {decoded} of 10 frames decode" in note
+    assert [f.index for f in frames] == np.unique(np.linspace(0, decoded - 1, 4).round()).astype(int).tolist()
+    with av.open(str(tmp_path / "sound.mp4"), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    with pytest.raises(Exception, match="the file has no video stream") as raised:
+        read_video_frames(tmp_path / "sound.mp4", 4)
+    assert raised.value.status == "no_frames"
+
+
+def test_topk_mean_scores_a_video_by_its_most_fake_frames():
+    rule = VideoRule(frames=8, rule="topk_mean", k=2)
+    assert rule.counted(np.array([0.1, 0.9, 0.2, 0.8, 0.8])).tolist() == [1, 3]
+    assert VideoRule().counted(np.array([0.3, 0.1])).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="predict.video.rule must be one of mean, topk_mean, got 'max'"):
+        VideoRule.from_params({"rule": "max"})
+
+
+def test_a_list_file_resolves_relative_paths_and_keeps_missing_ones(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.mp4").write_bytes(b"x")
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"# scored by predict\na.png\n\nsub\n{tmp_path / 'missing.jpg'}\n")
+    assert list_inputs(listing) == [str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.mp4"),
+                                    str(tmp_path / "missing.jpg")]
+    assert [media_kind(p) for p in list_inputs(listing)] == ["image", "video", "image"]
+    assert list_inputs(tmp_path / "a.png") == [str(tmp_path / "a.png")]
+    with pytest.raises(FileNotFoundError, match=r"predict.input: .*nowhere does not exist"):
+        list_inputs(tmp_path / "nowhere")
+
+
+def test_gallery_shows_the_most_fake_and_most_real_without_overlap(finished, mixed_folder):
+    _, _, package = finished
+    predictor = Predictor(package, video=VideoRule(frames=4), device="cpu")
+    predictions, frame_scores = predictor(list_inputs(mixed_folder))
+    most_fake, most_real = gallery_choice(predictions, 2)
+    scored = predictions[predictions["status"] == "ok"].sort_values("p_fake")
+    assert most_fake["path"].tolist() == scored["path"].iloc[::-1].head(2).tolist()
+    assert most_real["path"].tolist() == [scored["path"].iloc[0]]
+    figure = gallery_figure(predictor, predictions, frame_scores, n=2)
+    assert len(figure.axes) == 3
+
+
+def face_package(package: ModelPackage) -> ModelPackage:
+    """The same fold models fed MTCNN face crops: the plumbing of a face-crop package, cheap to build."""
+    return replace(package, preprocessing={**package.preprocessing, "crop": "face", "face_crop_margin": 0.6})
+
+
+def test_face_video_gets_a_score_and_a_faceless_video_gets_no_face(finished, tmp_path):
+    _, _, package = finished
+    astronaut = np.asarray(Image.fromarray(data.astronaut()).resize((256, 256)))
+    rng = np.random.default_rng(0)
+    write_video(tmp_path / "face.mp4", [astronaut] * 3)
+    write_video(tmp_path / "noise.webm", [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(3)],
+                codec="libvpx")
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(tmp_path / "noise.png")
+    predictor = Predictor(face_package(package), FaceDetector(None, device="cpu"), VideoRule(frames=2), "cpu")
+    predictions, frames = predictor([str(tmp_path / n) for n in ("face.mp4", "noise.webm", "noise.png")])
+    face, noise, image = (row for _, row in predictions.iterrows())
+    assert face["status"] == "ok" and face["face_found"] and 0 <= face["p_fake"] <= 1 and face["frames_used"] == 2
+    assert noise["status"] == "no_face" and "no face in any of the 2 sampled frames" in noise["reason"]
+    assert np.isnan(noise["p_fake"]) and noise["face_found"] is False
+    # An image without a face is still scored, on the square crop, as the face caches fall back.
+    assert image["status"] == "ok" and image["face_found"] is False and "square crop" in image["reason"]
+    of_face = frames[frames["path"].str.endswith("face.mp4")]
+    x0, y0, x1, y1 = map(float, of_face["face_box"].iloc[0].split(","))
+    # Eileen Collins' face sits around x 90-135, y 30-85 in the astronaut scaled to 256 px.
+    assert 70 < x0 < 110 and 120 < x1 < 150 and 15 < y0 < 50 and 65 < y1 < 100
+
+
+def test_a_face_crop_package_sees_the_crop_the_face_cache_holds(finished, tmp_path):
+    _, _, package = finished
+    (tmp_path / "real").mkdir()
+    Image.fromarray(data.astronaut()).resize((200, 200)).save(tmp_path / "real" / "astronaut.png")
+    tree = ImageTree(tmp_path)
+    # The preprocessing pipeline's way: detect on the tree's key, crop with the margin at the cache's size.
+    cached = render_face_crop(tree, {"real/astronaut.png": FaceDetector(tree, device="cpu")(["real/astronaut.png"])[0]},
+                              "real/astronaut.png", 0.6, 16)
+    predictor = Predictor(face_package(package), FaceDetector(None, device="cpu"), device="cpu")
+    prepared = predictor.prepare(str(tmp_path / "real" / "astronaut.png"))
+    assert prepared.row["face_found"] is True
+    np.testing.assert_array_equal(prepared.pixels[0], cached)
+
+
+def test_real_faces_from_faces140k_are_found_and_scored(finished):
+    root = faces140k_root()
+    if root is None:
+        pytest.skip(f"faces140k not found: set {FACES140K_ENV} to the shared sample (see its SOURCE.md)")
+    _, _, package = finished
+    paths = [str(p) for p in sorted((root / "real").glob("*.jpg"))[:3] + sorted((root / "fake").glob("*.jpg"))[:3]]
+    predictor = Predictor(face_package(package), FaceDetector(None, device="cpu"), device="cpu")
+    predictions, _ = predictor(paths)
+    assert (predictions["status"] == "ok").all() and predictions["face_found"].all()
+    boxes = predictions["face_box"].str.split(",", expand=True).astype(float)
+    # FFHQ-style 256 px portraits: the face is big and central.
+    assert ((boxes[2] - boxes[0]) > 80).all() and (boxes[0] < 128).all() and (boxes[2] > 128).all()
