@@ -238,7 +238,7 @@ def transfer_heatmap(matrix: pd.DataFrame, title: str) -> Figure:
         ax.text(j, i, cell_text(value, cell["auc_ci_low"], cell["auc_ci_high"]), ha="center", va="center",
                 fontsize=10, fontweight="bold" if i == j else "normal")
         if i == j:
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2, zorder=3))
     for k in range(1, len(fakes)):
         if family[fakes[k]] != family[fakes[k - 1]]:
             ax.axhline(k - 0.5, color="white", linewidth=3)
