@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from kedro.framework.project import pipelines
 from kedro.framework.startup import bootstrap_project
 from PIL import Image
@@ -77,3 +78,13 @@ def test_a_fake_source_without_a_family_stops_the_run_before_any_cache(tiny_demo
         tiny_demo.run("generalisation")
     assert not (tiny_demo.path / "data" / "demo" / "03_primary").exists()
     assert not (tiny_demo.path / "data" / "demo" / "06_models").exists()
+
+
+def test_a_fake_source_without_an_experiment_stops_the_run_before_any_node(kedro_project):
+    file = kedro_project.path / "conf" / "base" / "parameters_generalisation.yml"
+    content = yaml.safe_load(file.read_text())
+    del content["generalisation"]["experiments"]["gen_inpainting"]
+    file.write_text(yaml.safe_dump(content))
+    with pytest.raises(ConfigError, match=r"no experiment trains on fake source 'inpainting'; add gen_inpainting"):
+        kedro_project.run("generalisation")
+    assert not (kedro_project.path / "data" / "demo").exists()  # rejected before any node wrote anything
