@@ -312,3 +312,37 @@ def config_fingerprint(config: ExperimentConfig, data: Mapping[str, Any]) -> str
     payload["data"] = {"root": str(data.get("root")), "sources": dict(data.get("sources", {}))}
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def validate_families(data: Mapping[str, Any]) -> dict[str, str]:
+    """Checks ``data.families``: every fake source of ``data.sources`` has a family, nothing else has one.
+
+    Args:
+        data: The ``data`` parameters (``sources`` and ``families``).
+
+    Returns:
+        Fake source -> family, in the order of ``data.sources``.
+
+    Raises:
+        ConfigError: Naming the key (``data.families.<source>``) and what to change.
+    """
+    sources = data.get("sources") or {}
+    families = data.get("families")
+    fakes = [source for source, kind in sources.items() if kind == "fake"]
+    example = ", ".join(f"{source}: <family>" for source in fakes)
+    if not isinstance(families, Mapping):
+        raise ConfigError(f"data.families: expected a mapping of each fake source to its generator family, got "
+                          f"{families!r}; set data.families: {{{example}}} in parameters.yml")
+    for source, family in families.items():
+        if source not in sources:
+            raise ConfigError(f"data.families.{source}: {source!r} is not a source of data.sources "
+                              f"({sorted(sources)}); remove it or rename it to a fake source ({fakes})")
+        if sources[source] != "fake":
+            raise ConfigError(f"data.families.{source}: {source!r} is a {sources[source]} source; only fake sources "
+                              f"have a generator family, so remove it")
+        check_name(family, f"data.families.{source}")
+    missing = [source for source in fakes if source not in families]
+    if missing:
+        raise ConfigError(f"data.families.{missing[0]}: fake source {missing[0]!r} has no family; add "
+                          f"'{missing[0]}: <family>' under data.families (e.g. diffusion, face_swap, gan)")
+    return {source: families[source] for source in fakes}

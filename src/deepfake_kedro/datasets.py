@@ -217,6 +217,11 @@ class FinishedExperiments:
         path = self.data_dir / "08_reporting" / "eda" / "shortcut_audit.json"
         return json.loads(path.read_text()) if path.exists() else None
 
+    def comparison(self, phase: str) -> pd.DataFrame | None:
+        """A phase's comparison table (``<phase>.comparison``), or None when the phase has not run."""
+        path = self.data_dir / "08_reporting" / phase / "comparison.csv"
+        return pd.read_csv(path) if path.exists() else None
+
 
 class FinishedExperimentsDataset(AbstractDataset[None, FinishedExperiments]):
     """Read-only access to every finished experiment's results (``FinishedExperiments``)."""

@@ -16,7 +16,9 @@ from deepfake_kedro.config import (
     check_references,
     resolve_experiment,
     validate_defaults,
+    validate_families,
 )
+from deepfake_kedro.generalisation import design
 from deepfake_kedro.selection import apply_preprocessing, check_ranking, check_selection_params, model_name
 from deepfake_kedro.study import NAMED_PHASES
 
@@ -63,6 +65,12 @@ class ValidateExperimentsHook:
                     resolve_experiment(name, {**phase3, name: overridden}, parameters["defaults"],
                                        parameters["data"]["sources"], parameters["preprocessing"],
                                        label=f"phase3.{name} (with phase2.selection.override)")
+        if "generalisation" in namespaces:
+            # Families and one experiment per fake source: a gap would otherwise surface after all the training.
+            validate_families(parameters["data"])
+            experiments = parameters["generalisation"].get("experiments", {})
+            design({name: resolve_experiment(name, experiments, parameters["defaults"]).model_dump()
+                    for name in experiments}, parameters["data"]["sources"])
         phase4 = parameters.get("phase4") or {}
         if "phase4" in namespaces and phase4.get("ranking"):
             for suffix in phase4.get("scaling") or {}:

@@ -8,7 +8,7 @@ import yaml
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from deepfake_kedro.pipelines import download, eda, package, predict, preprocessing, reporting
+from deepfake_kedro.pipelines import download, eda, generalisation, package, predict, preprocessing, reporting
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
 from deepfake_kedro.study import NAMED_PHASES, phase4_slots
 
@@ -37,7 +37,8 @@ def register_pipelines() -> dict[str, Pipeline]:
 
     Returns:
         ``preprocessing``, ``eda`` (preprocessing's audit part + eda), one pipeline per phase (with the
-        preprocessing it needs), ``__default__``, ``download``, ``package`` and ``predict``.
+        preprocessing it needs), ``__default__``, ``download``, ``package``, ``predict`` and
+        ``generalisation``.
     """
     prep = preprocessing.create_pipeline()
     # The audit reads only the index, hashes, groups and folds: no cache, no face detection.
@@ -63,4 +64,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["package"] = package.create_pipeline()
     # Scoring new images and videos: the package (cheap) then predict, so one command follows the study.
     pipelines["predict"] = package.create_pipeline() + predict.create_pipeline()
+    # Train on one fake source, test on each (issue 13): asked for by name, outside the default run.
+    pipelines["generalisation"] = prep + generalisation.create_pipeline(phase_layout("generalisation")[0])
     return pipelines

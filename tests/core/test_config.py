@@ -7,7 +7,11 @@ from deepfake_kedro.config import (
     config_fingerprint,
     resolve_experiment,
     validate_defaults,
+    validate_families,
 )
+from deepfake_kedro.config_loader import StudyConfigLoader
+from deepfake_kedro.settings import CONFIG_LOADER_ARGS
+from tests.conftest import PROJECT_ROOT
 
 DEFAULTS = {"epochs": 15, "optimizer": {"type": "adamw", "lr": 1e-4, "weight_decay": 1e-4}, "pretrained": False}
 SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": "fake"}
@@ -110,3 +114,32 @@ def test_comparisons_naming_missing_experiments_are_caught_before_training():
         broken = {**parameters, phase: {**parameters[phase], key: value}}
         with pytest.raises(ConfigError, match=message):
             check_references(broken, ["phase1", "phase2"])
+
+
+FAMILIES = {"text2img": "diffusion", "inpainting": "diffusion", "insight": "face_swap"}
+
+
+def test_families_map_every_fake_source_in_source_order():
+    shuffled = {"insight": "face_swap", "inpainting": "diffusion", "text2img": "diffusion"}
+    assert list(validate_families({**DATA, "families": shuffled})) == ["text2img", "inpainting", "insight"]
+
+
+@pytest.mark.parametrize(("families", "message"), [
+    ({**FAMILIES, "midjourney": "diffusion"}, r"data.families.midjourney: 'midjourney' is not a source of data"),
+    ({**FAMILIES, "wiki": "camera"}, r"data.families.wiki: 'wiki' is a real source; .* remove it"),
+    ({"text2img": "diffusion", "insight": "face_swap"}, r"data.families.inpainting: fake source 'inpainting' has no "
+                                                        r"family; add 'inpainting: <family>' under data.families"),
+    ({**FAMILIES, "insight": "Face Swap"}, r"data.families.insight: name 'Face Swap' may hold only lower-case"),
+    ({**FAMILIES, "insight": None}, r"data.families.insight: name None"),
+    (None, r"data.families: expected a mapping .* set data.families: \{text2img: <family>, inpainting: <family>"),
+])
+def test_bad_families_are_rejected_naming_the_key(families, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_families({**DATA, "families": families})
+
+
+@pytest.mark.parametrize("env", [None, "demo", "faces140k"])
+def test_every_shipped_environment_gives_each_fake_source_a_family(env):
+    data = StudyConfigLoader(str(PROJECT_ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]["data"]
+    families = validate_families(data)
+    assert set(families) == {s for s, kind in data["sources"].items() if kind == "fake"}

@@ -30,7 +30,7 @@ def add_user_env(project, tree: Path) -> None:
     (project.path / "conf/mytree").mkdir()
     (project.path / "conf/mytree/globals.yml").write_text("data_dir: data/mytree\n")
     (project.path / "conf/mytree/parameters.yml").write_text(
-        f"data:\n  root: {tree}\n  sources: {{real: real, fake: fake}}\n"
+        f"data:\n  root: {tree}\n  sources: {{real: real, fake: fake}}\n  families: {{fake: gan}}\n"
         "preprocessing: {image_sizes: [32], face_crop_sizes: []}\n")
 
 

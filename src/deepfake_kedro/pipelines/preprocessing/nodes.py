@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from deepfake_kedro.augmentation import BatchAugmenter
-from deepfake_kedro.config import AugmentConfig, validate_defaults
+from deepfake_kedro.config import AugmentConfig, validate_defaults, validate_families
 from deepfake_kedro.data_index import (
     DataLayoutError,
     ImageTree,
@@ -49,7 +49,7 @@ def index_images(
 
     Args:
         raw_images: The raw image folder (catalog ``raw_images``).
-        data: ``data.root`` and ``data.sources``.
+        data: ``data.root``, ``data.sources`` and ``data.families`` (checked here).
         preprocessing: ``min_image_size``.
         defaults: Study-wide ``cv_folds`` and ``val_ratio``: enough usable groups of each label are checked
             here, before any cache, hash or face detection.
@@ -69,6 +69,7 @@ def index_images(
     logger.info("Indexing read %d files in %.1f s (%.0f img/s)", len(index), seconds, len(index) / max(seconds, 1e-9))
     check_usable_images(index, raw_images.root, data["sources"], study.cv_folds,
                         required_groups(study.cv_folds, study.val_ratio))
+    validate_families(data)  # before any cache or training: generalisation and attribution read the families
     return index, integrity_report(index)
 
 

@@ -1,0 +1,135 @@
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from deepfake_kedro.config import ConfigError
+from deepfake_kedro.generalisation import (
+    design,
+    fold_aucs,
+    holdouts_beside,
+    matrix_table,
+    transfer_heatmap,
+    transfer_matrix,
+    transfer_tests,
+)
+
+SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": "fake"}
+FAMILIES = {"text2img": "diffusion", "inpainting": "diffusion", "insight": "face_swap"}
+FAKES = ["text2img", "inpainting", "insight"]
+EXPERIMENTS = {f"gen_{s}": {"train_sources": ["wiki", s]} for s in reversed(FAKES)}
+
+
+def summaries(cube: np.ndarray) -> dict:
+    """Metrics summaries whose per-fold pairwise AUCs are ``cube[trained, tested, fold]`` (folds shuffled)."""
+    out = {}
+    for i, source in enumerate(FAKES):
+        folds = [{"fold": k, "n_train": 100, "n_test": 25, **{f"pairwise_auc:{t}": cube[i, j, k]
+                                                               for j, t in enumerate(FAKES)}}
+                 for k in range(cube.shape[2])]
+        out[f"gen_{source}"] = {"config": EXPERIMENTS[f"gen_{source}"], "folds": folds[::-1]}
+    return out
+
+
+def random_cube(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.5, 1.0, size=(3, 3, 5))
+
+
+def test_design_maps_each_fake_source_to_its_experiment_in_source_order():
+    assert design(EXPERIMENTS, SOURCES) == {"text2img": "gen_text2img", "inpainting": "gen_inpainting",
+                                            "insight": "gen_insight"}
+
+
+@pytest.mark.parametrize(("experiments", "message"), [
+    ({**EXPERIMENTS, "gen_insight": {"train_sources": ["wiki", "insight", "text2img"]}},
+     r"generalisation.experiments.gen_insight.train_sources: .* exactly one fake source"),
+    ({**EXPERIMENTS, "gen_insight": {"train_sources": "all"}}, r"gen_insight.train_sources: 'all'"),
+    ({**EXPERIMENTS, "gen_insight": {"train_sources": ["wiki", "text2img"]}},
+     r"gen_(insight|text2img).train_sources: 'text2img' is also the training source of"),
+    ({k: v for k, v in EXPERIMENTS.items() if k != "gen_inpainting"},
+     r"no experiment trains on fake source 'inpainting'; add gen_inpainting with train_sources \['wiki', "
+     r"'inpainting'\]"),
+])
+def test_design_errors_name_the_experiment_or_the_missing_source(experiments, message):
+    with pytest.raises(ConfigError, match=message):
+        design(experiments, SOURCES)
+
+
+def test_matrix_cells_are_fold_means_with_t_intervals_and_relations():
+    cube = random_cube()
+    got = fold_aucs(summaries(cube), design(EXPERIMENTS, SOURCES))
+    np.testing.assert_allclose(got, cube)  # folds back in order, rows trained-on, columns tested-on
+    matrix = transfer_matrix(got, FAKES, FAMILIES).set_index(["trained_on", "tested_on"])
+    cell = matrix.loc[("text2img", "insight")]
+    values = cube[0, 2]
+    low, high = stats.t.interval(0.95, df=4, loc=values.mean(), scale=values.std(ddof=1) / np.sqrt(5))
+    assert cell["auc_mean"] == pytest.approx(values.mean())
+    assert (cell["auc_ci_low"], cell["auc_ci_high"]) == pytest.approx((low, high))
+    assert cell["auc_fold_3"] == values[3] and cell["relation"] == "cross_family"
+    assert matrix.loc[("inpainting", "inpainting"), "relation"] == "diagonal"
+    assert matrix.loc[("inpainting", "text2img"), "relation"] == "same_family"
+
+
+def test_tests_pair_group_means_per_fold_with_nadeau_bengio_and_holm():
+    cube = random_cube(1)
+    tests = transfer_tests(cube, FAKES, FAMILIES, n_train=[100] * 5, n_test=[25] * 5).set_index("treatment")
+    diagonal = np.mean([cube[i, i] for i in range(3)], axis=0)
+    off = np.mean([cube[i, j] for i in range(3) for j in range(3) if i != j], axis=0)
+    same = (cube[0, 1] + cube[1, 0]) / 2
+    cross = np.mean([cube[0, 2], cube[1, 2], cube[2, 0], cube[2, 1]], axis=0)
+    p = {}
+    for name, treat, base in (("diagonal", diagonal, off), ("same_family", same, cross)):
+        d = treat - base
+        t = d.mean() / np.sqrt((1 / 5 + 25 / 100) * d.var(ddof=1))
+        p[name] = 2 * stats.t.sf(abs(t), df=4)
+        assert tests.loc[name, "diff_mean"] == pytest.approx(d.mean())
+        assert tests.loc[name, "p_nadeau_bengio"] == pytest.approx(p[name])
+        assert tests.loc[name, "treatment_mean"] == pytest.approx(treat.mean())
+    low, high = sorted(p.values())
+    holm = {name: min(1.0, 2 * low) if value == low else min(1.0, max(2 * low, high)) for name, value in p.items()}
+    for name in p:
+        assert tests.loc[name, "p_holm"] == pytest.approx(holm[name])
+    assert tests.loc["diagonal", "baseline"] == "off_diagonal"
+
+
+def test_no_same_family_pair_leaves_that_comparison_out():
+    families = {"text2img": "diffusion", "inpainting": "gan", "insight": "face_swap"}
+    tests = transfer_tests(random_cube(), FAKES, families, [100] * 5, [25] * 5)
+    assert list(tests["treatment"]) == ["diagonal"]
+    assert tests["p_holm"].iloc[0] == pytest.approx(tests["p_nadeau_bengio"].iloc[0])
+
+
+def holdout_comparison() -> pd.DataFrame:
+    rows = [{"experiment": "p2a_t1_original"},
+            {"experiment": "p2a_t3_holdout_insight", "heldout_source": "insight", "heldout_auc": 0.71,
+             "reference_in_source_auc": 0.93, "delta_vs_reference": 0.22, "delta_vs_reference_ci_low": 0.15,
+             "delta_vs_reference_ci_high": 0.29, "delta_vs_reference_flag": True},
+            {"experiment": "p2a_t3_holdout_two", "heldout_source": "text2img; inpainting", "heldout_auc": "0.8; 0.7",
+             "reference_in_source_auc": "0.9; 0.9", "delta_vs_reference": "0.1; 0.2",
+             "delta_vs_reference_ci_low": "0; 0", "delta_vs_reference_ci_high": "0.2; 0.3",
+             "delta_vs_reference_flag": "True; True"}]
+    return pd.DataFrame(rows)
+
+
+def test_holdouts_beside_keeps_single_source_holdouts_and_tolerates_a_missing_phase():
+    held = holdouts_beside(holdout_comparison(), FAKES)
+    assert list(held["experiment"]) == ["p2a_t3_holdout_insight"]
+    assert holdouts_beside(None, FAKES).empty
+    assert holdouts_beside(pd.DataFrame({"experiment": ["a"]}), FAKES).empty
+
+
+def test_matrix_table_and_heatmap_show_each_cell_with_its_interval():
+    cube = np.stack([np.full((3, 5), 0.6)] * 3)
+    cube[0, 0] = [0.91, 0.93, 0.95, 0.92, 0.94]
+    matrix = transfer_matrix(cube, FAKES, FAMILIES)
+    table = matrix_table(matrix, holdouts_beside(holdout_comparison(), FAKES))
+    assert list(table.columns) == ["trained on", "text2img (diffusion)", "inpainting (diffusion)",
+                                   "insight (face_swap)"]
+    assert table.iloc[0, 1] == "0.93 [0.91, 0.95]" and table.iloc[1, 2] == "0.60 [0.60, 0.60]"
+    assert table.iloc[3].tolist() == ["all fakes but this one (hold-out)", "", "", "0.71 (Δ +0.22 [+0.15, +0.29])"]
+    figure = transfer_heatmap(matrix, "t")
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert texts[0] == "0.93\n[0.91, 0.95]" and len(texts) == 9
+    plt.close(figure)

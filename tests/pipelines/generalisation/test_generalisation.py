@@ -1,0 +1,90 @@
+"""The generalisation pipeline through KedroSession: its registration, its catalog, and its family check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from kedro.framework.project import pipelines
+from kedro.framework.startup import bootstrap_project
+from PIL import Image
+
+from deepfake_kedro.config import ConfigError
+from tests.conftest import PROJECT_ROOT
+
+FAKES = ["text2img", "inpainting", "insight"]
+
+
+def test_registered_by_name_outside_the_default_run_in_its_own_namespace():
+    bootstrap_project(PROJECT_ROOT)
+    generalisation = pipelines["generalisation"]
+    assert not {n.name for n in generalisation.nodes} & {n.name for n in pipelines["__default__"].nodes
+                                                         if n.namespace and n.namespace.startswith("generalisation")}
+    own = generalisation.only_nodes_with_namespaces(["generalisation"])
+    assert {f"generalisation.gen_{s}.evaluate_folds" for s in FAKES} | {"generalisation.analyse_transfer"} <= {
+        n.name for n in own.nodes}
+    # Everything it needs beyond the preprocessing is its own: phase 2 is read only if it has run.
+    assert {i for i in own.inputs() if not i.startswith("params:")} == {
+        "fold_table", "image_cache", "face_cache", "finished_experiments"}
+
+
+def write_finished_experiments(data_dir, cube: np.ndarray) -> None:
+    """metrics.json of every gen_<s> (per-fold pairwise AUCs from ``cube``) and a phase-2 comparison."""
+    for i, source in enumerate(FAKES):
+        folds = [{"fold": k, "n_train": 90, "n_test": 30, **{f"pairwise_auc:{t}": cube[i, j, k]
+                                                             for j, t in enumerate(FAKES)}} for k in range(5)]
+        summary = {"experiment": f"gen_{source}", "config": {"train_sources": ["wiki", source]}, "folds": folds}
+        folder = data_dir / "08_reporting" / "generalisation" / f"gen_{source}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(summary))
+    (data_dir / "08_reporting" / "phase2").mkdir(parents=True)
+    pd.DataFrame([{"experiment": "p2a_t3_holdout_insight", "heldout_source": "insight", "heldout_auc": 0.7,
+                   "reference_in_source_auc": 0.9, "delta_vs_reference": 0.2, "delta_vs_reference_ci_low": 0.1,
+                   "delta_vs_reference_ci_high": 0.3, "delta_vs_reference_flag": True}]).to_csv(
+        data_dir / "08_reporting" / "phase2" / "comparison.csv", index=False)
+
+
+def test_analysis_reads_the_experiments_and_phase2_from_the_catalog_and_writes_the_matrix(kedro_project):
+    data_dir = kedro_project.path / "data" / "demo"
+    cube = np.full((3, 3, 5), 0.6) + np.linspace(0, 0.04, 5)
+    for i in range(3):
+        cube[i, i] += 0.3
+    cube[0, 1] += 0.15
+    cube[1, 0] += 0.15
+    write_finished_experiments(data_dir, cube)
+    kedro_project.run("generalisation", node_names=["generalisation.analyse_transfer"])
+
+    out = data_dir / "08_reporting" / "generalisation"
+    matrix = pd.read_csv(out / "transfer_matrix.csv").set_index(["trained_on", "tested_on"])
+    assert len(matrix) == 9 and matrix.loc[("text2img", "text2img"), "auc_mean"] == pytest.approx(0.92)
+    assert matrix.loc[("inpainting", "text2img"), "relation"] == "same_family"
+    tests = pd.read_csv(out / "transfer_tests.csv").set_index("treatment")
+    assert tests.loc["diagonal", "diff_mean"] == pytest.approx(0.3 - 0.3 / 6)
+    assert tests.loc["same_family", "diff_mean"] == pytest.approx(0.15)
+    assert Image.open(out / "transfer_heatmap.png").size[0] > 300
+    section = data_dir / "08_reporting" / "sections" / "generalisation"
+    table = pd.read_csv(section / "table.csv", keep_default_na=False)
+    assert table.iloc[-1].tolist()[-1] == "0.70 (Δ +0.20 [+0.10, +0.30])"  # phase 2's hold-out of insight
+    assert "Δ +0.250" in json.loads((section / "section.json").read_text())["caption"]
+
+
+def test_a_fake_source_without_a_family_stops_the_run_before_any_cache(tiny_demo):
+    tiny_demo.edit_yaml("conf/demo/parameters.yml", {"data": {"families": {"text2img": "diffusion",
+                                                                         "insight": "face_swap"}}})
+    with pytest.raises(ConfigError, match=r"data.families.inpainting: fake source 'inpainting' has no family"):
+        tiny_demo.run("generalisation")
+    assert not (tiny_demo.path / "data" / "demo" / "03_primary").exists()
+    assert not (tiny_demo.path / "data" / "demo" / "06_models").exists()
+
+
+def test_a_fake_source_without_an_experiment_stops_the_run_before_any_node(kedro_project):
+    file = kedro_project.path / "conf" / "base" / "parameters_generalisation.yml"
+    content = yaml.safe_load(file.read_text())
+    del content["generalisation"]["experiments"]["gen_inpainting"]
+    file.write_text(yaml.safe_dump(content))
+    with pytest.raises(ConfigError, match=r"no experiment trains on fake source 'inpainting'; add gen_inpainting"):
+        kedro_project.run("generalisation")
+    assert not (kedro_project.path / "data" / "demo").exists()  # rejected before any node wrote anything
