@@ -8,7 +8,7 @@ import yaml
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from deepfake_kedro.pipelines import download, eda, package, preprocessing, reporting
+from deepfake_kedro.pipelines import attribution, download, eda, package, preprocessing, reporting
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
 from deepfake_kedro.study import NAMED_PHASES, phase4_slots
 
@@ -61,4 +61,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["download"] = download.create_pipeline()
     # Packaging a finished experiment reads its results; asked for by name, after the study.
     pipelines["package"] = package.create_pipeline()
+    # Source attribution (flat vs hierarchical multi-class models) on the study's folds; asked for by name.
+    pipelines["attribution"] = prep + attribution.create_pipeline()
     return pipelines
