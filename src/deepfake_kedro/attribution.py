@@ -417,16 +417,18 @@ def _annotated_matrix(ax: Any, matrix: np.ndarray, classes: Sequence[str], title
     return image
 
 
-def confusion_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> Figure:
-    """Row-normalised end-to-end confusion matrices, one panel per approach, with per-view panels after them.
+def confusion_figure(summaries: Mapping[str, Mapping[str, Any]], title: str, levels: bool = True) -> Figure:
+    """Row-normalised end-to-end confusion matrices, one panel per approach, then one per hierarchy level.
 
     Args:
         summaries: Approach -> its summary (``evaluate_approach``).
         title: Figure title.
+        levels: Add a panel per level (each on the rows whose truth belongs to it).
     """
     panels = [(f"{name}: end to end", s["confusion"][END_TO_END]) for name, s in summaries.items()]
-    panels += [(f"{name}: {view} (its rows)", c) for name, s in summaries.items()
-               for view, c in s["confusion"].items() if view != END_TO_END]
+    if levels:
+        panels += [(f"{name}: {view}", c) for name, s in summaries.items()
+                   for view, c in s["confusion"].items() if view != END_TO_END]
     figure = Figure(figsize=(4.2 * len(panels), 4.4), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, confusion) in zip(axes, panels, strict=True):

@@ -146,5 +146,5 @@ def report_section(flat_metrics: dict[str, Any], hierarchical_metrics: dict[str,
                f"Confusion rows are the true class, normalised to 1.")
     return ReportSection.with_figure(
         "attribution", "Source attribution: flat vs hierarchical", caption,
-        core.confusion_figure(summaries, "Attribution: row-normalised confusion matrices (out of fold)"),
+        core.confusion_figure(summaries, "Attribution: row-normalised confusion matrices (out of fold)", levels=False),
         core.results_table(summaries, paired_tests))
