@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -430,6 +431,7 @@ def confusion_figure(summaries: Mapping[str, Mapping[str, Any]], title: str, lev
         panels += [(f"{name}: {view}", c) for name, s in summaries.items()
                    for view, c in s["confusion"].items() if view != END_TO_END]
     figure = Figure(figsize=(4.2 * len(panels), 4.4), layout="constrained")
+    FigureCanvasAgg(figure)  # a canvas that renders to pixels, for the report slide
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, confusion) in zip(axes, panels, strict=True):
         image = _annotated_matrix(ax, np.asarray(confusion["matrix"]), confusion["classes"], name)
@@ -503,6 +505,7 @@ def gradcam_figure(examples: pd.DataFrame, images: Sequence[np.ndarray], maps: S
     columns = max(1, min(columns, len(examples)))
     rows = max(1, -(-len(examples) // columns))
     figure = Figure(figsize=(2.4 * columns, 2.7 * rows + 0.5), layout="constrained")
+    FigureCanvasAgg(figure)
     for position, (row, image, heat) in enumerate(zip(examples.itertuples(), images, maps, strict=True)):
         ax = figure.add_subplot(rows, columns, position + 1)
         ax.imshow(overlay(image, heat))
