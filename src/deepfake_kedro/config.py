@@ -98,6 +98,8 @@ class ExperimentConfig(_Strict):
     subsample: float = Field(0.2, gt=0, le=1)
     train_sources: list[str] | Literal["all"] = "all"
     eval_sources: list[str] | Literal["all"] = "all"
+    num_classes: int = Field(1, ge=1)
+    """1: the binary detector (one logit, BCE); 2 or more: that many logits, cross-entropy over class indices."""
     description: str = ""
 
     @model_validator(mode="after")
@@ -308,7 +310,9 @@ def config_fingerprint(config: ExperimentConfig, data: Mapping[str, Any]) -> str
     Returns:
         16 hex digits; identical configs on identical data share it.
     """
-    payload = config.model_dump(mode="json", exclude={"description", "num_workers"})
+    # num_classes enters only when it is not the binary default, so the binary runs keep their fingerprints.
+    binary_default = {"num_classes"} if config.num_classes == 1 else set()
+    payload = config.model_dump(mode="json", exclude={"description", "num_workers", *binary_default})
     payload["data"] = {"root": str(data.get("root")), "sources": dict(data.get("sources", {}))}
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -185,7 +185,7 @@ def load_fold_model(
     config = stored.meta["config"]
     # pretrained=False: the trained weights come from the state dict, not from ImageNet.
     model = create_model(config["backbone"], pretrained=False, cnn_preset=config.get("cnn_preset", "medium"),
-                         dropout=config.get("dropout", 0.0))
+                         dropout=config.get("dropout", 0.0), num_classes=config.get("num_classes", 1))
     model.load_state_dict(stored.load_state_dict())
     normalizer = Normalizer(tuple(stored.meta["normalization_mean"]), tuple(stored.meta["normalization_std"]))
     device = torch.device(device) if device is not None else select_device()

@@ -12,8 +12,11 @@ from scipy import stats
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
+    balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    log_loss,
+    recall_score,
     roc_auc_score,
     roc_curve,
 )
@@ -104,6 +107,57 @@ def binary_metrics(
         "fn": int(fn),
         "tp": int(tp),
     }
+
+
+def multiclass_metrics(y_true: ArrayLike, y_pred: ArrayLike, classes: Sequence[str]) -> dict[str, float]:
+    """Balanced accuracy, macro-F1 and per-class recall of class-index predictions (scikit-learn's).
+
+    Args:
+        y_true: True class index of each image (a position in ``classes``).
+        y_pred: Predicted class index.
+        classes: Class names; every one counts in the macro average, present or not.
+
+    Returns:
+        ``balanced_accuracy``, ``macro_f1``, ``accuracy`` and ``recall:<class>`` (nan for a class absent
+        from ``y_true``).
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    labels = list(range(len(classes)))
+    recalls = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+    return {
+        # sklearn's balanced accuracy is the mean recall over the classes present in y_true.
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0.0)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        **{f"recall:{name}": float(r) for name, r in zip(classes, recalls, strict=True)},
+    }
+
+
+def normalized_confusion(y_true: ArrayLike, y_pred: ArrayLike, classes: Sequence[str]) -> np.ndarray:
+    """Row-normalised confusion matrix (each true class's row sums to 1; a class never seen gives a zero row)."""
+    return confusion_matrix(np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int),
+                            labels=list(range(len(classes))), normalize="true")
+
+
+def multiclass_auc(y_true: ArrayLike, probabilities: ArrayLike) -> float:
+    """Macro one-vs-rest ROC AUC of ``(N, C)`` class probabilities; nan unless every class is present."""
+    y_true, probabilities = np.asarray(y_true, dtype=int), np.asarray(probabilities, dtype=float)
+    n_classes = probabilities.shape[1]
+    if len(np.unique(y_true)) < n_classes:
+        return float("nan")
+    if n_classes == 2:
+        return float(roc_auc_score(y_true, probabilities[:, 1]))
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)  # float32 softmax: sums within 1e-7
+    return float(roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro",
+                               labels=list(range(n_classes))))
+
+
+def multiclass_log_loss(y_true: ArrayLike, probabilities: ArrayLike) -> float:
+    """Mean cross-entropy of ``(N, C)`` class probabilities against class indices."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    # Softmax computed in float32 sums to 1 only within ~1e-7, which sklearn warns about.
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return float(log_loss(np.asarray(y_true, dtype=int), probabilities, labels=list(range(probabilities.shape[1]))))
 
 
 def per_source_metrics(

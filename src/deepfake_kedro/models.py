@@ -1,4 +1,4 @@
-"""The backbone registry: one name, one constructor, one binary logit.
+"""The backbone registry: one name, one constructor, one binary logit (or ``num_classes`` logits).
 
 Adding a backbone is one entry in ``BACKBONES``: its timm name (or builder) and
 the layer Grad-CAM should explain.
@@ -32,7 +32,7 @@ class PretrainedWeightsError(RuntimeError):
 class SimpleCNN(nn.Module):
     """A plain VGG-style CNN: conv-BN-ReLU pairs, max-pooling, global average pooling."""
 
-    def __init__(self, channels: tuple[int, ...], dropout: float = 0.0, in_chans: int = 3):
+    def __init__(self, channels: tuple[int, ...], dropout: float = 0.0, in_chans: int = 3, num_classes: int = 1):
         super().__init__()
         blocks, previous = [], in_chans
         for width in channels:
@@ -51,7 +51,7 @@ class SimpleCNN(nn.Module):
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(previous, 1)
+        self.head = nn.Linear(previous, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x)).flatten(1)
@@ -82,8 +82,8 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def _load_pretrained(timm_name: str, dropout: float, pretrained_path: str | None) -> nn.Module:
-    kwargs = {"num_classes": 1, "drop_rate": dropout}
+def _load_pretrained(timm_name: str, dropout: float, pretrained_path: str | None, num_classes: int = 1) -> nn.Module:
+    kwargs = {"num_classes": num_classes, "drop_rate": dropout}
     if pretrained_path:
         path = Path(pretrained_path).expanduser()
         if path.is_file():
@@ -103,8 +103,9 @@ def create_model(
     cnn_preset: str = "medium",
     dropout: float = 0.0,
     pretrained_path: str | None = None,
+    num_classes: int = 1,
 ) -> nn.Module:
-    """Builds a backbone with a single output logit (label 1 = fake).
+    """Builds a backbone with a single output logit (label 1 = fake), or ``num_classes`` logits.
 
     Args:
         name: A key of ``BACKBONES``.
@@ -112,6 +113,7 @@ def create_model(
         cnn_preset: Width preset of ``simple_cnn``.
         dropout: Dropout before the classifier.
         pretrained_path: A local weights file or cache directory for users without network.
+        num_classes: Output logits: 1 for the binary detector, more for a multi-class classifier.
 
     Returns:
         The model, in training mode.
@@ -126,11 +128,11 @@ def create_model(
     if spec.timm_name is None:
         if pretrained:
             raise PretrainedWeightsError(f"{name} has no pretrained weights; set pretrained: false")
-        return SimpleCNN(CNN_PRESETS[cnn_preset], dropout=dropout)
+        return SimpleCNN(CNN_PRESETS[cnn_preset], dropout=dropout, num_classes=num_classes)
     if not pretrained:
-        return timm.create_model(spec.timm_name, pretrained=False, num_classes=1, drop_rate=dropout)
+        return timm.create_model(spec.timm_name, pretrained=False, num_classes=num_classes, drop_rate=dropout)
     try:
-        return _load_pretrained(spec.timm_name, dropout, pretrained_path)
+        return _load_pretrained(spec.timm_name, dropout, pretrained_path, num_classes)
     except PretrainedWeightsError:
         raise
     except Exception as error:  # timm raises many kinds (HTTP, offline, file format)

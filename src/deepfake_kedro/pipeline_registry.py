@@ -8,7 +8,16 @@ import yaml
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from deepfake_kedro.pipelines import download, eda, generalisation, package, predict, preprocessing, reporting
+from deepfake_kedro.pipelines import (
+    attribution,
+    download,
+    eda,
+    generalisation,
+    package,
+    predict,
+    preprocessing,
+    reporting,
+)
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
 from deepfake_kedro.study import NAMED_PHASES, phase4_slots
 
@@ -66,4 +75,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["predict"] = package.create_pipeline() + predict.create_pipeline()
     # Train on one fake source, test on each (issue 13): asked for by name, outside the default run.
     pipelines["generalisation"] = prep + generalisation.create_pipeline(phase_layout("generalisation")[0])
+    # Source attribution (flat vs hierarchical multi-class models) on the study's folds; asked for by name.
+    pipelines["attribution"] = prep + attribution.create_pipeline()
     return pipelines

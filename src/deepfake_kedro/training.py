@@ -6,7 +6,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from deepfake_kedro.augmentation import BatchAugmenter
 from deepfake_kedro.config import ExperimentConfig
-from deepfake_kedro.metrics import safe_auc
+from deepfake_kedro.metrics import multiclass_auc, multiclass_log_loss, safe_auc
 from deepfake_kedro.models import create_model
 from deepfake_kedro.progress import progress
 
@@ -41,9 +41,9 @@ class CachedBatches(Dataset):
 
     def __init__(
         self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray,
-        augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, label_dtype: type = np.float32,
     ):
-        self.images, self.rows, self.labels = images, np.asarray(rows), np.asarray(labels, dtype=np.float32)
+        self.images, self.rows, self.labels = images, np.asarray(rows), np.asarray(labels, dtype=label_dtype)
         self.augment = augment
 
     def __len__(self) -> int:
@@ -60,10 +60,13 @@ class CachedBatches(Dataset):
 def batch_loader(
     images: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int,
     shuffle: bool, seed: int = 0, num_workers: int = 0, pin_memory: bool = False,
-    augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, label_dtype: type = np.float32,
 ) -> DataLoader:
-    """A DataLoader yielding ``(uint8 NHWC batch, float labels)`` from the cache, optionally augmented."""
-    dataset = CachedBatches(images, rows, labels, augment)
+    """A DataLoader yielding ``(uint8 NHWC batch, labels)`` from the cache, optionally augmented.
+
+    Labels are float 0/1 for the binary detector, ``label_dtype=np.int64`` class indices for a multi-class one.
+    """
+    dataset = CachedBatches(images, rows, labels, augment, label_dtype)
     order = (RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle
              else SequentialSampler(dataset))
     # A last training batch of one image breaks BatchNorm: drop it (one image per epoch, reshuffled).
@@ -108,24 +111,58 @@ def channel_statistics(images: np.ndarray, rows: np.ndarray, chunk: int = 1024) 
 @torch.no_grad()
 def predict(
     model: nn.Module, images: np.ndarray, rows: np.ndarray, normalizer: Normalizer,
-    device: torch.device, batch_size: int = 128, description: str = "predicting",
+    device: torch.device, batch_size: int = 128, description: str = "predicting", num_classes: int = 1,
 ) -> np.ndarray:
-    """Fake probabilities for ``images[rows]``, in the order of ``rows`` (``description`` labels the bar)."""
+    """Fake probabilities for ``images[rows]``, in the order of ``rows`` (``description`` labels the bar).
+
+    With ``num_classes`` > 1: an ``(N, num_classes)`` array of softmax class probabilities instead.
+    """
     model.eval()
-    probabilities = np.empty(len(rows), dtype=np.float64)
+    probabilities = np.empty(len(rows) if num_classes == 1 else (len(rows), num_classes), dtype=np.float64)
     for start in progress(range(0, len(rows), batch_size), description, unit="batch"):
         chunk = rows[start:start + batch_size]
         order = np.argsort(chunk)
         pixels = torch.from_numpy(np.ascontiguousarray(images[chunk[order]]))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(normalizer(pixels, device)).float().squeeze(1)
-        probabilities[start + order] = torch.sigmoid(logits).cpu().numpy()
+        scores = torch.sigmoid(logits) if num_classes == 1 else torch.softmax(logits, dim=1)
+        probabilities[start + order] = scores.cpu().numpy()
     return probabilities
 
 
 def _bce(labels: np.ndarray, probabilities: np.ndarray) -> float:
     p = np.clip(probabilities, 1e-7, 1 - 1e-7)
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def _softmax_auc(labels: np.ndarray, logits: np.ndarray) -> float:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return multiclass_auc(labels, shifted / shifted.sum(axis=1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What training optimises and watches, chosen from ``num_classes``.
+
+    Binary (1): BCE on one logit, float labels, ROC AUC. Multi-class: cross-entropy over the logits,
+    int64 class indices, macro one-vs-rest AUC (early stopping watches it as it watches the binary AUC).
+    """
+
+    num_classes: int
+    loss_fn: nn.Module
+    label_dtype: type
+    train_auc: Callable[[np.ndarray, np.ndarray], float]
+    """(labels, raw logits) -> AUC."""
+    val_auc: Callable[[np.ndarray, np.ndarray], float]
+    """(labels, predicted probabilities) -> AUC."""
+    val_loss: Callable[[np.ndarray, np.ndarray], float]
+
+
+def objective(num_classes: int = 1) -> Objective:
+    """The binary objective for ``num_classes == 1``, the multi-class one otherwise."""
+    if num_classes == 1:
+        return Objective(1, nn.BCEWithLogitsLoss(), np.float32, safe_auc, safe_auc, _bce)
+    return Objective(num_classes, nn.CrossEntropyLoss(), np.int64, _softmax_auc, multiclass_auc, multiclass_log_loss)
 
 
 def train_step(
@@ -144,10 +181,11 @@ def train_step(
 
 def _epochs(
     model: nn.Module, loader: DataLoader, normalizer: Normalizer, device: torch.device,
-    optimizer: torch.optim.Optimizer, epochs: int,
+    optimizer: torch.optim.Optimizer, epochs: int, goal: Objective | None = None,
 ) -> Iterator[tuple[int, float, float, float]]:
     """Trains epoch by epoch, yielding (epoch, train loss, train AUC, images/s)."""
-    loss_fn = nn.BCEWithLogitsLoss()
+    goal = goal or objective()
+    loss_fn = goal.loss_fn
     for epoch in range(epochs):
         model.train()
         started, seen, losses, scores, targets = time.perf_counter(), 0, [], [], []
@@ -164,7 +202,7 @@ def _epochs(
                 bar.set_postfix(loss=f"{np.sum(losses) / seen:.4f}", img_s=f"{seen / elapsed:.0f}", refresh=False)
         rate = seen / max(time.perf_counter() - started, 1e-9)
         targets_all, scores_all = np.concatenate(targets), np.concatenate(scores)
-        yield epoch, float(np.sum(losses) / seen), safe_auc(targets_all, scores_all), rate
+        yield epoch, float(np.sum(losses) / seen), goal.train_auc(targets_all, scores_all), rate
 
 
 def train_fold(
@@ -182,7 +220,7 @@ def train_fold(
         config: The resolved experiment configuration.
         images: The cache, ``(N, H, W, 3)`` uint8.
         rows: ``train``, ``val`` and ``test`` positions into ``images``.
-        labels: 0/1 label of every cache row.
+        labels: 0/1 label of every cache row (the class index when ``config.num_classes`` > 1).
         fold: Outer fold number (seeds the run).
         device: Where to train (default: CUDA if present).
         tag: Prefix of the progress lines.
@@ -190,9 +228,10 @@ def train_fold(
     Returns:
         State dict of the best epoch, per-epoch history, test-fold probabilities, the best epoch's
         validation probabilities (in the order of ``rows["val"]``; thresholds are chosen on them) and a
-        summary dict.
+        summary dict. With ``config.num_classes`` > 1 the probabilities are ``(N, num_classes)`` arrays.
     """
     device = device or select_device()
+    goal = objective(config.num_classes)
     seed = config.seed * 1000 + fold
     torch.manual_seed(seed)
     if device.type == "cpu":
@@ -203,19 +242,21 @@ def train_fold(
         else Normalizer(IMAGENET_MEAN, IMAGENET_STD)
     )
     model = create_model(
-        config.backbone, config.pretrained, config.cnn_preset, config.dropout, config.pretrained_path
+        config.backbone, config.pretrained, config.cnn_preset, config.dropout, config.pretrained_path,
+        config.num_classes,
     ).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     loader = batch_loader(
         images, rows["train"], labels[rows["train"]], config.batch_size, shuffle=True, seed=seed,
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
-        augment=BatchAugmenter(config.augment, seed) if config.augment else None,
+        augment=BatchAugmenter(config.augment, seed) if config.augment else None, label_dtype=goal.label_dtype,
     )
-    run = _FoldRun(config, model, normalizer, device, f"{tag} fold {fold}")
+    run = _FoldRun(config, model, normalizer, device, f"{tag} fold {fold}", goal)
     history, best_state, best_epoch, val_probs = run.fit(loader, images, rows["val"], labels[rows["val"]])
     model.load_state_dict(best_state)
-    test_probs = predict(model, images, rows["test"], normalizer, device, description="testing")
+    test_probs = predict(model, images, rows["test"], normalizer, device, description="testing",
+                         num_classes=config.num_classes)
     best_row = history.loc[best_epoch - 1]
     summary = {
         "best_epoch": int(best_row["epoch"]),
@@ -239,6 +280,7 @@ class _FoldRun:
     normalizer: Normalizer
     device: torch.device
     label: str
+    goal: Objective = field(default_factory=objective)
 
     def fit(
         self, loader: DataLoader, images: np.ndarray, val_rows: np.ndarray, val_labels: np.ndarray
@@ -258,9 +300,10 @@ class _FoldRun:
         )
         history, best, best_state, best_epoch, since_best, best_val = [], None, None, 0, 0, np.empty(0)
         for epoch, train_loss, train_auc, rate in _epochs(model, loader, self.normalizer, self.device, optimizer,
-                                                          config.epochs):
-            val_probs = predict(model, images, val_rows, self.normalizer, self.device, description="validating")
-            val_loss, val_auc = _bce(val_labels, val_probs), safe_auc(val_labels, val_probs)
+                                                          config.epochs, self.goal):
+            val_probs = predict(model, images, val_rows, self.normalizer, self.device, description="validating",
+                                num_classes=config.num_classes)
+            val_loss, val_auc = self.goal.val_loss(val_labels, val_probs), self.goal.val_auc(val_labels, val_probs)
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()

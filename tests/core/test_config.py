@@ -143,3 +143,23 @@ def test_every_shipped_environment_gives_each_fake_source_a_family(env):
     data = StudyConfigLoader(str(PROJECT_ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]["data"]
     families = validate_families(data)
     assert set(families) == {s for s, kind in data["sources"].items() if kind == "fake"}
+
+
+def test_a_binary_config_keeps_the_fingerprint_it_had_before_num_classes_existed():
+    import hashlib
+    import json
+
+    config = resolve({"e": {"backbone": "resnet34", "epochs": 3}})
+    # The fingerprint as computed before the field: every other field, without num_classes.
+    payload = config.model_dump(mode="json", exclude={"description", "num_workers", "num_classes"})
+    payload["data"] = {"root": DATA["root"], "sources": SOURCES}
+    before = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    assert config.num_classes == 1
+    assert config_fingerprint(config, DATA) == before
+    multi = resolve({"e": {"backbone": "resnet34", "epochs": 3, "num_classes": 4}})
+    assert config_fingerprint(multi, DATA) != before
+
+
+def test_num_classes_below_one_names_the_key():
+    with pytest.raises(ConfigError, match=r"phase9.e.*'num_classes'"):
+        resolve({"e": {"num_classes": 0}})

@@ -248,3 +248,50 @@ def test_safe_auc_is_sklearns_auc_or_nan_for_one_class():
     assert safe_auc(y, prob) == pytest.approx(roc_auc_score(y, prob))
     assert math.isnan(safe_auc(np.ones(5), np.linspace(0, 1, 5)))
     assert math.isnan(safe_auc([], []))
+
+
+def test_multiclass_metrics_of_a_hand_made_three_source_table_match_sklearn_and_hand_counts():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from deepfake_kedro.metrics import multiclass_metrics, normalized_confusion
+
+    classes = ["real", "text2img", "inpainting", "insight"]
+    truth = ["real"] * 4 + ["text2img"] * 3 + ["inpainting"] * 3 + ["insight"] * 2
+    called = ["real", "real", "real", "text2img", "text2img", "text2img", "inpainting", "inpainting", "real",
+              "inpainting", "insight", "insight"]
+    y_true = np.array([classes.index(c) for c in truth])
+    y_pred = np.array([classes.index(c) for c in called])
+    got = multiclass_metrics(y_true, y_pred, classes)
+    # By hand: recalls 3/4, 2/3, 2/3, 2/2.
+    assert [got[f"recall:{c}"] for c in classes] == pytest.approx([0.75, 2 / 3, 2 / 3, 1.0])
+    assert got["balanced_accuracy"] == pytest.approx((0.75 + 2 / 3 + 2 / 3 + 1.0) / 4)
+    assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert got["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    # F1 per class by hand: real 2*(3/4)(3/4)/(3/2)=0.75, text2img 2/3, inpainting 2/3, insight 1.
+    assert got["macro_f1"] == pytest.approx((0.75 + 2 / 3 + 2 / 3 + 1.0) / 4)
+    matrix = normalized_confusion(y_true, y_pred, classes)
+    np.testing.assert_allclose(matrix, confusion_matrix(y_true, y_pred, normalize="true"))
+    np.testing.assert_allclose(matrix[2], [1 / 3, 0, 2 / 3, 0])
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+
+
+def test_multiclass_metrics_count_a_class_missing_from_the_fold_as_nan_recall_and_zero_f1():
+    from deepfake_kedro.metrics import multiclass_metrics
+
+    got = multiclass_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["real", "a", "b"])
+    assert math.isnan(got["recall:b"])
+    assert got["macro_f1"] == pytest.approx(f1_score([0, 0, 1, 1], [0, 1, 1, 1], labels=[0, 1, 2], average="macro",
+                                                     zero_division=0.0))
+
+
+def test_multiclass_auc_is_sklearn_one_vs_rest_and_nan_without_every_class():
+    from deepfake_kedro.metrics import multiclass_auc
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(3), size=30)
+    labels = np.arange(30) % 3
+    assert multiclass_auc(labels, probabilities) == pytest.approx(
+        roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"))
+    assert multiclass_auc(labels % 2, probabilities[:, :2] / probabilities[:, :2].sum(1, keepdims=True)) == \
+        pytest.approx(roc_auc_score(labels % 2, probabilities[:, 1] / probabilities[:, :2].sum(1)))
+    assert math.isnan(multiclass_auc(labels % 2, probabilities))

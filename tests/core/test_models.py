@@ -32,3 +32,9 @@ def test_local_weights_file_is_loaded(tmp_path):
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
     assert model.fc.out_features == 1
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_gives_num_classes_logits(name):
+    model = create_model(name, pretrained=False, cnn_preset="micro", num_classes=4)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 4)

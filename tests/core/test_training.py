@@ -72,3 +72,25 @@ def test_real_norm_statistics_are_stored_with_the_fold(study):
     expected = channel_statistics(pixels, rows["train"][labels[rows["train"]] == 0])
     assert summary["normalization_mean"] == pytest.approx(list(expected.mean))
     assert summary["normalization_std"] == pytest.approx(list(expected.std))
+
+
+def test_multiclass_training_uses_class_indices_and_returns_softmax_rows(study):
+    table, pixels = study
+    pixels = pixels.copy()
+    sources = ["wiki", "text2img", "inpainting", "insight"]
+    classes = table["source"].map(sources.index).to_numpy(np.int64)
+    for index in range(1, 4):  # each fake source's own colour square: the classes are learnable
+        pixels[classes == index, 4:12, 4:12] = 0
+        pixels[classes == index, 4:12, 4:12, index - 1] = 255
+    rows = fold_rows(table)
+    state, history, test_probs, val_probs, _ = train_fold(tiny_config(num_classes=4, epochs=4), pixels, rows,
+                                                          classes, fold=0, device=torch.device("cpu"))
+    assert state["head.weight"].shape[0] == 4
+    assert test_probs.shape == (len(rows["test"]), 4) and val_probs.shape == (len(rows["val"]), 4)
+    np.testing.assert_allclose(test_probs.sum(axis=1), 1.0, rtol=1e-5)
+    # Validation loss is the cross-entropy of the stored validation probabilities.
+    top = history[history["val_auc"] == history["val_auc"].max()]  # early stopping: best AUC, then lowest loss
+    best = top.loc[top["val_loss"].idxmin()]
+    assert best["val_loss"] == pytest.approx(-np.mean(np.log(val_probs[np.arange(len(val_probs)),
+                                                                       classes[rows["val"]]])), rel=1e-4)
+    assert (test_probs.argmax(axis=1) == classes[rows["test"]]).mean() > 0.5

@@ -1,0 +1,108 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfake_kedro.attribution import (
+    attribution_classes,
+    compare_approaches,
+    flat_targets,
+    hierarchical_targets,
+    resolve_models,
+    true_classes,
+    walk_hierarchy,
+)
+from deepfake_kedro.config import ConfigError
+from deepfake_kedro.folds import build_fold_table, select_fold_rows
+from deepfake_kedro.stats import holm_adjust, paired_comparison
+from tests.core.test_folds import dff_like_images
+
+SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": "fake"}
+FAMILIES = {"text2img": "diffusion", "inpainting": "diffusion", "insight": "face_swap"}
+DATA = {"root": "data/01_raw/dff", "sources": SOURCES, "families": FAMILIES}
+DEFAULTS = {"backbone": "simple_cnn", "pretrained": False, "image_size": 32}
+
+
+def test_classes_are_real_then_the_fake_sources_in_data_sources_order():
+    assert attribution_classes(SOURCES) == ["real", "text2img", "inpainting", "insight"]
+    (flat,) = flat_targets({"wiki": "real", "ffhq": "real", **{k: v for k, v in SOURCES.items() if k != "wiki"}})
+    assert flat.class_of_source == {"wiki": 0, "ffhq": 0, "text2img": 1, "inpainting": 2, "insight": 3}
+
+
+def test_the_hierarchy_trains_each_level_on_the_rows_that_reach_it_and_skips_one_source_families():
+    levels = {t.name: t for t in hierarchical_targets(SOURCES, FAMILIES)}
+    assert list(levels) == ["level1", "level2", "level3_diffusion"]
+    assert levels["level1"].class_of_source == {"wiki": 0, "text2img": 1, "inpainting": 1, "insight": 1}
+    assert levels["level2"].classes == ("diffusion", "face_swap")
+    assert levels["level2"].class_of_source == {"text2img": 0, "inpainting": 0, "insight": 1}
+    assert levels["level3_diffusion"].class_of_source == {"text2img": 0, "inpainting": 1}
+
+
+def test_a_fake_source_without_a_family_names_the_key_to_add():
+    with pytest.raises(ConfigError, match=r"data.families: fake source 'insight' has no family"):
+        hierarchical_targets(SOURCES, {"text2img": "diffusion", "inpainting": "diffusion"})
+
+
+def test_a_level_one_real_goes_straight_to_real_whatever_the_deeper_levels_say():
+    # Rows: level-1 real (deeper levels point at a fake source), then each route through the fake branch.
+    levels = {"level1": np.array([0, 0, 1, 1, 1]), "level2": np.array([1, 0, 0, 0, 1]),
+              "level3_diffusion": np.array([1, 1, 0, 1, 0])}
+    walked = walk_hierarchy(levels, SOURCES, FAMILIES)
+    classes = np.asarray(attribution_classes(SOURCES))
+    assert classes[walked].tolist() == ["real", "real", "text2img", "inpainting", "insight"]
+
+
+def test_with_one_family_the_walk_needs_no_level_two():
+    families = {"text2img": "diffusion", "inpainting": "diffusion", "insight": "diffusion"}
+    assert [t.name for t in hierarchical_targets(SOURCES, families)] == ["level1", "level3_diffusion"]
+    walked = walk_hierarchy({"level1": np.array([1, 1, 0]), "level3_diffusion": np.array([2, 0, 1])}, SOURCES,
+                            families)
+    assert walked.tolist() == [3, 1, 0]
+
+
+def test_every_outer_fold_holds_every_source_in_train_val_and_test():
+    table = build_fold_table(dff_like_images(60), cv_folds=5, val_ratio=0.1, seed=42)
+    for fold in range(5):
+        rows = select_fold_rows(table, fold, 1.0)
+        for role in ("train", "val", "test"):
+            assert set(table["source"].iloc[getattr(rows, role)]) == set(SOURCES), (fold, role)
+    assert true_classes(table["source"], SOURCES).max() == 3
+
+
+def test_models_get_their_classes_and_sources_and_never_share_a_fingerprint():
+    flat = resolve_models("flat", {"cnn_preset": "micro"}, DEFAULTS, DATA)
+    levels = resolve_models("hierarchical", {"cnn_preset": "micro"}, DEFAULTS, DATA)
+    assert [m.config.num_classes for m in flat + levels] == [4, 2, 2, 2]
+    assert levels[2].config.train_sources == ["text2img", "inpainting"]
+    assert levels[0].config.cnn_preset == "micro" and levels[0].config.eval_sources == "all"
+    assert len({m.fingerprint for m in flat + levels}) == 4
+    again = resolve_models("hierarchical", {"cnn_preset": "micro"}, DEFAULTS, DATA)
+    assert [m.fingerprint for m in again] == [m.fingerprint for m in levels]
+
+
+@pytest.mark.parametrize("key", ["num_classes", "train_sources"])
+def test_attribution_model_may_not_set_what_the_study_sets(key):
+    with pytest.raises(ConfigError, match=rf"attribution.model: key '{key}' is set by the attribution study"):
+        resolve_models("flat", {key: 3}, DEFAULTS, DATA)
+
+
+def test_an_invalid_model_setting_names_the_model_and_key():
+    with pytest.raises(ConfigError, match=r"attribution.level1.*'epochs'"):
+        resolve_models("hierarchical", {"epochs": 0}, DEFAULTS, DATA)
+
+
+def test_hierarchical_vs_flat_is_paired_per_fold_with_holm_across_the_two_metrics():
+    rng = np.random.default_rng(0)
+
+    def fold_metrics(shift):
+        return pd.DataFrame({"fold": range(5), "view": "end_to_end", "n_train": 400, "n_test": 100,
+                             "balanced_accuracy": rng.uniform(0.5, 0.7, 5) + shift,
+                             "macro_f1": rng.uniform(0.4, 0.6, 5) + shift})
+
+    flat, hierarchical = fold_metrics(0.0), fold_metrics(0.1)
+    # Rows of another view must not enter the end-to-end test.
+    hierarchical = pd.concat([hierarchical, hierarchical.assign(view="level1", balanced_accuracy=0.0)])
+    tests = compare_approaches(flat, hierarchical)
+    end = hierarchical[hierarchical["view"] == "end_to_end"]
+    expected = [paired_comparison(flat[m], end[m], 400, 100) for m in ("balanced_accuracy", "macro_f1")]
+    assert tests["diff_mean"].tolist() == pytest.approx([e["diff_mean"] for e in expected])
+    assert tests["p_holm"].tolist() == pytest.approx(holm_adjust([e["p_nadeau_bengio"] for e in expected]).tolist())
