@@ -2,6 +2,7 @@ import pytest
 
 from deepfake_kedro.config import (
     ConfigError,
+    ExperimentConfig,
     check_name,
     check_references,
     config_fingerprint,
@@ -110,3 +111,13 @@ def test_comparisons_naming_missing_experiments_are_caught_before_training():
         broken = {**parameters, phase: {**parameters[phase], key: value}}
         with pytest.raises(ConfigError, match=message):
             check_references(broken, ["phase1", "phase2"])
+
+
+def test_execution_only_settings_leave_the_fingerprint_of_stored_runs_unchanged():
+    # The fingerprint stored runs carry (computed before `compile` existed): a new execution-only
+    # field must not move it, or every finished run would retrain.
+    sources = {"real": "real", "fake": "fake"}
+    config = ExperimentConfig()
+    assert config_fingerprint(config, {"root": "data/01_raw/dff", "sources": sources}) == "cfbe2ab3ad4f461a"
+    compiled = config.model_copy(update={"compile": True, "num_workers": 0})
+    assert config_fingerprint(compiled, DATA) == config_fingerprint(config, DATA)
