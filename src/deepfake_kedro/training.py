@@ -275,7 +275,7 @@ class _FoldRun:
             validation probabilities.
         """
         config, model = self.config, self.model
-        forward = self.forward or model
+        forward = self.forward if self.forward is not None else model
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
                                       weight_decay=config.optimizer.weight_decay)
         scheduler = (
