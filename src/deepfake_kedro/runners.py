@@ -79,7 +79,14 @@ class DaskRunner(AbstractRunner):
         if self._address:
             logger.info("Dask: connecting to the scheduler at %s", self._address)
             return Client(self._address), None
-        cluster_class = load_obj(self._cluster)
+        try:
+            cluster_class = load_obj(self._cluster)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ValueError(
+                f"--runner-params cluster={self._cluster}: cannot import it ({error}); use distributed.LocalCluster, "
+                f"or for one worker per GPU install dask-cuda (pip install dask-cuda) and use "
+                f"dask_cuda.LocalCUDACluster, or pass address=tcp://<scheduler>:8786"
+            ) from error
         options: dict[str, Any] = {"threads_per_worker": self._threads_per_worker}
         if self._n_workers is not None:
             options["n_workers"] = self._n_workers

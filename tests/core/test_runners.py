@@ -62,6 +62,13 @@ def test_a_node_error_reaches_the_driver_with_its_message(tmp_path):
         DaskRunner(n_workers=1, processes=False).run(pipeline, catalog)
 
 
+def test_a_cluster_class_that_cannot_be_imported_names_the_runner_param_and_the_fix():
+    pipeline = Pipeline([Node(double, "numbers", "doubled", name="double")])
+    catalog = DataCatalog({"numbers": MemoryDataset(pd.DataFrame({"value": [1]}))})
+    with pytest.raises(ValueError, match=r"cluster=no_such_package.Cluster: cannot import it .*pip install dask-cuda"):
+        DaskRunner(cluster="no_such_package.Cluster").run(pipeline, catalog)
+
+
 def plans(tmp_path: Path, folds: range, refuse: set[int]) -> dict[str, FoldPlan]:
     """Fold plans that leave a marker when they train (and fail for the folds in ``refuse``)."""
     def train(fold: int):
