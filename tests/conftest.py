@@ -15,6 +15,8 @@ FACES140K_ENV = "DEEPFAKE_KEDRO_FACES140K"
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# MLflow tracking off in tests (settings.py reads it), except where a test turns it on in a `kedro run`.
+os.environ.setdefault("DEEPFAKE_KEDRO_TRACKING", "off")
 
 
 def faces140k_root() -> Path | None:

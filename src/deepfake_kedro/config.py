@@ -85,6 +85,8 @@ class ExperimentConfig(_Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     early_stopping_patience: int = Field(5, ge=1)
     num_workers: int = Field(4, ge=0)
+    compile: bool = False
+    """Train through ``torch.compile`` (execution only: not part of the fingerprint)."""
     face_crop: bool = False
     face_crop_margin: float = Field(0.6, ge=0, le=3)
     image_size: int = Field(224, ge=16, le=1024)
@@ -300,6 +302,10 @@ def _check_cache_exists(config: ExperimentConfig, preprocessing: Mapping[str, An
         )
 
 
+EXECUTION_ONLY = {"description", "num_workers", "compile"}
+"""Fields that change how a run executes, not what it learns: outside the fingerprint, so runs are reused."""
+
+
 def config_fingerprint(config: ExperimentConfig, data: Mapping[str, Any]) -> str:
     """A short hash of everything that changes a training run (not the description).
 
@@ -312,7 +318,7 @@ def config_fingerprint(config: ExperimentConfig, data: Mapping[str, Any]) -> str
     """
     # num_classes enters only when it is not the binary default, so the binary runs keep their fingerprints.
     binary_default = {"num_classes"} if config.num_classes == 1 else set()
-    payload = config.model_dump(mode="json", exclude={"description", "num_workers", *binary_default})
+    payload = config.model_dump(mode="json", exclude=EXECUTION_ONLY | binary_default)
     payload["data"] = {"root": str(data.get("root")), "sources": dict(data.get("sources", {}))}
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

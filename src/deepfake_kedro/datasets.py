@@ -172,7 +172,12 @@ class TrainedFoldsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[],
         return FoldRunStore(self._path)
 
     def save(self, data: Mapping[str, FoldResult | Callable[[], FoldResult]]) -> None:
-        FoldRunStore(self._path).save_all(data)
+        from deepfake_kedro.runners import on_dask_worker, save_folds_on_dask
+
+        if on_dask_worker():  # the DaskRunner: one task per missing fold
+            save_folds_on_dask(FoldRunStore(self._path), data)
+        else:
+            FoldRunStore(self._path).save_all(data)
 
     def _exists(self) -> bool:
         return self._path.is_dir()

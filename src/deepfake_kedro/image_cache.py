@@ -45,6 +45,13 @@ class ImageStack:
         self.array = array
         self._row_of = {key: row for row, key in enumerate(self.keys)}
 
+    def __reduce__(self):
+        # A memory-mapped stack travels to another process (a Dask worker) as its file name, not its pixels.
+        filename = getattr(self.array, "filename", None)
+        if filename is None:
+            return ImageStack, (self.keys, self.signatures, self.array)
+        return _reopen_stack, (self.keys, self.signatures, str(filename))
+
     @property
     def size(self) -> int:
         return int(self.array.shape[1])
@@ -60,6 +67,10 @@ class ImageStack:
             raise KeyError(
                 f"image {error.args[0]!r} is not in the {self.size}px cache; re-run the preprocessing pipeline"
             ) from None
+
+
+def _reopen_stack(keys: list[str], signatures: list[str], filename: str) -> ImageStack:
+    return ImageStack(keys, signatures, np.load(filename, mmap_mode="r"))
 
 
 def read_image_stack(directory: Path) -> ImageStack:

@@ -178,12 +178,14 @@ class FoldRunStore:
                 f"({reason}); re-run its training (e.g. kedro run --pipeline <its phase>) before evaluating it"
             )
 
-    def save_all(self, runs: Mapping[str, FoldResult | Callable[[], FoldResult]]) -> None:
-        """Writes each run in order, computing lazy ones only when their fold is not done yet.
+    def pending(
+        self, runs: Mapping[str, FoldResult | Callable[[], FoldResult]]
+    ) -> list[tuple[str, FoldResult | Callable[[], FoldResult]]]:
+        """The runs still to compute and write: folds not complete, and ``FoldPlan``s whose data key changed.
 
-        A ``FoldPlan`` also retrains a finished fold whose stored data key differs from its own,
-        logging what changed.
+        Logs each finished fold it skips and each stale fold with what changed.
         """
+        todo = []
         for key, run in runs.items():
             data = run.data if isinstance(run, FoldPlan) else None
             if self.is_complete(key):
@@ -193,4 +195,14 @@ class FoldRunStore:
                     continue
                 label = run.label or key  # type: ignore[union-attr]
                 logger.warning("%s fold %s retrains: %s", label, key.rsplit("_", 1)[-1], reason)
-            self.write(key, run() if callable(run) else run, data)
+            todo.append((key, run))
+        return todo
+
+    def save_all(self, runs: Mapping[str, FoldResult | Callable[[], FoldResult]]) -> None:
+        """Writes each run in order, computing lazy ones only when their fold is not done yet.
+
+        A ``FoldPlan`` also retrains a finished fold whose stored data key differs from its own,
+        logging what changed.
+        """
+        for key, run in self.pending(runs):
+            self.write(key, run() if callable(run) else run, run.data if isinstance(run, FoldPlan) else None)

@@ -4,10 +4,13 @@ import warnings
 
 from deepfake_kedro.config_loader import StudyConfigLoader
 from deepfake_kedro.hooks import DataRootHook, ValidateExperimentsHook
+from deepfake_kedro.tracking import ExperimentTrackingHook, tracking_enabled
 
-HOOKS = (ValidateExperimentsHook(), DataRootHook())
-# kedro-mlflow auto-registers its hooks once installed; until the project configures tracking they stay off.
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
+# MLflow tracking (conf/base/mlflow.yml) is on unless DEEPFAKE_KEDRO_TRACKING=off, as the tests set it.
+TRACKING = tracking_enabled()
+HOOKS = (ValidateExperimentsHook(), DataRootHook(), *((ExperimentTrackingHook(),) if TRACKING else ()))
+# kedro-mlflow registers its own hook (one MLflow run per `kedro run`); off together with ours.
+DISABLE_HOOKS_FOR_PLUGINS = () if TRACKING else ("kedro_mlflow", "kedro-mlflow")
 
 CONFIG_LOADER_CLASS = StudyConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -86,11 +86,18 @@ class Normalizer:
 
     def __call__(self, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
         x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        mean, std = self._constants(device)
         x = (x - mean) / std
         # The NHWC cache permuted is already channels-last, which CUDA convolutions prefer.
         return x if device.type == "cuda" else x.contiguous()
+
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as ``(1, 3, 1, 1)`` tensors on ``device``, copied there once (not once per batch)."""
+        cache = self.__dict__.setdefault("_on_device", {})  # frozen dataclass: a private cache, not a field
+        if device not in cache:
+            cache[device] = (torch.tensor(self.mean, device=device).view(1, 3, 1, 1),
+                             torch.tensor(self.std, device=device).view(1, 3, 1, 1))
+        return cache[device]
 
 
 def channel_statistics(images: np.ndarray, rows: np.ndarray, chunk: int = 1024) -> Normalizer:
@@ -119,14 +126,18 @@ def predict(
     """
     model.eval()
     probabilities = np.empty(len(rows) if num_classes == 1 else (len(rows), num_classes), dtype=np.float64)
+    # Batches stay on the device and are copied back once: no host synchronisation per batch.
+    batches, orders = [], []
     for start in progress(range(0, len(rows), batch_size), description, unit="batch"):
         chunk = rows[start:start + batch_size]
         order = np.argsort(chunk)
         pixels = torch.from_numpy(np.ascontiguousarray(images[chunk[order]]))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(normalizer(pixels, device)).float().squeeze(1)
-        scores = torch.sigmoid(logits) if num_classes == 1 else torch.softmax(logits, dim=1)
-        probabilities[start + order] = scores.cpu().numpy()
+        batches.append(torch.sigmoid(logits) if num_classes == 1 else torch.softmax(logits, dim=1))
+        orders.append(start + order)
+    if batches:
+        probabilities[np.concatenate(orders)] = torch.cat(batches).cpu().numpy()
     return probabilities
 
 
@@ -181,28 +192,37 @@ def train_step(
 
 def _epochs(
     model: nn.Module, loader: DataLoader, normalizer: Normalizer, device: torch.device,
-    optimizer: torch.optim.Optimizer, epochs: int, goal: Objective | None = None,
+    optimizer: torch.optim.Optimizer, epochs: int, goal: Objective | None = None, refresh_every: int = 50,
 ) -> Iterator[tuple[int, float, float, float]]:
-    """Trains epoch by epoch, yielding (epoch, train loss, train AUC, images/s)."""
+    """Trains epoch by epoch, yielding (epoch, train loss, train AUC, images/s).
+
+    Loss, logits and labels accumulate on the device and reach the host once per epoch, so the GPU never
+    waits for Python between steps; the progress bar reads the running loss every ``refresh_every`` steps.
+    """
     goal = goal or objective()
     loss_fn = goal.loss_fn
+    # float64 like the Python floats the loss used to be summed in (MPS has no float64).
+    total_dtype = torch.float32 if device.type == "mps" else torch.float64
     for epoch in range(epochs):
         model.train()
-        started, seen, losses, scores, targets = time.perf_counter(), 0, [], [], []
+        started, seen = time.perf_counter(), 0
+        loss_sum = torch.zeros((), dtype=total_dtype, device=device)
+        scores, targets = [], []
         bar = progress(loader, f"epoch {epoch + 1}/{epochs}", unit="batch")
-        for pixels, labels in bar:
+        for step, (pixels, labels) in enumerate(bar):
             labels = labels.to(device, non_blocking=True)
             loss, logits = train_step(model, normalizer(pixels, device), labels, optimizer, loss_fn, device)
-            losses.append(loss.item() * len(labels))
-            scores.append(logits.float().cpu().numpy())
-            targets.append(labels.cpu().numpy())
+            loss_sum += loss.to(total_dtype) * len(labels)
+            scores.append(logits)
+            targets.append(labels)
             seen += len(labels)
-            if not bar.disable:
+            if not bar.disable and step % refresh_every == 0:
                 elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{np.sum(losses) / seen:.4f}", img_s=f"{seen / elapsed:.0f}", refresh=False)
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", img_s=f"{seen / elapsed:.0f}", refresh=False)
+        train_loss = loss_sum.item() / seen  # the epoch's one synchronisation
         rate = seen / max(time.perf_counter() - started, 1e-9)
-        targets_all, scores_all = np.concatenate(targets), np.concatenate(scores)
-        yield epoch, float(np.sum(losses) / seen), goal.train_auc(targets_all, scores_all), rate
+        targets_all, scores_all = torch.cat(targets).cpu().numpy(), torch.cat(scores).float().cpu().numpy()
+        yield epoch, train_loss, goal.train_auc(targets_all, scores_all), rate
 
 
 def train_fold(
@@ -252,10 +272,12 @@ def train_fold(
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
         augment=BatchAugmenter(config.augment, seed) if config.augment else None, label_dtype=goal.label_dtype,
     )
-    run = _FoldRun(config, model, normalizer, device, f"{tag} fold {fold}", goal)
+    # The compiled module shares the model's parameters; checkpoints come from the model itself (no prefixes).
+    forward = torch.compile(model) if config.compile else model
+    run = _FoldRun(config, model, normalizer, device, f"{tag} fold {fold}", goal, forward)
     history, best_state, best_epoch, val_probs = run.fit(loader, images, rows["val"], labels[rows["val"]])
     model.load_state_dict(best_state)
-    test_probs = predict(model, images, rows["test"], normalizer, device, description="testing",
+    test_probs = predict(forward, images, rows["test"], normalizer, device, description="testing",
                          num_classes=config.num_classes)
     best_row = history.loc[best_epoch - 1]
     summary = {
@@ -281,6 +303,8 @@ class _FoldRun:
     device: torch.device
     label: str
     goal: Objective = field(default_factory=objective)
+    forward: nn.Module | None = None
+    """What trains and predicts (``torch.compile(model)`` when asked for); the model by default."""
 
     def fit(
         self, loader: DataLoader, images: np.ndarray, val_rows: np.ndarray, val_labels: np.ndarray
@@ -292,6 +316,7 @@ class _FoldRun:
             validation probabilities.
         """
         config, model = self.config, self.model
+        forward = self.forward if self.forward is not None else model
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
                                       weight_decay=config.optimizer.weight_decay)
         scheduler = (
@@ -299,9 +324,9 @@ class _FoldRun:
             if config.scheduler.type == "cosine_annealing" else None
         )
         history, best, best_state, best_epoch, since_best, best_val = [], None, None, 0, 0, np.empty(0)
-        for epoch, train_loss, train_auc, rate in _epochs(model, loader, self.normalizer, self.device, optimizer,
+        for epoch, train_loss, train_auc, rate in _epochs(forward, loader, self.normalizer, self.device, optimizer,
                                                           config.epochs, self.goal):
-            val_probs = predict(model, images, val_rows, self.normalizer, self.device, description="validating",
+            val_probs = predict(forward, images, val_rows, self.normalizer, self.device, description="validating",
                                 num_classes=config.num_classes)
             val_loss, val_auc = self.goal.val_loss(val_labels, val_probs), self.goal.val_auc(val_labels, val_probs)
             lr = optimizer.param_groups[0]["lr"]

@@ -2,6 +2,7 @@ import pytest
 
 from deepfake_kedro.config import (
     ConfigError,
+    ExperimentConfig,
     check_name,
     check_references,
     config_fingerprint,
@@ -151,7 +152,7 @@ def test_a_binary_config_keeps_the_fingerprint_it_had_before_num_classes_existed
 
     config = resolve({"e": {"backbone": "resnet34", "epochs": 3}})
     # The fingerprint as computed before the field: every other field, without num_classes.
-    payload = config.model_dump(mode="json", exclude={"description", "num_workers", "num_classes"})
+    payload = config.model_dump(mode="json", exclude={"description", "num_workers", "num_classes", "compile"})
     payload["data"] = {"root": DATA["root"], "sources": SOURCES}
     before = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     assert config.num_classes == 1
@@ -163,3 +164,13 @@ def test_a_binary_config_keeps_the_fingerprint_it_had_before_num_classes_existed
 def test_num_classes_below_one_names_the_key():
     with pytest.raises(ConfigError, match=r"phase9.e.*'num_classes'"):
         resolve({"e": {"num_classes": 0}})
+
+
+def test_execution_only_settings_leave_the_fingerprint_of_stored_runs_unchanged():
+    # The fingerprint stored runs carry (computed before `compile` existed): a new execution-only
+    # field must not move it, or every finished run would retrain.
+    sources = {"real": "real", "fake": "fake"}
+    config = ExperimentConfig()
+    assert config_fingerprint(config, {"root": "data/01_raw/dff", "sources": sources}) == "cfbe2ab3ad4f461a"
+    compiled = config.model_copy(update={"compile": True, "num_workers": 0})
+    assert config_fingerprint(compiled, DATA) == config_fingerprint(config, DATA)

@@ -5,7 +5,18 @@ import torch
 
 from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.folds import build_fold_table, select_fold_rows
-from deepfake_kedro.training import Normalizer, channel_statistics, train_fold
+from deepfake_kedro.metrics import safe_auc
+from deepfake_kedro.models import create_model
+from deepfake_kedro.training import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalizer,
+    _epochs,
+    batch_loader,
+    channel_statistics,
+    train_fold,
+    train_step,
+)
 from tests.core.test_folds import dff_like_images
 
 
@@ -94,3 +105,64 @@ def test_multiclass_training_uses_class_indices_and_returns_softmax_rows(study):
     assert best["val_loss"] == pytest.approx(-np.mean(np.log(val_probs[np.arange(len(val_probs)),
                                                                        classes[rows["val"]]])), rel=1e-4)
     assert (test_probs.argmax(axis=1) == classes[rows["test"]]).mean() > 0.5
+
+
+def test_epoch_loop_without_per_step_syncs_matches_a_loop_that_reads_every_step(study):
+    """The loop keeps loss and logits on the device; a per-step ``.item()`` / ``.cpu()`` loop gives the same."""
+    table, pixels = study
+    labels = table["label"].to_numpy(np.float32)
+    rows = fold_rows(table)["train"]
+    cpu, normalizer = torch.device("cpu"), Normalizer(IMAGENET_MEAN, IMAGENET_STD)
+
+    def fresh():
+        torch.manual_seed(7)
+        model = create_model("simple_cnn", False, "micro", 0.0)
+        return model, torch.optim.AdamW(model.parameters(), lr=3e-3), batch_loader(pixels, rows, labels[rows], 16,
+                                                                                    shuffle=True, seed=7)
+
+    model, optimizer, loader = fresh()
+    ours = [(loss, auc) for _, loss, auc, _ in _epochs(model, loader, normalizer, cpu, optimizer, 2)]
+    reference_model, optimizer, loader = fresh()
+    reference = []
+    for _ in range(2):
+        reference_model.train()
+        losses, scores, targets = [], [], []
+        for batch, batch_labels in loader:
+            loss, logits = train_step(reference_model, normalizer(batch, cpu), batch_labels, optimizer,
+                                      torch.nn.BCEWithLogitsLoss(), cpu)
+            losses.append(loss.item() * len(batch_labels))
+            scores.append(logits.cpu().numpy())
+            targets.append(batch_labels.numpy())
+        seen = sum(len(t) for t in targets)
+        reference.append((np.sum(losses) / seen, safe_auc(np.concatenate(targets), np.concatenate(scores))))
+    for (loss, auc), (reference_loss, reference_auc) in zip(ours, reference, strict=True):
+        assert loss == pytest.approx(reference_loss, rel=1e-12)
+        assert auc == reference_auc
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, reference_model.state_dict()[name]), name
+
+
+def test_compile_flag_trains_through_torch_compile_and_stores_plain_checkpoints(study, monkeypatch):
+    """``compile: true`` wraps the model in ``torch.compile``; weights and predictions stay those of the model.
+
+    The eager backend stands in for inductor (whose C++ build takes minutes on a CPU); what is checked
+    is the wiring: the compiled module trains and predicts, the checkpoint has the model's own keys.
+    """
+    table, pixels = study
+    labels = table["label"].to_numpy(np.float32)
+    compiled_calls = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **kwargs):
+        compiled_calls.append(type(model).__name__)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    plain = train_fold(tiny_config(epochs=1), pixels, fold_rows(table), labels, fold=0, device=torch.device("cpu"))
+    compiled = train_fold(tiny_config(epochs=1, compile=True), pixels, fold_rows(table), labels, fold=0,
+                          device=torch.device("cpu"))
+    assert len(compiled_calls) == 1
+    assert compiled[0].keys() == plain[0].keys()
+    for name in plain[0]:
+        torch.testing.assert_close(compiled[0][name], plain[0][name])
+    np.testing.assert_allclose(compiled[2], plain[2], rtol=1e-5)

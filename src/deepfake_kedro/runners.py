@@ -1,0 +1,242 @@
+"""A Kedro runner on a dask.distributed cluster: nodes, and each experiment's missing folds, run concurrently.
+
+``kedro run --runner deepfake_kedro.runners.DaskRunner`` starts a ``LocalCluster`` (or connects to
+``--runner-params address=tcp://scheduler:8786``). Each node is one Dask task that waits for the tasks of the
+nodes it depends on. Kedro 1.x ships no Dask runner; the one in its deployment docs needs a catalog pattern
+that persists every in-memory dataset, because a ``MemoryDataset`` pickled to a worker arrives empty. Here a
+node's in-memory outputs are instead the result of its task, handed by Dask to the tasks that read them.
+
+Inside a node, saving ``fold_runs`` (``TrainedFoldsDataset``) finds it runs on a Dask worker and submits one
+task per missing fold (``save_folds_on_dask``), writing each fold as it returns: two folds of one experiment
+train at once. Finished folds are skipped, stale ones retrained, exactly as in the sequential path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kedro.framework.hooks.manager import _create_hook_manager, _register_hooks, _register_hooks_entry_points
+from kedro.io import MemoryDataset
+from kedro.pipeline import Pipeline
+from kedro.runner import AbstractRunner
+from kedro.runner.task import Task
+from kedro.utils import load_obj
+
+from deepfake_kedro.run_store import FoldPlan, FoldResult, FoldRunStore
+
+logger = logging.getLogger(__name__)
+
+# kedro-mlflow's hook keeps its run in the driver; on a worker it would open stray runs of its own.
+WORKER_DISABLED_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
+
+
+class DaskRunner(AbstractRunner):
+    """Runs a pipeline's nodes as tasks of a dask.distributed cluster (a LocalCluster by default).
+
+    Args:
+        address: A running scheduler (``tcp://host:8786``, e.g. started by dask-jobqueue or
+            ``dask scheduler``); None starts ``cluster`` on this machine for the run.
+        cluster: Import path of the local cluster class: ``distributed.LocalCluster`` or, one worker per
+            GPU, ``dask_cuda.LocalCUDACluster``.
+        n_workers: Workers of the local cluster (default: one per core, or one per GPU for dask-cuda).
+        threads_per_worker: Tasks one worker runs at once (1: one fold per worker, the fold uses its cores).
+        processes: Workers as processes (True) or threads of this process (``distributed.LocalCluster`` only).
+        torch_threads: ``torch.set_num_threads`` in every task (None: the worker's default, which Dask sets
+            to one thread per worker thread through ``OMP_NUM_THREADS``).
+        is_async: Load and save node inputs and outputs with threads.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cluster: str = "distributed.LocalCluster",
+        n_workers: int | None = None,
+        threads_per_worker: int = 1,
+        processes: bool = True,
+        torch_threads: int | None = None,
+        is_async: bool = False,
+    ):
+        super().__init__(is_async=is_async)
+        self._address = address
+        self._cluster = cluster
+        self._n_workers = n_workers
+        self._threads_per_worker = threads_per_worker
+        self._processes = processes
+        self._torch_threads = torch_threads
+
+    def _get_executor(self, max_workers: int) -> None:
+        return None  # _run submits to the Dask client itself
+
+    def _client(self) -> tuple[Any, Any]:
+        """A client of the scheduler at ``address``, or of a local cluster started for this run."""
+        from distributed import Client
+
+        if self._address:
+            logger.info("Dask: connecting to the scheduler at %s", self._address)
+            return Client(self._address), None
+        try:
+            cluster_class = load_obj(self._cluster)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ValueError(
+                f"--runner-params cluster={self._cluster}: cannot import it ({error}); use distributed.LocalCluster, "
+                f"or for one worker per GPU install dask-cuda (pip install dask-cuda) and use "
+                f"dask_cuda.LocalCUDACluster, or pass address=tcp://<scheduler>:8786"
+            ) from error
+        options: dict[str, Any] = {"threads_per_worker": self._threads_per_worker}
+        if self._n_workers is not None:
+            options["n_workers"] = self._n_workers
+        if self._cluster == "distributed.LocalCluster":
+            options["processes"] = self._processes
+            options["dashboard_address"] = None  # no port to collide with a second run
+        cluster = cluster_class(**options)
+        logger.info("Dask: started %s with %d workers (dashboard: %s)", self._cluster, len(cluster.workers),
+                    getattr(cluster, "dashboard_link", "none"))
+        return Client(cluster), cluster
+
+    def _run(self, pipeline: Pipeline, catalog: Any, hook_manager: Any = None, run_id: str | None = None) -> None:
+        """Submits every node as a task depending on its parent nodes' tasks, then waits for all of them."""
+        from distributed import as_completed
+        from kedro.framework.project import LOGGING, PACKAGE_NAME
+
+        in_memory = {name for name in pipeline.all_outputs() if _is_memory(catalog, name)}
+        client, cluster = self._client()
+        token = uuid.uuid4().hex[:8]
+        futures: dict[Any, Any] = {}
+        try:
+            for node in pipeline.nodes:  # topologically sorted: parents are submitted first
+                parents = [futures[parent] for parent in sorted(pipeline.node_dependencies[node], key=str)]
+                futures[node] = client.submit(
+                    _run_node, node, catalog, in_memory, self._is_async, run_id, PACKAGE_NAME, LOGGING,
+                    self._torch_threads, *parents, key=f"{node.name}-{token}", pure=False,
+                )
+            nodes_of = {future.key: node for node, future in futures.items()}
+            done = 0
+            for future in as_completed(list(futures.values())):
+                outputs = future.result()  # re-raises a node's error here
+                done += 1
+                node = nodes_of[future.key]
+                self._logger.info("Completed node: %s (%d out of %d tasks)", node.name, done, len(futures))
+                # In-memory outputs nobody reads are the run's result, as Kedro's own runners return them.
+                for name, data in outputs.items():
+                    if name in pipeline.outputs():
+                        catalog.save(name, data)
+        except BaseException:
+            client.cancel(list(futures.values()))
+            raise
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _is_memory(catalog: Any, name: str) -> bool:
+    return isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)
+
+
+_configured_package: str | None = None
+
+
+def _configure_worker(package_name: str | None, logging_config: dict[str, Any] | None) -> None:
+    """The project's settings and logging in a worker process, once (the driver's are not inherited)."""
+    global _configured_package
+    if package_name and _configured_package != package_name:
+        Task._bootstrap_subprocess(package_name, logging_config)
+        _configured_package = package_name
+
+
+def _run_node(
+    node: Any, catalog: Any, in_memory: set[str], is_async: bool, run_id: str | None,
+    package_name: str | None, logging_config: dict[str, Any] | None, torch_threads: int | None,
+    *parent_outputs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One node on a worker: its in-memory inputs from its parents' results, the rest from the catalog.
+
+    Returns:
+        The node's in-memory outputs (what its children read).
+    """
+    from kedro.framework.project import settings
+
+    _configure_worker(package_name, logging_config)
+    _set_torch_threads(torch_threads)
+    for outputs in parent_outputs:
+        for name, data in outputs.items():
+            if name in node.inputs:
+                catalog.save(name, data)
+    hook_manager = _create_hook_manager()
+    _register_hooks(hook_manager, settings.HOOKS)
+    _register_hooks_entry_points(hook_manager, (*settings.DISABLE_HOOKS_FOR_PLUGINS, *WORKER_DISABLED_PLUGINS))
+    Task(node=node, catalog=catalog, is_async=is_async, hook_manager=hook_manager, run_id=run_id).execute()
+    return {name: catalog.load(name) for name in node.outputs if name in in_memory}
+
+
+def _set_torch_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def on_dask_worker() -> bool:
+    """Whether this code runs inside a task of a dask.distributed worker."""
+    try:
+        from distributed import get_worker
+    except ImportError:  # pragma: no cover - dask is a dependency, but the core does not need it
+        return False
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def save_folds_on_dask(store: FoldRunStore, runs: Mapping[str, FoldResult | Callable[[], FoldResult]]) -> None:
+    """``FoldRunStore.save_all`` with one Dask task per fold to train, each written as it returns.
+
+    Called from a task: ``worker_client`` hands the task's thread back to the worker while the folds run.
+    """
+    from distributed import as_completed, worker_client
+
+    todo = store.pending(runs)
+    ready = [(key, run) for key, run in todo if not callable(run)]
+    for key, run in ready:
+        store.write(key, run)
+    lazy = [(key, run) for key, run in todo if callable(run)]
+    if not lazy:
+        return
+    threads = _current_torch_threads()
+    with worker_client() as client:
+        futures = {client.submit(_train_fold, run, threads, key=f"train-{key}-{uuid.uuid4().hex[:8]}", pure=False):
+                   (key, run) for key, run in lazy}
+        logger.info("Dask: %d folds submitted (%s)", len(futures), ", ".join(key for key, _ in lazy))
+        try:
+            for future in as_completed(list(futures)):
+                key, run = futures[future]
+                result = future.result()
+                store.write(key, result, run.data if isinstance(run, FoldPlan) else None)
+                logger.info("Dask: wrote %s (trained on %s in %.0f s)", key, result.meta["worker"],
+                            result.meta["finished_at"] - result.meta["started_at"])
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+
+
+def _current_torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _train_fold(run: Callable[[], FoldResult], torch_threads: int) -> FoldResult:
+    """One fold on a worker, with the submitting task's torch threads; the meta records where and when."""
+    from distributed import get_worker
+
+    _set_torch_threads(torch_threads)
+    started = time.time()
+    result = run()
+    result.meta.update(worker=get_worker().address, pid=os.getpid(), started_at=started, finished_at=time.time())
+    return result

@@ -1,0 +1,130 @@
+"""Experiment tracking in MLflow: each experiment of a run as a run nested under kedro-mlflow's run of ``kedro run``.
+
+kedro-mlflow opens one MLflow run per ``kedro run`` (conf/base/mlflow.yml: a local ``sqlite:///mlflow.db``
+beside the project). After the pipeline, every experiment it evaluated becomes a nested run: its resolved
+config as params, its fold and summary metrics, and its figures and tables as artefacts. Logging happens once,
+in the process that runs the session, so it is the same for the SequentialRunner and the DaskRunner.
+
+``DEEPFAKE_KEDRO_TRACKING=off`` turns tracking off (the tests do; settings.py reads it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+TRACKING_SWITCH = "DEEPFAKE_KEDRO_TRACKING"
+ARTEFACT_SUFFIXES = (".png", ".csv", ".json")
+
+
+def tracking_enabled() -> bool:
+    """Tracking is on unless ``DEEPFAKE_KEDRO_TRACKING`` is ``off`` (or ``0`` / ``false``)."""
+    return os.environ.get(TRACKING_SWITCH, "on").strip().lower() not in {"off", "0", "false", "no"}
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Nested config keys as dotted names: ``{"optimizer": {"lr": 1e-4}}`` -> ``("optimizer.lr", 1e-4)``."""
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from flatten(value, f"{name}.")
+        else:
+            yield name, value
+
+
+def experiment_metrics(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """An experiment's ``metrics.json`` as MLflow metrics: summary values, and per-fold series.
+
+    Returns:
+        ``{"auc": mean, "auc_std": ..., "auc_ci_low": ..., "auc_ci_high": ..., "pooled_auc": ...}`` for every
+        metric, and ``{"fold_auc": [fold 0, fold 1, ...]}`` (logged with the fold as the step).
+    """
+    summary_metrics: dict[str, float] = {}
+    for metric, stats in summary.get("metrics", {}).items():
+        for stat, suffix in (("mean", ""), ("std", "_std"), ("ci_low", "_ci_low"), ("ci_high", "_ci_high")):
+            if stats.get(stat) is not None:
+                summary_metrics[f"{metric}{suffix}"] = float(stats[stat])
+    for key, value in (summary.get("pooled") or {}).items():
+        if value is not None:
+            summary_metrics[f"pooled_{key}"] = float(value)
+    folds = sorted(summary.get("folds", []), key=lambda row: row["fold"])
+    per_fold: dict[str, list[float]] = {}
+    for metric in summary.get("metrics", {}):
+        series = [row.get(metric) for row in folds]
+        if series and all(isinstance(v, int | float) and v == v for v in series):  # skip NaN / missing
+            per_fold[f"fold_{metric}"] = [float(v) for v in series]
+    return summary_metrics, per_fold
+
+
+def log_experiment(label: str, resolved: Any, summary: Mapping[str, Any], folder: Path | None,
+                   tags: Mapping[str, str] | None = None) -> str:
+    """Logs one experiment as an MLflow run nested under the active run.
+
+    Args:
+        label: ``<phase>.<experiment>``, the run's name.
+        resolved: Its ``ResolvedExperiment`` (config and fingerprint).
+        summary: Its ``metrics.json``.
+        folder: Its reporting folder (figures and tables), logged as artefacts when present.
+        tags: Extra tags (e.g. the Kedro environment).
+
+    Returns:
+        The nested run's id.
+    """
+    import mlflow
+    from mlflow.entities import Metric
+
+    summary_metrics, per_fold = experiment_metrics(summary)
+    with mlflow.start_run(run_name=label, nested=True) as run:
+        params = dict(flatten(resolved.config.model_dump(mode="json")))
+        params.update(phase=resolved.phase, experiment=resolved.name, fingerprint=resolved.fingerprint)
+        mlflow.log_params({name: str(value)[:6000] for name, value in params.items()})
+        mlflow.set_tags({"phase": resolved.phase, "experiment": label, "fingerprint": resolved.fingerprint,
+                         **(tags or {})})
+        # One batch: a call per value would be one SQLite transaction each (seconds per experiment).
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, value, now, 0) for name, value in summary_metrics.items()]
+        metrics += [Metric(name, value, now, fold) for name, series in per_fold.items()
+                    for fold, value in enumerate(series)]
+        client = mlflow.MlflowClient()
+        for start in range(0, len(metrics), 1000):  # mlflow's limit per batch
+            client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000])
+        if folder is not None and folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and path.suffix in ARTEFACT_SUFFIXES:
+                    mlflow.log_artifact(str(path))
+        return run.info.run_id
+
+
+def _reporting_folder(catalog: Any, name: str) -> Path | None:
+    """The folder of a file-backed catalog entry (where the experiment's figures sit beside it)."""
+    dataset = catalog.get(name, fallback_to_runtime_pattern=True)
+    filepath = (dataset._describe() if dataset is not None else {}).get("filepath")
+    return Path(str(filepath)).parent if filepath else None
+
+
+class ExperimentTrackingHook:
+    """After a run, one nested MLflow run per experiment the pipeline evaluated (``<phase>.<experiment>.metrics``)."""
+
+    # tryfirst: kedro-mlflow's own after_pipeline_run closes the parent run, so this one must run before it.
+    @hook_impl(tryfirst=True)
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        import mlflow
+
+        if mlflow.active_run() is None:
+            logger.info("MLflow: no active run (kedro-mlflow off for this pipeline); experiments not logged")
+            return
+        labels = sorted(name.rsplit(".", 1)[0] for name in pipeline.all_outputs()
+                        if name.endswith(".metrics") and name.count(".") == 2)
+        env = run_params.get("env") or ""
+        for label in labels:
+            run_id = log_experiment(label, catalog.load(f"{label}.resolved_config"), catalog.load(f"{label}.metrics"),
+                                    _reporting_folder(catalog, f"{label}.metrics"), tags={"kedro_env": str(env)})
+            logger.info("MLflow: logged %s as run %s", label, run_id)

@@ -1,0 +1,122 @@
+"""The Dask runner on small pipelines, and the fold fan-out of ``TrainedFoldsDataset`` on a Dask worker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
+from kedro_datasets.pandas import CSVDataset
+
+from deepfake_kedro.datasets import TrainedFoldsDataset
+from deepfake_kedro.image_cache import read_image_stack
+from deepfake_kedro.run_store import FoldData, FoldPlan, FoldRunStore
+from deepfake_kedro.runners import DaskRunner, on_dask_worker
+from tests.core.test_run_store import result
+
+distributed = pytest.importorskip("distributed")
+
+
+def double(numbers: pd.DataFrame) -> pd.DataFrame:
+    return numbers.assign(value=numbers["value"] * 2)
+
+
+def add_pid(numbers: pd.DataFrame) -> pd.DataFrame:
+    return numbers.assign(value=numbers["value"] + 1, pid=os.getpid())
+
+
+def total(numbers: pd.DataFrame, more: pd.DataFrame) -> int:
+    return int(numbers["value"].sum() + more["value"].sum())
+
+
+def test_in_memory_datasets_reach_the_nodes_that_read_them_on_worker_processes(tmp_path):
+    # A MemoryDataset pickled to a worker arrives empty; the runner hands each node's outputs to its children.
+    catalog = DataCatalog({
+        "numbers": MemoryDataset(pd.DataFrame({"value": [1, 2, 3]})),
+        "on_disk": CSVDataset(filepath=str(tmp_path / "on_disk.csv")),
+    })
+    pipeline = Pipeline([
+        Node(double, "numbers", "doubled", name="double"),
+        Node(add_pid, "doubled", "on_disk", name="add_pid"),
+        Node(add_pid, "doubled", "shifted", name="add_pid_again"),
+        Node(total, ["on_disk", "shifted"], "total", name="total"),
+    ])
+    outputs = DaskRunner(n_workers=2, processes=True).run(pipeline, catalog)
+    assert outputs["total"].load() == (2 + 4 + 6 + 3) * 2
+    on_disk = pd.read_csv(tmp_path / "on_disk.csv")
+    assert on_disk["value"].tolist() == [3, 5, 7]
+    assert (on_disk["pid"] != os.getpid()).all(), "nodes run on the workers, not in the driver"
+
+
+def test_a_node_error_reaches_the_driver_with_its_message(tmp_path):
+    def fail(numbers):
+        raise ValueError("bad key 'value' in numbers")
+
+    catalog = DataCatalog({"numbers": MemoryDataset(pd.DataFrame({"value": [1]}))})
+    pipeline = Pipeline([Node(fail, "numbers", "never", name="fail")])
+    with pytest.raises(ValueError, match="bad key 'value'"):
+        DaskRunner(n_workers=1, processes=False).run(pipeline, catalog)
+
+
+def test_a_cluster_class_that_cannot_be_imported_names_the_runner_param_and_the_fix():
+    pipeline = Pipeline([Node(double, "numbers", "doubled", name="double")])
+    catalog = DataCatalog({"numbers": MemoryDataset(pd.DataFrame({"value": [1]}))})
+    with pytest.raises(ValueError, match=r"cluster=no_such_package.Cluster: cannot import it .*pip install dask-cuda"):
+        DaskRunner(cluster="no_such_package.Cluster").run(pipeline, catalog)
+
+
+def plans(tmp_path: Path, folds: range, refuse: set[int]) -> dict[str, FoldPlan]:
+    """Fold plans that leave a marker when they train (and fail for the folds in ``refuse``)."""
+    def train(fold: int):
+        if fold in refuse:
+            raise AssertionError(f"fold {fold} is finished with this data and must not retrain")
+        (tmp_path / f"trained_{fold}").touch()
+        return result(fold)
+
+    rows = pd.DataFrame({"path": ["a.png"], "group": ["g"], "label": [0], "role": ["train"], "signature": ["s"]})
+    return {f"abc/fold_{k}": FoldPlan(FoldData.from_rows(rows), lambda k=k: train(k), "phase1.x") for k in folds}
+
+
+def test_on_a_worker_the_folds_still_missing_train_as_tasks_and_finished_ones_are_skipped(tmp_path):
+    store = FoldRunStore(tmp_path / "runs")
+    done = plans(tmp_path, range(1), refuse=set())
+    store.save_all(done)  # fold 0 finished before, in the sequential path
+    (tmp_path / "trained_0").unlink()
+
+    def save():
+        assert on_dask_worker()
+        TrainedFoldsDataset(str(tmp_path / "runs")).save(plans(tmp_path, range(3), refuse={0}))
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        client.submit(save, pure=False).result()
+    assert store.keys() == ["abc/fold_0", "abc/fold_1", "abc/fold_2"]
+    assert sorted(p.name for p in tmp_path.glob("trained_*")) == ["trained_1", "trained_2"]
+    for fold in (1, 2):
+        meta = store.read(f"abc/fold_{fold}").meta
+        assert meta["fold"] == fold and meta["worker"].startswith("inproc://")
+        assert meta["started_at"] <= meta["finished_at"]
+    assert "worker" not in store.read("abc/fold_0").meta
+    assert not on_dask_worker()
+
+
+def test_a_memory_mapped_image_stack_pickles_as_its_file_not_its_pixels(tmp_path):
+    import json
+    import pickle
+
+    folder = tmp_path / "square_8"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (50, 8, 8, 3), dtype=np.uint8)
+    np.save(folder / "images.npy", pixels)
+    (folder / "manifest.json").write_text(json.dumps({"keys": [f"{i}.png" for i in range(50)],
+                                                      "signatures": ["s"] * 50}))
+    stack = read_image_stack(folder)
+    blob = pickle.dumps(stack)
+    assert len(blob) < pixels.nbytes / 2
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(again.array, pixels)
+    assert again.rows(["3.png"]).tolist() == [3]

@@ -1,0 +1,32 @@
+import math
+
+from deepfake_kedro.tracking import experiment_metrics, flatten, tracking_enabled
+
+
+def test_nested_config_keys_become_dotted_param_names():
+    config = {"optimizer": {"type": "adamw", "lr": 1e-4}, "augment": False, "train_sources": ["wiki", "insight"],
+              "empty": {}}
+    assert dict(flatten(config)) == {"optimizer.type": "adamw", "optimizer.lr": 1e-4, "augment": False,
+                                     "train_sources": ["wiki", "insight"], "empty": {}}
+
+
+def test_summary_and_per_fold_metrics_of_a_metrics_json():
+    summary = {
+        "metrics": {"auc": {"mean": 0.8, "std": 0.1, "ci_low": 0.7, "ci_high": 0.9, "n": 2},
+                    "heldout_auc": {"mean": 0.6, "std": None, "ci_low": None, "ci_high": None, "n": 1}},
+        "folds": [{"fold": 1, "auc": 0.9, "heldout_auc": math.nan}, {"fold": 0, "auc": 0.7, "heldout_auc": 0.6}],
+        "pooled": {"auc": 0.79, "auc_boot_ci_low": 0.71, "auc_boot_ci_high": 0.86},
+    }
+    values, per_fold = experiment_metrics(summary)
+    assert values == {"auc": 0.8, "auc_std": 0.1, "auc_ci_low": 0.7, "auc_ci_high": 0.9, "heldout_auc": 0.6,
+                      "pooled_auc": 0.79, "pooled_auc_boot_ci_low": 0.71, "pooled_auc_boot_ci_high": 0.86}
+    # Ordered by fold (the step); a metric missing in a fold is not logged per fold.
+    assert per_fold == {"fold_auc": [0.7, 0.9]}
+
+
+def test_tracking_switch(monkeypatch):
+    for value, expected in (("off", False), ("OFF", False), ("0", False), ("on", True), ("1", True)):
+        monkeypatch.setenv("DEEPFAKE_KEDRO_TRACKING", value)
+        assert tracking_enabled() is expected
+    monkeypatch.delenv("DEEPFAKE_KEDRO_TRACKING")
+    assert tracking_enabled()
