@@ -15,25 +15,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import imagehash
 import numpy as np
 import pandas as pd
-from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from deepfake_kedro.data_index import ImageTree, decode_square
+from deepfake_kedro.data_index import ImageTree, decode_square, perceptual_hash
 from deepfake_kedro.progress import progress
 
 logger = logging.getLogger(__name__)
 
 HASH_BITS = 64
-
-
-def perceptual_hash(pixels: np.ndarray) -> int:
-    """pHash of a uint8 RGB image as a 64-bit integer."""
-    bits = imagehash.phash(Image.fromarray(pixels)).hash.ravel()
-    return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
 
 
 def hash_squares(tree: ImageTree, paths: Sequence[str], size: int, workers: int | None = None) -> np.ndarray:

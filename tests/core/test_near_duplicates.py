@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from deepfake_kedro.data_index import ImageTree, decode_square, decode_squares, square_resize
+from deepfake_kedro.data_index import FileAuditor, ImageTree, decode_square, decode_squares, square_resize
 from deepfake_kedro.folds import build_fold_table, check_no_leakage
 from deepfake_kedro.image_cache import ImageStackPlan, read_image_stack, write_image_stack
 from deepfake_kedro.near_duplicates import (
@@ -117,5 +117,8 @@ def test_hashes_from_the_raw_tree_equal_hashes_from_the_square_cache(tmp_path):
                           dtype=np.uint64)
     from_tree = hash_squares(tree, paths, size, workers=3)
     np.testing.assert_array_equal(from_tree, from_cache)
+    # The index's single decode hashes the same pixels.
+    audit = FileAuditor(tree, min_size=1, hash_size=size, workers=3)(paths)
+    np.testing.assert_array_equal(np.array([row["phash"] for row in audit], dtype=np.int64).view(np.uint64), from_cache)
     assert len(set(from_tree.tolist())) > 20  # distinct faces, not one constant hash
     np.testing.assert_array_equal(decode_squares(tree, paths[::-1], size), np.asarray(stack.array)[::-1])
