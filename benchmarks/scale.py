@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from io import BytesIO
 from pathlib import Path
@@ -185,6 +185,13 @@ def run_stage(stage: str, root: Path, data_dir: Path) -> dict[str, object]:
             write_image_stack(ImageStackPlan(keys, signatures, size, partial(decode_square, tree, size=size)),
                               data_dir / "image_cache" / f"square_{size}")
             for size in IMAGE_SIZES)
+    elif stage == "decode_only":  # not a pipeline stage: every file decoded once, the floor of a first index
+        def decode(path: str) -> None:
+            with Image.open(root / path) as image:
+                image.load()
+
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(decode, source_files(tree, SOURCES)))
     else:
         raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
     note.update(seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu)
@@ -216,6 +223,7 @@ def benchmark(n_images: int, workdir: Path, workers: int, keep: bool) -> dict[st
         print(f"\nN = {made['images']}: generated in {made['seconds']:.0f} s, {made['bytes'] / 2**30:.2f} GiB of JPEG "
               f"under {root}")
     try:
+        floor = measure("decode_only", root, data_dir)
         runs = {run: [measure(stage, root, data_dir) for stage in STAGES] for run in ("first run", "re-run")}
     finally:
         if not keep:
@@ -232,6 +240,8 @@ def benchmark(n_images: int, workdir: Path, workers: int, keep: bool) -> dict[st
               f"{notes} re-run {rerun_notes}")
     totals = {run: sum(s["seconds"] for s in stages) for run, stages in runs.items()}
     print(f"{'total':<16}{totals['first run']:>9.1f}{'':>17}{totals['re-run']:>10.1f}")
+    print(f"{'(decode only)':<16}{floor['seconds']:>9.1f}{floor['cpu_seconds']:>8.1f}{floor['peak_rss_mb']:>9.0f}"
+          f"  every file decoded once, nothing else: the floor of a first index")
     return runs
 
 
@@ -263,7 +273,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes generating the tree")
     parser.add_argument("--extrapolate", type=int, help="a larger N to extrapolate the measured growth to")
     parser.add_argument("--keep", action="store_true", help="keep the generated trees and outputs")
-    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=[*STAGES, "decode_only"], help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
