@@ -13,10 +13,11 @@ import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path, PurePosixPath
 
+import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
@@ -33,6 +34,9 @@ INDEX_COLUMNS = [
     "path", "source", "label", "label_name", "basename", "group", "width", "height",
     "mode", "format", "bytes", "jpeg_quality", "status", "reason",
 ]
+# The cached audit table: one row per file, reused while the file and the settings in its signature are unchanged.
+AUDIT_COLUMNS = ["key", "signature", "bytes", "width", "height", "mode", "format", "jpeg_quality", "status",
+                 "reason", "phash"]
 # The IJG standard luminance table at quality 50, which libjpeg scales for other qualities.
 _IJG_LUMA = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
@@ -80,18 +84,28 @@ def estimate_jpeg_quality(image: Image.Image) -> float:
     return float(np.clip(round(quality), 1, 100))
 
 
-def inspect_image(data: bytes, suffix: str, min_size: int) -> dict[str, object]:
+def perceptual_hash(pixels: np.ndarray) -> int:
+    """pHash of a uint8 RGB image as a 64-bit integer."""
+    bits = imagehash.phash(Image.fromarray(pixels)).hash.ravel()
+    return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
+
+
+def inspect_image(data: bytes, suffix: str, min_size: int, hash_size: int | None = None) -> dict[str, object]:
     """Decodes one file fully and says whether it is usable, and why not.
 
     Args:
         data: The file's bytes.
         suffix: Its lower-case extension.
         min_size: Smallest accepted side in pixels.
+        hash_size: If given, a usable image's square crop at this size (``square_resize``, the pixels the
+            ``square_<size>`` cache holds) is hashed from the same decode.
 
     Returns:
-        width, height, mode, format, jpeg_quality, status and reason.
+        width, height, mode, format, jpeg_quality, status, reason and ``phash`` (the signed 64-bit view of
+        ``perceptual_hash``; 0 when not hashed).
     """
-    row: dict[str, object] = {"width": 0, "height": 0, "mode": "", "format": "", "jpeg_quality": float("nan")}
+    row: dict[str, object] = {"width": 0, "height": 0, "mode": "", "format": "", "jpeg_quality": float("nan"),
+                              "phash": 0}
     if not data:
         return {**row, "status": "zero_byte", "reason": "file is empty"}
     try:
@@ -99,6 +113,8 @@ def inspect_image(data: bytes, suffix: str, min_size: int) -> dict[str, object]:
             row.update(width=image.width, height=image.height, mode=image.mode, format=image.format or "")
             row["jpeg_quality"] = estimate_jpeg_quality(image)
             image.load()  # a full decode is the only way to catch truncated files
+            if hash_size and min(image.width, image.height) >= min_size:
+                row["phash"] = int(np.uint64(perceptual_hash(square_resize(image, hash_size))).view(np.int64))
     except Image.DecompressionBombError as error:
         return {**row, "status": "too_large", "reason": f"DecompressionBombError: {error}"}
     except UnidentifiedImageError:
@@ -137,10 +153,95 @@ def _source_folders(tree: ImageTree, sources: Mapping[str, str]) -> None:
         raise DataLayoutError("data.sources needs at least one 'real' and one 'fake' folder")
 
 
+def source_files(tree: ImageTree, sources: Mapping[str, str]) -> list[str]:
+    """Every file under the source folders, sorted; checks the layout first.
+
+    Raises:
+        DataLayoutError: The root or a source folder is missing, or a label is not real / fake.
+    """
+    _source_folders(tree, sources)
+    everything = tree.files()
+    paths = [p for p in everything if p.split("/", 1)[0] in sources]
+    skipped = sorted({p.split("/", 1)[0] for p in everything} - set(sources))
+    if skipped:
+        logger.warning("Ignoring folders not named in data.sources: %s", skipped)
+    return paths
+
+
+def file_signature(tree: ImageTree, relative_path: str) -> str:
+    """``ImageTree.signature``, or ``unreadable`` for a file that cannot be stat-ed (a dangling link)."""
+    try:
+        return tree.signature(relative_path)
+    except OSError:
+        return "unreadable"
+
+
+@dataclass(frozen=True)
+class FileAuditor:
+    """Reads and decodes files once each: integrity, metadata and, for usable images, the pHash of the square crop.
+
+    Called with a batch of relative paths, it returns one row per path (``AUDIT_COLUMNS`` without ``key`` and
+    ``signature``), decoding the batch on ``workers`` threads.
+    """
+
+    tree: ImageTree
+    min_size: int
+    hash_size: int | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def audit(self, relative_path: str) -> dict[str, object]:
+        suffix = PurePosixPath(relative_path).suffix.lower()
+        try:
+            data = self.tree.read_bytes(relative_path)
+        except OSError as error:  # a dangling link, a folder without read permission, a file gone meanwhile
+            return {"bytes": 0, "width": 0, "height": 0, "mode": "", "format": "", "jpeg_quality": float("nan"),
+                    "status": "unreadable", "reason": f"cannot read the file: {type(error).__name__}: {error}",
+                    "phash": 0}
+        row = {"bytes": len(data), **inspect_image(data, suffix, self.min_size, self.hash_size)}
+        return {column: row[column] for column in AUDIT_COLUMNS[2:]}
+
+    def __call__(self, paths: Sequence[str]) -> list[dict[str, object]]:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(self.audit, paths))
+
+    def signature(self, relative_path: str) -> str:
+        """What a cached row depends on: the file (size, mtime) and the settings that shaped the row."""
+        return f"{file_signature(self.tree, relative_path)}|min_size={self.min_size}|hash_size={self.hash_size}"
+
+
+def index_from_audit(audit: pd.DataFrame, sources: Mapping[str, str]) -> pd.DataFrame:
+    """The image index from the audit rows (``key`` = relative path): source, label and group from the path.
+
+    Args:
+        audit: One row per file with ``key`` and the ``FileAuditor`` columns.
+        sources: Folder name -> ``real`` or ``fake``.
+
+    Returns:
+        One row per file, columns ``INDEX_COLUMNS``; ``group`` is the lower-case basename,
+        so a fake and the real image it was made from share a group.
+    """
+    paths = audit["key"].astype(str)
+    source = paths.str.split("/", n=1).str[0]
+    stem = pd.Series([os.path.splitext(os.path.basename(p))[0] for p in paths], index=audit.index, dtype=object)
+    label_name = source.map(sources)
+    index = audit.drop(columns=["key", "signature", "phash"], errors="ignore").assign(
+        path=paths, source=source, label=label_name.map(LABELS), label_name=label_name, basename=stem,
+        group=stem.str.lower(),
+    )
+    index = index.reindex(columns=INDEX_COLUMNS).reset_index(drop=True)
+    bad = index[index["status"] != "ok"]
+    converted = int(((index["status"] == "ok") & (index["reason"] != "")).sum())
+    logger.info("Indexed %d files: %d usable (%d converted or noted), %d excluded",
+                len(index), len(index) - len(bad), converted, len(bad))
+    for row in bad.itertuples():
+        logger.warning("Excluded %s: %s (%s)", row.path, row.status, row.reason)
+    return index
+
+
 def build_image_index(
     tree: ImageTree, sources: Mapping[str, str], min_size: int = 32, workers: int | None = None
 ) -> pd.DataFrame:
-    """Lists and checks every file of every source folder.
+    """Lists and checks every file of every source folder (all decoded; the pipeline reuses an audit table instead).
 
     Args:
         tree: The raw images.
@@ -149,46 +250,14 @@ def build_image_index(
         workers: Decoding threads (default: CPU count).
 
     Returns:
-        One row per file, columns ``INDEX_COLUMNS``; ``group`` is the lower-case basename,
-        so a fake and the real image it was made from share a group.
+        One row per file, columns ``INDEX_COLUMNS`` (see ``index_from_audit``).
     """
-    _source_folders(tree, sources)
-    paths = [p for p in tree.files() if PurePosixPath(p).parts[0] in sources]
-    skipped = sorted({PurePosixPath(p).parts[0] for p in tree.files()} - set(sources))
-    if skipped:
-        logger.warning("Ignoring folders not named in data.sources: %s", skipped)
+    paths = source_files(tree, sources)
     started = time.perf_counter()
-
-    def inspect(path: str) -> dict[str, object]:
-        suffix = PurePosixPath(path).suffix.lower()
-        try:
-            size, data = (tree.root / path).stat().st_size, tree.read_bytes(path)
-        except OSError as error:  # a dangling link, a folder without read permission, a file gone meanwhile
-            return {"bytes": 0, "width": 0, "height": 0, "mode": "", "format": "", "jpeg_quality": float("nan"),
-                    "status": "unreadable", "reason": f"cannot read the file: {type(error).__name__}: {error}"}
-        return {"bytes": size, **inspect_image(data, suffix, min_size)}
-
-    rows = []
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        inspected = progress(pool.map(inspect, paths), "indexing", total=len(paths))
-        for done, (info, path) in enumerate(zip(inspected, paths), start=1):
-            source = PurePosixPath(path).parts[0]
-            stem = PurePosixPath(path).stem
-            rows.append({
-                "path": path, "source": source, "label": LABELS[sources[source]],
-                "label_name": sources[source], "basename": stem, "group": stem.lower(), **info,
-            })
-            if done % 5000 == 0:
-                logger.info("Indexed %d / %d images (%.0f img/s)", done, len(paths),
-                            done / (time.perf_counter() - started))
-    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
-    bad = index[index["status"] != "ok"]
-    converted = int(((index["status"] == "ok") & (index["reason"] != "")).sum())
-    logger.info("Indexed %d files: %d usable (%d converted or noted), %d excluded",
-                len(index), len(index) - len(bad), converted, len(bad))
-    for row in bad.itertuples():
-        logger.warning("Excluded %s: %s (%s)", row.path, row.status, row.reason)
-    return index
+    auditor = FileAuditor(tree, min_size, workers=workers or os.cpu_count() or 1)
+    rows = list(progress(auditor(paths), "indexing", total=len(paths)))
+    logger.info("Decoded %d files in %.1f s", len(paths), time.perf_counter() - started)
+    return index_from_audit(pd.DataFrame(rows).assign(key=paths), sources)
 
 
 def check_usable_images(index: pd.DataFrame, root: Path, sources: Mapping[str, str], cv_folds: int,

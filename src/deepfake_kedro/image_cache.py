@@ -103,23 +103,28 @@ def write_image_stack(plan: ImageStackPlan, directory: Path) -> int:
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    out = np.lib.format.open_memmap(
-        staging / "images.npy", mode="w+", dtype=np.uint8, shape=(len(plan.keys), plan.size, plan.size, 3)
-    )
+    shape = (len(plan.keys), plan.size, plan.size, 3)
     missing = [row for row, key in enumerate(plan.keys) if key not in reusable]
-    for row, key in enumerate(plan.keys):
-        if key in reusable:
-            out[row] = previous.array[reusable[key]]
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=plan.workers) as pool:
-        rendered = progress(pool.map(lambda r: plan.render(plan.keys[r]), missing), plan.description, len(missing))
-        for done, (image, row) in enumerate(zip(rendered, missing), 1):
-            out[row] = image
+    # Rows stream to the file in order rather than through a memory map, whose written pages would count in the
+    # process's resident memory: the whole cache at 120k images.
+    with open(staging / "images.npy", "wb") as out, ThreadPoolExecutor(max_workers=plan.workers) as pool:
+        np.lib.format.write_array_header_1_0(out, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        rendered = iter(progress(pool.map(lambda r: plan.render(plan.keys[r]), missing), plan.description,
+                                 len(missing)))
+        done = 0
+        for key in plan.keys:
+            if key in reusable:
+                out.write(np.ascontiguousarray(previous.array[reusable[key]]).tobytes())
+                continue
+            image = np.asarray(next(rendered), dtype=np.uint8)
+            if image.shape != shape[1:]:
+                raise ValueError(f"{plan.description}: {key!r} was rendered as {image.shape}, expected {shape[1:]}")
+            out.write(np.ascontiguousarray(image).tobytes())
+            done += 1
             if done % 2000 == 0 or done == len(missing):
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 logger.info("%s: rendered %d / %d (%.0f img/s)", plan.description, done, len(missing), rate)
-    out.flush()
-    del out
     (staging / "manifest.json").write_text(
         json.dumps({"keys": plan.keys, "signatures": plan.signatures, "size": plan.size})
     )

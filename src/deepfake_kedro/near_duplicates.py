@@ -15,25 +15,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import imagehash
 import numpy as np
 import pandas as pd
-from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from deepfake_kedro.data_index import ImageTree, decode_square
+from deepfake_kedro.data_index import ImageTree, decode_square, perceptual_hash
 from deepfake_kedro.progress import progress
 
 logger = logging.getLogger(__name__)
 
 HASH_BITS = 64
-
-
-def perceptual_hash(pixels: np.ndarray) -> int:
-    """pHash of a uint8 RGB image as a 64-bit integer."""
-    bits = imagehash.phash(Image.fromarray(pixels)).hash.ravel()
-    return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
 
 
 def hash_squares(tree: ImageTree, paths: Sequence[str], size: int, workers: int | None = None) -> np.ndarray:
@@ -63,39 +55,89 @@ def hash_squares(tree: ImageTree, paths: Sequence[str], size: int, workers: int 
     return hashes
 
 
-def candidate_pairs(hashes: np.ndarray, max_distance: int, max_bucket: int = 2000) -> pd.DataFrame:
-    """All pairs within ``max_distance`` bits, found via the pigeonhole principle.
+def _band_masks(free_mask: int, bands: int) -> list[np.uint64]:
+    """The set bits of ``free_mask`` split into ``bands`` masks of (nearly) equal size."""
+    bits = [bit for bit in range(HASH_BITS) if free_mask >> bit & 1]
+    return [np.uint64(sum(1 << int(bit) for bit in chunk)) for chunk in np.array_split(bits, bands) if len(chunk)]
 
-    Split into ``max_distance + 1`` bands, two hashes within the distance agree exactly on at least
-    one band, so only images sharing a band value are compared.
+
+def _close_pairs(hashes: np.ndarray, members: np.ndarray, free_mask: int, max_distance: int,
+                 small: int) -> list[np.ndarray]:
+    """Pairs of ``members`` (distinct hashes agreeing outside ``free_mask``) within ``max_distance`` bits.
+
+    Pigeonhole: with the free bits split into ``max_distance + 1`` bands, two hashes within the distance agree
+    exactly on at least one band. Buckets of at most ``small`` hashes are compared pair by pair; a larger
+    bucket is split again on its remaining varying bits (every band holds a bit that varies, so each bucket is
+    smaller than ``members``), so crowded regions (similar faces) stay exact without a quadratic comparison.
+    """
+    values = hashes[members]
+    # Bits every member shares add nothing to a distance: only the bits that vary are banded.
+    free_mask &= int(np.bitwise_or.reduce(values) ^ np.bitwise_and.reduce(values)) if len(members) else 0
+    if len(members) <= small or bin(free_mask).count("1") <= max_distance:
+        # Distinct hashes that agree on all but <= max_distance bits number at most 2**max_distance.
+        first, second = np.triu_indices(len(members), k=1)
+        a, b = members[first], members[second]
+        close = np.bitwise_count(hashes[a] ^ hashes[b]) <= max_distance
+        return [np.column_stack([a[close], b[close]])]
+    found = []
+    for band in _band_masks(free_mask, max_distance + 1):
+        keys = values & band
+        order = np.argsort(keys, kind="stable")
+        keys, ordered = keys[order], members[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        sizes = np.diff(np.r_[starts, len(keys)])
+        in_small_bucket = np.repeat(sizes <= small, sizes)
+        # Every small bucket at once: each member against the one `lag` places further in the same bucket.
+        for lag in range(1, min(small, int(sizes.max()))):
+            same = (keys[lag:] == keys[:-lag]) & in_small_bucket[lag:]
+            if not same.any():
+                break
+            a, b = ordered[:-lag][same], ordered[lag:][same]
+            close = np.bitwise_count(hashes[a] ^ hashes[b]) <= max_distance
+            found.append(np.column_stack([a[close], b[close]]))
+        for start, size in zip(starts[sizes > small], sizes[sizes > small]):
+            found += _close_pairs(hashes, ordered[start:start + size], free_mask & ~int(band), max_distance, small)
+    return found
+
+
+def _member_pairs(first: np.ndarray, second: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+                  by_hash: np.ndarray) -> np.ndarray:
+    """Every (image of hash a, image of hash b) for the hash pairs (a, b); ``by_hash`` lists images hash by hash."""
+    per_pair = counts[first] * counts[second]
+    pair = np.repeat(np.arange(len(first)), per_pair)
+    offset = np.arange(per_pair.sum()) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+    across = counts[second][pair]
+    return np.column_stack([by_hash[starts[first][pair] + offset // across],
+                            by_hash[starts[second][pair] + offset % across]])
+
+
+def candidate_pairs(hashes: np.ndarray, max_distance: int, small_bucket: int = 512) -> pd.DataFrame:
+    """All pairs of images whose hashes are within ``max_distance`` bits: exact, and never quadratic in the search.
+
+    Identical hashes are searched once (multi-index hashing over the distinct values, see ``_close_pairs``);
+    the pairs are then listed image by image, so the cost is the search plus the pairs found.
 
     Returns:
-        ``i, j, distance`` with i < j.
+        ``i, j, distance`` with i < j, sorted by ``i`` then ``j``.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
-    bands = max_distance + 1
-    edges = np.linspace(0, HASH_BITS, bands + 1).astype(int)
-    found = []
-    for low, high in zip(edges[:-1], edges[1:]):
-        mask = np.uint64((1 << (high - low)) - 1)
-        keys = (hashes >> np.uint64(low)) & mask
-        order = np.argsort(keys, kind="stable")
-        boundaries = np.flatnonzero(np.diff(keys[order])) + 1
-        for bucket in np.split(order, boundaries):
-            if len(bucket) < 2:
-                continue
-            if len(bucket) > max_bucket:
-                logger.warning("Skipping a hash bucket of %d images (e.g. blank images) in one band", len(bucket))
-                continue
-            i, j = np.triu_indices(len(bucket), k=1)
-            distance = np.bitwise_count(hashes[bucket[i]] ^ hashes[bucket[j]])
-            close = distance <= max_distance
-            found.append(np.column_stack([bucket[i][close], bucket[j][close], distance[close]]))
-    if not found:
-        return pd.DataFrame({"i": [], "j": [], "distance": []}, dtype=np.int64)
-    pairs = np.unique(np.sort(np.vstack(found)[:, :2], axis=1), axis=0)
+    distinct, image_hash, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    image_hash = image_hash.ravel()
+    found = _close_pairs(distinct, np.arange(len(distinct)), (1 << HASH_BITS) - 1, max_distance, small_bucket)
+    close = np.vstack(found) if found else np.empty((0, 2), dtype=np.int64)
+    codes = np.unique(np.sort(close, axis=1).astype(np.int64) @ np.array([len(distinct), 1]))
+    by_hash = np.argsort(image_hash, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    pairs = [_member_pairs(codes // len(distinct), codes % len(distinct), starts, counts, by_hash)]
+    for value in np.flatnonzero(counts > 1):  # images sharing one hash: distance 0
+        members = by_hash[starts[value]:starts[value] + counts[value]]
+        first, second = np.triu_indices(len(members), k=1)
+        pairs.append(np.column_stack([members[first], members[second]]))
+    pairs = np.sort(np.vstack(pairs), axis=1)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
     distance = np.bitwise_count(hashes[pairs[:, 0]] ^ hashes[pairs[:, 1]])
-    return pd.DataFrame({"i": pairs[:, 0], "j": pairs[:, 1], "distance": distance.astype(np.int64)})
+    return pd.DataFrame({"i": pairs[:, 0].astype(np.int64), "j": pairs[:, 1].astype(np.int64),
+                         "distance": distance.astype(np.int64)})
 
 
 def merge_groups(images: pd.DataFrame, hashes: np.ndarray, max_distance: int) -> tuple[pd.Series, pd.DataFrame]:

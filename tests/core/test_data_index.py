@@ -1,3 +1,4 @@
+import os
 from io import BytesIO
 from pathlib import Path
 
@@ -7,16 +8,21 @@ import pytest
 from PIL import Image
 
 from deepfake_kedro.data_index import (
+    AUDIT_COLUMNS,
     DataLayoutError,
+    FileAuditor,
     ImageTree,
     build_image_index,
     check_usable_images,
     decode_square,
     estimate_jpeg_quality,
+    index_from_audit,
     integrity_report,
+    source_files,
     square_resize,
     to_rgb8,
 )
+from deepfake_kedro.image_cache import TablePlan, write_table
 
 SOURCES = {"real": "real", "fake": "fake"}
 
@@ -143,3 +149,81 @@ def test_to_rgb8_rescales_16_bit_greys_instead_of_saturating():
     rgb = np.asarray(to_rgb8(deep))
     assert rgb.shape == (8, 8, 3) and rgb.min() == 0 and rgb.max() == 255
     assert (np.asarray(deep.convert("RGB")) == 255).mean() > 0.9  # what a plain convert gives
+
+
+class CountingAuditor(FileAuditor):
+    """The real auditor, remembering which files it decoded."""
+
+    def __call__(self, paths):
+        self.decoded.extend(paths)
+        return super().__call__(paths)
+
+
+def audit_tree(tree: ImageTree, table: Path, min_size: int = 32, hash_size: int = 32) -> tuple[list[str], pd.DataFrame]:
+    """One incremental audit as the pipeline runs it; returns the files decoded and the index."""
+    auditor = CountingAuditor(tree, min_size, hash_size, workers=2)
+    object.__setattr__(auditor, "decoded", [])
+    paths = source_files(tree, SOURCES)
+    write_table(TablePlan(paths, [auditor.signature(p) for p in paths], auditor, batch_size=4), table)
+    return auditor.decoded, index_from_audit(pd.read_parquet(table), SOURCES)
+
+
+@pytest.fixture
+def table(tmp_path_factory) -> Path:
+    """Where the audit table is kept: outside the image tree, as data/02_intermediate is."""
+    return tmp_path_factory.mktemp("intermediate") / "image_audit.parquet"
+
+
+def test_audit_index_equals_the_full_decode_index(messy_tree, table):
+    _, index = audit_tree(messy_tree, table)
+    pd.testing.assert_frame_equal(index, build_image_index(messy_tree, SOURCES, min_size=32), check_dtype=False)
+    audit = pd.read_parquet(table)
+    assert list(audit.columns) == AUDIT_COLUMNS
+    hashed = audit.set_index("key")["phash"]
+    assert hashed["real/a/good_1.jpg"] != 0 and hashed["fake/truncated.jpg"] == 0 and hashed["fake/tiny.jpg"] == 0
+
+
+def test_unchanged_tree_reindexes_without_decoding(messy_tree, table):
+    first, index = audit_tree(messy_tree, table)
+    written = table.stat().st_mtime_ns
+    again, reindexed = audit_tree(messy_tree, table)
+    assert len(first) == len(index) == 14 and again == []
+    assert table.stat().st_mtime_ns == written  # nothing to rewrite either
+    pd.testing.assert_frame_equal(reindexed, index)
+
+
+def test_changed_file_is_decoded_again(messy_tree, table):
+    same_size = messy_tree.root / "real/b/flat.bmp"
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(same_size)
+    audit_tree(messy_tree, table)
+    bigger = messy_tree.root / "real/a/good_1.jpg"
+    bigger.write_bytes(jpeg(size=(96, 80), seed=9))  # new size on disk
+    stat = same_size.stat()
+    Image.fromarray(np.random.default_rng(5).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(same_size)
+    assert same_size.stat().st_size == stat.st_size  # same byte count: only the mtime tells
+    os.utime(same_size, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    decoded, index = audit_tree(messy_tree, table)
+    assert sorted(decoded) == ["real/a/good_1.jpg", "real/b/flat.bmp"]
+    row = index.set_index("path").loc["real/a/good_1.jpg"]
+    assert (row["width"], row["height"], row["bytes"]) == (96, 80, bigger.stat().st_size)
+    new_hash = pd.read_parquet(table).set_index("key").loc["real/b/flat.bmp", "phash"]
+    assert new_hash == FileAuditor(messy_tree, 32, 32).audit("real/b/flat.bmp")["phash"] != 0
+
+
+def test_changed_settings_decode_again(messy_tree, table):
+    audit_tree(messy_tree, table)
+    decoded, index = audit_tree(messy_tree, table, min_size=50)
+    assert len(decoded) == 14  # min_image_size is part of every row's signature
+    assert index.set_index("path").loc["real/grey.png", "status"] == "too_small"
+
+
+def test_deleted_file_leaves_the_index_and_a_new_file_enters(messy_tree, table):
+    audit_tree(messy_tree, table)
+    (messy_tree.root / "fake/a/good_1.jpg").unlink()
+    (messy_tree.root / "fake/c").mkdir()
+    (messy_tree.root / "fake/c/newcomer.jpg").write_bytes(jpeg(seed=30))
+    decoded, index = audit_tree(messy_tree, table)
+    assert decoded == ["fake/c/newcomer.jpg"]
+    assert "fake/a/good_1.jpg" not in set(index["path"])
+    assert index.set_index("path").loc["fake/c/newcomer.jpg", "status"] == "ok"
+    assert list(pd.read_parquet(table)["key"]) == source_files(messy_tree, SOURCES)

@@ -1,8 +1,20 @@
+import warnings
+from pathlib import PurePosixPath
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import StratifiedGroupKFold
 
-from deepfake_kedro.folds import LeakageError, build_fold_table, check_no_leakage, select_fold_rows, split_column
+from deepfake_kedro.demo_data import generate_demo_dataset
+from deepfake_kedro.folds import (
+    LeakageError,
+    build_fold_table,
+    check_no_leakage,
+    select_fold_rows,
+    split_column,
+    stratified_group_folds,
+)
 
 
 def dff_like_images(n_identities: int = 120, seed: int = 0) -> pd.DataFrame:
@@ -85,3 +97,52 @@ def test_leakage_check_fails_on_a_crossing_group(table):
 def test_too_few_groups_is_a_clear_error():
     with pytest.raises(ValueError, match="too few"):
         build_fold_table(dff_like_images(10), 5, 0.1, seed=0)
+
+
+def sklearn_folds(strata, groups, n_splits: int, seed: int) -> np.ndarray:
+    folds = np.full(len(strata), -1)
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for fold, (_, test_rows) in enumerate(splitter.split(np.zeros(len(strata)), strata, groups)):
+        folds[test_rows] = fold
+    return folds
+
+
+def sklearn_fold_table(images: pd.DataFrame, cv_folds: int, val_ratio: float, seed: int) -> pd.DataFrame:
+    """The fold and role columns as build_fold_table made them with scikit-learn's StratifiedGroupKFold."""
+    strata, groups = pd.Categorical(images["source"]).codes, images["group"].to_numpy()
+    table = pd.DataFrame({"fold": sklearn_folds(strata, groups, cv_folds, seed)})
+    for fold in range(cv_folds):
+        roles = np.where(table["fold"] == fold, "test", "train").astype(object)
+        train = np.flatnonzero(roles == "train")
+        inner = sklearn_folds(strata[train], groups[train], max(2, round(1 / val_ratio)), seed + 1 + fold)
+        roles[train[inner == 0]] = "val"
+        table[split_column(fold)] = roles
+    return table
+
+
+def test_fold_assignment_equals_scikit_learns_on_random_strata_and_groups():
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        n, n_splits = int(rng.integers(20, 300)), int(rng.integers(2, 6))
+        strata = rng.integers(0, int(rng.integers(1, 5)), n)
+        groups = np.array([f"g{g}" for g in rng.integers(0, n // int(rng.integers(1, 4)), n)], dtype=object)
+        if len(set(groups)) < n_splits:
+            continue
+        seed = int(rng.integers(0, 10_000))
+        with warnings.catch_warnings():  # scikit-learn warns when a class has fewer members than folds
+            warnings.simplefilter("ignore", UserWarning)
+            expected = sklearn_folds(strata, groups, n_splits, seed)
+        np.testing.assert_array_equal(stratified_group_folds(strata, groups, n_splits, seed), expected)
+
+
+@pytest.mark.parametrize("seed", [42, 0, 7])
+def test_demo_fold_table_is_the_one_scikit_learn_gave(seed):
+    """Finished runs are keyed by the fold table: the faster assignment must not move a single demo image."""
+    rows = []
+    for path in generate_demo_dataset(n_identities=64, seed=0):
+        source, stem = PurePosixPath(path).parts[0], PurePosixPath(path).stem
+        rows.append({"path": path, "source": source, "label": int(source != "wiki"), "group": stem.lower()})
+    images = pd.DataFrame(rows)
+    table = build_fold_table(images, cv_folds=5, val_ratio=0.1, seed=seed)
+    expected = sklearn_fold_table(images, cv_folds=5, val_ratio=0.1, seed=seed)
+    pd.testing.assert_frame_equal(table[expected.columns], expected, check_dtype=False)

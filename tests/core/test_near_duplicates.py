@@ -1,5 +1,6 @@
 from functools import partial
 from io import BytesIO
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,15 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from deepfake_kedro.data_index import ImageTree, decode_square, decode_squares, square_resize
+from deepfake_kedro.data_index import (
+    FileAuditor,
+    ImageTree,
+    decode_square,
+    decode_squares,
+    inspect_image,
+    square_resize,
+)
+from deepfake_kedro.demo_data import generate_demo_dataset
 from deepfake_kedro.folds import build_fold_table, check_no_leakage
 from deepfake_kedro.image_cache import ImageStackPlan, read_image_stack, write_image_stack
 from deepfake_kedro.near_duplicates import (
@@ -70,6 +79,55 @@ def test_candidate_pairs_equal_brute_force_hamming():
     assert set(zip(found["i"], found["j"])) == brute
 
 
+def brute_force_pairs(hashes: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
+    first, second = np.triu_indices(len(hashes), k=1)
+    close = np.bitwise_count(hashes[first] ^ hashes[second]) <= max_distance
+    return set(zip(first[close].tolist(), second[close].tolist()))
+
+
+def test_crowded_and_repeated_hashes_are_searched_exactly():
+    # 3000 hashes agreeing on 48 bits fill one bucket of every band (the search used to skip such buckets).
+    rng = np.random.default_rng(4)
+    hashes = (np.uint64(0xABCD_0123_4567) << np.uint64(16)) | rng.integers(0, 2**16, 3000).astype(np.uint64)
+    hashes[:40] = hashes[40]  # and a run of identical hashes (blank images)
+    for max_distance in (0, 2, 4):
+        found = candidate_pairs(hashes, max_distance, small_bucket=64)
+        assert set(zip(found["i"], found["j"])) == brute_force_pairs(hashes, max_distance)
+        assert (found["distance"] <= max_distance).all() and (found["i"] < found["j"]).all()
+
+
+def assert_groups_are_brute_force_components(images: pd.DataFrame, hashes: np.ndarray, max_distance: int) -> None:
+    merged, pairs = merge_groups(images, hashes, max_distance)
+    close = brute_force_pairs(hashes, max_distance)
+    parent = {group: group for group in images["group"]}
+
+    def root(group: str) -> str:
+        while parent[group] != group:
+            group = parent[group]
+        return group
+
+    for i, j in close:
+        a, b = sorted([root(images["group"][i]), root(images["group"][j])])
+        parent[b] = a
+    assert merged.tolist() == [root(group) for group in images["group"]]  # the root is the smallest name
+    assert len(pairs) == sum(images["group"][i] != images["group"][j] for i, j in close)
+
+
+def test_demo_grouping_equals_brute_force_components():
+    """On the demo images, merged groups are exactly the components of all pairs within the distance."""
+    tree_files = generate_demo_dataset(n_identities=64, seed=0)
+    rows = [inspect_image(data, ".jpg", min_size=24, hash_size=32) for data in tree_files.values()]
+    images = pd.DataFrame({"path": list(tree_files), "group": [PurePosixPath(p).stem.lower() for p in tree_files]})
+    assert_groups_are_brute_force_components(images, np.array([r["phash"] for r in rows]).view(np.uint64), 4)
+
+
+def test_face_grouping_with_merges_equals_brute_force_components(faces):
+    images, pixels = faces
+    hashes = np.array([perceptual_hash(p) for p in pixels], dtype=np.uint64)
+    for max_distance in (4, 12):  # 12 bits: many basename groups merge
+        assert_groups_are_brute_force_components(images, hashes, max_distance)
+
+
 def test_merge_summary_counts_merged_basename_groups_and_keeps_the_closest_pairs(caplog):
     groups = pd.DataFrame({"path": list("abcde"), "basename_group": ["g1", "g2", "g3", "g4", "g4"],
                            "group": ["g1", "g1", "g1", "g4", "g4"]})
@@ -117,5 +175,8 @@ def test_hashes_from_the_raw_tree_equal_hashes_from_the_square_cache(tmp_path):
                           dtype=np.uint64)
     from_tree = hash_squares(tree, paths, size, workers=3)
     np.testing.assert_array_equal(from_tree, from_cache)
+    # The index's single decode hashes the same pixels.
+    audit = FileAuditor(tree, min_size=1, hash_size=size, workers=3)(paths)
+    np.testing.assert_array_equal(np.array([row["phash"] for row in audit], dtype=np.int64).view(np.uint64), from_cache)
     assert len(set(from_tree.tolist())) > 20  # distinct faces, not one constant hash
     np.testing.assert_array_equal(decode_squares(tree, paths[::-1], size), np.asarray(stack.array)[::-1])

@@ -41,8 +41,8 @@ def test_eda_is_the_audit_without_caches_or_face_detection():
     bootstrap_project(PROJECT_ROOT)
     eda = pipelines["eda"]
     assert {n.name for n in eda.only_nodes_with_namespaces(["preprocessing"]).nodes} == {
-        "preprocessing.index_images", "preprocessing.hash_images", "preprocessing.group_near_duplicates",
-        "preprocessing.build_folds"}
+        "preprocessing.audit_images", "preprocessing.index_images", "preprocessing.hash_images",
+        "preprocessing.group_near_duplicates", "preprocessing.build_folds"}
     assert not {"image_cache", "face_cache", "face_boxes"} & (eda.inputs() | eda.all_outputs())
     # Training still gets them: every phase pipeline holds the whole preprocessing.
     assert {"image_cache", "face_cache", "face_boxes"} <= pipelines["phase1"].all_outputs()
@@ -50,7 +50,7 @@ def test_eda_is_the_audit_without_caches_or_face_detection():
 
 def test_eda_reports_every_bad_file_and_writes_the_audit(tiny_demo):
     # Indexing alone generates the demo images, so the broken files can join them before the audit.
-    tiny_demo.run("eda", node_names=["preprocessing.index_images"])
+    tiny_demo.run("eda", node_names=["preprocessing.audit_images"])
     add_broken_files(tiny_demo.path / "data/01_raw/demo")
     tiny_demo.run("eda")
     data = tiny_demo.path / "data/demo"

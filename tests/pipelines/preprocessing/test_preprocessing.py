@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -38,3 +40,31 @@ def test_bad_study_wide_val_ratio_fails_before_preprocessing(kedro_project, val_
     with pytest.raises(ConfigError, match=rf"defaults \(parameters.yml\): key 'val_ratio': Input should be {message}"):
         kedro_project.run("preprocessing", env="demo")
     assert not (kedro_project.path / "data/demo").exists()  # rejected before any node wrote anything
+
+
+def test_rerun_on_an_unchanged_tree_decodes_nothing_and_follows_changes(kedro_project, tmp_path):
+    root = tmp_path / "images"
+    for source in ("real", "fake"):
+        (root / source).mkdir(parents=True)
+        for k in range(60):  # 60 groups: enough for the demo's cv_folds and val_ratio
+            pixels = np.random.default_rng(k + 100 * (source == "fake")).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / source / f"person_{k:02d}.png")
+    params = {"data": {"root": str(root), "sources": {"real": "real", "fake": "fake"}, "families": {"fake": "gan"}}}
+    audit_only = {"to_nodes": ["preprocessing.build_folds"]}
+    kedro_project.run("preprocessing", env="demo", params=params, **audit_only)
+    intermediate = kedro_project.path / "data/demo/02_intermediate"
+    written = (intermediate / "image_audit.parquet").stat().st_mtime_ns
+    folds = pd.read_parquet(kedro_project.path / "data/demo/05_model_input/fold_table.parquet")
+
+    kedro_project.run("preprocessing", env="demo", params=params, **audit_only)
+    assert (intermediate / "image_audit.parquet").stat().st_mtime_ns == written  # nothing decoded, nothing rewritten
+    pd.testing.assert_frame_equal(pd.read_parquet(kedro_project.path / "data/demo/05_model_input/fold_table.parquet"),
+                                  folds)
+
+    (root / "fake/person_03.png").unlink()
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(root / "fake/person_99.png")
+    kedro_project.run("preprocessing", env="demo", params=params, **audit_only)
+    index = pd.read_parquet(intermediate / "image_index.parquet")
+    hashes = pd.read_parquet(intermediate / "perceptual_hashes.parquet")
+    assert "fake/person_03.png" not in set(index["path"]) | set(hashes["path"])
+    assert "fake/person_99.png" in set(index["path"]) & set(hashes["path"]) and len(index) == 120

@@ -19,11 +19,13 @@ from deepfake_kedro.augmentation import BatchAugmenter
 from deepfake_kedro.config import AugmentConfig, validate_defaults, validate_families
 from deepfake_kedro.data_index import (
     DataLayoutError,
+    FileAuditor,
     ImageTree,
-    build_image_index,
     check_usable_images,
     decode_square,
+    index_from_audit,
     integrity_report,
+    source_files,
     usable,
 )
 from deepfake_kedro.face_crops import (
@@ -37,54 +39,75 @@ from deepfake_kedro.face_crops import (
 from deepfake_kedro.figures import augmentation_grid, face_crop_grid
 from deepfake_kedro.folds import build_fold_table, required_groups
 from deepfake_kedro.image_cache import ImageStack, ImageStackPlan, TablePlan
-from deepfake_kedro.near_duplicates import hash_squares, merge_groups, merge_summary
+from deepfake_kedro.near_duplicates import merge_groups, merge_summary
 
 logger = logging.getLogger(__name__)
 
 
-def index_images(
+def audit_images(
     raw_images: ImageTree, data: dict[str, Any], preprocessing: dict[str, Any], defaults: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Lists every image of every source with its metadata and integrity status.
+) -> TablePlan:
+    """Describes one decode per new or changed file: integrity, metadata and the pHash of usable images.
+
+    The ``image_audit`` dataset executes the plan on save, reusing the rows of files whose path, size and mtime
+    (and ``min_image_size`` and hash size) are unchanged, so an unchanged tree re-indexes without decoding.
 
     Args:
         raw_images: The raw image folder (catalog ``raw_images``).
-        data: ``data.root``, ``data.sources`` and ``data.families`` (checked here).
-        preprocessing: ``min_image_size``.
-        defaults: Study-wide ``cv_folds`` and ``val_ratio``: enough usable groups of each label are checked
-            here, before any cache, hash or face detection.
+        data: ``data.root`` and ``data.sources``.
+        preprocessing: ``min_image_size``, and ``image_sizes``: the largest is the square crop that is hashed,
+            pixel for pixel what the ``square_<size>`` cache holds, so the audit needs no cache.
+        defaults: Study-wide settings, validated here before anything is written.
 
     Returns:
-        The image index (all files) and the integrity report (excluded files with reasons).
+        The audit plan for every file of every source folder.
     """
     if Path(data["root"]).resolve() != raw_images.root.resolve():
         raise DataLayoutError(
             f"data.root is {data['root']!r} but the catalog's raw_images reads {str(raw_images.root)!r}; "
             f"set data_root in conf/<env>/globals.yml, or pass --params data.root=... (both follow it)"
         )
-    study = validate_defaults(defaults)
+    validate_defaults(defaults)
     started = time.perf_counter()
-    index = build_image_index(raw_images, data["sources"], min_size=preprocessing["min_image_size"])
-    seconds = time.perf_counter() - started
-    logger.info("Indexing read %d files in %.1f s (%.0f img/s)", len(index), seconds, len(index) / max(seconds, 1e-9))
+    paths = source_files(raw_images, data["sources"])
+    auditor = FileAuditor(raw_images, preprocessing["min_image_size"], max(preprocessing["image_sizes"]))
+    signatures = [auditor.signature(p) for p in paths]
+    logger.info("Listed %d files in %.1f s", len(paths), time.perf_counter() - started)
+    return TablePlan(paths, signatures, auditor, batch_size=256, description="indexing")
+
+
+def index_images(
+    image_audit: pd.DataFrame, raw_images: ImageTree, data: dict[str, Any], defaults: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every file of every source with its metadata and integrity status, from the audit table.
+
+    Args:
+        image_audit: One row per file (``audit_images``).
+        raw_images: The raw image folder, to name it in errors.
+        data: ``data.sources``.
+        defaults: Study-wide ``cv_folds`` and ``val_ratio``: enough usable groups of each label are checked
+            here, before any cache, hash or face detection.
+
+    Returns:
+        The image index (all files) and the integrity report (excluded files with reasons).
+    """
+    study = validate_defaults(defaults)
+    index = index_from_audit(image_audit, data["sources"])
     check_usable_images(index, raw_images.root, data["sources"], study.cv_folds,
                         required_groups(study.cv_folds, study.val_ratio))
     validate_families(data)  # before any cache or training: generalisation and attribution read the families
     return index, integrity_report(index)
 
 
-def hash_images(image_index: pd.DataFrame, raw_images: ImageTree, preprocessing: dict[str, Any]) -> pd.DataFrame:
-    """A 64-bit perceptual hash (pHash) of every usable image's square crop at the largest configured size.
+def hash_images(image_index: pd.DataFrame, image_audit: pd.DataFrame) -> pd.DataFrame:
+    """The 64-bit perceptual hash (pHash) of every usable image's square crop, as the audit computed it.
 
-    The crops are decoded from the raw images, pixel for pixel what the ``square_<size>`` cache holds, so the
-    audit needs no cache and the hashes (hence groups and folds) are those the cache would give.
+    The crops were decoded from the raw images at the largest configured size, pixel for pixel what the
+    ``square_<size>`` cache holds, so the hashes (hence groups and folds) are those the cache would give.
     """
-    paths = usable(image_index)["path"].tolist()
-    started = time.perf_counter()
-    hashes = hash_squares(raw_images, paths, max(preprocessing["image_sizes"]))
-    seconds = time.perf_counter() - started
-    logger.info("Hashed %d usable images in %.1f s (%.0f img/s)", len(paths), seconds, len(paths) / max(seconds, 1e-9))
-    return pd.DataFrame({"path": paths, "phash": hashes.view(np.int64)})
+    paths = usable(image_index)["path"]
+    phash = paths.map(image_audit.set_index("key")["phash"])
+    return pd.DataFrame({"path": paths, "phash": phash.to_numpy(dtype=np.int64)})
 
 
 def group_near_duplicates(

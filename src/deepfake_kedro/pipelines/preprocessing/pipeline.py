@@ -1,14 +1,15 @@
 """The preprocessing pipeline: raw images -> index -> fold table (the audit), then square and face-crop caches.
 
-The audit part (index, hashes, near-duplicate groups, folds) is all ``eda`` needs: it decodes each image once
-or twice and renders nothing. The cache part is what training reads. The ``plan_*`` nodes return plans; their
-datasets execute them on save (render cache images, run MTCNN), doing only the work not done yet
-(docs/architecture.md).
+The audit part (index, hashes, near-duplicate groups, folds) is all ``eda`` needs: it decodes each new or
+changed image once (integrity, metadata and pHash together) and renders nothing. The cache part is what
+training reads. ``audit_images`` and the ``plan_*`` nodes return plans; their datasets execute them on save
+(decode new files, render cache images, run MTCNN), doing only the work not done yet (docs/architecture.md).
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
+    audit_images,
     augmentation_figure,
     build_folds,
     face_crop_figure,
@@ -31,12 +32,13 @@ def _grouped(nodes: list[Node]) -> Pipeline:
 
 
 def audit_pipeline() -> Pipeline:
-    """Index, integrity report, perceptual hashes, near-duplicate groups and folds: no cache, no face detection."""
+    """Audit table, index, integrity report, perceptual hashes, near-duplicate groups and folds: no cache, no faces."""
     return _grouped([
-        Node(index_images, ["raw_images", "params:data", "params:preprocessing", "params:defaults"],
+        Node(audit_images, ["raw_images", "params:data", "params:preprocessing", "params:defaults"], "image_audit",
+             name="audit_images"),
+        Node(index_images, ["image_audit", "raw_images", "params:data", "params:defaults"],
              ["image_index", "integrity_report"], name="index_images"),
-        Node(hash_images, ["image_index", "raw_images", "params:preprocessing"], "perceptual_hashes",
-             name="hash_images"),
+        Node(hash_images, ["image_index", "image_audit"], "perceptual_hashes", name="hash_images"),
         Node(group_near_duplicates, ["image_index", "perceptual_hashes", "params:preprocessing"],
              ["image_groups", "near_duplicate_pairs", "near_duplicate_summary"], name="group_near_duplicates"),
         Node(build_folds, ["image_index", "image_groups", "params:defaults"], "fold_table", name="build_folds"),
