@@ -9,6 +9,8 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
 from deepfake_kedro.pipelines import download, eda, package, preprocessing, reporting
+from deepfake_kedro.pipelines import external as external_pipeline
+from deepfake_kedro.pipelines import robustness as robustness_pipeline
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
 from deepfake_kedro.study import NAMED_PHASES, phase4_slots
 
@@ -61,4 +63,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["download"] = download.create_pipeline()
     # Packaging a finished experiment reads its results; asked for by name, after the study.
     pipelines["package"] = package.create_pipeline()
+    # Final models under corruptions, and on external test sets: asked for by name, after the study.
+    pipelines["robustness"] = robustness_pipeline.create_pipeline()
+    pipelines["external"] = external_pipeline.create_pipeline()
     return pipelines

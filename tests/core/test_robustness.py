@@ -11,7 +11,7 @@ from deepfake_kedro.data_index import ImageTree, square_resize
 from deepfake_kedro.experiment import evaluate_runs, plan_fold_runs
 from deepfake_kedro.folds import build_fold_table
 from deepfake_kedro.image_cache import ImageStack
-from deepfake_kedro.model_package import build_package
+from deepfake_kedro.model_package import ModelPackage, build_package
 from deepfake_kedro.robustness import (
     CLEAN,
     Corruption,
@@ -32,10 +32,10 @@ FOLDS = 2
 GRID = {"jpeg": [90, 30], "gaussian_blur": [2], "downscale": [0.25], "gaussian_noise": [0.05]}
 
 
-def raw_study(root: Path, n_identities: int = 60) -> tuple[pd.DataFrame, ImageStack]:
+def raw_study(root: Path, n_identities: int = 60, seed: int = 0) -> tuple[pd.DataFrame, ImageStack]:
     """Raw PNGs of several sizes (fakes carry a fine checkerboard that blur washes out) and their cache."""
-    table = build_fold_table(dff_like_images(n_identities), 5, 0.1, seed=1)
-    rng = np.random.default_rng(0)
+    table = build_fold_table(dff_like_images(n_identities, seed), 5, 0.1, seed=1)
+    rng = np.random.default_rng(seed)
     pixels = []
     for path, label in zip(table["path"], table["label"], strict=True):
         height, width = rng.integers(16, 21, size=2)
@@ -48,18 +48,24 @@ def raw_study(root: Path, n_identities: int = 60) -> tuple[pd.DataFrame, ImageSt
     return table, ImageStack(table["path"].tolist(), ["s"] * len(table), np.stack(pixels))
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """Two trained folds of a tiny square-crop experiment on raw images, and its package."""
-    root = tmp_path_factory.mktemp("raw")
+def trained_study(root: Path, runs: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, FoldRunStore, ModelPackage]:
+    """Raw images under ``root``, two trained folds under ``runs``: oof predictions, fold metrics, summary, package."""
     table, cache = raw_study(root)
     config = tiny_config(epochs=2, subsample=1.0)
-    store = FoldRunStore(tmp_path_factory.mktemp("runs"))
+    store = FoldRunStore(runs)
     plans = plan_fold_runs(config, "fp", table, cache, SOURCES, "tiny", device=torch.device("cpu"))
     for fold in range(FOLDS):
         store.write(run_key("fp", fold), plans[run_key("fp", fold)](), plans[run_key("fp", fold)].data)
     oof, fold_metrics, summary, _ = evaluate_runs(store, "fp", FOLDS, SOURCES, n_bootstrap=20)
     package = build_package(ResolvedExperiment("phase4", "tiny", config, "fp"), store, FOLDS, summary, fold_metrics)
+    return oof, fold_metrics, summary, store, package
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Two trained folds of a tiny square-crop experiment on raw images, its package and its re-scores."""
+    root = tmp_path_factory.mktemp("raw")
+    oof, fold_metrics, _, _, package = trained_study(root, tmp_path_factory.mktemp("runs"))
     scores = rescore_out_of_fold(package, oof, ImageTree(root), {}, corruption_grid(GRID), seed=3, device="cpu",
                                  label="phase4.top1_full")
     return root, oof, fold_metrics, package, scores
