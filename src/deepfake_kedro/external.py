@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
@@ -242,7 +243,7 @@ def external_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]],
 
 def external_figure(table: pd.DataFrame) -> Figure:
     """External AUC (grouped bootstrap 95% CI) per set and model, beside the CV AUC's 95% interval."""
-    figure = Figure(figsize=(max(4.5, 1.6 * len(table) + 2), 3.6), layout="constrained")
+    figure = plt.figure(figsize=(max(4.5, 1.6 * len(table) + 2), 3.6), layout="constrained")
     ax = figure.subplots()
     if table.empty:
         ax.text(0.5, 0.5, "no external set (evaluation.external is empty)", ha="center", va="center")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from PIL import Image
 from torchvision.transforms import v2
@@ -239,7 +240,7 @@ def robustness_table(
 def degradation_figure(table: pd.DataFrame) -> Figure:
     """AUC (pooled, grouped-bootstrap 95% CI) against severity level, one panel per corruption, a line per model."""
     kinds = [k for k in table["corruption"].unique() if k != CLEAN]
-    figure = Figure(figsize=(3.6 * max(len(kinds), 1), 3.4), layout="constrained")
+    figure = plt.figure(figsize=(3.6 * max(len(kinds), 1), 3.4), layout="constrained")
     axes = figure.subplots(1, max(len(kinds), 1), sharey=True, squeeze=False)[0]
     for ax, kind in zip(axes, kinds, strict=False):
         for model, part in table.groupby("model", sort=False):
