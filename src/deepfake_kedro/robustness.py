@@ -265,10 +265,13 @@ def shown_table(table: pd.DataFrame) -> pd.DataFrame:
                                                                                    shown["severity"], strict=True)])
 
 
-def full_models(models: Iterable[str] | None, full_slots: Iterable[str]) -> list[str]:
-    """The models to test: the ones named, or else every phase-4 full run (``phase4.top<k>_full``)."""
+def full_models(models: Iterable[str] | str | None, full_slots: Iterable[str], key: str = "robustness.models",
+                ) -> list[str]:
+    """The models to test: the ones named (one label, e.g. from ``--params``, or a list), or else every
+    phase-4 full run (``phase4.top<k>_full``)."""
+    if isinstance(models, str):
+        models = [models]
     chosen = list(models) if models else [f"phase4.{slot}" for slot in full_slots]
     if not chosen:
-        raise ValueError("robustness.models is empty and phase 4 has no full run; name models as "
-                         "<phase>.<experiment>")
+        raise ValueError(f"{key} is empty and phase 4 has no full run; name models as <phase>.<experiment>")
     return chosen

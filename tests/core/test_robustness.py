@@ -17,6 +17,7 @@ from deepfake_kedro.robustness import (
     Corruption,
     check_clean,
     corruption_grid,
+    full_models,
     image_seed,
     rescore_out_of_fold,
     robustness_table,
@@ -148,3 +149,11 @@ def test_grid_lists_clean_first_then_severities_mildest_first_and_rejects_bad_en
         corruption_grid({"downscale": [2]})
     with pytest.raises(ValueError, match=r"jpeg: severity 55.5 must be an integer quality"):
         corruption_grid({"jpeg": [55.5]})
+
+
+def test_final_models_default_to_phase4_full_runs_and_accept_one_label():
+    assert full_models(None, ["top1_full", "top2_full"]) == ["phase4.top1_full", "phase4.top2_full"]
+    assert full_models("phase1.a", ["top1_full"]) == ["phase1.a"]
+    assert full_models(["phase1.a", "phase2.b"], []) == ["phase1.a", "phase2.b"]
+    with pytest.raises(ValueError, match="robustness.models is empty and phase 4 has no full run"):
+        full_models([], [])

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 def _models(evaluation: dict[str, Any], phase4: dict[str, Any]) -> list[str]:
     slots = phase4_slots(phase4["ranking"]["top_k"], phase4["scaling"])
-    return full_models(evaluation.get("external_models"), [slot.name for slot in slots if slot.full])
+    return full_models(evaluation.get("external_models"), [slot.name for slot in slots if slot.full],
+                       key="evaluation.external_models")
 
 
 def score_external_sets(
