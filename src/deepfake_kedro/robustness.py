@@ -259,10 +259,17 @@ def degradation_figure(table: pd.DataFrame) -> Figure:
 
 
 def shown_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The report's table: AUC [CI], change vs clean and Holm-adjusted p, per model × corruption × severity."""
-    shown = table[["model", "corruption", "severity", "auc", "auc_ci_low", "auc_ci_high", "delta_auc", "p_holm"]]
-    return shown.assign(severity=[("" if k == CLEAN else f"{s:g}") for k, s in zip(shown["corruption"],
-                                                                                   shown["severity"], strict=True)])
+    """The report's table: one row per corruption × severity, per model ``AUC [CI]`` and the Holm-adjusted p."""
+    cells = table.assign(
+        severity=[("" if k == CLEAN else f"{s:g}") for k, s in zip(table["corruption"], table["severity"],
+                                                                    strict=True)],
+        value=[f"{r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]"
+               + ("" if r.corruption == CLEAN else f" p={r.p_holm:.3g}") for r in table.itertuples()])
+    shown = cells.pivot_table(index=["corruption", "severity", "level"], columns="model", values="value",
+                              aggfunc="first", sort=False)
+    shown = shown.reset_index().drop(columns="level")
+    shown.columns.name = None
+    return shown
 
 
 def full_models(models: Iterable[str] | str | None, full_slots: Iterable[str], key: str = "robustness.models",

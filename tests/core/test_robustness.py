@@ -21,6 +21,7 @@ from deepfake_kedro.robustness import (
     image_seed,
     rescore_out_of_fold,
     robustness_table,
+    shown_table,
 )
 from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.stats import holm_adjust, nadeau_bengio_ttest
@@ -157,3 +158,15 @@ def test_final_models_default_to_phase4_full_runs_and_accept_one_label():
     assert full_models(["phase1.a", "phase2.b"], []) == ["phase1.a", "phase2.b"]
     with pytest.raises(ValueError, match="robustness.models is empty and phase 4 has no full run"):
         full_models([], [])
+
+
+def test_the_report_table_has_a_row_per_corruption_and_a_column_per_model(finished):
+    *_, scores = finished
+    both = pd.concat([scores, scores.assign(model="other")], ignore_index=True)
+    table = robustness_table(both, {"phase4.top1_full": [100, 100], "other": [100, 100]}, n_bootstrap=20)
+    shown = shown_table(table)
+    assert list(shown.columns) == ["corruption", "severity", "phase4.top1_full", "other"]
+    assert shown[["corruption", "severity"]].values.tolist()[:3] == [[CLEAN, ""], ["jpeg", "90"], ["jpeg", "30"]]
+    clean = table.iloc[0]
+    assert shown.loc[0, "other"] == f"{clean['auc']:.3f} [{clean['auc_ci_low']:.3f}, {clean['auc_ci_high']:.3f}]"
+    assert shown.loc[1, "other"].endswith(f"p={table.iloc[1]['p_holm']:.3g}")
