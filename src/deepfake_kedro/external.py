@@ -243,7 +243,7 @@ def external_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]],
 
 def external_figure(table: pd.DataFrame) -> Figure:
     """External AUC (grouped bootstrap 95% CI) per set and model, beside the CV AUC's 95% interval."""
-    figure = plt.figure(figsize=(max(4.5, 1.6 * len(table) + 2), 3.6), layout="constrained")
+    figure = plt.figure(figsize=(max(6.0, 1.6 * len(table) + 2), 3.6), layout="constrained")
     ax = figure.subplots()
     if table.empty:
         ax.text(0.5, 0.5, "no external set (evaluation.external is empty)", ha="center", va="center")
@@ -260,5 +260,5 @@ def external_figure(table: pd.DataFrame) -> Figure:
     ax.set_ylabel("ROC AUC")
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax.legend(fontsize=7, loc="lower left")
-    ax.set_title("Cross-dataset: external test sets vs cross-validation")
+    ax.set_title("Cross-dataset: external test sets vs cross-validation", fontsize=10)
     return figure
