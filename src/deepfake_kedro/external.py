@@ -241,6 +241,22 @@ def external_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]],
     return pd.DataFrame(rows)
 
 
+def shown_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The report's table: per set and model, the external AUC [CI], accuracy and F1, beside the CV AUC [CI]."""
+
+    def with_ci(row: pd.Series, prefix: str) -> str:
+        return f"{row[prefix]:.3f} [{row[prefix + '_ci_low']:.3f}, {row[prefix + '_ci_high']:.3f}]"
+
+    return pd.DataFrame({
+        "set": table["set"], "model": table["model"], "images": table["n_images"],
+        "external AUC": [with_ci(r, "auc") for _, r in table.iterrows()],
+        "accuracy": [with_ci(r, "accuracy") for _, r in table.iterrows()],
+        "F1": [with_ci(r, "f1") for _, r in table.iterrows()],
+        "CV AUC": [with_ci(r, "cv_auc") for _, r in table.iterrows()],
+        "in CV CI": table["within_cv_ci"].map({True: "yes", False: "no"}),
+    })
+
+
 def external_figure(table: pd.DataFrame) -> Figure:
     """External AUC (grouped bootstrap 95% CI) per set and model, beside the CV AUC's 95% interval."""
     figure = plt.figure(figsize=(max(6.0, 1.6 * len(table) + 2), 3.6), layout="constrained")

@@ -259,14 +259,14 @@ def degradation_figure(table: pd.DataFrame) -> Figure:
 
 
 def shown_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The report's table: one row per corruption × severity, per model ``AUC [CI]`` and the Holm-adjusted p."""
+    """The report's table: one row per corruption × severity (``jpeg 30``), per model ``AUC [CI]`` and Holm p."""
     cells = table.assign(
-        severity=[("" if k == CLEAN else f"{s:g}") for k, s in zip(table["corruption"], table["severity"],
-                                                                    strict=True)],
+        corruption=[CLEAN if k == CLEAN else f"{k} {s:g}" for k, s in zip(table["corruption"], table["severity"],
+                                                                        strict=True)],
         value=[f"{r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]"
                + ("" if r.corruption == CLEAN else f" p={r.p_holm:.3g}") for r in table.itertuples()])
-    shown = cells.pivot_table(index=["corruption", "severity", "level"], columns="model", values="value",
-                              aggfunc="first", sort=False)
+    shown = cells.pivot_table(index=["corruption", "level"], columns="model", values="value", aggfunc="first",
+                              sort=False)
     shown = shown.reset_index().drop(columns="level")
     shown.columns.name = None
     return shown

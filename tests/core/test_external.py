@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
@@ -15,6 +16,7 @@ from deepfake_kedro.external import (
     open_tree,
     score_images,
     set_metrics,
+    shown_table,
 )
 from tests.core.test_robustness import SOURCES, raw_study, trained_study
 
@@ -115,3 +117,12 @@ def test_faces_are_detected_in_batches_and_keyed_by_path():
 
     boxes = detect_faces(ImageTree(Path(".")), ["a", "b", "c"], detector, batch_size=2)
     assert calls == [["a", "b"], ["c"]] and boxes["c"]["path"] == "c"
+
+
+def test_the_report_table_shows_each_metric_with_its_interval():
+    row = {"set": "s", "model": "m", "n_images": 10, "auc": 0.7, "auc_ci_low": 0.6, "auc_ci_high": 0.8,
+           "accuracy": 0.65, "accuracy_ci_low": 0.5, "accuracy_ci_high": 0.75, "f1": 0.6, "f1_ci_low": 0.4,
+           "f1_ci_high": 0.7, "cv_auc": 0.9, "cv_auc_ci_low": 0.85, "cv_auc_ci_high": 0.95, "within_cv_ci": False}
+    shown = shown_table(pd.DataFrame([row]))
+    assert shown.iloc[0].tolist() == ["s", "m", 10, "0.700 [0.600, 0.800]", "0.650 [0.500, 0.750]",
+                                      "0.600 [0.400, 0.700]", "0.900 [0.850, 0.950]", "no"]

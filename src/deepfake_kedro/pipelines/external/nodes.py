@@ -19,6 +19,7 @@ from deepfake_kedro.external import (
     open_tree,
     score_images,
     set_metrics,
+    shown_table,
 )
 from deepfake_kedro.face_crops import FaceDetector
 from deepfake_kedro.model_package import build_package
@@ -106,8 +107,7 @@ def summarize_external(
     caption = ("Each final model (mean p(fake) of its fold models, at its package threshold) on labelled image "
                "sets the study never saw. External AUC [grouped bootstrap 95% CI] beside the cross-validated AUC "
                "[95% t-interval over folds]; within_cv_ci: the external AUC lies in the CV interval.")
-    shown = table[["set", "model", "n_images", "auc", "auc_ci_low", "auc_ci_high", "accuracy", "f1", "cv_auc",
-                   "cv_auc_ci_low", "cv_auc_ci_high", "within_cv_ci"]] if len(table) else None
+    shown = shown_table(table) if len(table) else None
     section = ReportSection.with_figure("external", "Cross-dataset: external test sets", caption,
                                         external_figure(table) if len(table) else None, shown)
     return documents, table, external_figure(table), section
