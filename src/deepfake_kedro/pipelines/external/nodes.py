@@ -106,7 +106,7 @@ def summarize_external(
                                   "models": models}) for name, models in results.items()}
     caption = ("Each final model (mean p(fake) of its fold models, at its package threshold) on labelled image "
                "sets the study never saw. External AUC [grouped bootstrap 95% CI] beside the cross-validated AUC "
-               "[95% t-interval over folds]; within_cv_ci: the external AUC lies in the CV interval.")
+               "[95% t-interval over folds]; 'in CV CI': the external AUC lies in that interval.")
     shown = shown_table(table) if len(table) else None
     section = ReportSection.with_figure("external", "Cross-dataset: external test sets", caption,
                                         external_figure(table) if len(table) else None, shown)
