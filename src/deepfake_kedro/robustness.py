@@ -110,6 +110,21 @@ def image_seed(seed: int, path: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(path.encode())) % 2**31
 
 
+def sample_groups(predictions: pd.DataFrame, max_images: int | None, seed: int = 0) -> pd.DataFrame:
+    """Whole groups drawn at random (seeded) until ``max_images`` images are reached; None keeps every image.
+
+    Rows keep their order, so every fold's images stay in their stored order.
+    """
+    if max_images is None or len(predictions) <= max_images:
+        return predictions
+    groups = predictions["group"].drop_duplicates().to_numpy()
+    order = np.random.default_rng(seed).permutation(len(groups))
+    sizes = predictions["group"].value_counts().reindex(groups[order]).to_numpy()
+    # The first groups whose images reach max_images (at least one group).
+    kept = groups[order][: max(1, int(np.searchsorted(np.cumsum(sizes), max_images)) + 1)]
+    return predictions[predictions["group"].isin(kept)]
+
+
 def _open(tree: ImageTree, path: str) -> Image.Image:
     with Image.open(BytesIO(tree.read_bytes(path))) as image:
         image.load()

@@ -21,6 +21,7 @@ from deepfake_kedro.robustness import (
     image_seed,
     rescore_out_of_fold,
     robustness_table,
+    sample_groups,
     shown_table,
 )
 from deepfake_kedro.run_store import FoldRunStore, run_key
@@ -170,3 +171,15 @@ def test_the_report_table_has_a_row_per_corruption_and_a_column_per_model(finish
     clean = table.iloc[0]
     assert shown.loc[0, "other"] == f"{clean['auc']:.3f} [{clean['auc_ci_low']:.3f}, {clean['auc_ci_high']:.3f}]"
     assert shown.loc[1, "other"].endswith(f"p={table.iloc[1]['p_holm']:.3g}")
+
+
+def test_sampling_keeps_whole_groups_in_their_order_up_to_max_images(finished):
+    _, oof, *_ = finished
+    sample = sample_groups(oof, 50, seed=0)
+    sizes = oof.groupby("group").size()
+    assert 50 <= len(sample) < 50 + sizes.max()
+    kept = sample.groupby("group").size()
+    assert kept.equals(sizes.loc[kept.index])
+    assert sample.index.is_monotonic_increasing
+    assert sample.equals(sample_groups(oof, 50, seed=0)) and not sample.equals(sample_groups(oof, 50, seed=1))
+    assert sample_groups(oof, None) is oof and sample_groups(oof, len(oof)) is oof

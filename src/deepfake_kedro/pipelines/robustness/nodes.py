@@ -19,6 +19,7 @@ from deepfake_kedro.robustness import (
     full_models,
     rescore_out_of_fold,
     robustness_table,
+    sample_groups,
     shown_table,
 )
 from deepfake_kedro.run_store import run_key
@@ -42,8 +43,8 @@ def score_corruptions(
         finished_experiments: The study's finished experiments.
         raw_images: The raw image tree the study indexed.
         face_boxes: The stored MTCNN boxes (face-crop models re-use them; nothing is re-detected).
-        robustness: ``models`` (null: every ``phase4.top<k>_full``), ``corruptions``, ``seed``,
-            ``clean_tolerance``, ``device``.
+        robustness: ``models`` (null: every ``phase4.top<k>_full``), ``corruptions``, ``max_images`` (whole
+            groups drawn up to this many images; null: all), ``seed``, ``clean_tolerance``, ``device``.
         phase4: ``ranking.top_k`` and ``scaling``, which name the full runs.
 
     Returns:
@@ -57,6 +58,7 @@ def score_corruptions(
         package = build_package(resolved, store, len(fold_metrics), metrics, fold_metrics)
         predictions = pd.concat([store.read(run_key(resolved.fingerprint, fold)).predictions
                                  for fold in range(len(fold_metrics))], ignore_index=True)
+        predictions = sample_groups(predictions, robustness.get("max_images"), robustness.get("seed", 0))
         logger.info("%s: re-scoring %d out-of-fold images under %d corruptions", label, len(predictions),
                     len(grid) - 1)
         parts.append(rescore_out_of_fold(
