@@ -18,6 +18,8 @@ from deepfake_kedro.pipelines import (
     preprocessing,
     reporting,
 )
+from deepfake_kedro.pipelines import external as external_pipeline
+from deepfake_kedro.pipelines import robustness as robustness_pipeline
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
 from deepfake_kedro.study import NAMED_PHASES, phase4_slots
 
@@ -77,4 +79,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["generalisation"] = prep + generalisation.create_pipeline(phase_layout("generalisation")[0])
     # Source attribution (flat vs hierarchical multi-class models) on the study's folds; asked for by name.
     pipelines["attribution"] = prep + attribution.create_pipeline()
+    # Final models under corruptions, and on external test sets: asked for by name, after the study.
+    pipelines["robustness"] = robustness_pipeline.create_pipeline()
+    pipelines["external"] = external_pipeline.create_pipeline()
     return pipelines

@@ -1,0 +1,113 @@
+"""Nodes of the external pipeline: thin adapters from the catalog to ``deepfake_kedro.external``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from deepfake_kedro.datasets import FinishedExperiments
+from deepfake_kedro.external import (
+    SCORE_COLUMNS,
+    detect_faces,
+    external_figure,
+    external_index,
+    external_sets,
+    external_table,
+    open_tree,
+    score_images,
+    set_metrics,
+    shown_table,
+)
+from deepfake_kedro.face_crops import FaceDetector
+from deepfake_kedro.model_package import build_package
+from deepfake_kedro.report_sections import ReportSection
+from deepfake_kedro.robustness import full_models
+from deepfake_kedro.serialization import json_safe
+from deepfake_kedro.study import phase4_slots
+
+logger = logging.getLogger(__name__)
+
+
+def _models(evaluation: dict[str, Any], phase4: dict[str, Any]) -> list[str]:
+    slots = phase4_slots(phase4["ranking"]["top_k"], phase4["scaling"])
+    return full_models(evaluation.get("external_models"), [slot.name for slot in slots if slot.full],
+                       key="evaluation.external_models")
+
+
+def score_external_sets(
+    finished_experiments: FinishedExperiments, evaluation: dict[str, Any], data: dict[str, Any],
+    preprocessing: dict[str, Any], phase4: dict[str, Any],
+) -> pd.DataFrame:
+    """Every image of every external set, scored by every final model's fold ensemble.
+
+    Args:
+        finished_experiments: The study's finished experiments.
+        evaluation: ``external`` (the sets) and ``external_models`` (null: every ``phase4.top<k>_full``).
+        data: ``data.sources``, the sets' default sources.
+        preprocessing: ``min_image_size`` and ``face_detection`` (MTCNN on the sets' images for face-crop models).
+        phase4: ``ranking.top_k`` and ``scaling``, which name the full runs.
+
+    Returns:
+        One row per set, model and image (``external.SCORE_COLUMNS``); empty when no set is configured.
+    """
+    sets = external_sets(evaluation.get("external"), data["sources"])
+    if not sets:
+        logger.warning("evaluation.external lists no external set: nothing to score")
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    packages = {}
+    for label in _models(evaluation, phase4):
+        resolved, store, metrics, fold_metrics = finished_experiments.load(label)
+        packages[label] = build_package(resolved, store, len(fold_metrics), metrics, fold_metrics)
+    detection = preprocessing["face_detection"]
+    parts = []
+    for external in sets:
+        tree = open_tree(external)
+        index = external_index(tree, external, preprocessing.get("min_image_size", 32))
+        faces = {}
+        if any(package.needs_faces for package in packages.values()):
+            detector = FaceDetector(tree, detection["min_confidence"], detection.get("device"))
+            faces = detect_faces(tree, index["path"].tolist(), detector, detection["batch_size"])
+        for label, package in packages.items():
+            logger.info("%s on external set %r: %d images", label, external.name, len(index))
+            scores = score_images(package, index, tree, faces, detection.get("device"))
+            parts.append(scores.assign(set=external.name, model=label)[SCORE_COLUMNS])
+    return pd.concat(parts, ignore_index=True)
+
+
+def summarize_external(
+    scores: pd.DataFrame, finished_experiments: FinishedExperiments, evaluation: dict[str, Any], data: dict[str, Any],
+) -> tuple[dict[str, dict], pd.DataFrame, Figure, ReportSection]:
+    """Per set: metrics.json (every model's metrics with grouped CIs); over all sets: the table, figure and slide.
+
+    Args:
+        scores: ``score_external_sets``'s rows.
+        finished_experiments: For each model's cross-validated AUC (its metrics.json) and threshold.
+        evaluation: ``external`` and ``n_bootstrap``.
+        data: ``data.sources``.
+
+    Returns:
+        Set name -> its metrics.json content, the table (external.csv), the figure and the report section.
+    """
+    sets = {s.name: s for s in external_sets(evaluation.get("external"), data["sources"])}
+    results: dict[str, dict[str, Any]] = {}
+    cv = {}
+    for (name, model), part in scores.groupby(["set", "model"], sort=False):
+        _, _, metrics, fold_metrics = finished_experiments.load(model)
+        cv[model] = metrics
+        # The package's threshold (model_package.THRESHOLD_CHOICE): the mean of the fold thresholds.
+        threshold = float(fold_metrics["threshold"].mean())
+        results.setdefault(name, {})[model] = set_metrics(part, sets[name].real_sources, threshold,
+                                                          evaluation.get("n_bootstrap", 1000))
+    table = external_table(results, cv)
+    documents = {name: json_safe({"set": name, "root": str(sets[name].root), "sources": sets[name].sources,
+                                  "models": models}) for name, models in results.items()}
+    caption = ("Each final model (mean p(fake) of its fold models, at its package threshold) on labelled image "
+               "sets the study never saw. External AUC [grouped bootstrap 95% CI] beside the cross-validated AUC "
+               "[95% t-interval over folds]; 'in CV CI': the external AUC lies in that interval.")
+    shown = shown_table(table) if len(table) else None
+    section = ReportSection.with_figure("external", "Cross-dataset: external test sets", caption,
+                                        external_figure(table) if len(table) else None, shown)
+    return documents, table, external_figure(table), section

@@ -1,0 +1,92 @@
+"""Nodes of the robustness pipeline: thin adapters from the catalog to ``deepfake_kedro.robustness``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from deepfake_kedro.data_index import ImageTree
+from deepfake_kedro.datasets import FinishedExperiments
+from deepfake_kedro.face_crops import BOX_COLUMNS
+from deepfake_kedro.model_package import build_package
+from deepfake_kedro.report_sections import ReportSection
+from deepfake_kedro.robustness import (
+    corruption_grid,
+    degradation_figure,
+    full_models,
+    rescore_out_of_fold,
+    robustness_table,
+    sample_groups,
+    shown_table,
+)
+from deepfake_kedro.run_store import run_key
+from deepfake_kedro.study import phase4_slots
+
+logger = logging.getLogger(__name__)
+
+
+def _models(robustness: dict[str, Any], phase4: dict[str, Any]) -> list[str]:
+    slots = phase4_slots(phase4["ranking"]["top_k"], phase4["scaling"])
+    return full_models(robustness.get("models"), [slot.name for slot in slots if slot.full])
+
+
+def score_corruptions(
+    finished_experiments: FinishedExperiments, raw_images: ImageTree, face_boxes: pd.DataFrame,
+    robustness: dict[str, Any], phase4: dict[str, Any],
+) -> pd.DataFrame:
+    """Every final model's out-of-fold test images, corrupted and re-scored by the fold that held each out.
+
+    Args:
+        finished_experiments: The study's finished experiments.
+        raw_images: The raw image tree the study indexed.
+        face_boxes: The stored MTCNN boxes (face-crop models re-use them; nothing is re-detected).
+        robustness: ``models`` (null: every ``phase4.top<k>_full``), ``corruptions``, ``max_images`` (whole
+            groups drawn up to this many images; null: all), ``seed``, ``clean_tolerance``, ``device``.
+        phase4: ``ranking.top_k`` and ``scaling``, which name the full runs.
+
+    Returns:
+        One row per model, corruption and image (``robustness.SCORE_COLUMNS``).
+    """
+    grid = corruption_grid(robustness["corruptions"])
+    faces = (face_boxes.set_index("key")[BOX_COLUMNS].to_dict(orient="index") if len(face_boxes) else {})
+    parts = []
+    for label in _models(robustness, phase4):
+        resolved, store, metrics, fold_metrics = finished_experiments.load(label)
+        package = build_package(resolved, store, len(fold_metrics), metrics, fold_metrics)
+        predictions = pd.concat([store.read(run_key(resolved.fingerprint, fold)).predictions
+                                 for fold in range(len(fold_metrics))], ignore_index=True)
+        predictions = sample_groups(predictions, robustness.get("max_images"), robustness.get("seed", 0))
+        logger.info("%s: re-scoring %d out-of-fold images under %d corruptions", label, len(predictions),
+                    len(grid) - 1)
+        parts.append(rescore_out_of_fold(
+            package, predictions, raw_images, faces, grid, seed=robustness.get("seed", 0),
+            device=robustness.get("device"), clean_tolerance=robustness.get("clean_tolerance", 1e-4), label=label))
+    return pd.concat(parts, ignore_index=True)
+
+
+def summarize_robustness(
+    scores: pd.DataFrame, finished_experiments: FinishedExperiments, n_bootstrap: int,
+) -> tuple[pd.DataFrame, Figure, ReportSection]:
+    """AUC with CIs per model × corruption × severity, paired tests against clean, the curves and the slide.
+
+    Args:
+        scores: ``score_corruptions``'s rows.
+        finished_experiments: For each model's per-fold training sizes (the Nadeau-Bengio correction).
+        n_bootstrap: Grouped bootstrap resamples (``evaluation.n_bootstrap``).
+
+    Returns:
+        The table (robustness.csv), the degradation-curve figure and the report section.
+    """
+    n_train = {label: finished_experiments.load(label)[3].sort_values("fold")["n_train"].tolist()
+               for label in scores["model"].unique()}
+    table = robustness_table(scores, n_train, n_bootstrap=n_bootstrap)
+    caption = ("Each final model's out-of-fold test images, corrupted at native resolution, then cropped as in "
+               "training and scored by the fold model that held them out. AUC [grouped bootstrap 95% CI]; "
+               "delta = mean fold AUC change vs clean; p: Nadeau-Bengio paired test, Holm-adjusted across "
+               "corruptions x severities.")
+    section = ReportSection.with_figure("robustness", "Robustness to image corruptions", caption,
+                                        degradation_figure(table), shown_table(table))
+    return table, degradation_figure(table), section

@@ -1,0 +1,299 @@
+"""Robustness: a final model's out-of-fold test images re-scored under image corruptions at fixed severities.
+
+Each image is corrupted at its native resolution (where JPEG quality and blur σ mean what the DFF paper
+means), then goes through the study's own preprocessing (``ModelPackage.render``: the square crop, or the
+face crop around the stored MTCNN box) and is scored by the fold model that held it out. Severity 0 (clean)
+takes the identical path without a corruption, so it reproduces the stored out-of-fold probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+from PIL import Image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as tvf
+
+from deepfake_kedro.data_index import ImageTree, to_rgb8
+from deepfake_kedro.metrics import grouped_bootstrap_ci, safe_auc, summarize
+from deepfake_kedro.model_package import ModelPackage
+from deepfake_kedro.stats import holm_adjust, paired_comparison
+from deepfake_kedro.training import predict, select_device
+
+logger = logging.getLogger(__name__)
+
+CLEAN = "clean"
+KINDS = {
+    "jpeg": "JPEG quality",
+    "gaussian_blur": "Gaussian blur σ (px)",
+    "downscale": "downscale factor, then back up",
+    "gaussian_noise": "Gaussian noise σ (of 1.0)",
+}
+"""Corruption kind -> what its severity values mean."""
+SCORE_COLUMNS = ["model", "corruption", "severity", "level", "path", "source", "label", "group", "fold", "prob"]
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """One corruption at one severity; ``level`` orders the severities of a kind (0 = clean, 1 = mildest)."""
+
+    kind: str
+    severity: float
+    level: int
+
+    @property
+    def label(self) -> str:
+        return CLEAN if self.kind == CLEAN else f"{self.kind} {self.severity:g}"
+
+    def apply(self, image: Image.Image, seed: int = 0) -> Image.Image:
+        """The corrupted raw image (RGB, same size); ``seed`` fixes the noise of ``gaussian_noise``."""
+        if self.kind == CLEAN:
+            return image
+        pixels = tvf.pil_to_tensor(to_rgb8(image))  # uint8, CHW
+        height, width = pixels.shape[-2:]
+        if self.kind == "jpeg":
+            pixels = v2.JPEG(quality=int(self.severity))(pixels)
+        elif self.kind == "gaussian_blur":
+            # A kernel of ±3σ holds 99.7% of the Gaussian's weight.
+            kernel = 2 * math.ceil(3 * self.severity) + 1
+            pixels = v2.GaussianBlur(kernel, sigma=(self.severity, self.severity))(pixels)
+        elif self.kind == "downscale":
+            small = (max(1, round(height * self.severity)), max(1, round(width * self.severity)))
+            pixels = v2.Resize((height, width), antialias=True)(v2.Resize(small, antialias=True)(pixels))
+        elif self.kind == "gaussian_noise":
+            scaled = tvf.to_dtype(pixels, torch.float32, scale=True)
+            # GaussianNoise draws from torch's global generator: seed it per image, restore it after.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                noisy = v2.GaussianNoise(mean=0.0, sigma=self.severity, clip=True)(scaled)
+            pixels = tvf.to_dtype(noisy, torch.uint8, scale=True)
+        return tvf.to_pil_image(pixels)
+
+
+def corruption_grid(params: Mapping[str, Any], key: str = "robustness.corruptions") -> list[Corruption]:
+    """Clean, then every kind at each of its severities, from a block like ``{jpeg: [90, 70], ...}``.
+
+    Severities are listed mildest first (JPEG 90 before 30, blur σ 1 before 3, downscale 0.5 before 0.25).
+
+    Raises:
+        ValueError: Naming the unknown kind or the severity out of its range.
+    """
+    unknown = sorted(set(params) - set(KINDS))
+    if unknown:
+        raise ValueError(f"{key}: unknown corruption(s) {unknown}; allowed: {sorted(KINDS)}")
+    valid = {"jpeg": lambda s: 1 <= s <= 100 and float(s).is_integer(), "gaussian_blur": lambda s: s > 0,
+             "downscale": lambda s: 0 < s < 1, "gaussian_noise": lambda s: s > 0}
+    meaning = {"jpeg": "an integer quality in [1, 100]", "gaussian_blur": "a σ > 0 in pixels",
+               "downscale": "a factor in (0, 1)", "gaussian_noise": "a σ > 0 (images scaled to [0, 1])"}
+    grid = [Corruption(CLEAN, 0.0, 0)]
+    for kind, severities in params.items():
+        for level, severity in enumerate(severities or [], start=1):
+            if isinstance(severity, bool) or not isinstance(severity, int | float) or not valid[kind](severity):
+                raise ValueError(f"{key}.{kind}: severity {severity!r} must be {meaning[kind]}")
+            grid.append(Corruption(kind, float(severity), level))
+    return grid
+
+
+def image_seed(seed: int, path: str) -> int:
+    """A fixed seed per image (its noise is the same in every run and every model)."""
+    return (seed * 1_000_003 + zlib.crc32(path.encode())) % 2**31
+
+
+def sample_groups(predictions: pd.DataFrame, max_images: int | None, seed: int = 0) -> pd.DataFrame:
+    """Whole groups drawn at random (seeded) until ``max_images`` images are reached; None keeps every image.
+
+    Rows keep their order, so every fold's images stay in their stored order.
+    """
+    if max_images is None or len(predictions) <= max_images:
+        return predictions
+    groups = predictions["group"].drop_duplicates().to_numpy()
+    order = np.random.default_rng(seed).permutation(len(groups))
+    sizes = predictions["group"].value_counts().reindex(groups[order]).to_numpy()
+    # The first groups whose images reach max_images (at least one group).
+    kept = groups[order][: max(1, int(np.searchsorted(np.cumsum(sizes), max_images)) + 1)]
+    return predictions[predictions["group"].isin(kept)]
+
+
+def _open(tree: ImageTree, path: str) -> Image.Image:
+    with Image.open(BytesIO(tree.read_bytes(path))) as image:
+        image.load()
+        return image
+
+
+def rescore_out_of_fold(
+    package: ModelPackage, predictions: pd.DataFrame, tree: ImageTree, faces: Mapping[str, Mapping[str, Any]],
+    corruptions: Sequence[Corruption], seed: int = 0, device: torch.device | str | None = None,
+    chunk_size: int = 256, clean_tolerance: float = 1e-4, label: str = "",
+) -> pd.DataFrame:
+    """Every out-of-fold test image re-scored under every corruption by the fold model that held it out.
+
+    Args:
+        package: The final model (its fold models, ``render`` and normalizations).
+        predictions: Its stored out-of-fold predictions (``path``, ``source``, ``label``, ``group``, ``fold``,
+            ``prob``), in each fold's stored order.
+        tree: The raw images.
+        faces: ``path`` -> stored MTCNN box (used when the package crops faces; never re-detected).
+        corruptions: ``corruption_grid``'s list; it must hold the clean entry.
+        seed: Seed of the per-image noise.
+        device: Where to predict (default: CUDA if present).
+        chunk_size: Images decoded at once (a multiple of 128 keeps training's prediction batches).
+        clean_tolerance: Largest allowed difference between clean re-scores and the stored probabilities.
+        label: The model's name, for the table and errors.
+
+    Returns:
+        One row per image and corruption: ``SCORE_COLUMNS``.
+
+    Raises:
+        ValueError: No clean entry, or the clean path does not reproduce the stored probabilities.
+    """
+    if not any(c.kind == CLEAN for c in corruptions):
+        raise ValueError("the corruption list needs the clean entry (severity 0): it is the baseline every "
+                         "corruption is compared with")
+    device = torch.device(device) if device is not None else select_device()
+    missing = sorted(set(predictions["path"]) - set(faces)) if package.needs_faces else []
+    if missing:
+        raise ValueError(f"{label}: no stored face box for {len(missing)} test images (first {missing[0]!r}); "
+                         "re-run the preprocessing pipeline (face_boxes) before robustness")
+    parts = []
+    for fold, rows in predictions.groupby("fold", sort=True):
+        model, normalizer = package.fold_model(int(fold), device), package.normalizer(int(fold))
+        rows = rows.reset_index(drop=True)
+        for start in range(0, len(rows), chunk_size):
+            chunk = rows.iloc[start:start + chunk_size]
+            raws = [_open(tree, path) for path in chunk["path"]]
+            for corruption in corruptions:
+                pixels = np.stack([
+                    package.render(corruption.apply(raw, image_seed(seed, path)), faces.get(path))
+                    for raw, path in zip(raws, chunk["path"], strict=True)])
+                probs = predict(model, pixels, np.arange(len(pixels)), normalizer, device,
+                                description=f"{label} fold {fold} {corruption.label}")
+                parts.append(chunk[["path", "source", "label", "group", "fold"]].assign(
+                    model=label, corruption=corruption.kind, severity=corruption.severity, level=corruption.level,
+                    prob=probs))
+    scores = pd.concat(parts, ignore_index=True)[SCORE_COLUMNS]
+    check_clean(scores, predictions, clean_tolerance, label)
+    return scores
+
+
+def check_clean(scores: pd.DataFrame, predictions: pd.DataFrame, tolerance: float, label: str = "") -> None:
+    """Asserts that the clean re-scores reproduce the stored out-of-fold probabilities (and so the clean AUC).
+
+    Raises:
+        ValueError: Naming the model, the image and both probabilities.
+    """
+    clean = scores[scores["corruption"] == CLEAN].set_index("path")["prob"]
+    stored = predictions.set_index("path")["prob"].reindex(clean.index)
+    gap = (clean - stored).abs()
+    if gap.isna().any() or gap.max() > tolerance:
+        worst = gap.fillna(np.inf).idxmax()
+        raise ValueError(
+            f"{label}: re-scoring the clean image {worst!r} gives p={clean[worst]:.6f}, but its stored out-of-fold "
+            f"probability is {stored[worst]:.6f} (tolerance {tolerance:g}): the raw image, its face box or the "
+            "fold model changed since training; re-run the experiment (or raise robustness.clean_tolerance "
+            "for nondeterministic GPU kernels)")
+
+
+def robustness_table(
+    scores: pd.DataFrame, n_train: Mapping[str, Sequence[float]], n_bootstrap: int = 1000, seed: int = 0,
+) -> pd.DataFrame:
+    """AUC per model × corruption × severity with CIs, and paired tests against the clean AUC.
+
+    Args:
+        scores: ``rescore_out_of_fold``'s rows (any number of models).
+        n_train: Model -> each fold's training-set size (for the Nadeau-Bengio correction).
+        n_bootstrap: Grouped bootstrap resamples for the pooled AUC's CI.
+        seed: Bootstrap seed.
+
+    Returns:
+        One row per model and corruption: ``auc`` (pooled out-of-fold) with ``auc_ci_low`` / ``auc_ci_high``
+        (grouped bootstrap), the fold AUCs' ``fold_auc_mean`` and t-interval, ``delta_auc`` (fold mean minus
+        clean), ``p_nadeau_bengio`` and ``p_holm`` (Holm across the model's corruptions × severities).
+        Clean rows have no test.
+    """
+    rows = []
+    for (model, kind, severity, level), part in scores.groupby(["model", "corruption", "severity", "level"],
+                                                                 sort=False):
+        folds = part.groupby("fold")
+        fold_auc = pd.Series({fold: safe_auc(f["label"], f["prob"]) for fold, f in folds})
+        low, high = grouped_bootstrap_ci(part["label"], part["prob"], part["group"], n_boot=n_bootstrap, seed=seed)
+        fold_summary = summarize(fold_auc.to_numpy())
+        rows.append({"model": model, "corruption": kind, "severity": severity, "level": level,
+                     "n_images": len(part), "auc": safe_auc(part["label"], part["prob"]),
+                     "auc_ci_low": low, "auc_ci_high": high, "fold_auc_mean": fold_summary["mean"],
+                     "fold_auc_ci_low": fold_summary["ci_low"], "fold_auc_ci_high": fold_summary["ci_high"],
+                     "_fold_auc": fold_auc, "_n_test": folds.size()})
+    table = pd.DataFrame(rows)
+    table["delta_auc"] = np.nan
+    table["p_nadeau_bengio"] = np.nan
+    table["p_holm"] = np.nan
+    for model, part in table.groupby("model", sort=False):
+        clean = part[part["corruption"] == CLEAN]
+        if clean.empty:
+            raise ValueError(f"{model}: the scores hold no clean rows; re-score with the clean entry")
+        base = clean.iloc[0]["_fold_auc"]
+        for index, row in part[part["corruption"] != CLEAN].iterrows():
+            treated = row["_fold_auc"].reindex(base.index)
+            test = paired_comparison(base.to_numpy(), treated.to_numpy(), n_train[model],
+                                     row["_n_test"].reindex(base.index).to_numpy())
+            table.loc[index, ["delta_auc", "p_nadeau_bengio"]] = test["diff_mean"], test["p_nadeau_bengio"]
+        tested = part.index[part["corruption"] != CLEAN]
+        table.loc[tested, "p_holm"] = holm_adjust(table.loc[tested, "p_nadeau_bengio"].to_numpy())
+    return table.drop(columns=["_fold_auc", "_n_test"])
+
+
+def degradation_figure(table: pd.DataFrame) -> Figure:
+    """AUC (pooled, grouped-bootstrap 95% CI) against severity level, one panel per corruption, a line per model."""
+    kinds = [k for k in table["corruption"].unique() if k != CLEAN]
+    figure = plt.figure(figsize=(3.6 * max(len(kinds), 1), 3.4), layout="constrained")
+    axes = figure.subplots(1, max(len(kinds), 1), sharey=True, squeeze=False)[0]
+    for ax, kind in zip(axes, kinds, strict=False):
+        for model, part in table.groupby("model", sort=False):
+            curve = pd.concat([part[part["corruption"] == CLEAN], part[part["corruption"] == kind]])
+            curve = curve.sort_values("level")
+            errors = np.vstack([curve["auc"] - curve["auc_ci_low"], curve["auc_ci_high"] - curve["auc"]])
+            ax.errorbar(curve["level"], curve["auc"], yerr=np.clip(errors, 0, None), marker="o", capsize=3,
+                        label=model)
+            ax.set_xticks(curve["level"], ["clean", *(f"{s:g}" for s in curve["severity"].iloc[1:])])
+        ax.set_title(kind.replace("_", " "))
+        ax.set_xlabel(KINDS[kind])
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    axes[0].set_ylabel("out-of-fold AUC (95% CI)")
+    axes[0].legend(fontsize=7, loc="lower left")
+    return figure
+
+
+def shown_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The report's table: one row per corruption × severity (``jpeg 30``), per model ``AUC [CI]`` and Holm p."""
+    cells = table.assign(
+        corruption=[CLEAN if k == CLEAN else f"{k} {s:g}" for k, s in zip(table["corruption"], table["severity"],
+                                                                        strict=True)],
+        value=[f"{r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]"
+               + ("" if r.corruption == CLEAN else f" p={r.p_holm:.3g}") for r in table.itertuples()])
+    shown = cells.pivot_table(index=["corruption", "level"], columns="model", values="value", aggfunc="first",
+                              sort=False)
+    shown = shown.reset_index().drop(columns="level")
+    shown.columns.name = None
+    return shown
+
+
+def full_models(models: Iterable[str] | str | None, full_slots: Iterable[str], key: str = "robustness.models",
+                ) -> list[str]:
+    """The models to test: the ones named (one label, e.g. from ``--params``, or a list), or else every
+    phase-4 full run (``phase4.top<k>_full``)."""
+    if isinstance(models, str):
+        models = [models]
+    chosen = list(models) if models else [f"phase4.{slot}" for slot in full_slots]
+    if not chosen:
+        raise ValueError(f"{key} is empty and phase 4 has no full run; name models as <phase>.<experiment>")
+    return chosen

@@ -1,0 +1,185 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from deepfake_kedro.data_index import ImageTree, square_resize
+from deepfake_kedro.experiment import evaluate_runs, plan_fold_runs
+from deepfake_kedro.folds import build_fold_table
+from deepfake_kedro.image_cache import ImageStack
+from deepfake_kedro.model_package import ModelPackage, build_package
+from deepfake_kedro.robustness import (
+    CLEAN,
+    Corruption,
+    check_clean,
+    corruption_grid,
+    full_models,
+    image_seed,
+    rescore_out_of_fold,
+    robustness_table,
+    sample_groups,
+    shown_table,
+)
+from deepfake_kedro.run_store import FoldRunStore, run_key
+from deepfake_kedro.stats import holm_adjust, nadeau_bengio_ttest
+from deepfake_kedro.study import ResolvedExperiment
+from tests.core.test_folds import dff_like_images
+from tests.core.test_training import tiny_config
+
+SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": "fake"}
+FOLDS = 2
+GRID = {"jpeg": [90, 30], "gaussian_blur": [2], "downscale": [0.25], "gaussian_noise": [0.05]}
+
+
+def raw_study(root: Path, n_identities: int = 60, seed: int = 0) -> tuple[pd.DataFrame, ImageStack]:
+    """Raw PNGs of several sizes (fakes carry a fine checkerboard that blur washes out) and their cache."""
+    table = build_fold_table(dff_like_images(n_identities, seed), 5, 0.1, seed=1)
+    rng = np.random.default_rng(seed)
+    pixels = []
+    for path, label in zip(table["path"], table["label"], strict=True):
+        height, width = rng.integers(16, 21, size=2)
+        flat = rng.integers(70, 180, 3) + rng.integers(-8, 9, (height, width, 3))
+        checker = np.where(np.indices((height, width)).sum(axis=0) % 2, 30, -30)[..., None] if label else 0
+        image = np.clip(flat + checker, 0, 255).astype(np.uint8)
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / path, format="PNG")
+        pixels.append(square_resize(Image.fromarray(image), 16))
+    return table, ImageStack(table["path"].tolist(), ["s"] * len(table), np.stack(pixels))
+
+
+def trained_study(root: Path, runs: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, FoldRunStore, ModelPackage]:
+    """Raw images under ``root``, two trained folds under ``runs``: oof predictions, fold metrics, summary, package."""
+    table, cache = raw_study(root)
+    config = tiny_config(epochs=2, subsample=1.0)
+    store = FoldRunStore(runs)
+    plans = plan_fold_runs(config, "fp", table, cache, SOURCES, "tiny", device=torch.device("cpu"))
+    for fold in range(FOLDS):
+        store.write(run_key("fp", fold), plans[run_key("fp", fold)](), plans[run_key("fp", fold)].data)
+    oof, fold_metrics, summary, _ = evaluate_runs(store, "fp", FOLDS, SOURCES, n_bootstrap=20)
+    package = build_package(ResolvedExperiment("phase4", "tiny", config, "fp"), store, FOLDS, summary, fold_metrics)
+    return oof, fold_metrics, summary, store, package
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Two trained folds of a tiny square-crop experiment on raw images, its package and its re-scores."""
+    root = tmp_path_factory.mktemp("raw")
+    oof, fold_metrics, _, _, package = trained_study(root, tmp_path_factory.mktemp("runs"))
+    scores = rescore_out_of_fold(package, oof, ImageTree(root), {}, corruption_grid(GRID), seed=3, device="cpu",
+                                 label="phase4.top1_full")
+    return root, oof, fold_metrics, package, scores
+
+
+def test_severity_zero_reproduces_the_stored_probabilities_and_the_clean_auc_exactly(finished):
+    _, oof, _, _, scores = finished
+    clean = scores[scores["corruption"] == CLEAN].set_index("path").loc[oof["path"]]
+    np.testing.assert_allclose(clean["prob"], oof["prob"].to_numpy(), atol=1e-6)
+    assert roc_auc_score(clean["label"], clean["prob"]) == roc_auc_score(oof["label"], oof["prob"])
+    table = robustness_table(scores, {"phase4.top1_full": [100, 100]}, n_bootstrap=20)
+    assert table.loc[table["corruption"] == CLEAN, "auc"].item() == roc_auc_score(oof["label"], oof["prob"])
+
+
+def test_every_image_is_scored_once_per_corruption_by_the_fold_that_held_it_out(finished):
+    _, oof, _, _, scores = finished
+    assert len(scores) == len(oof) * (1 + sum(len(v) for v in GRID.values()))
+    held_out = oof.set_index("path")["fold"]
+    assert (scores["fold"].to_numpy() == held_out.loc[scores["path"]].to_numpy()).all()
+    assert scores.groupby(["corruption", "severity"]).size().nunique() == 1
+
+
+def test_a_changed_raw_image_is_an_error_naming_it(finished):
+    _, oof, *_ , scores = finished
+    moved = oof.assign(prob=oof["prob"].where(oof.index != 3, 1 - oof["prob"]))
+    with pytest.raises(ValueError, match=rf"clean image '{oof.loc[3, 'path']}'.*stored out-of-fold probability"):
+        check_clean(scores, moved, 1e-4, "m")
+
+
+def test_paired_tests_and_holm_follow_stats_on_the_fold_aucs(finished):
+    _, _, fold_metrics, _, scores = finished
+    n_train = fold_metrics["n_train"].tolist()
+    table = robustness_table(scores, {"phase4.top1_full": n_train}, n_bootstrap=20)
+    fold_auc = scores.groupby(["corruption", "severity", "fold"]).apply(
+        lambda f: roc_auc_score(f["label"], f["prob"])).unstack("fold")
+    clean = fold_auc.loc[(CLEAN, 0.0)]
+    expected_p = []
+    for _, row in table[table["corruption"] != CLEAN].iterrows():
+        treated = fold_auc.loc[(row["corruption"], row["severity"])]
+        n_test = scores[(scores["corruption"] == CLEAN)].groupby("fold").size().to_numpy()
+        _, p = nadeau_bengio_ttest(treated - clean, n_train, n_test)
+        assert row["delta_auc"] == pytest.approx((treated - clean).mean())
+        assert row["p_nadeau_bengio"] == pytest.approx(p)
+        expected_p.append(p)
+    np.testing.assert_allclose(table.loc[table["corruption"] != CLEAN, "p_holm"], holm_adjust(expected_p))
+    assert ((table["auc_ci_low"] <= table["auc"]) & (table["auc"] <= table["auc_ci_high"])).all()
+
+
+def test_blur_at_native_resolution_washes_out_the_fine_artefact(finished):
+    _, _, _, _, scores = finished
+    table = robustness_table(scores, {"phase4.top1_full": [100, 100]}, n_bootstrap=20).set_index(
+        ["corruption", "severity"])["auc"]
+    assert table[(CLEAN, 0.0)] > 0.8
+    assert table[("gaussian_blur", 2.0)] < table[(CLEAN, 0.0)] - 0.1
+
+
+def test_corruptions_keep_the_size_and_change_the_pixels_deterministically():
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (37, 53, 3)).astype(np.uint8))
+    for corruption in corruption_grid(GRID):
+        out = corruption.apply(image, seed=image_seed(0, "a.png"))
+        assert out.size == image.size and out.mode == "RGB"
+        same = np.array_equal(np.asarray(out), np.asarray(image))
+        assert same == (corruption.kind == CLEAN), corruption.label
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(corruption.apply(image, image_seed(0, "a.png"))))
+    noise = Corruption("gaussian_noise", 0.05, 1)
+    assert not np.array_equal(np.asarray(noise.apply(image, 1)), np.asarray(noise.apply(image, 2)))
+    # σ = 0.05 of the range: the pixel differences have a std close to 0.05 * 255 (less where clipped).
+    diff = np.asarray(noise.apply(image, 1), dtype=float) - np.asarray(image, dtype=float)
+    assert 9 < diff.std() < 14
+
+
+def test_grid_lists_clean_first_then_severities_mildest_first_and_rejects_bad_entries():
+    grid = corruption_grid({"jpeg": [90, 70], "downscale": [0.5]})
+    assert [(c.kind, c.severity, c.level) for c in grid] == [
+        (CLEAN, 0.0, 0), ("jpeg", 90.0, 1), ("jpeg", 70.0, 2), ("downscale", 0.5, 1)]
+    with pytest.raises(ValueError, match=r"robustness.corruptions: unknown corruption\(s\) \['sharpen'\]"):
+        corruption_grid({"sharpen": [1]})
+    with pytest.raises(ValueError, match=r"robustness.corruptions.downscale: severity 2 must be a factor in \(0, 1\)"):
+        corruption_grid({"downscale": [2]})
+    with pytest.raises(ValueError, match=r"jpeg: severity 55.5 must be an integer quality"):
+        corruption_grid({"jpeg": [55.5]})
+
+
+def test_final_models_default_to_phase4_full_runs_and_accept_one_label():
+    assert full_models(None, ["top1_full", "top2_full"]) == ["phase4.top1_full", "phase4.top2_full"]
+    assert full_models("phase1.a", ["top1_full"]) == ["phase1.a"]
+    assert full_models(["phase1.a", "phase2.b"], []) == ["phase1.a", "phase2.b"]
+    with pytest.raises(ValueError, match="robustness.models is empty and phase 4 has no full run"):
+        full_models([], [])
+
+
+def test_the_report_table_has_a_row_per_corruption_and_a_column_per_model(finished):
+    *_, scores = finished
+    both = pd.concat([scores, scores.assign(model="other")], ignore_index=True)
+    table = robustness_table(both, {"phase4.top1_full": [100, 100], "other": [100, 100]}, n_bootstrap=20)
+    shown = shown_table(table)
+    assert list(shown.columns) == ["corruption", "phase4.top1_full", "other"]
+    assert shown["corruption"].tolist()[:4] == [CLEAN, "jpeg 90", "jpeg 30", "gaussian_blur 2"]
+    clean = table.iloc[0]
+    assert shown.loc[0, "other"] == f"{clean['auc']:.3f} [{clean['auc_ci_low']:.3f}, {clean['auc_ci_high']:.3f}]"
+    assert shown.loc[1, "other"].endswith(f"p={table.iloc[1]['p_holm']:.3g}")
+
+
+def test_sampling_keeps_whole_groups_in_their_order_up_to_max_images(finished):
+    _, oof, *_ = finished
+    sample = sample_groups(oof, 50, seed=0)
+    sizes = oof.groupby("group").size()
+    assert 50 <= len(sample) < 50 + sizes.max()
+    kept = sample.groupby("group").size()
+    assert kept.equals(sizes.loc[kept.index])
+    assert sample.index.is_monotonic_increasing
+    assert sample.equals(sample_groups(oof, 50, seed=0)) and not sample.equals(sample_groups(oof, 50, seed=1))
+    assert sample_groups(oof, None) is oof and sample_groups(oof, len(oof)) is oof

@@ -1,0 +1,33 @@
+"""`kedro run --env demo --pipeline external`: the demo's own external entry, generated on first use."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from deepfake_kedro.datasets import ReportSectionDataset
+from deepfake_kedro.report_sections import section_slides
+from tests.pipelines.robustness.test_pipeline import MODEL, finish_tiny_experiment
+
+
+def test_external_pipeline_scores_the_demo_external_set_and_writes_metrics_table_and_slide(kedro_project):
+    finish_tiny_experiment(kedro_project)
+    kedro_project.edit_yaml("conf/demo/parameters.yml", {"evaluation": {"external_models": [MODEL]}})
+    kedro_project.run("external")
+
+    root = kedro_project.path / "data/01_raw/demo_external"
+    assert root.is_dir(), "the demo's external entry generates its tree on first use"
+    reporting = kedro_project.path / "data/demo/08_reporting/external"
+    metrics = json.loads((reporting / "demo_external/metrics.json").read_text())
+    tiny = metrics["models"][MODEL]
+    n_files = sum(1 for p in root.rglob("*") if p.is_file())
+    assert tiny["n_images"] == n_files
+    assert tiny["auc_ci_low"] <= tiny["auc"] <= tiny["auc_ci_high"]
+    assert any(key.startswith("false_alarm_rate:") for key in tiny) and any(k.startswith("detection_rate:")
+                                                                           for k in tiny)
+    table = pd.read_csv(reporting / "external.csv")
+    assert table[["set", "model"]].values.tolist() == [["demo_external", MODEL]]
+    assert table.loc[0, "auc"] == tiny["auc"]
+    section = ReportSectionDataset(str(kedro_project.path / "data/demo/08_reporting/sections/external")).load()
+    assert section.name == "external" and len(section_slides(section)) == 2

@@ -1,0 +1,65 @@
+"""`kedro run --pipeline robustness` on a finished tiny experiment, through Kedro's session and catalog."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from deepfake_kedro.datasets import ReportSectionDataset
+from deepfake_kedro.face_crops import BOX_COLUMNS
+from deepfake_kedro.report_sections import section_slides
+from deepfake_kedro.serialization import json_safe
+from tests.conftest import KedroProject
+from tests.core.test_robustness import trained_study
+
+MODEL = "phase4.tiny"
+
+
+def finish_tiny_experiment(project: KedroProject) -> pd.DataFrame:
+    """A trained, evaluated tiny experiment laid out as the catalog writes it, on raw images at the demo's root.
+
+    Returns:
+        Its out-of-fold predictions.
+    """
+    data = project.path / "data/demo"
+    oof, fold_metrics, summary, _, package = trained_study(project.path / "data/01_raw/demo", data / "06_models/runs")
+    (data / "05_model_input/phase4/tiny").mkdir(parents=True)
+    (data / "05_model_input/phase4/tiny/resolved_config.json").write_text(json.dumps(package.resolved.to_json()))
+    (data / "08_reporting/phase4/tiny").mkdir(parents=True)
+    (data / "08_reporting/phase4/tiny/metrics.json").write_text(json.dumps(json_safe(summary)))
+    fold_metrics.to_csv(data / "08_reporting/phase4/tiny/fold_metrics.csv", index=False)
+    (data / "02_intermediate").mkdir(parents=True)
+    pd.DataFrame(columns=["key", *BOX_COLUMNS]).to_parquet(data / "02_intermediate/face_boxes.parquet")
+    return oof
+
+
+def test_robustness_pipeline_writes_the_table_curves_and_slide_with_the_clean_auc_reproduced(kedro_project):
+    oof = finish_tiny_experiment(kedro_project)
+    kedro_project.edit_yaml("conf/base/parameters_robustness.yml", {"robustness": {
+        "models": [MODEL],
+        "corruptions": {"jpeg": [90, 30], "gaussian_blur": [2], "downscale": [], "gaussian_noise": []}}})
+    kedro_project.run("robustness")
+
+    reporting = kedro_project.path / "data/demo/08_reporting"
+    table = pd.read_csv(reporting / "robustness/robustness.csv")
+    assert table[["corruption", "severity"]].values.tolist() == [["clean", 0], ["jpeg", 90], ["jpeg", 30],
+                                                                   ["gaussian_blur", 2]]
+    assert table.loc[0, "auc"] == pytest.approx(roc_auc_score(oof["label"], oof["prob"]), abs=1e-12)
+    assert table["p_holm"].iloc[1:].between(0, 1).all() and table["p_holm"].isna().iloc[0]
+    assert (reporting / "robustness/degradation_curves.png").stat().st_size > 0
+    section = ReportSectionDataset(str(reporting / "sections/robustness")).load()
+    assert section.name == "robustness" and len(section_slides(section)) == 2
+    assert section.table["corruption"].tolist() == ["clean", "jpeg 90", "jpeg 30", "gaussian_blur 2"]
+    assert list(section.table.columns) == ["corruption", MODEL]
+
+
+def test_robustness_without_a_finished_final_model_names_the_missing_file(kedro_project):
+    data = kedro_project.path / "data"
+    (data / "01_raw/demo").mkdir(parents=True)
+    (data / "demo/02_intermediate").mkdir(parents=True)
+    pd.DataFrame(columns=["key", *BOX_COLUMNS]).to_parquet(data / "demo/02_intermediate/face_boxes.parquet")
+    with pytest.raises(Exception, match=r"phase4.top1_full is not finished: .*resolved_config.json"):
+        kedro_project.run("robustness")
