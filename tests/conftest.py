@@ -104,7 +104,8 @@ def tiny_demo(kedro_project: KedroProject) -> KedroProject:
 
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
-    """The whole demo study (eda, preprocessing, phases 1-4, reporting) shrunk to 60 identities and 1 epoch.
+    """The whole demo study (eda, preprocessing, phases 1-4, reporting), then generalisation and attribution,
+    shrunk to 60 identities and 1 epoch.
 
     Run once per test session (about 8 minutes on 2 cores); the notebooks and the study tests read it.
     """
@@ -118,10 +119,16 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
     project.edit_yaml("conf/demo/catalog.yml", {"raw_images": {"generator_args": {"n_identities": 60}}})
     project.edit_yaml("conf/demo/parameters.yml", {
         **TINY_DEMO, "defaults": {"epochs": 1, "scheduler": {"type": "cosine_annealing", "T_max": 1}}})
+    # Attribution's demo models train 8 epochs; one is enough to exercise the pipeline and notebook 09.
+    project.edit_yaml("conf/demo/parameters_attribution.yml", {
+        "attribution": {"model": {"epochs": 1, "scheduler": {"T_max": 1}}}})
     cwd = os.getcwd()
     os.chdir(path)
     try:
         project.run()
+        # Outside the default run; notebook 09 reads them.
+        project.run(pipeline="generalisation")
+        project.run(pipeline="attribution")
     finally:
         os.chdir(cwd)
     return project

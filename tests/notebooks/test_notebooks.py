@@ -56,6 +56,17 @@ def test_notebook_executes_headless_and_shows_the_study(tiny_study, name, monkey
     if name in PRINTS_AUDIT:
         audit = json.loads((reporting / "eda/shortcut_audit.json").read_text())
         assert f"metadata-only AUC {audit['auc']:.3f}" in text
+    if name == "09_generalisation_attribution.ipynb":
+        matrix = pd.read_csv(reporting / "generalisation/transfer_matrix.csv")
+        assert len(matrix) == 9  # the demo's three fake sources, trained-on x tested-on
+        for row in matrix.itertuples():
+            assert f"{row.auc_mean:.3f} [{row.auc_ci_low:.3f}, {row.auc_ci_high:.3f}]" in text, \
+                f"{name} does not show the {row.trained_on} -> {row.tested_on} cell"
+        for approach in ("flat", "hierarchical"):
+            summary = json.loads((reporting / f"attribution/{approach}/metrics.json").read_text())
+            accuracy = summary["views"]["end_to_end"]["balanced_accuracy"]
+            assert f"{accuracy['mean']:.3f} [{accuracy['ci_low']:.3f}, {accuracy['ci_high']:.3f}]" in text, \
+                f"{name} does not show {approach}'s balanced accuracy"
     if name == "06_phase4_analysis.ipynb":
         selection = json.loads((reporting / "phase4/selection.json").read_text())
         for candidate in selection["candidates"]:
