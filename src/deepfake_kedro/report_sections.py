@@ -9,6 +9,7 @@ in report.pdf, and a study that never ran robustness has no such slide.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from deepfake_kedro.reporting import figure_pixels, image_slide, table_slide
 
 SECTION_ORDER = ("demo_check", "external", "robustness", "generalisation", "attribution")
 """Slide order of the known sections; any other section follows them, by name."""
+CAPTION_WIDTH = 150
+"""Characters per caption line on a slide."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,11 +53,13 @@ class ReportSection:
 def section_slides(section: ReportSection) -> list[Figure]:
     """The section's slides: its table, then its figure (each with the caption)."""
     slides = []
+    # Figure slides do not wrap their note; long captions would run off the page.
+    caption = "\n".join(textwrap.fill(line, CAPTION_WIDTH) for line in section.caption.splitlines())
     if section.table is not None and len(section.table):
-        slides.append(table_slide(section.title, section.table, section.caption))
+        slides.append(table_slide(section.title, section.table, caption))
     if section.image is not None:
         title = section.title if not slides else f"{section.title} (figure)"
-        slides.append(image_slide(title, section.image, section.caption))
+        slides.append(image_slide(title, section.image, caption))
     return slides
 
 
