@@ -67,6 +67,12 @@ class ImageTree:
     def read_bytes(self, relative_path: str) -> bytes:
         return (self.root / relative_path).read_bytes()
 
+    def open_image(self, relative_path: str) -> Image.Image:
+        """One image, decoded now (the file is closed before it is returned)."""
+        with Image.open(BytesIO(self.read_bytes(relative_path))) as image:
+            image.load()
+            return image
+
     def signature(self, relative_path: str) -> str:
         """Size and modification time: enough to notice a replaced file."""
         stat = (self.root / relative_path).stat()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import pandas as pd
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
-from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
 from deepfake_kedro.data_index import ImageTree, build_image_index, usable, write_tree
@@ -120,12 +118,6 @@ def external_index(tree: ImageTree, external: ExternalSet, min_size: int = 32) -
     return index[["path", "source", "label", "group"]]
 
 
-def _open(tree: ImageTree, path: str) -> Image.Image:
-    with Image.open(BytesIO(tree.read_bytes(path))) as image:
-        image.load()
-        return image
-
-
 def score_images(
     package: ModelPackage, index: pd.DataFrame, tree: ImageTree, faces: Mapping[str, Mapping[str, Any]],
     device: torch.device | str | None = None, chunk_size: int = 256,
@@ -146,7 +138,7 @@ def score_images(
     parts = []
     for start in range(0, len(index), chunk_size):
         chunk = index.iloc[start:start + chunk_size]
-        pixels = np.stack([package.render(_open(tree, path), faces.get(path)) for path in chunk["path"]])
+        pixels = np.stack([package.render(tree.open_image(path), faces.get(path)) for path in chunk["path"]])
         parts.append(package.predict(pixels, device))
     scores = pd.concat(parts, ignore_index=True)
     return pd.concat([index.reset_index(drop=True), scores], axis=1)

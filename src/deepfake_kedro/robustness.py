@@ -13,7 +13,6 @@ import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
 import numpy as np
@@ -125,12 +124,6 @@ def sample_groups(predictions: pd.DataFrame, max_images: int | None, seed: int =
     return predictions[predictions["group"].isin(kept)]
 
 
-def _open(tree: ImageTree, path: str) -> Image.Image:
-    with Image.open(BytesIO(tree.read_bytes(path))) as image:
-        image.load()
-        return image
-
-
 def rescore_out_of_fold(
     package: ModelPackage, predictions: pd.DataFrame, tree: ImageTree, faces: Mapping[str, Mapping[str, Any]],
     corruptions: Sequence[Corruption], seed: int = 0, device: torch.device | str | None = None,
@@ -171,7 +164,7 @@ def rescore_out_of_fold(
         rows = rows.reset_index(drop=True)
         for start in range(0, len(rows), chunk_size):
             chunk = rows.iloc[start:start + chunk_size]
-            raws = [_open(tree, path) for path in chunk["path"]]
+            raws = [tree.open_image(path) for path in chunk["path"]]
             for corruption in corruptions:
                 pixels = np.stack([
                     package.render(corruption.apply(raw, image_seed(seed, path)), faces.get(path))
