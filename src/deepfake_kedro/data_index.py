@@ -154,7 +154,8 @@ def build_image_index(
     """
     _source_folders(tree, sources)
     paths = [p for p in tree.files() if PurePosixPath(p).parts[0] in sources]
-    skipped = sorted({PurePosixPath(p).parts[0] for p in tree.files()} - set(sources))
+    # Root-level dot files (the demo's .generator.json, .DS_Store) are bookkeeping, not source folders.
+    skipped = sorted({PurePosixPath(p).parts[0] for p in tree.files() if not p.startswith(".")} - set(sources))
     if skipped:
         logger.warning("Ignoring folders not named in data.sources: %s", skipped)
     started = time.perf_counter()
