@@ -57,12 +57,16 @@ def _auc_at_least(entry: Mapping[str, Any], comparisons: Mapping[str, pd.DataFra
     if rows.empty:
         raise PlantedEffectError(f"{where}: experiment {entry['experiment']!r} is not in {phase}'s comparison table")
     row = rows.iloc[0]
-    per_source = {column.split(":", 1)[1].removesuffix("_mean"): row[column] for column in row.index
-                  if column.startswith("pairwise_auc:") and column.endswith("_mean") and pd.notna(row[column])}
-    sources = ", ".join(f"{source} {auc:.3f}" for source, auc in per_source.items())
+    def per_source(prefix: str) -> str:
+        return ", ".join(f"{column.split(':', 1)[1].removesuffix('_mean')} {row[column]:.2f}" for column in row.index
+                         if column.startswith(prefix) and column.endswith("_mean") and pd.notna(row[column]))
+
     auc = float(row["auc_mean"])
-    return _row(entry["effect"], f"AUC >= {entry['value']}", f"AUC {auc:.3f} (per source: {sources})", auc,
-                (row["auc_ci_low"], row["auc_ci_high"]), recovered=auc >= float(entry["value"]))
+    found = f"AUC {auc:.3f}; per-source AUC: {per_source('pairwise_auc:')}"
+    if any(column.startswith("detection_rate:") for column in row.index):
+        found += f"; detection rate: {per_source('detection_rate:')}"
+    return _row(entry["effect"], f"AUC >= {entry['value']}", found, auc, (row["auc_ci_low"], row["auc_ci_high"]),
+                recovered=auc >= float(entry["value"]))
 
 
 def _holdout(entry: Mapping[str, Any], tests: pd.DataFrame, flagged: bool, where: str) -> dict[str, Any]:

@@ -1,10 +1,33 @@
-"""Deterministic synthetic stand-in for the DeepFakeFace (DFF) dataset.
+"""Deterministic synthetic stand-in for the DeepFakeFace (DFF) dataset, as a simulation study.
 
-DFF pairs real celebrity photos (``wiki``) with three families of generated
-fakes (``text2img``, ``inpainting``, ``insight``) that share the real image's
-file name. This module draws cartoon-like but textured faces with Pillow and
-numpy and gives every fake source its own visible artefact, so that a small
-CNN can learn to separate real from fake on a CPU in minutes.
+DFF pairs real celebrity photos (``wiki``) with three families of generated fakes (``text2img``,
+``inpainting``, ``insight``) that share the real image's file name. This module draws cartoon-like but
+textured faces with Pillow and numpy (small heads, so that a face crop magnifies the face about 2x), and
+plants in the fakes artefacts whose effect on each study question is known by construction
+(docs/demo.md; ``demo.planted_effects`` in conf/demo checks them against the study's results):
+
+======================  ==========================================  =====================================
+Planted effect          Artefact (at the 128 px fake size)          What the study should find
+======================  ==========================================  =====================================
+learnable sources       coarse stripes in the background (period    phase 1 (16 px): both models AUC
+                        38 px, diffusion family diagonal, face      >= 0.90
+                        swap vertical), in 90% / 75% of the fakes
+source-specific         insight's own stripes and face texture;     hold-out Δ: insight flagged (> 0.05,
+                        text2img and inpainting share the           CI above 0); inpainting small
+                        diffusion stripes and grid                  (text2img teaches its family's cue)
+resolution              diffusion upsampler grid, period 13 px      gain 16 -> 32 px
+                        (3.3 px at 32, past Nyquist at 16)
+face-local              insight's luminance-neutral texture inside  face crops gain for ResNet-18
+                        the face only, period 12 px (3 px in the    (adopted by choose_preprocessing)
+                        32 px frame, about 6 px in a face crop)
+null effects            nothing depends on colour statistics or     real-only normalisation and
+                        on augmentation                             augmentation not adopted
+data scaling            per-image cue amplitudes vary               phase 4: AUC rises with the data
+                                                                    fraction
+======================  ==========================================  =====================================
+
+Background artefacts stop short of the face, and the face texture is luminance-neutral, so that MTCNN
+finds fakes' faces as often as reals' (a detection rate that differs by source would be a shortcut).
 """
 
 from __future__ import annotations
@@ -40,10 +63,10 @@ COARSE_AMPLITUDE = (20.0, 45.0)
 COARSE_PRESENCE = {"diffusion": 0.9, "face_swap": 0.75}
 DIFFUSION_COLOUR = np.array([1.0, -1.0, 0.5])
 SWAP_COLOUR = np.array([-0.5, 0.5, -1.0])
-FINE_PERIOD = 14 / 128
-FINE_AMPLITUDE = (18.0, 28.0)
-FACE_PERIOD = 7.5 / 128
-FACE_TEXTURE_AMPLITUDE = (25.0, 35.0)
+FINE_PERIOD = 13 / 128
+FINE_AMPLITUDE = (25.0, 35.0)
+FACE_PERIOD = 12 / 128
+FACE_TEXTURE_AMPLITUDE = (30.0, 40.0)
 
 _SUPERSAMPLE = 4
 _HEAD_CY = 0.46
@@ -350,7 +373,7 @@ def _face_masks(size: int) -> tuple[_Array, _Array]:
     ys, xs = np.mgrid[0:size, 0:size]
     rad = np.sqrt(((xs - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2 + ((ys - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2)
     inner = np.clip((1.0 - rad) / 0.1 + 0.5, 0, 1)[..., None]
-    outside = np.clip((rad - 1.3) / 0.15 + 0.5, 0, 1)[..., None]
+    outside = np.clip((rad - 1.15) / 0.1 + 0.5, 0, 1)[..., None]
     return inner, outside
 
 

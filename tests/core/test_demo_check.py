@@ -11,7 +11,7 @@ from deepfake_kedro.demo_check import CHECK_COLUMNS, PlantedEffectError, check_p
 
 PHASE1 = pd.DataFrame([
     {"experiment": "p1_cnn", "auc_mean": 0.93, "auc_ci_low": 0.90, "auc_ci_high": 0.96,
-     "pairwise_auc:text2img_mean": 0.99, "pairwise_auc:insight_mean": 0.88},
+     "pairwise_auc:text2img_mean": 0.99, "pairwise_auc:insight_mean": 0.88, "detection_rate:insight_mean": 0.7},
     {"experiment": "p1_r18", "auc_mean": 0.86, "auc_ci_low": 0.80, "auc_ci_high": 0.92},
 ])
 PHASE2_TESTS = pd.DataFrame([
@@ -63,7 +63,8 @@ def test_each_check_reads_the_studys_own_numbers_and_says_whether_the_effect_was
     assert table["recovered"].tolist() == [True, False, True, True, False, True, False, True, True, True]
     first = table.iloc[0]
     assert (first["estimate"], first["ci_low"], first["ci_high"]) == (0.93, 0.90, 0.96)
-    assert "text2img 0.990" in first["found"] and "insight 0.880" in first["found"]
+    assert "per-source AUC: text2img 0.99, insight 0.88" in first["found"]
+    assert "detection rate: insight 0.70" in first["found"]
     insight = table.iloc[2]
     assert (insight["estimate"], insight["ci_low"], insight["p_holm"]) == (0.4, 0.3, 0.001)
     assert table.iloc[5]["p_holm"] == 0.01
