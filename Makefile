@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	touch $@
 
+# The demo is a simulation study: it ends by printing which planted effects the study recovered (docs/demo.md).
 demo: install
 	$(BIN)/kedro run --env demo
+	$(BIN)/python -m deepfake_kedro.demo_check data/demo/08_reporting/demo_check.csv
 
 test: install
 	$(BIN)/ruff check src tests benchmarks

@@ -168,7 +168,8 @@ def source_files(tree: ImageTree, sources: Mapping[str, str]) -> list[str]:
     _source_folders(tree, sources)
     everything = tree.files()
     paths = [p for p in everything if p.split("/", 1)[0] in sources]
-    skipped = sorted({p.split("/", 1)[0] for p in everything} - set(sources))
+    # Root-level dot files (the demo's .generator.json, .DS_Store) are bookkeeping, not source folders.
+    skipped = sorted({p.split("/", 1)[0] for p in everything if not p.startswith(".")} - set(sources))
     if skipped:
         logger.warning("Ignoring folders not named in data.sources: %s", skipped)
     return paths

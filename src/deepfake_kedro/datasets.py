@@ -10,6 +10,7 @@ piece as it finishes, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
@@ -33,6 +34,8 @@ from deepfake_kedro.model_package import ModelPackage, load_package, save_packag
 from deepfake_kedro.report_sections import ReportSection, ordered
 from deepfake_kedro.run_store import FoldResult, FoldRunStore
 from deepfake_kedro.study import ResolvedExperiment
+
+logger = logging.getLogger(__name__)
 
 
 class ImageTreeDataset(AbstractDataset[Mapping[str, bytes], ImageTree]):
@@ -61,18 +64,44 @@ class ImageTreeDataset(AbstractDataset[Mapping[str, bytes], ImageTree]):
         return {"path": str(self._path), "writable": self._writable}
 
 
+GENERATOR_MARKER = ".generator.json"
+"""The demo tree's record of the generator version and arguments that made it."""
+
+
 class DemoImageTreeDataset(ImageTreeDataset):
-    """The synthetic demo images: generated deterministically on first load if absent."""
+    """The synthetic demo images: generated deterministically on first load, and again when stale.
+
+    The tree records what made it (``.generator.json``: the generator's version and arguments); a tree
+    made by another version or other arguments, or without the record, is regenerated (written beside
+    the old one, then swapped in), so an old ``data/01_raw/demo`` never silently stays.
+    """
 
     def __init__(self, path: str, generator_args: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None):
         super().__init__(path, writable=True, metadata=metadata)
         self._generator_args = generator_args or {}
 
+    def _stamp(self) -> dict[str, Any]:
+        from deepfake_kedro.demo_data import GENERATOR_VERSION
+
+        return {"generator_version": GENERATOR_VERSION, "generator_args": self._generator_args}
+
+    def _is_current(self) -> bool:
+        marker = self._path / GENERATOR_MARKER
+        try:
+            return json.loads(marker.read_text()) == json.loads(json.dumps(self._stamp()))
+        except (OSError, ValueError):
+            return False
+
     def load(self) -> ImageTree:
-        if not self._exists():
+        if not self._is_current():
             from deepfake_kedro.demo_data import generate_demo_dataset
 
-            self.save(generate_demo_dataset(**self._generator_args))
+            if self._exists():
+                logger.warning("The demo images in %s were made by another generator version or other arguments; "
+                               "regenerating them", self._path)
+            files = generate_demo_dataset(**self._generator_args)
+            marker = json.dumps(self._stamp(), indent=2).encode("utf-8")
+            self.save({**files, GENERATOR_MARKER: marker})
         return super().load()
 
     def _describe(self) -> dict[str, Any]:

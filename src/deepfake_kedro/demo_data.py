@@ -1,10 +1,33 @@
-"""Deterministic synthetic stand-in for the DeepFakeFace (DFF) dataset.
+"""Deterministic synthetic stand-in for the DeepFakeFace (DFF) dataset, as a simulation study.
 
-DFF pairs real celebrity photos (``wiki``) with three families of generated
-fakes (``text2img``, ``inpainting``, ``insight``) that share the real image's
-file name. This module draws cartoon-like but textured faces with Pillow and
-numpy and gives every fake source its own visible artefact, so that a small
-CNN can learn to separate real from fake on a CPU in minutes.
+DFF pairs real celebrity photos (``wiki``) with three families of generated fakes (``text2img``,
+``inpainting``, ``insight``) that share the real image's file name. This module draws cartoon-like but
+textured faces with Pillow and numpy (small heads, so that a face crop magnifies the face about 2x), and
+plants in the fakes artefacts whose effect on each study question is known by construction
+(docs/demo.md; ``demo.planted_effects`` in conf/demo checks them against the study's results):
+
+======================  ==========================================  =====================================
+Planted effect          Artefact (at the 128 px fake size)          What the study should find
+======================  ==========================================  =====================================
+learnable sources       coarse stripes in the background (period    phase 1 (16 px): both models AUC
+                        38 px, diffusion family diagonal, face      >= 0.90
+                        swap vertical), in 90% / 75% of the fakes
+source-specific         insight's own stripes and face texture;     hold-out Δ: insight flagged (> 0.05,
+                        text2img and inpainting share the           CI above 0); inpainting small
+                        diffusion stripes and grid                  (text2img teaches its family's cue)
+resolution              diffusion upsampler grid, period 13 px      gain 16 -> 32 px
+                        (3.3 px at 32, past Nyquist at 16)
+face-local              insight's luminance-neutral texture inside  face crops gain for ResNet-18
+                        the face only, period 12 px (3 px in the    (adopted by choose_preprocessing)
+                        32 px frame, about 6 px in a face crop)
+null effects            nothing depends on colour statistics or     real-only normalisation and
+                        on augmentation                             augmentation not adopted
+data scaling            per-image cue amplitudes vary               phase 4: AUC rises with the data
+                                                                    fraction
+======================  ==========================================  =====================================
+
+Background artefacts stop short of the face, and the face texture is luminance-neutral, so that MTCNN
+finds fakes' faces as often as reals' (a detection rate that differs by source would be a shortcut).
 """
 
 from __future__ import annotations
@@ -18,6 +41,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFilter
 
+GENERATOR_VERSION = 2
+"""Bumped whenever the images change for the same arguments; a demo tree made by another version is regenerated."""
+
 DEFAULT_SOURCES: dict[str, str] = {
     "wiki": "real",
     "text2img": "fake",
@@ -27,10 +53,20 @@ DEFAULT_SOURCES: dict[str, str] = {
 """Default folder -> label mapping, mirroring DFF's layout."""
 
 ARTEFACT_REGIONS: dict[str, tuple[float, float, float, float]] = {
-    "inpainting": (0.28, 0.54, 0.72, 0.85),
-    "insight": (0.33, 0.30, 0.67, 0.72),
+    "inpainting": (0.25, 0.74, 0.75, 0.95),
+    "insight": (0.39, 0.33, 0.61, 0.61),
 }
 """Box (x0, y0, x1, y1), in fractions of the fake image, holding each localised artefact."""
+
+COARSE_PERIOD = 0.3
+COARSE_AMPLITUDE = (20.0, 45.0)
+COARSE_PRESENCE = {"diffusion": 0.9, "face_swap": 0.75}
+DIFFUSION_COLOUR = np.array([1.0, -1.0, 0.5])
+SWAP_COLOUR = np.array([-0.5, 0.5, -1.0])
+FINE_PERIOD = 13 / 128
+FINE_AMPLITUDE = (25.0, 35.0)
+FACE_PERIOD = 12 / 128
+FACE_TEXTURE_AMPLITUDE = (30.0, 40.0)
 
 _SUPERSAMPLE = 4
 _HEAD_CY = 0.46
@@ -122,7 +158,7 @@ def _sample_face(rng: np.random.Generator) -> _Face:
         iris=_rgb(_IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))] + rng.normal(0, 8, 3)),
         lips=_rgb(lips),
         clothes=_rgb(rng.uniform(20, 230, 3)),
-        head_rx=float(rng.uniform(0.19, 0.23)),
+        head_rx=float(rng.uniform(0.12, 0.145)),
         head_ratio=float(rng.uniform(1.22, 1.38)),
         eye_dx=float(rng.uniform(0.36, 0.44)),
         eye_size=float(rng.uniform(0.85, 1.15)),
@@ -189,7 +225,10 @@ def _draw_head(draw: ImageDraw.ImageDraw, face: _Face, cx: float, cy: float, rx:
         _ellipse(draw, cx + side * 0.98 * rx, cy + 0.02 * ry, 0.16 * rx, 0.22 * ry, _ink(face.skin, 0.93))
     if face.hair_style in (1, 3):
         _ellipse(draw, cx, cy - 0.12 * ry, 1.08 * rx, 1.0 * ry, _ink(face.hair, 0.92))
-    _ellipse(draw, cx, cy, rx, ry, _ink(face.skin))
+    # Concentric shading rounds the flat head, as a face detector expects of a lit face.
+    for step in range(6):
+        shrink = 1.0 - 0.1 * step
+        _ellipse(draw, cx, cy + 0.04 * step * ry, rx * shrink, ry * shrink, _ink(face.skin, 0.8 + 0.04 * step))
     if face.beard:
         draw.chord((cx - rx, cy - 0.6 * ry, cx + rx, cy + ry), 20, 160, fill=_ink(face.hair, 0.9))
     if face.hair_style in (1, 2, 3):
@@ -205,14 +244,16 @@ def _draw_head(draw: ImageDraw.ImageDraw, face: _Face, cx: float, cy: float, rx:
 
 def _draw_eyes(draw: ImageDraw.ImageDraw, face: _Face, cx: float, eye_y: float, rx: float) -> None:
     """Brows, eyes (white, iris, pupil, highlight, lid) and glasses."""
-    ew, eh = 0.2 * rx * face.eye_size, 0.09 * rx * face.eye_size
+    ew, eh = 0.24 * rx * face.eye_size, 0.11 * rx * face.eye_size
     for side in (-1, 1):
         ex = cx + side * face.eye_dx * rx
+        # A shaded eye socket gives the face detector the dark-eyes / light-cheeks pattern it looks for.
+        _ellipse(draw, ex, eye_y - 0.3 * eh, 1.5 * ew, 2.2 * eh, _ink(face.skin, 0.78))
         brow = eye_y - 2.6 * eh
         draw.line(
             (ex - 1.1 * ew, brow + 0.5 * eh, ex, brow - 0.3 * eh, ex + 1.1 * ew, brow + 0.4 * eh),
-            fill=_ink(face.hair, 0.8),
-            width=max(1, int(0.045 * rx)),
+            fill=_ink(face.hair, 0.6),
+            width=max(1, int(0.07 * rx)),
         )
         _ellipse(draw, ex, eye_y, ew, eh, (240, 236, 230))
         _ellipse(draw, ex, eye_y, 0.55 * eh * 1.6, 0.95 * eh, _ink(face.iris))
@@ -235,7 +276,9 @@ def _draw_nose_and_mouth(
 ) -> None:
     """The nose's bridge and tip, then the lips and the line between them."""
     nose_top, nose_tip = eye_y + 0.1 * ry, eye_y + (0.1 + face.nose_len) * ry
-    shade = _ink(face.skin, 0.72)
+    shade = _ink(face.skin, 0.55)
+    for side in (-1, 1):
+        _ellipse(draw, cx + side * 0.08 * rx, nose_tip, 0.05 * rx, 0.03 * ry, _ink(face.skin, 0.45))
     draw.line((cx - 0.02 * rx, nose_top, cx - 0.1 * rx, nose_tip), fill=shade, width=max(1, int(0.035 * rx)))
     draw.arc(
         (cx - 0.17 * rx, nose_tip - 0.06 * ry, cx + 0.17 * rx, nose_tip + 0.06 * ry),
@@ -313,55 +356,75 @@ def _box_px(source: str, size: int) -> tuple[int, int, int, int]:
     return (round(x0 * size), round(y0 * size), round(x1 * size), round(y1 * size))
 
 
-def _text2img(arr: _Array, rng: np.random.Generator) -> _Array:
-    """Over-smooth, over-saturate and overlay a faint periodic grid (diffusion-upsampler look)."""
-    size = arr.shape[0]
-    out = _blur(arr, rng.uniform(0.8, 1.1) * size / 96)
-    grey = out.mean(axis=2, keepdims=True)
-    out = grey + (out - grey) * rng.uniform(1.6, 1.9)
-    out = 128 + (out - 128) * rng.uniform(1.08, 1.15)
-    period = max(6, round(size / 12))
+def _grating(size: int, period: float, angle: float, phase: float) -> _Array:
+    """A unit-amplitude cosine grating of ``period`` pixels at ``angle`` radians, ``(size, size, 1)``."""
     ys, xs = np.mgrid[0:size, 0:size]
-    phase = rng.uniform(0, 2 * np.pi, 2)
-    grid = np.cos(2 * np.pi * xs / period + phase[0]) + np.cos(2 * np.pi * ys / period + phase[1])
-    return out + rng.uniform(2.0, 3.0) * grid[..., None]
+    along = xs * np.cos(angle) + ys * np.sin(angle)
+    return np.cos(2 * np.pi * along / period + phase)[..., None]
+
+
+def _face_masks(size: int) -> tuple[_Array, _Array]:
+    """Soft masks ``(size, size, 1)`` of the inner face and of everything outside the head around it.
+
+    The face box is ``ARTEFACT_REGIONS["insight"]``; the background mask leaves a margin around it, so
+    background artefacts never touch the features a face detector needs.
+    """
+    x0, y0, x1, y1 = _box_px("insight", size)
+    ys, xs = np.mgrid[0:size, 0:size]
+    rad = np.sqrt(((xs - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2 + ((ys - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2)
+    inner = np.clip((1.0 - rad) / 0.1 + 0.5, 0, 1)[..., None]
+    outside = np.clip((rad - 1.15) / 0.1 + 0.5, 0, 1)[..., None]
+    return inner, outside
+
+
+def _background_stripes(arr: _Array, rng: np.random.Generator, family: str) -> _Array:
+    """A family's coarse colour-stripe cue in the background, present in ``COARSE_PRESENCE[family]`` of its images."""
+    angle, colour = (np.pi / 4, DIFFUSION_COLOUR) if family == "diffusion" else (0.0, SWAP_COLOUR)
+    if rng.random() >= COARSE_PRESENCE[family]:
+        return arr
+    size = arr.shape[0]
+    stripes = _grating(size, COARSE_PERIOD * size, angle, rng.uniform(0, 2 * np.pi))
+    return arr + _face_masks(size)[1] * rng.uniform(*COARSE_AMPLITUDE) * stripes * colour
+
+
+def _upsampler_grid(arr: _Array, rng: np.random.Generator, amplitude: float) -> _Array:
+    """The diffusion family's fine cue: a background checkerboard grid that a smaller resize averages away."""
+    size = arr.shape[0]
+    period = FINE_PERIOD * size
+    # A sum, not a product: a product of two gratings would move the energy to finer diagonal periods.
+    phases = rng.uniform(0, 2 * np.pi, 2)
+    grid = _grating(size, period, 0.0, phases[0]) + _grating(size, period, np.pi / 2, phases[1])
+    return arr + _face_masks(size)[1] * amplitude * grid
+
+
+def _text2img(arr: _Array, rng: np.random.Generator) -> _Array:
+    """Diffusion stripes and a strong upsampler grid over a slightly over-saturated image."""
+    grey = arr.mean(axis=2, keepdims=True)
+    out = grey + (arr - grey) * rng.uniform(1.1, 1.25)
+    out = _background_stripes(out, rng, "diffusion")
+    return _upsampler_grid(out, rng, rng.uniform(*FINE_AMPLITUDE))
 
 
 def _inpainting(arr: _Array, rng: np.random.Generator) -> _Array:
-    """Blur, wash out and brighten a hard-edged rectangle over the mouth and chin."""
+    """Diffusion stripes, a weaker upsampler grid, and a washed-out, smoothed patch over the clothes."""
     size = arr.shape[0]
+    out = _background_stripes(arr, rng, "diffusion")
     x0, y0, x1, y1 = (v + int(rng.integers(-1, 2)) for v in _box_px("inpainting", size))
-    patch = _blur(arr, rng.uniform(2.0, 3.0) * size / 96)[y0:y1, x0:x1]
-    centre = patch.mean(axis=(0, 1))
-    patch = centre + (patch - centre) * rng.uniform(0.5, 0.65) + rng.normal(0, 4, 3)
+    patch = _blur(out, 1.5 * size / 128)[y0:y1, x0:x1]
     grey = patch.mean(axis=2, keepdims=True)
-    patch = grey + (patch - grey) * rng.uniform(0.35, 0.45) + rng.uniform(15, 21)
-    out = arr.copy()
-    out[y0:y1, x0:x1] = patch
-    # A thin halo mimics the visible seam left where the inpainted patch is pasted back.
-    width = max(1, round(size / 64))
-    halo = np.zeros(arr.shape[:2], dtype=bool)
-    halo[y0 - width : y1 + width, x0 - width : x1 + width] = True
-    halo[y0:y1, x0:x1] = False
-    out[halo] = out[halo] * 0.85 + 35
-    return out
+    out[y0:y1, x0:x1] = grey + (patch - grey) * 0.6 + rng.uniform(6, 10)
+    low, high = FINE_AMPLITUDE
+    return _upsampler_grid(out, rng, rng.uniform(low, high) * 0.7)
 
 
 def _insight(arr: _Array, rng: np.random.Generator) -> _Array:
-    """Swap in a colour/contrast-shifted inner face and leave a seam ring around it."""
+    """A face swap: a fine blending texture inside the face only, and its own coarse background stripes."""
     size = arr.shape[0]
-    x0, y0, x1, y1 = _box_px("insight", size)
-    ys, xs = np.mgrid[0:size, 0:size]
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    rad = np.sqrt(((xs - cx) / ((x1 - x0) / 2)) ** 2 + ((ys - cy) / ((y1 - y0) / 2)) ** 2)
-    inner = np.clip((1.0 - rad) / 0.12 + 0.5, 0, 1)[..., None]
-    ring = np.exp(-(((rad - 1.0) / 0.07) ** 2))[..., None]
-    swapped = _blur(arr, 0.9 * size / 96)
-    mean = (swapped * inner).sum(axis=(0, 1)) / inner.sum()
-    tint = np.array([20.0, 3.0, -14.0]) * rng.uniform(0.8, 1.2) + rng.normal(0, 4, 3)
-    swapped = mean + (swapped - mean) * rng.uniform(1.3, 1.45) + tint
-    out = arr * (1 - inner) + swapped * inner
-    return out * (1 - 0.18 * ring) + 8 * ring
+    inner, _ = _face_masks(size)
+    out = _background_stripes(arr, rng, "face_swap")
+    texture = _grating(size, FACE_PERIOD * size, 3 * np.pi / 4, rng.uniform(0, 2 * np.pi))
+    # Luminance-neutral (red against green), so the face detector still finds the swapped face.
+    return out + inner * rng.uniform(*FACE_TEXTURE_AMPLITUDE) * texture * np.array([1.0, -0.51, 0.0])
 
 
 _ARTEFACTS: dict[str, Callable[[_Array, np.random.Generator], _Array]] = {
@@ -431,8 +494,8 @@ def generate_demo_dataset(
     seed: int = 0,
     sources: Mapping[str, str] | None = None,
     n_subfolders: int = 4,
-    fake_size: int = 96,
-    real_size_range: tuple[int, int] = (64, 128),
+    fake_size: int = 128,
+    real_size_range: tuple[int, int] = (96, 160),
     real_quality_range: tuple[int, int] = (70, 95),
     fake_quality: int = 90,
 ) -> dict[str, bytes]:

@@ -58,27 +58,31 @@ class SimpleCNN(nn.Module):
         return self.head(self.dropout(x))
 
 
+MIN_CAM_SIDE = 4
+"""Grad-CAM explains the deepest stage whose map is at least this many cells a side (a 1 x 1 map cannot say where)."""
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    """How to build a backbone and which layer Grad-CAM explains.
+    """How to build a backbone and which layers Grad-CAM may explain.
 
-    ``cam_layer`` is the last convolutional stage (stride 32 for the timm models); ``cam_fallback`` is
-    the stage before it (stride 16), used when the input is so small that the last stage is 1 x 1.
+    ``cam_stages`` lists the backbone's stages, shallow to deep (for the timm models the stages of
+    stride 4, 8, 16 and 32); Grad-CAM explains the deepest whose map is at least ``MIN_CAM_SIDE`` a side.
     """
 
     timm_name: str | None
-    cam_layer: Callable[[nn.Module], nn.Module]
-    cam_fallback: Callable[[nn.Module], nn.Module]
+    cam_stages: Callable[[nn.Module], list[nn.Module]]
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "simple_cnn": BackboneSpec(None, lambda m: m.features[-1], lambda m: m.features[-2]),
-    "resnet18": BackboneSpec("resnet18", lambda m: m.layer4[-1], lambda m: m.layer3[-1]),
-    "resnet34": BackboneSpec("resnet34", lambda m: m.layer4[-1], lambda m: m.layer3[-1]),
-    "resnet50": BackboneSpec("resnet50", lambda m: m.layer4[-1], lambda m: m.layer3[-1]),
-    "efficientnet_b0": BackboneSpec("efficientnet_b0", lambda m: m.bn2, lambda m: m.blocks[4]),
-    "convnext_tiny": BackboneSpec("convnext_tiny", lambda m: m.stages[-1], lambda m: m.stages[-2]),
-    "mobilenetv3_small": BackboneSpec("mobilenetv3_small_100", lambda m: m.blocks[-1], lambda m: m.blocks[3]),
+    "simple_cnn": BackboneSpec(None, lambda m: list(m.features)),
+    "resnet18": BackboneSpec("resnet18", lambda m: [m.layer1[-1], m.layer2[-1], m.layer3[-1], m.layer4[-1]]),
+    "resnet34": BackboneSpec("resnet34", lambda m: [m.layer1[-1], m.layer2[-1], m.layer3[-1], m.layer4[-1]]),
+    "resnet50": BackboneSpec("resnet50", lambda m: [m.layer1[-1], m.layer2[-1], m.layer3[-1], m.layer4[-1]]),
+    "efficientnet_b0": BackboneSpec("efficientnet_b0", lambda m: [m.blocks[1], m.blocks[2], m.blocks[4], m.bn2]),
+    "convnext_tiny": BackboneSpec("convnext_tiny", lambda m: list(m.stages)),
+    "mobilenetv3_small": BackboneSpec("mobilenetv3_small_100",
+                                      lambda m: [m.blocks[1], m.blocks[2], m.blocks[3], m.blocks[-1]]),
 }
 
 
@@ -144,19 +148,26 @@ def create_model(
         ) from error
 
 
-def _spatial_size(model: nn.Module, layer: nn.Module, image_size: int) -> int:
-    """The smaller side of ``layer``'s output for one ``image_size`` input (a dry forward pass)."""
-    seen: list[torch.Size] = []
-    handle = layer.register_forward_hook(lambda _m, _i, output: seen.append(output.shape))
+def _spatial_sizes(model: nn.Module, layers: list[nn.Module], image_size: int) -> list[int]:
+    """The smaller side of each layer's output for one ``image_size`` input (one dry forward pass)."""
+    seen: dict[int, int] = {}
+
+    def record(position: int):
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            seen.setdefault(position, int(min(output.shape[-2:])))  # returns None: the output is left alone
+        return hook
+
+    handles = [layer.register_forward_hook(record(i)) for i, layer in enumerate(layers)]
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
             model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-    return int(min(seen[0][-2:]))
+    return [int(seen[i]) for i in range(len(layers))]
 
 
 def cam_target_layer(name: str, model: nn.Module, image_size: int | None = None) -> nn.Module:
@@ -165,17 +176,20 @@ def cam_target_layer(name: str, model: nn.Module, image_size: int | None = None)
     Args:
         name: A key of ``BACKBONES``.
         model: The built model.
-        image_size: When given and the last stage's map would be 1 x 1 at this size (a map with one
-            cell cannot say where), the stage before it.
+        image_size: When given, the deepest stage whose map is at least ``MIN_CAM_SIDE`` cells a side at
+            this size (the shallowest stage when none is); without it, the deepest stage.
 
     Returns:
         The target layer.
     """
-    spec = BACKBONES[name]
-    layer = spec.cam_layer(model)
-    if image_size is not None and _spatial_size(model, layer, image_size) < 2:
-        return spec.cam_fallback(model)
-    return layer
+    stages = BACKBONES[name].cam_stages(model)
+    if image_size is None:
+        return stages[-1]
+    sides = _spatial_sizes(model, stages, image_size)
+    for stage, side in zip(reversed(stages), reversed(sides)):
+        if side >= MIN_CAM_SIDE:
+            return stage
+    return stages[0]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -83,3 +83,29 @@ def test_leftover_report_partial_is_cleaned_up(tmp_path):
     assert not leftover.exists() and report.read_bytes() == finished
     deck.save([plt.figure(), plt.figure()])
     assert not leftover.exists() and report.read_bytes() != finished
+
+
+def test_demo_tree_is_regenerated_when_the_generator_version_or_arguments_change(tmp_path, monkeypatch):
+    from deepfake_kedro import demo_data
+    from deepfake_kedro.datasets import GENERATOR_MARKER, DemoImageTreeDataset
+
+    root = tmp_path / "demo"
+    first = DemoImageTreeDataset(str(root), {"n_identities": 2, "seed": 0}).load()
+    images = [f for f in first.files() if not f.startswith(".")]
+    assert len(images) == 8
+    stamp = json.loads((root / GENERATOR_MARKER).read_text())
+    assert stamp == {"generator_version": demo_data.GENERATOR_VERSION, "generator_args": {"n_identities": 2, "seed": 0}}
+    before = {f: (root / f).stat().st_mtime_ns for f in images}
+    DemoImageTreeDataset(str(root), {"n_identities": 2, "seed": 0}).load()  # same arguments: kept as is
+    assert {f: (root / f).stat().st_mtime_ns for f in images} == before
+
+    (root / "wiki" / "stale.jpg").write_bytes(b"old")
+    DemoImageTreeDataset(str(root), {"n_identities": 3, "seed": 0}).load()  # other arguments: regenerated
+    assert not (root / "wiki" / "stale.jpg").exists()
+    assert len([f for f in first.files() if not f.startswith(".")]) == 12
+
+    monkeypatch.setattr(demo_data, "GENERATOR_VERSION", demo_data.GENERATOR_VERSION + 1)
+    (root / "wiki" / "stale.jpg").write_bytes(b"old")
+    DemoImageTreeDataset(str(root), {"n_identities": 3, "seed": 0}).load()  # a newer generator: regenerated
+    assert not (root / "wiki" / "stale.jpg").exists()
+    assert not root.with_name("demo.partial").exists()

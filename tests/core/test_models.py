@@ -2,7 +2,14 @@ import pytest
 import timm
 import torch
 
-from deepfake_kedro.models import BACKBONES, PretrainedWeightsError, cam_target_layer, count_parameters, create_model
+from deepfake_kedro.models import (
+    BACKBONES,
+    MIN_CAM_SIDE,
+    PretrainedWeightsError,
+    cam_target_layer,
+    count_parameters,
+    create_model,
+)
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -13,6 +20,29 @@ def test_every_backbone_gives_one_logit_and_a_cam_layer(name):
     if BACKBONES[name].timm_name:
         reference = timm.create_model(BACKBONES[name].timm_name, pretrained=False, num_classes=1)
         assert count_parameters(model) == count_parameters(reference)
+
+
+def _map_side(model, layer, image_size):
+    seen = []
+    handle = layer.register_forward_hook(lambda _m, _i, output: seen.append(output.shape[-2:]))
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size))
+    handle.remove()
+    return min(seen[0])
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("image_size", [32, 64])
+def test_cam_layer_is_the_deepest_stage_with_a_map_of_at_least_4x4(name, image_size):
+    model = create_model(name, pretrained=False, cnn_preset="small")
+    chosen = cam_target_layer(name, model, image_size)
+    stages = BACKBONES[name].cam_stages(model)
+    sides = [_map_side(model, stage, image_size) for stage in stages]
+    position = next(i for i, stage in enumerate(stages) if stage is chosen)
+    assert sides[position] >= MIN_CAM_SIDE
+    # Every deeper stage would be smaller than 4 x 4: the chosen one is the deepest that can still say where.
+    assert all(side < MIN_CAM_SIDE for side in sides[position + 1:])
 
 
 def test_missing_pretrained_weights_is_a_clear_error_not_a_random_init(monkeypatch):

@@ -61,3 +61,27 @@ def test_build_report_reads_parameters_and_loads_only_the_overlays_it_shows():
     assert "4-fold cross-validation" in texts[0] and "Data: data/01_raw/demo" in texts[0]
     assert "Caveat: results on the synthetic demo data" in texts[-1]
     assert any(t.startswith("Explainability: resnet18 (phase 4, full run)") for t in texts)
+
+
+def test_a_demo_check_table_adds_its_slide_and_an_empty_one_adds_none():
+    fields = tt.deck_fields(cv_folds=4)
+    check = pd.DataFrame([{"effect": "face-local artefact", "expected": "adopted", "found": "adopted",
+                           "estimate": 0.04, "ci_low": 0.02, "ci_high": 0.06, "p_holm": 0.01, "recovered": True},
+                          {"effect": "data scaling", "expected": "rises", "found": "falls", "estimate": -0.01,
+                           "ci_low": None, "ci_high": None, "p_holm": None, "recovered": False}])
+
+    def deck(demo_check):
+        return [tt.slide_text(slide) for slide in build_report(
+            {"root": "data/01_raw/demo", "sources": fields["sources"]},
+            {"cv_folds": 4, "seed": 7, "val_ratio": 0.2}, True,
+            fields["fold_table"], fields["shortcut_audit"], fields["near_duplicates"], fields["preprocessing_choice"],
+            fields["model_selection"], fields["model_costs"], fields["scaling"], fields["attention"],
+            fields["benchmark"], {}, demo_check=demo_check,
+            **{f"{p}_comparison": t for p, t in fields["comparisons"].items()},
+            **{f"{p}_tests": t for p, t in fields["tests"].items()},
+        )]
+
+    with_check, without = deck(check), deck(check.iloc[:0])
+    slide = [t for t in with_check if t.startswith("Demo: planted effects recovered?")]
+    assert len(slide) == 1 and "recovered 1 of 2" in slide[0] and "face-local artefact" in slide[0]
+    assert len(with_check) == len(without) + 1

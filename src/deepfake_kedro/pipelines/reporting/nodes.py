@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from deepfake_kedro.demo_check import check_planted_effects
 from deepfake_kedro.figures import attention_bars
 from deepfake_kedro.report_deck import MAX_OVERLAYS, DeckInputs, build_deck
 from deepfake_kedro.report_sections import ReportSection
@@ -63,12 +64,50 @@ def summarize_attention(**explained: pd.DataFrame) -> tuple[pd.DataFrame, Figure
     return summary, attention_bars(summary)
 
 
+def planted_effects(
+    planted: list[dict[str, Any]], preprocessing_choice: dict[str, Any], scaling: pd.DataFrame,
+    **phase_tables: pd.DataFrame,
+) -> pd.DataFrame:
+    """The demo's simulation check: each effect planted in the synthetic data against what the study found.
+
+    Args:
+        planted: ``demo.planted_effects`` (empty outside the demo: the table is then empty).
+        preprocessing_choice: Phase 2's choice.
+        scaling: Phase 4's scaling table.
+        **phase_tables: ``<phase>_comparison`` and ``<phase>_tests`` for the four phases.
+
+    Returns:
+        One row per planted effect (``demo_check.check_planted_effects``).
+    """
+    table = check_planted_effects(
+        planted, {p: phase_tables[f"{p}_comparison"] for p in PHASES}, {p: phase_tables[f"{p}_tests"] for p in PHASES},
+        preprocessing_choice, scaling,
+    )
+    for row in table.itertuples():
+        logger.info("planted effect %s: expected %s, found %s -> %s", row.effect, row.expected, row.found,
+                    "recovered" if row.recovered else "NOT recovered")
+    return table
+
+
+def _demo_check_section(demo_check: pd.DataFrame | None) -> list[ReportSection]:
+    """The demo-check slide, when the demo planted effects (an empty table adds none)."""
+    if demo_check is None or demo_check.empty:
+        return []
+    shown = demo_check[["effect", "expected", "found", "estimate", "p_holm", "recovered"]].copy()
+    shown["recovered"] = shown["recovered"].map(lambda value: "yes" if bool(value) else "NO")
+    recovered = int(demo_check["recovered"].astype(bool).sum())
+    caption = (f"The demo data is a simulation with effects planted by construction (docs/demo.md); the study "
+               f"recovered {recovered} of {len(demo_check)}. Numbers are the study's own (phase tables, Holm p).")
+    return [ReportSection("demo_check", "Demo: planted effects recovered?", caption, table=shown)]
+
+
 def build_report(
     data: dict[str, Any], defaults: dict[str, Any], synthetic: bool, fold_table: pd.DataFrame,
     shortcut_audit: dict[str, Any], near_duplicates: dict[str, Any], preprocessing_choice: dict[str, Any],
     model_selection: dict[str, Any], model_costs: pd.DataFrame, scaling: pd.DataFrame, attention: pd.DataFrame,
     benchmark: pd.DataFrame, gradcam_overlays: dict[str, Callable[[], Any]],
-    sections: list[ReportSection] | None = None, **phase_tables: pd.DataFrame,
+    sections: list[ReportSection] | None = None, demo_check: pd.DataFrame | None = None,
+    **phase_tables: pd.DataFrame,
 ) -> list[Figure]:
     """The slide deck (``report_deck.build_deck``) from every phase's results.
 
@@ -87,6 +126,7 @@ def build_report(
         benchmark: The backbone benchmark.
         gradcam_overlays: Overlays of the top phase-4 model's full run (partition -> loader).
         sections: Report sections written by pipelines outside the default run (robustness, external, ...).
+        demo_check: The demo's planted-effects table (a slide when not empty).
         **phase_tables: ``<phase>_comparison`` and ``<phase>_tests`` for the four phases.
 
     Returns:
@@ -100,5 +140,5 @@ def build_report(
         model_costs=model_costs, scaling=scaling, attention=attention, benchmark=benchmark,
         comparisons={p: phase_tables[f"{p}_comparison"] for p in PHASES},
         tests={p: phase_tables[f"{p}_tests"] for p in PHASES}, overlays=overlays,
-        sections=sections or [],
+        sections=[*_demo_check_section(demo_check), *(sections or [])],
     ))

@@ -4,7 +4,7 @@ from kedro.pipeline import Node, Pipeline
 
 from deepfake_kedro.study import FULL, PHASES, Slot
 
-from .nodes import benchmark_backbones, build_report, collect_results, summarize_attention
+from .nodes import benchmark_backbones, build_report, collect_results, planted_effects, summarize_attention
 
 
 def create_pipeline(experiments: list[str]) -> Pipeline:
@@ -24,6 +24,13 @@ def create_pipeline(experiments: list[str]) -> Pipeline:
         Node(benchmark_backbones, "params:reporting.benchmark", "model_benchmark", name="benchmark_backbones"),
         Node(summarize_attention, {name: f"{name}.gradcam_examples" for name in experiments},
              ["attention_summary", "attention_figure"], name="summarize_attention"),
+        # Before build_report (its demo_check input), so the deck carries the slide in the same run.
+        Node(planted_effects, {
+            "planted": "params:demo.planted_effects", "preprocessing_choice": "phase2.preprocessing_choice",
+            "scaling": "phase4.scaling",
+            **{f"{p}_comparison": f"{p}.comparison" for p in PHASES},
+            **{f"{p}_tests": f"{p}.paired_tests" for p in PHASES},
+        }, "demo_check", name="planted_effects"),
         Node(build_report, {
             "data": "params:data", "defaults": "params:defaults", "synthetic": "params:reporting.synthetic",
             "fold_table": "fold_table",
@@ -31,7 +38,7 @@ def create_pipeline(experiments: list[str]) -> Pipeline:
             "preprocessing_choice": "phase2.preprocessing_choice", "model_selection": "phase4.model_selection",
             "model_costs": "phase3.model_costs", "scaling": "phase4.scaling", "attention": "attention_summary",
             "benchmark": "model_benchmark", "gradcam_overlays": f"{top_full}.gradcam_overlays",
-            "sections": "report_sections",
+            "sections": "report_sections", "demo_check": "demo_check",
             **{f"{p}_comparison": f"{p}.comparison" for p in PHASES},
             **{f"{p}_tests": f"{p}.paired_tests" for p in PHASES},
         }, "report", name="build_report"),
