@@ -9,25 +9,29 @@ plants in the fakes artefacts whose effect on each study question is known by co
 ======================  ==========================================  =====================================
 Planted effect          Artefact (at the 128 px fake size)          What the study should find
 ======================  ==========================================  =====================================
-learnable sources       coarse stripes in the background (period    phase 1 (16 px): both models AUC
-                        38 px, diffusion family diagonal, face      >= 0.90
-                        swap vertical), in 90% / 75% of the fakes
-source-specific         insight's own stripes and face texture;     hold-out Δ: insight flagged (> 0.05,
-                        text2img and inpainting share the           CI above 0); inpainting small
+learnable sources       coarse colour stripes in the background     phase 1 (16 px): both models AUC
+                        (period 38 px; diffusion diagonal, in 92%   >= 0.90
+                        of its fakes; face swap vertical, 80%)
+source-specific         insight's stripes and face seam are its     hold-out Δ: insight flagged (> 0.05,
+                        own; text2img and inpainting share the      CI above 0); inpainting small
                         diffusion stripes and grid                  (text2img teaches its family's cue)
-resolution              diffusion upsampler grid, period 13 px      gain 16 -> 32 px
-                        (3.3 px at 32, past Nyquist at 16)
-face-local              insight's luminance-neutral texture inside  face crops gain for ResNet-18
-                        the face only, period 12 px (3 px in the    (adopted by choose_preprocessing)
-                        32 px frame, about 6 px in a face crop)
+resolution              diffusion upsampler grid, period 10.5 px    gain 16 -> 32 px (the 8% of diffusion
+                        (2.6 px at 32; past Nyquist at 16, where    fakes without stripes)
+                        the antialiased resize keeps about 5%)
+face-local              insight's blending seam: a fine texture     face crops gain for ResNet-18
+                        (period 7 px) on the face's outer band      (adopted by choose_preprocessing)
+                        only: 1.8 px in the 32 px frame (removed),
+                        about 4 px in a 32 px face crop
 null effects            nothing depends on colour statistics or     real-only normalisation and
                         on augmentation                             augmentation not adopted
 data scaling            per-image cue amplitudes vary               phase 4: AUC rises with the data
                                                                     fraction
 ======================  ==========================================  =====================================
 
-Background artefacts stop short of the face, and the face texture is luminance-neutral, so that MTCNN
-finds fakes' faces as often as reals' (a detection rate that differs by source would be a shortcut).
+No cue changes an image's overall colour or brightness (it would show at every size). Background
+artefacts stop short of the face and the seam avoids the eyes, nose and mouth, so MTCNN finds the fakes'
+faces about as often as the reals'; fakes are written with full chroma resolution (JPEG 4:4:4), as
+generators that write their own JPEGs do, so the seam's colour texture survives the encoding.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFilter
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped whenever the images change for the same arguments; a demo tree made by another version is regenerated."""
 
 DEFAULT_SOURCES: dict[str, str] = {
@@ -60,13 +64,15 @@ ARTEFACT_REGIONS: dict[str, tuple[float, float, float, float]] = {
 
 COARSE_PERIOD = 0.3
 COARSE_AMPLITUDE = (20.0, 45.0)
-COARSE_PRESENCE = {"diffusion": 0.9, "face_swap": 0.75}
+COARSE_PRESENCE = {"diffusion": 0.92, "face_swap": 0.8}
 DIFFUSION_COLOUR = np.array([1.0, -1.0, 0.5])
 SWAP_COLOUR = np.array([-0.5, 0.5, -1.0])
-FINE_PERIOD = 13 / 128
+FINE_PERIOD = 10.5 / 128
 FINE_AMPLITUDE = (25.0, 35.0)
-FACE_PERIOD = 12 / 128
-FACE_TEXTURE_AMPLITUDE = (30.0, 40.0)
+FACE_PERIOD = 7 / 128
+FACE_TEXTURE_AMPLITUDE = (35.0, 45.0)
+SEAM_INNER_RADIUS = 0.7
+FACE_TEXTURE_COLOUR = np.array([1.0, -0.51, 0.0])
 
 _SUPERSAMPLE = 4
 _HEAD_CY = 0.46
@@ -364,15 +370,16 @@ def _grating(size: int, period: float, angle: float, phase: float) -> _Array:
 
 
 def _face_masks(size: int) -> tuple[_Array, _Array]:
-    """Soft masks ``(size, size, 1)`` of the inner face and of everything outside the head around it.
+    """Soft masks ``(size, size, 1)`` of the face's blending seam and of everything outside the head around it.
 
-    The face box is ``ARTEFACT_REGIONS["insight"]``; the background mask leaves a margin around it, so
-    background artefacts never touch the features a face detector needs.
+    The face box is ``ARTEFACT_REGIONS["insight"]``. The seam is the outer band of the face ellipse (where a
+    face swap blends the pasted face in), clear of the eyes, nose and mouth that a face detector needs;
+    the background mask leaves a margin around the face, so background artefacts never touch them either.
     """
     x0, y0, x1, y1 = _box_px("insight", size)
     ys, xs = np.mgrid[0:size, 0:size]
     rad = np.sqrt(((xs - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2 + ((ys - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2)
-    inner = np.clip((1.0 - rad) / 0.1 + 0.5, 0, 1)[..., None]
+    inner = (np.clip((1.0 - rad) / 0.1 + 0.5, 0, 1) * np.clip((rad - SEAM_INNER_RADIUS) / 0.1 + 0.5, 0, 1))[..., None]
     outside = np.clip((rad - 1.15) / 0.1 + 0.5, 0, 1)[..., None]
     return inner, outside
 
@@ -398,33 +405,33 @@ def _upsampler_grid(arr: _Array, rng: np.random.Generator, amplitude: float) -> 
 
 
 def _text2img(arr: _Array, rng: np.random.Generator) -> _Array:
-    """Diffusion stripes and a strong upsampler grid over a slightly over-saturated image."""
-    grey = arr.mean(axis=2, keepdims=True)
-    out = grey + (arr - grey) * rng.uniform(1.1, 1.25)
-    out = _background_stripes(out, rng, "diffusion")
+    """Diffusion stripes and a strong upsampler grid (no global colour change: it would show at every size)."""
+    out = _background_stripes(arr, rng, "diffusion")
     return _upsampler_grid(out, rng, rng.uniform(*FINE_AMPLITUDE))
 
 
 def _inpainting(arr: _Array, rng: np.random.Generator) -> _Array:
-    """Diffusion stripes, a weaker upsampler grid, and a washed-out, smoothed patch over the clothes."""
+    """Diffusion stripes, a weaker upsampler grid, and a smoothed (noise-free) patch over the clothes.
+
+    The patch changes no colour or brightness, so it shows only where the sensor noise is resolved: it tells
+    inpainting from text2img (attribution) without adding a coarse cue at the small size.
+    """
     size = arr.shape[0]
     out = _background_stripes(arr, rng, "diffusion")
     x0, y0, x1, y1 = (v + int(rng.integers(-1, 2)) for v in _box_px("inpainting", size))
-    patch = _blur(out, 1.5 * size / 128)[y0:y1, x0:x1]
-    grey = patch.mean(axis=2, keepdims=True)
-    out[y0:y1, x0:x1] = grey + (patch - grey) * 0.6 + rng.uniform(6, 10)
+    out[y0:y1, x0:x1] = _blur(out, 1.5 * size / 128)[y0:y1, x0:x1]
     low, high = FINE_AMPLITUDE
     return _upsampler_grid(out, rng, rng.uniform(low, high) * 0.7)
 
 
 def _insight(arr: _Array, rng: np.random.Generator) -> _Array:
-    """A face swap: a fine blending texture inside the face only, and its own coarse background stripes."""
+    """A face swap: a fine blending texture on the face's seam only, and its own coarse background stripes."""
     size = arr.shape[0]
     inner, _ = _face_masks(size)
     out = _background_stripes(arr, rng, "face_swap")
     texture = _grating(size, FACE_PERIOD * size, 3 * np.pi / 4, rng.uniform(0, 2 * np.pi))
-    # Luminance-neutral (red against green), so the face detector still finds the swapped face.
-    return out + inner * rng.uniform(*FACE_TEXTURE_AMPLITUDE) * texture * np.array([1.0, -0.51, 0.0])
+    # On the seam and luminance-neutral (red against green), so the face detector still finds the swapped face.
+    return out + inner * rng.uniform(*FACE_TEXTURE_AMPLITUDE) * texture * FACE_TEXTURE_COLOUR
 
 
 _ARTEFACTS: dict[str, Callable[[_Array, np.random.Generator], _Array]] = {
@@ -439,10 +446,10 @@ def _generic_artefact(arr: _Array, rng: np.random.Generator) -> _Array:
     return _blur(arr, 1.2 * arr.shape[0] / 96) + rng.normal(0, 1, 3) * 6 + np.array([8.0, 0.0, -8.0])
 
 
-def _jpeg(arr: _Array, quality: int) -> bytes:
-    """Encode a float image array as baseline JPEG bytes."""
+def _jpeg(arr: _Array, quality: int, subsampling: str = "4:2:0") -> bytes:
+    """Encode a float image array as baseline JPEG bytes (``subsampling``: the chroma resolution)."""
     buffer = io.BytesIO()
-    _to_image(arr).save(buffer, format="JPEG", quality=quality)
+    _to_image(arr).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
     return buffer.getvalue()
 
 
@@ -563,4 +570,6 @@ def _real_jpeg(
 def _fake_jpeg(face: _Face, source: str, rng: np.random.Generator, size: int, quality: int) -> bytes:
     """A fake image: square, with its source's artefact, at the fakes' JPEG quality."""
     arr = _render(face, size, size, rng)
-    return _jpeg(_ARTEFACTS.get(source, _generic_artefact)(arr, rng), quality)
+    # Full chroma resolution (4:4:4), as generators that write their own JPEGs do: 4:2:0 would halve the
+    # face-swap texture's chroma and blur it away.
+    return _jpeg(_ARTEFACTS.get(source, _generic_artefact)(arr, rng), quality, subsampling="4:4:4")
