@@ -72,8 +72,9 @@ class DemoImageTreeDataset(ImageTreeDataset):
     """The synthetic demo images: generated deterministically on first load, and again when stale.
 
     The tree records what made it (``.generator.json``: the generator's version and arguments); a tree
-    made by another version or other arguments, or without the record, is regenerated (written beside
-    the old one, then swapped in), so an old ``data/01_raw/demo`` never silently stays.
+    whose record names another version or other arguments is regenerated (written beside the old one, then
+    swapped in), so an old generated tree never silently stays. A tree with files but no record was not made
+    by the generator (a user's own images under the demo's root): it is used as it is, never overwritten.
     """
 
     def __init__(self, path: str, generator_args: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None):
@@ -85,18 +86,22 @@ class DemoImageTreeDataset(ImageTreeDataset):
 
         return {"generator_version": GENERATOR_VERSION, "generator_args": self._generator_args}
 
-    def _is_current(self) -> bool:
-        marker = self._path / GENERATOR_MARKER
+    def _recorded_stamp(self) -> dict[str, Any] | None:
+        """The record of what made the tree; None when there is none (or it cannot be read)."""
         try:
-            return json.loads(marker.read_text()) == json.loads(json.dumps(self._stamp()))
+            return json.loads((self._path / GENERATOR_MARKER).read_text())
         except (OSError, ValueError):
-            return False
+            return None
 
     def load(self) -> ImageTree:
-        if not self._is_current():
+        recorded, wanted = self._recorded_stamp(), json.loads(json.dumps(self._stamp()))
+        if recorded is None and self._exists() and any(self._path.iterdir()):
+            logger.warning("%s holds images but no %s: used as they are (delete the folder to generate the demo "
+                           "images there)", self._path, GENERATOR_MARKER)
+        elif recorded != wanted:
             from deepfake_kedro.demo_data import generate_demo_dataset
 
-            if self._exists():
+            if recorded is not None:
                 logger.warning("The demo images in %s were made by another generator version or other arguments; "
                                "regenerating them", self._path)
             files = generate_demo_dataset(**self._generator_args)

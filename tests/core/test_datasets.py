@@ -109,3 +109,18 @@ def test_demo_tree_is_regenerated_when_the_generator_version_or_arguments_change
     DemoImageTreeDataset(str(root), {"n_identities": 3, "seed": 0}).load()  # a newer generator: regenerated
     assert not (root / "wiki" / "stale.jpg").exists()
     assert not root.with_name("demo.partial").exists()
+
+
+def test_images_without_the_generators_record_are_used_as_they_are_never_overwritten(tmp_path, caplog):
+    from deepfake_kedro.datasets import GENERATOR_MARKER, DemoImageTreeDataset
+
+    root = tmp_path / "mine"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "a.jpg").write_bytes(b"my photo")
+    tree = DemoImageTreeDataset(str(root), {"n_identities": 2, "seed": 0}).load()
+    assert tree.files() == ["real/a.jpg"] and (root / "real" / "a.jpg").read_bytes() == b"my photo"
+    assert not (root / GENERATOR_MARKER).exists()
+    assert "no .generator.json" in caplog.text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(DemoImageTreeDataset(str(empty), {"n_identities": 2, "seed": 0}).load().files()) == 9  # + the record

@@ -12,7 +12,7 @@ from deepfake_kedro.datasets import ReportSectionDataset
 
 TINY_ATTRIBUTION = {
     "defaults": {"cv_folds": 3, "epochs": 1, "scheduler": {"type": "cosine_annealing", "T_max": 1}},
-    "attribution": {"model": {"backbone": "simple_cnn", "cnn_preset": "micro", "pretrained": False, "image_size": 24,
+    "attribution": {"model": {"backbone": "simple_cnn", "cnn_preset": "micro", "pretrained": False, "image_size": 16,
                               "subsample": 1.0, "epochs": 1, "scheduler": {"T_max": 1}}, "gradcam_images": 4},
 }
 
