@@ -97,8 +97,8 @@ def test_reporting_outputs_and_report_numbers_match_model_comparison(tiny_study)
 
 def test_the_reduced_simulation_finds_the_learnable_sources_and_the_source_specific_artefact(tiny_study):
     # The demo data plants its effects by construction (docs/demo.md); even the reduced study (60 identities,
-    # six epochs in phase 1 and 2A, one elsewhere) must learn the sources in phase 1 and see that insight, unlike inpainting,
-    # carries an artefact of its own.
+    # six epochs in phase 1 and 2A, one elsewhere) must learn the sources in phase 1 and see that insight, unlike
+    # inpainting, carries an artefact of its own.
     phase1 = pd.read_csv(reporting(tiny_study, "phase1/comparison.csv")).set_index("experiment")
     assert (phase1["auc_mean"] >= 0.8).all(), phase1["auc_mean"]
     holdouts = pd.read_csv(reporting(tiny_study, "phase2/comparison.csv")).dropna(subset=["delta_vs_reference"])
