@@ -105,7 +105,7 @@ def tiny_demo(kedro_project: KedroProject) -> KedroProject:
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
     """The whole demo study (eda, preprocessing, phases 1-4, reporting), then generalisation and attribution,
-    shrunk to 60 identities and 1 epoch (6 in phase 1 and in 2A's reference and hold-outs).
+    shrunk to 60 identities and 1 epoch (6 in phase 1).
 
     Run once per test session (about 8 minutes on 2 cores); the notebooks and the study tests read it.
     """
@@ -123,8 +123,6 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
     learn = {"epochs": 6, "scheduler": {"T_max": 6}}
     project.edit_yaml("conf/demo/parameters_phase1.yml", {"phase1": {"experiments": {
         "p1_simplecnn_baseline": learn, "p1_resnet18_baseline": learn}}})
-    # So does 2A's reference, which its source hold-outs extend: test_study checks their planted direction.
-    project.edit_yaml("conf/demo/parameters_phase2.yml", {"phase2": {"experiments": {"p2a_t1_original": learn}}})
     # Attribution's demo models train 8 epochs; one is enough to exercise the pipeline and notebook 09.
     project.edit_yaml("conf/demo/parameters_attribution.yml", {
         "attribution": {"model": {"epochs": 1, "scheduler": {"T_max": 1}}}})
