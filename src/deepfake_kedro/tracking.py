@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,18 @@ def log_experiment(label: str, resolved: Any, summary: Mapping[str, Any], folder
         return run.info.run_id
 
 
+def tracked_experiments(outputs: Iterable[str]) -> list[str]:
+    """The ``<phase>.<experiment>`` labels a run evaluated: those whose metrics and resolved config it wrote.
+
+    Attribution's models also write ``attribution.<approach>.metrics``, but multi-class and without one
+    resolved config: they are not binary experiments and are not logged.
+    """
+    outputs = set(outputs)
+    return sorted(name.rsplit(".", 1)[0] for name in outputs
+                  if name.endswith(".metrics") and name.count(".") == 2
+                  and f"{name.rsplit('.', 1)[0]}.resolved_config" in outputs)
+
+
 def _reporting_folder(catalog: Any, name: str) -> Path | None:
     """The folder of a file-backed catalog entry (where the experiment's figures sit beside it)."""
     dataset = catalog.get(name, fallback_to_runtime_pattern=True)
@@ -121,8 +133,7 @@ class ExperimentTrackingHook:
         if mlflow.active_run() is None:
             logger.info("MLflow: no active run (kedro-mlflow off for this pipeline); experiments not logged")
             return
-        labels = sorted(name.rsplit(".", 1)[0] for name in pipeline.all_outputs()
-                        if name.endswith(".metrics") and name.count(".") == 2)
+        labels = tracked_experiments(pipeline.all_outputs())
         env = run_params.get("env") or ""
         for label in labels:
             run_id = log_experiment(label, catalog.load(f"{label}.resolved_config"), catalog.load(f"{label}.metrics"),

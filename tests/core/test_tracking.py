@@ -1,6 +1,6 @@
 import math
 
-from deepfake_kedro.tracking import experiment_metrics, flatten, tracking_enabled
+from deepfake_kedro.tracking import experiment_metrics, flatten, tracked_experiments, tracking_enabled
 
 
 def test_nested_config_keys_become_dotted_param_names():
@@ -30,3 +30,10 @@ def test_tracking_switch(monkeypatch):
         assert tracking_enabled() is expected
     monkeypatch.delenv("DEEPFAKE_KEDRO_TRACKING")
     assert tracking_enabled()
+
+
+def test_only_experiments_with_metrics_and_a_resolved_config_are_logged():
+    outputs = {"phase1.p1_a.metrics", "phase1.p1_a.resolved_config", "phase1.p1_a.oof_predictions",
+               "attribution.flat.metrics", "attribution.flat.models", "phase2.comparison", "model_comparison"}
+    # attribution.flat has metrics but no resolved config (a multi-class model set): logging it failed the run.
+    assert tracked_experiments(outputs) == ["phase1.p1_a"]
