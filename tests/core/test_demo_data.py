@@ -22,8 +22,10 @@ from deepfake_kedro.demo_data import (
     DEFAULT_SOURCES,
     FINE_PERIOD,
     SEAM_INNER_RADIUS,
+    SEAM_OUTER_RADIUS,
     generate_demo_dataset,
 )
+from deepfake_kedro.face_crops import crop_box
 
 N_IDENTITIES = 60
 PATH_RE = re.compile(r"^(?P<source>[a-z0-9]+)/(?P<folder>\d{2})/(?P<name>\d+_\d{4}_\d{4}\.jpg)$")
@@ -165,19 +167,43 @@ def _face_radius(size: int = 128) -> np.ndarray:
     return np.hypot((xs - (x0 + x1) / 2) / ((x1 - x0) / 2), (ys - (y0 + y1) / 2) / ((y1 - y0) / 2))
 
 
-def test_face_swap_texture_is_fine_and_sits_on_the_face_seam_only(dataset: dict[str, bytes]) -> None:
+@pytest.mark.parametrize("source", ["text2img", "inpainting", "insight"])
+def test_blending_texture_is_fine_and_sits_around_the_face_only(dataset: dict[str, bytes], source: str) -> None:
     radius = _face_radius()
-    seam = (radius > SEAM_INNER_RADIUS + 0.08) & (radius < 0.92)
-    centre = radius < SEAM_INNER_RADIUS - 0.2           # eyes, nose, mouth: what the face detector needs
-    background = radius > 1.3
+    seam = (radius > SEAM_INNER_RADIUS + 0.08) & (radius < SEAM_OUTER_RADIUS - 0.08)
+    centre = radius < SEAM_INNER_RADIUS - 0.25          # eyes, nose, mouth: what the face detector needs
+    background = radius > SEAM_OUTER_RADIUS + 0.2
     ratios = {"seam": [], "centre": [], "background": []}
-    for fake, real in _pairs(dataset, "insight"):
+    for fake, real in _pairs(dataset, source):
         fake_detail, real_detail = _fine_detail(fake), _fine_detail(real)
         for name, region in (("seam", seam), ("centre", centre), ("background", background)):
             ratios[name].append(fake_detail[region].mean() / real_detail[region].mean())
     median = {name: float(np.median(values)) for name, values in ratios.items()}
     # Fake / real fine detail on the seam against the rest (reals are resized, so the rest is not exactly 1).
     assert median["seam"] > 2 * median["centre"] and median["seam"] > 2 * median["background"], median
+
+
+def _chroma_detail(pixels: np.ndarray) -> float:
+    """Mean fine chroma detail (red minus green, minus its blur at one pixel) of a small image."""
+    chroma = pixels[..., 0].astype(float) - pixels[..., 1].astype(float)
+    return float(np.abs(chroma - gaussian_filter(chroma, 1.0)).mean())
+
+
+def test_blending_texture_is_resolved_in_a_tight_face_crop_more_than_in_the_32px_frame(
+    dataset: dict[str, bytes],
+) -> None:
+    """The face-crop effect's physics: the demo's tight crop (margin 0.3) magnifies the face 3x over the frame."""
+    x0, y0, x1, y1 = (v * 128 for v in ARTEFACT_REGIONS["insight"])
+    crop = crop_box((x0, y0, x1, y1), margin=0.3)
+    frame, cropped = [], []
+    for fake, real in _pairs(dataset, "insight"):
+        fake_image, real_image = (Image.fromarray(p.astype(np.uint8)) for p in (fake, real))
+        frame.append(_chroma_detail(square_resize(fake_image, 32)) / _chroma_detail(square_resize(real_image, 32)))
+        cropped.append(_chroma_detail(square_resize(fake_image.crop(crop), 32))
+                       / _chroma_detail(square_resize(real_image.crop(crop), 32)))
+    # The diagonal texture keeps a little energy inside the frame's Nyquist square; the crop more than doubles it.
+    in_crop, in_frame = float(np.median(cropped)), float(np.median(frame))
+    assert in_crop > 3.0 and in_crop > 1.8 * in_frame, (in_crop, in_frame)
 
 
 def _band_energy(images: list[np.ndarray], size: int, cycles: int) -> float:
