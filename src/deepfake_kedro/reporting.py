@@ -104,6 +104,10 @@ def text_slide(title: str, lines: Sequence[str]) -> Figure:
     return figure
 
 
+TABLE_WRAP = 44
+"""Characters per line of a table slide's cell; longer text (a demo check's finding) wraps."""
+
+
 def table_slide(title: str, table: pd.DataFrame, note: str = "", digits: int = 3) -> Figure:
     """A slide holding one table (numbers rounded for reading) and a note under it."""
     figure, _ = _slide(title)
@@ -114,11 +118,19 @@ def table_slide(title: str, table: pd.DataFrame, note: str = "", digits: int = 3
         values = shown[column].dropna()
         places = 0 if len(values) and (values == values.round()).all() else digits  # counts and sizes stay whole
         shown[column] = shown[column].map(lambda v, p=places: f"{v:.{p}f}" if pd.notna(v) else "")
-    cells = ax.table(cellText=shown.astype(str).values, colLabels=list(shown.columns), loc="upper center",
-                     cellLoc="center")
+    # Long text wraps inside its cell, and columns get the width their text needs (equal widths overlapped).
+    wrapped = shown.astype(str).map(lambda text: "\n".join(textwrap.wrap(text, TABLE_WRAP)) or text)
+    widths = [max(len(str(column)), *(len(line) for text in wrapped[column] for line in text.split("\n")))
+              for column in wrapped.columns]
+    cells = ax.table(cellText=wrapped.values, colLabels=list(shown.columns), loc="upper center",
+                     cellLoc="center", colWidths=[width / sum(widths) for width in widths])
     cells.auto_set_font_size(False)
     cells.set_fontsize(9 if len(shown) < 14 else 7)
     cells.scale(1, 1.25)
+    lines = [max(text.count("\n") + 1 for text in row) for row in wrapped.values]
+    for (row, _), cell in cells.get_celld().items():
+        if row > 0:
+            cell.set_height(cell.get_height() * lines[row - 1])
     if note:
         figure.text(0.04, 0.04, note, fontsize=11, va="bottom", wrap=True)
     return figure

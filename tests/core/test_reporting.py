@@ -75,6 +75,20 @@ def test_table_slide_rounds_fractions_and_keeps_counts_whole():
     assert "0.812" in text and "40" in text and "40.000" not in text and "a note" in text
 
 
+def test_table_slide_wraps_long_text_and_widens_its_column():
+    finding = "not adopted (gain not significant (Holm p 0.971 >= 0.05)); " * 2
+    slide = table_slide("T", pd.DataFrame({"effect": ["face crops", "nulls"], "found": [finding, "no gain"],
+                                           "p": [0.5, 0.25]}))
+    table = slide.axes[-1].tables[0]
+    cells = table.get_celld()
+    long_cell, short_cell = cells[1, 1], cells[2, 1]
+    assert "\n" in long_cell.get_text().get_text()
+    assert all(len(line) <= 44 for line in long_cell.get_text().get_text().split("\n"))
+    # The wrapped row is taller than a one-line row; the text column is wider than the number column.
+    assert long_cell.get_height() > 2 * short_cell.get_height()
+    assert cells[0, 1].get_width() > 3 * cells[0, 2].get_width()
+
+
 def test_text_slide_wraps_long_lines_into_bullets():
     slide = text_slide("Title", ["word " * 60, "short"])
     texts = [t.get_text() for t in slide.texts]
