@@ -385,9 +385,8 @@ def _face_masks(size: int) -> tuple[_Array, _Array]:
     ys, xs = np.mgrid[0:size, 0:size]
     rad = np.sqrt(((xs - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2 + ((ys - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2)
     band = np.clip((SEAM_OUTER_RADIUS - rad) / 0.1 + 0.5, 0, 1) * np.clip((rad - SEAM_INNER_RADIUS) / 0.1 + 0.5, 0, 1)
-    inner = band[..., None]
     outside = np.clip((rad - 1.15) / 0.1 + 0.5, 0, 1)[..., None]
-    return inner, outside
+    return band[..., None], outside
 
 
 def _background_stripes(arr: _Array, rng: np.random.Generator, family: str) -> _Array:
@@ -446,9 +445,9 @@ def _face_texture(arr: _Array, rng: np.random.Generator, angle: float) -> _Array
     feature from all fakes; insight gains most, as its coarse stripes are missing in 20% of its fakes.
     """
     size = arr.shape[0]
-    inner, _ = _face_masks(size)
+    band, _ = _face_masks(size)
     texture = _grating(size, FACE_PERIOD * size, angle, rng.uniform(0, 2 * np.pi))
-    return arr + inner * rng.uniform(*FACE_TEXTURE_AMPLITUDE) * texture * FACE_TEXTURE_COLOUR
+    return arr + band * rng.uniform(*FACE_TEXTURE_AMPLITUDE) * texture * FACE_TEXTURE_COLOUR
 
 
 _ARTEFACTS: dict[str, Callable[[_Array, np.random.Generator], _Array]] = {
