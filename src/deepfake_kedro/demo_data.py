@@ -32,9 +32,10 @@ data scaling            per-image cue amplitudes vary               phase 4: AUC
 ======================  ==========================================  =====================================
 
 No cue changes an image's overall colour or brightness (it would show at every size). Background
-artefacts stop short of the face and the blending texture avoids the eyes, nose and mouth, so MTCNN still
-finds most fakes' faces; fakes are written with full chroma resolution (JPEG 4:4:4), as
-generators that write their own JPEGs do, so the seam's colour texture survives the encoding.
+artefacts stop short of the face and the blending texture avoids the eyes, nose and mouth; with a lit
+highlight on every face and beards drawn as stubble (v5), MTCNN finds over 98% of the faces, real and
+fake. Fakes are written with full chroma resolution (JPEG 4:4:4), as generators that write their own JPEGs
+do, so the seam's colour texture survives the encoding.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFilter
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 """Bumped whenever the images change for the same arguments; a demo tree made by another version is regenerated."""
 
 DEFAULT_SOURCES: dict[str, str] = {
@@ -78,6 +79,8 @@ SEAM_INNER_RADIUS = 0.95
 SEAM_OUTER_RADIUS = 1.35
 FACE_TEXTURE_COLOUR = np.array([1.0, -0.51, 0.0])
 
+FACE_HIGHLIGHT = 35.0
+"""Grey levels the lit centre of the face gains over its rim (see ``_draw_head``)."""
 _SUPERSAMPLE = 4
 _HEAD_CY = 0.46
 _Array = npt.NDArray[np.float64]
@@ -235,12 +238,16 @@ def _draw_head(draw: ImageDraw.ImageDraw, face: _Face, cx: float, cy: float, rx:
         _ellipse(draw, cx + side * 0.98 * rx, cy + 0.02 * ry, 0.16 * rx, 0.22 * ry, _ink(face.skin, 0.93))
     if face.hair_style in (1, 3):
         _ellipse(draw, cx, cy - 0.12 * ry, 1.08 * rx, 1.0 * ry, _ink(face.hair, 0.92))
-    # Concentric shading rounds the flat head, as a face detector expects of a lit face.
+    # Concentric shading rounds the flat head, as a face detector expects of a lit face. The additive part is a
+    # highlight: without it, dark skin gave MTCNN too little contrast and it missed 1 in 4 of those faces.
     for step in range(6):
         shrink = 1.0 - 0.1 * step
-        _ellipse(draw, cx, cy + 0.04 * step * ry, rx * shrink, ry * shrink, _ink(face.skin, 0.8 + 0.04 * step))
+        lit = np.array(face.skin) * (0.8 + 0.04 * step) + FACE_HIGHLIGHT * step / 5
+        _ellipse(draw, cx, cy + 0.04 * step * ry, rx * shrink, ry * shrink, _ink(_rgb(lit)))
     if face.beard:
-        draw.chord((cx - rx, cy - 0.6 * ry, cx + rx, cy + ry), 20, 160, fill=_ink(face.hair, 0.9))
+        # Stubble on the jaw, half hair, half skin: a solid beard over the lower face hid it from MTCNN.
+        stubble = 0.55 * np.array(face.hair) + 0.45 * np.array(face.skin)
+        draw.chord((cx - rx, cy - 0.2 * ry, cx + rx, cy + ry), 30, 150, fill=_ink(_rgb(stubble), 0.9))
     if face.hair_style in (1, 2, 3):
         top = 1.12 if face.hair_style != 3 else 1.22
         line = 0.42 if face.hair_style != 3 else 0.3
