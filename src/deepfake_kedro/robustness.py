@@ -281,12 +281,13 @@ def shown_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def full_models(models: Iterable[str] | str | None, full_slots: Iterable[str], key: str = "robustness.models",
-                ) -> list[str]:
+                extra: Iterable[str] | str | None = None) -> list[str]:
     """The models to test: the ones named (one label, e.g. from ``--params``, or a list), or else every
-    phase-4 full run (``phase4.top<k>_full``)."""
-    if isinstance(models, str):
-        models = [models]
+    phase-4 full run (``phase4.top<k>_full``); then ``extra`` ones not already listed (e.g. a phase-2 variant
+    whose preprocessing was not adopted, to see whether it changes robustness)."""
+    models = [models] if isinstance(models, str) else models
+    extra = [extra] if isinstance(extra, str) else list(extra or [])
     chosen = list(models) if models else [f"phase4.{slot}" for slot in full_slots]
     if not chosen:
         raise ValueError(f"{key} is empty and phase 4 has no full run; name models as <phase>.<experiment>")
-    return chosen
+    return chosen + [label for label in dict.fromkeys(extra) if label not in chosen]

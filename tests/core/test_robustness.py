@@ -159,6 +159,10 @@ def test_final_models_default_to_phase4_full_runs_and_accept_one_label():
     assert full_models(["phase1.a", "phase2.b"], []) == ["phase1.a", "phase2.b"]
     with pytest.raises(ValueError, match="robustness.models is empty and phase 4 has no full run"):
         full_models([], [])
+    # Extra models come after the chosen ones, each once.
+    assert full_models(None, ["top1_full"], extra=["phase2.c", "phase4.top1_full", "phase2.c"]) == [
+        "phase4.top1_full", "phase2.c"]
+    assert full_models("phase1.a", [], extra="phase2.c") == ["phase1.a", "phase2.c"]
 
 
 def test_the_report_table_has_a_row_per_corruption_and_a_column_per_model(finished):

@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 def _models(robustness: dict[str, Any], phase4: dict[str, Any]) -> list[str]:
     slots = phase4_slots(phase4["ranking"]["top_k"], phase4["scaling"])
-    return full_models(robustness.get("models"), [slot.name for slot in slots if slot.full])
+    return full_models(robustness.get("models"), [slot.name for slot in slots if slot.full],
+                       extra=robustness.get("extra_models"))
 
 
 def score_corruptions(
@@ -43,8 +44,9 @@ def score_corruptions(
         finished_experiments: The study's finished experiments.
         raw_images: The raw image tree the study indexed.
         face_boxes: The stored MTCNN boxes (face-crop models re-use them; nothing is re-detected).
-        robustness: ``models`` (null: every ``phase4.top<k>_full``), ``corruptions``, ``max_images`` (whole
-            groups drawn up to this many images; null: all), ``seed``, ``clean_tolerance``, ``device``.
+        robustness: ``models`` (null: every ``phase4.top<k>_full``), ``extra_models`` (tested beside them),
+            ``corruptions``, ``max_images`` (whole groups drawn up to this many images; null: all), ``seed``,
+            ``clean_tolerance``, ``device``.
         phase4: ``ranking.top_k`` and ``scaling``, which name the full runs.
 
     Returns:
@@ -83,10 +85,10 @@ def summarize_robustness(
     n_train = {label: finished_experiments.load(label)[3].sort_values("fold")["n_train"].tolist()
                for label in scores["model"].unique()}
     table = robustness_table(scores, n_train, n_bootstrap=n_bootstrap)
-    caption = ("Each final model's out-of-fold test images, corrupted at native resolution, then cropped as in "
-               "training and scored by the fold model that held them out. AUC [grouped bootstrap 95% CI]; "
-               "delta = mean fold AUC change vs clean; p: Nadeau-Bengio paired test, Holm-adjusted across "
-               "corruptions x severities.")
+    caption = ("Each model's out-of-fold test images (the final models, then robustness.extra_models), "
+               "corrupted at native resolution, then cropped as in training and scored by the fold model that "
+               "held them out. AUC [grouped bootstrap 95% CI]; delta = mean fold AUC change vs clean; p: "
+               "Nadeau-Bengio paired test, Holm-adjusted across corruptions x severities.")
     section = ReportSection.with_figure("robustness", "Robustness to image corruptions", caption,
                                         degradation_figure(table), shown_table(table))
     return table, degradation_figure(table), section
