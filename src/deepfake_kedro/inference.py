@@ -389,10 +389,12 @@ def status_counts(predictions: pd.DataFrame) -> str:
 
 
 def gallery_choice(predictions: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``n`` most fake and the ``n`` most real scored inputs (ties broken by path), without overlap."""
+    """The ``n`` most fake and the ``n`` most real scored inputs (ties broken by path), without overlap; with
+    fewer than ``2 n`` scored, the more fake half and the more real half."""
     scored = predictions[predictions["status"] == "ok"].sort_values("path").sort_values(
         "p_fake", ascending=False, kind="mergesort")
-    most_fake = scored.head(n)
+    # Otherwise a small folder fills the fake row alone and its most real input is explained as evidence for fake.
+    most_fake = scored.head(min(n, -(-len(scored) // 2)))
     most_real = scored.drop(most_fake.index).tail(n).iloc[::-1]
     return most_fake, most_real
 
@@ -426,15 +428,15 @@ def gallery_figure(predictor: Predictor, predictions: pd.DataFrame, frame_scores
     """
     most_fake, most_real = gallery_choice(predictions, n)
     columns = max(1, len(most_fake), len(most_real))
-    figure = Figure(figsize=(2.4 * columns, 6.0))
+    figure = Figure(figsize=(max(2.4 * columns, 6.0), 6.0))
     label = predictor.package.resolved.label
-    figure.suptitle(f"{label}: most fake (top, evidence for fake) and most real (bottom, evidence for real)\n"
+    figure.suptitle(f"{label}\nmost fake (top, evidence for fake) and most real (bottom, evidence for real)\n"
                     f"Grad-CAM = mean of the {len(predictor.models)} fold models' maps; threshold "
                     f"{predictor.package.threshold['value']:.3f}", fontsize=9)
     if most_fake.empty:
         figure.text(0.5, 0.5, "no input could be scored (see predictions.csv)", ha="center", va="center")
         return figure
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.1, top=0.82, hspace=0.45, wspace=0.08)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.1, top=0.8, hspace=0.45, wspace=0.08)
     for row_number, (chosen, target) in enumerate(((most_fake, "fake"), (most_real, "real"))):
         if chosen.empty:
             continue

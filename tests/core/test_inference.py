@@ -204,6 +204,9 @@ def test_gallery_shows_the_most_fake_and_most_real_without_overlap(finished, mix
     scored = predictions[predictions["status"] == "ok"].sort_values("p_fake")
     assert most_fake["path"].tolist() == scored["path"].iloc[::-1].head(2).tolist()
     assert most_real["path"].tolist() == [scored["path"].iloc[0]]
+    # Fewer scored inputs than the gallery holds: split in halves, so the most real one is explained as real.
+    most_fake, most_real = gallery_choice(predictions, 6)
+    assert len(most_fake) == 2 and most_real["path"].tolist() == [scored["path"].iloc[0]]
     figure = gallery_figure(predictor, predictions, frame_scores, n=2)
     assert len(figure.axes) == 3
 
