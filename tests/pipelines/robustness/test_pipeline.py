@@ -33,6 +33,8 @@ def finish_tiny_experiment(project: KedroProject) -> pd.DataFrame:
     fold_metrics.to_csv(data / "08_reporting/phase4/tiny/fold_metrics.csv", index=False)
     (data / "02_intermediate").mkdir(parents=True)
     pd.DataFrame(columns=["key", *BOX_COLUMNS]).to_parquet(data / "02_intermediate/face_boxes.parquet")
+    # Only this experiment is finished: the demo's extra robustness model (a phase-2 face-crop run) is not.
+    project.edit_yaml("conf/demo/parameters.yml", {"robustness": {"extra_models": []}})
     return oof
 
 
