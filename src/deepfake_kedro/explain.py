@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, TypedDict
 
 import numpy as np
@@ -289,10 +289,6 @@ def gradcam_gallery(explained: Sequence[Explanation], title: str, columns: int =
     return figure
 
 
-CENTRE_BOX = (0.25, 0.25, 0.75, 0.75)
-"""The central half of the square crop, where the face is: CAM mass outside it is background."""
-
-
 def captioned_overlay(explanation: Explanation, scale_to: int = 192) -> Image.Image:
     """The overlay as a PNG-ready image, upscaled for tiny inputs, with label and probability under it."""
     picture = Image.fromarray(overlay(explanation["image"], explanation["cam"]))
@@ -307,9 +303,33 @@ def captioned_overlay(explanation: Explanation, scale_to: int = 192) -> Image.Im
     return canvas
 
 
-def explanation_table(explained: Sequence[Explanation]) -> pd.DataFrame:
-    """One row per explained image: what was predicted and how much of the CAM lies on the central face region."""
-    return pd.DataFrame([{
-        "path": e["path"], "source": e["source"], "label": e["label"], "fold": e["fold"], "prob": e["prob"],
-        "pred_type": e["pred_type"], "cam_mass_centre": cam_mass_in_region(e["cam"], CENTRE_BOX),
-    } for e in explained])
+def explanation_table(
+    explained: Sequence[Explanation], face_boxes: Mapping[str, tuple[float, float, float, float] | None] | None = None,
+) -> pd.DataFrame:
+    """One row per explained image: what was predicted, and how much of its Grad-CAM lies on the face.
+
+    Args:
+        explained: The explanations.
+        face_boxes: Path -> the detected face as fractions of the model's input (``face_crops.face_box_in_view``);
+            None or a missing path: no face found.
+
+    Returns:
+        Columns ``path``, ``source``, ``label``, ``fold``, ``prob``, ``pred_type``; ``cam_mass_face`` (the
+        CAM's share inside the face box; NaN without a face or for an all-zero CAM), ``face_area_share`` (the
+        box's share of the input: what a map without preference gives) and ``cam_flat`` (the CAM is zero
+        everywhere: nothing in the image moved the prediction towards its class).
+    """
+    face_boxes = face_boxes or {}
+    rows = []
+    for e in explained:
+        box = face_boxes.get(e["path"])
+        cam = np.asarray(e["cam"])
+        rows.append({
+            "path": e["path"], "source": e["source"], "label": e["label"], "fold": e["fold"], "prob": e["prob"],
+            "pred_type": e["pred_type"],
+            "cam_mass_face": cam_mass_in_region(cam, box) if box else float("nan"),
+            "face_area_share": cam_mass_in_region(np.ones(cam.shape), box) if box else float("nan"),
+            "cam_flat": not bool(np.any(cam > 0)),
+        })
+    return pd.DataFrame(rows, columns=["path", "source", "label", "fold", "prob", "pred_type", "cam_mass_face",
+                                       "face_area_share", "cam_flat"])

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from io import BytesIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,42 @@ def crop_box(box: Sequence[float], margin: float) -> tuple[int, int, int, int]:
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     left, top = round(cx - side / 2.0), round(cy - side / 2.0)
     return left, top, left + round(side), top + round(side)
+
+
+def face_box_in_view(face: Mapping[str, Any], face_crop: bool, margin: float
+                     ) -> tuple[float, float, float, float] | None:
+    """Where the detected face lies in the square the model saw, as fractions ``(x0, y0, x1, y1)`` of its side.
+
+    Args:
+        face: One ``face_boxes`` row (``detected``, the box ``x0``-``y1``, the image's ``width`` and ``height``).
+        face_crop: The model saw the enlarged square around the face (``face_crop``), else the image's centre
+            square (``square_resize``).
+        margin: ``face_crop_margin`` of a face-crop model.
+
+    Returns:
+        The box, cut to the square; None when no face was detected (a face-crop model then saw the centre
+        square, with no face found in it) or the face lies outside the square.
+    """
+    if not face.get("detected"):
+        return None
+    box = (float(face["x0"]), float(face["y0"]), float(face["x1"]), float(face["y1"]))
+    if face_crop:
+        left, top, right, _ = crop_box(box, margin)
+        side = right - left
+    else:
+        side = min(int(face["width"]), int(face["height"]))
+        left, top = (int(face["width"]) - side) // 2, (int(face["height"]) - side) // 2
+    x0, y0, x1, y1 = (min(max((value - offset) / side, 0.0), 1.0)
+                      for value, offset in zip(box, (left, top, left, top)))
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def face_boxes_in_view(face_boxes: pd.DataFrame, paths: Sequence[str], face_crop: bool, margin: float
+                       ) -> dict[str, tuple[float, float, float, float] | None]:
+    """``face_box_in_view`` for each path; None for a path without a detection row (not detected)."""
+    faces = face_boxes.set_index("key") if "key" in face_boxes else pd.DataFrame()
+    return {path: face_box_in_view(faces.loc[path], face_crop, margin) if path in faces.index else None
+            for path in paths}
 
 
 def face_crop(image: Image.Image, face: dict, margin: float, size: int) -> np.ndarray:

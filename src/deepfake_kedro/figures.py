@@ -251,14 +251,25 @@ def image_gallery(images: list[np.ndarray], captions: list[str], title: str, col
 
 
 def attention_bars(attention: pd.DataFrame) -> Figure:
-    """Mean share of Grad-CAM mass on the central face region per experiment (0.25 = a uniform map)."""
+    """Mean share of Grad-CAM mass on the face per experiment, against the share of the input the face covers.
+
+    A bar past its tick means the model looks at the face more than a map without preference would; experiments
+    without a scored image (no face found, or only all-zero CAMs) are named as such.
+    """
+    attention = attention.iloc[::-1]
     figure, ax = plt.subplots(figsize=(10, 0.3 * len(attention) + 1.8), constrained_layout=True)
-    ax.barh(attention["experiment"], attention["all"], color="#4C72B0")
-    ax.axvline(0.25, color="grey", ls=":", label="uniform map (the box is a quarter of the image)")
-    ax.set(xlabel="mean share of Grad-CAM mass on the central face region", xlim=(0, 1),
+    positions = np.arange(len(attention))
+    ax.barh(positions, attention["all"].fillna(0.0), color="#4C72B0", label="Grad-CAM mass on the face")
+    if "face_area" in attention:
+        ax.scatter(attention["face_area"], positions, marker="|", s=220, color="black", zorder=3,
+                   label="the face's share of the input (no preference)")
+    labels = [name if pd.notna(mass) else f"{name} (no scored CAM)"
+              for name, mass in zip(attention["experiment"], attention["all"])]
+    ax.set_yticks(positions, labels)
+    ax.set(xlabel="mean share of Grad-CAM mass inside the detected face box", xlim=(0, 1),
            title="Where the models look (out-of-fold images, each by its own fold's model)")
     ax.tick_params(axis="y", labelsize=7)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     return figure
 
 

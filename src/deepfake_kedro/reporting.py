@@ -45,19 +45,32 @@ def detailed_results(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, An
 
 
 def attention_summary(explained: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Mean share of Grad-CAM mass on the central face region per experiment, by prediction type and overall.
+    """Mean share of Grad-CAM mass on the face per experiment: by prediction type, by source and overall.
 
     Args:
-        explained: Experiment -> its explained images (``pred_type``, ``cam_mass_centre``); empty ones skipped.
+        explained: Experiment -> its explained images (``explain.explanation_table``); empty ones skipped.
 
     Returns:
-        One row per experiment: one column per prediction type, ``all`` and ``n_images``.
+        One row per experiment: one column per prediction type, one ``source:<name>`` column per source,
+        ``all`` (the mean over images with a face and a non-zero CAM), ``face_area`` (the faces' mean share of
+        the input: what ``all`` would be without preference), ``n_images`` (explained), ``n_scored`` (the
+        images behind ``all``) and ``n_flat`` (all-zero CAMs: the prediction did not move with the image).
     """
     rows = [table.assign(experiment=key) for key, table in explained.items() if len(table)]
     combined = pd.concat(rows, ignore_index=True)
-    summary = combined.groupby(["experiment", "pred_type"])["cam_mass_centre"].mean().unstack("pred_type")
-    overall = combined.groupby("experiment")["cam_mass_centre"].agg(["mean", "count"])
-    return summary.join(overall.rename(columns={"mean": "all", "count": "n_images"})).reset_index()
+    by_experiment = combined.groupby("experiment", sort=True)
+    by_type = combined.groupby(["experiment", "pred_type"])["cam_mass_face"].mean().unstack("pred_type")
+    by_source = combined.groupby(["experiment", "source"])["cam_mass_face"].mean().unstack("source")
+    scored = combined[combined["cam_mass_face"].notna()].groupby("experiment")
+    overall = pd.DataFrame({
+        "all": by_experiment["cam_mass_face"].mean(),
+        "face_area": scored["face_area_share"].mean(),
+        "n_images": by_experiment.size(),
+        "n_scored": by_experiment["cam_mass_face"].count(),
+        "n_flat": by_experiment["cam_flat"].sum().astype(int),
+    })
+    types = by_type.reindex(columns=[t for t in ("TP", "TN", "FP", "FN") if t in by_type.columns])
+    return types.join(by_source.add_prefix("source:")).join(overall).reset_index()
 
 
 def model_benchmark(

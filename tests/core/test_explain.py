@@ -12,6 +12,7 @@ from deepfake_kedro.explain import (
     cam_mass_in_region,
     choose_examples,
     explain_examples,
+    explanation_table,
     gradcam_gallery,
     gradcam_maps,
     load_fold_model,
@@ -277,3 +278,27 @@ def test_cam_mass_in_region_is_the_share_of_the_map_inside_the_box():
     assert np.isnan(cam_mass_in_region(np.zeros((8, 8)), ARTEFACT_BOX))
     with pytest.raises(ValueError, match="box_fraction"):
         cam_mass_in_region(inside_only, (0.5, 0.0, 0.4, 1.0))
+
+
+def test_explanation_table_scores_each_cam_against_its_own_face_box():
+    hot_top_left = np.zeros((32, 32), dtype=np.float32)
+    hot_top_left[0:8, 0:8] = 1.0
+    uniform = np.ones((32, 32), dtype=np.float32)
+
+    def explanation(path: str, cam: np.ndarray) -> dict:
+        return {"path": path, "source": "insight", "label": 1, "fold": 0, "prob": 0.9, "pred_type": "TP",
+                "image": np.zeros((32, 32, 3), dtype=np.uint8), "cam": cam}
+
+    explained = [explanation("on_face.jpg", hot_top_left), explanation("off_face.jpg", hot_top_left),
+                 explanation("uniform.jpg", uniform), explanation("no_face.jpg", uniform),
+                 explanation("flat.jpg", np.zeros((32, 32), dtype=np.float32))]
+    boxes = {"on_face.jpg": (0.0, 0.0, 0.25, 0.25), "off_face.jpg": (0.5, 0.5, 1.0, 1.0),
+             "uniform.jpg": (0.5, 0.5, 1.0, 1.0), "flat.jpg": (0.0, 0.0, 0.5, 0.5)}
+    table = explanation_table(explained, boxes).set_index("path")
+    assert table.loc["on_face.jpg", "cam_mass_face"] == pytest.approx(1.0)
+    assert table.loc["off_face.jpg", "cam_mass_face"] == 0.0
+    # A map without preference puts on the face exactly the face's share of the input.
+    assert table.loc["uniform.jpg", "cam_mass_face"] == pytest.approx(table.loc["uniform.jpg", "face_area_share"])
+    assert table.loc["uniform.jpg", "face_area_share"] == pytest.approx(0.25)
+    assert np.isnan(table.loc["no_face.jpg", "cam_mass_face"]) and not table.loc["no_face.jpg", "cam_flat"]
+    assert np.isnan(table.loc["flat.jpg", "cam_mass_face"]) and table.loc["flat.jpg", "cam_flat"]

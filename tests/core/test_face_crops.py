@@ -1,12 +1,13 @@
 from io import BytesIO
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from skimage import data
 
 from deepfake_kedro.data_index import ImageTree, square_resize
-from deepfake_kedro.face_crops import FaceDetector, crop_box, face_crop
+from deepfake_kedro.face_crops import FaceDetector, crop_box, face_box_in_view, face_boxes_in_view, face_crop
 from deepfake_kedro.image_cache import TablePlan, write_table
 
 
@@ -82,3 +83,40 @@ def test_16_bit_image_is_face_cropped(tmp_path):
     with Image.open(tmp_path / "real/deep16.png") as image:
         crop = face_crop(image, face, 0.6, 32)
     assert crop.shape == (32, 32, 3) and crop.std() > 10
+
+
+def _painted(width: int, height: int, box: tuple[int, int, int, int]) -> Image.Image:
+    """A black image with the face box painted white, so the box can be found again in any crop of it."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    pixels[y0:y1, x0:x1] = 255
+    return Image.fromarray(pixels)
+
+
+def _white_extent(pixels: np.ndarray) -> tuple[float, float, float, float]:
+    """The white region's bounding box as fractions of the square's side."""
+    ys, xs = np.nonzero(pixels[..., 0] > 127)
+    side = pixels.shape[0]
+    return xs.min() / side, ys.min() / side, (xs.max() + 1) / side, (ys.max() + 1) / side
+
+
+@pytest.mark.parametrize("face_crop_mode", [False, True])
+def test_face_box_in_view_is_where_the_face_lands_in_what_the_model_saw(face_crop_mode):
+    # A wide image with the face off-centre: the centre square cuts the frame, the face crop re-centres it.
+    width, height, box, margin, size = 300, 200, (130, 40, 190, 120), 0.3, 64
+    image = _painted(width, height, box)
+    face = {"detected": True, "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "width": width,
+            "height": height}
+    seen = face_crop(image, face, margin, size) if face_crop_mode else square_resize(image, size)
+    expected = face_box_in_view(face, face_crop_mode, margin)
+    assert expected == pytest.approx(_white_extent(seen), abs=1.5 / size)
+
+
+def test_face_box_in_view_cuts_the_box_to_the_square_and_is_none_without_a_face():
+    # The centre square of a 300 x 200 image spans x 50-250; a face at x 0-80 is cut at the square's left edge.
+    face = {"detected": True, "x0": 0.0, "y0": 50.0, "x1": 80.0, "y1": 150.0, "width": 300, "height": 200}
+    assert face_box_in_view(face, False, 0.3) == pytest.approx((0.0, 0.25, 0.15, 0.75))
+    assert face_box_in_view({**face, "x1": 40.0}, False, 0.3) is None  # wholly outside the square
+    assert face_box_in_view({**face, "detected": False}, True, 0.3) is None
+    boxes = face_boxes_in_view(pd.DataFrame([{"key": "a.jpg", **face}]), ["a.jpg", "b.jpg"], False, 0.3)
+    assert boxes["a.jpg"] == pytest.approx((0.0, 0.25, 0.15, 0.75)) and boxes["b.jpg"] is None

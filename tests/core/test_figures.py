@@ -83,8 +83,14 @@ def test_prediction_figures_one_panel_per_source_and_calibration_counts():
 
 
 def test_attention_bars_and_gallery():
-    ax = attention_bars(pd.DataFrame({"experiment": ["a", "b"], "all": [0.3, 0.6]})).axes[0]
-    assert [p.get_width() for p in ax.patches] == pytest.approx([0.3, 0.6])
+    attention = pd.DataFrame({"experiment": ["a", "b", "c"], "all": [0.3, 0.6, float("nan")],
+                              "face_area": [0.1, 0.5, float("nan")]})
+    ax = attention_bars(attention).axes[0]
+    # The first experiment on top; each bar is the mass on the face, its tick the face's share of the input.
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["c (no scored CAM)", "b", "a"]
+    assert [p.get_width() for p in ax.patches] == pytest.approx([0.0, 0.6, 0.3])
+    np.testing.assert_allclose(ax.collections[0].get_offsets()[1:, 0], [0.5, 0.1])
     gallery = image_gallery([np.zeros((8, 8, 3), np.uint8)] * 3, ["one", "two", "three"], "g", columns=2)
     assert len(gallery.axes) == 4
     assert [ax.get_title() for ax in gallery.axes[:3]] == ["one", "two", "three"]

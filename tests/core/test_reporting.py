@@ -60,13 +60,22 @@ def test_significant_findings_give_the_verdict_at_005():
     assert significant_findings(tests, metric="f1") == []
 
 
-def test_attention_summary_means_by_prediction_type_and_overall():
-    explained = {"phase1.a": pd.DataFrame({"pred_type": ["TP", "TP", "FN"], "cam_mass_centre": [0.2, 0.4, 0.9]}),
-                 "phase1.empty": pd.DataFrame({"pred_type": [], "cam_mass_centre": []})}
+def test_attention_summary_means_by_prediction_type_source_and_overall():
+    nan = float("nan")
+    explained = {
+        "phase1.a": pd.DataFrame({"pred_type": ["TP", "TP", "FN", "TN"], "source": ["x", "y", "y", "real"],
+                                  "cam_mass_face": [0.2, 0.4, 0.9, nan], "face_area_share": [0.1, 0.3, 0.2, nan],
+                                  "cam_flat": [False, False, False, True]}),
+        "phase1.empty": pd.DataFrame({"pred_type": [], "source": [], "cam_mass_face": [], "face_area_share": [],
+                                      "cam_flat": []}),
+    }
     summary = attention_summary(explained).set_index("experiment")
     assert list(summary.index) == ["phase1.a"]
-    assert summary.loc["phase1.a", "TP"] == pytest.approx(0.3) and summary.loc["phase1.a", "FN"] == 0.9
-    assert summary.loc["phase1.a", "all"] == pytest.approx(0.5) and summary.loc["phase1.a", "n_images"] == 3
+    row = summary.loc["phase1.a"]
+    assert row["TP"] == pytest.approx(0.3) and row["FN"] == 0.9 and np.isnan(row["TN"])
+    assert row["source:y"] == pytest.approx(0.65) and row["source:x"] == pytest.approx(0.2)
+    assert row["all"] == pytest.approx(0.5) and row["face_area"] == pytest.approx(0.2)
+    assert (row["n_images"], row["n_scored"], row["n_flat"]) == (4, 3, 1)
 
 
 def test_table_slide_rounds_fractions_and_keeps_counts_whole():

@@ -34,7 +34,7 @@ def test_namespaces_phase4_holds_the_ranking_and_the_analysis():
     # The ranking's output feeds every slot inside the namespace: nothing of phase 4 is left outside.
     assert "phase4.model_selection" not in phase4.inputs()
     assert {i for i in phase4.inputs() if not i.startswith("params:")} <= (
-        {"fold_table", "image_cache", "face_cache", "phase2.preprocessing_choice"}
+        {"fold_table", "image_cache", "face_cache", "face_boxes", "phase2.preprocessing_choice"}
         | {i for i in phase4.inputs() if i.startswith(("phase1.", "phase2.", "phase3.")) and i.endswith(".metrics")})
 
 

@@ -30,7 +30,8 @@ def test_collect_results_separates_phase_tables_from_experiment_summaries():
 
 
 def test_summarize_attention_returns_the_table_and_its_figure():
-    explained = pd.DataFrame({"pred_type": ["TP", "FP"], "cam_mass_centre": [0.5, 0.1]})
+    explained = pd.DataFrame({"pred_type": ["TP", "FP"], "source": ["fake", "real"], "cam_mass_face": [0.5, 0.1],
+                              "face_area_share": [0.2, 0.2], "cam_flat": [False, False]})
     summary, figure = summarize_attention(**{"phase1.a": explained, "phase1.b": explained.iloc[:0]})
     assert list(summary["experiment"]) == ["phase1.a"] and summary.loc[0, "all"] == pytest.approx(0.3)
     assert isinstance(figure, Figure)

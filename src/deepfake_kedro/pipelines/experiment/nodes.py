@@ -22,6 +22,7 @@ from deepfake_kedro.explain import (
     gradcam_gallery,
     load_fold_model,
 )
+from deepfake_kedro.face_crops import face_boxes_in_view
 from deepfake_kedro.figures import (
     confidence_histograms,
     image_gallery,
@@ -220,7 +221,8 @@ def analyse_errors(
 
 def explain_predictions(
     resolved_config: ResolvedExperiment, fold_runs: FoldRunStore, oof_predictions: pd.DataFrame,
-    image_cache: dict[str, ImageStack], face_cache: dict[str, ImageStack], evaluation: dict[str, Any],
+    image_cache: dict[str, ImageStack], face_cache: dict[str, ImageStack], face_boxes: pd.DataFrame,
+    evaluation: dict[str, Any],
 ) -> tuple[dict[str, Image.Image], Figure, pd.DataFrame]:
     """Grad-CAM of 10-20 out-of-fold images across prediction type and source, each by its own fold's model.
 
@@ -230,16 +232,24 @@ def explain_predictions(
         oof_predictions: The experiment's out-of-fold predictions.
         image_cache: Square-crop stacks by name.
         face_cache: Face-crop stacks by name.
+        face_boxes: MTCNN's face per image (where the face lies in what the model saw).
         evaluation: ``gradcam_images``: how many images to explain (10-20).
 
     Returns:
         Captioned overlays keyed ``<pred_type>/<source>/<image>``, a gallery and a table of the
-        explained images (with the CAM's share on the central face region).
+        explained images (with the CAM's share on the face).
     """
-    backbone = resolved_config.config.backbone
+    config = resolved_config.config
     examples = choose_examples(oof_predictions, evaluation.get("gradcam_images", 16))
     explained = explain_examples(examples, resolved_config.cache(image_cache, face_cache),
-                                 lambda fold: load_fold_model(fold_runs, resolved_config.fingerprint, fold), backbone)
+                                 lambda fold: load_fold_model(fold_runs, resolved_config.fingerprint, fold),
+                                 config.backbone)
     overlays = {f"{e['pred_type']}/{e['source']}/{Path(e['path']).stem}": captioned_overlay(e) for e in explained}
-    title = f"{resolved_config.label}: Grad-CAM ({backbone}, out of fold)"
-    return overlays, gradcam_gallery(explained, title), explanation_table(explained)
+    title = f"{resolved_config.label}: Grad-CAM ({config.backbone}, out of fold)"
+    faces = face_boxes_in_view(face_boxes, examples["path"].tolist(), config.face_crop, config.face_crop_margin)
+    table = explanation_table(explained, faces)
+    if len(table) and table["cam_flat"].all():
+        logger.warning("%s: every Grad-CAM map is zero: the model's output does not move with these images "
+                       "(p(fake) %.3f-%.3f), so its overlays show nothing", resolved_config.label,
+                       table["prob"].min(), table["prob"].max())
+    return overlays, gradcam_gallery(explained, title), table

@@ -18,7 +18,7 @@ from .nodes import (
     sweep_thresholds,
 )
 
-SHARED_INPUTS = {"fold_table", "image_cache", "face_cache"}
+SHARED_INPUTS = {"fold_table", "image_cache", "face_cache", "face_boxes"}
 SHARED_PARAMETERS = {"params:defaults", "params:data", "params:preprocessing", "params:evaluation"}
 PREPROCESSING_CHOICE = "phase2.preprocessing_choice"
 MODEL_SELECTION = "phase4.model_selection"
@@ -40,7 +40,8 @@ def _template(resolve: Node) -> list[Node]:
         Node(analyse_errors, ["resolved_config", "oof_predictions", "image_cache", "face_cache", "params:evaluation"],
              ["hard_examples", "hard_examples_figure", "confidence_histograms", "reliability"], name="analyse_errors"),
         Node(explain_predictions,
-             ["resolved_config", "fold_runs", "oof_predictions", "image_cache", "face_cache", "params:evaluation"],
+             ["resolved_config", "fold_runs", "oof_predictions", "image_cache", "face_cache", "face_boxes",
+              "params:evaluation"],
              ["gradcam_overlays", "gradcam_gallery", "gradcam_examples"], name="explain_predictions"),
     ]
 

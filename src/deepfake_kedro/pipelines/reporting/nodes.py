@@ -52,7 +52,7 @@ def benchmark_backbones(benchmark: dict[str, Any]) -> pd.DataFrame:
 
 
 def summarize_attention(**explained: pd.DataFrame) -> tuple[pd.DataFrame, Figure]:
-    """Share of Grad-CAM mass on the central face region, per experiment and prediction type.
+    """Share of Grad-CAM mass on the detected face, per experiment, prediction type and source.
 
     Args:
         **explained: ``<phase>.<experiment>`` -> the experiment's explained images.
