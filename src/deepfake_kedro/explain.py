@@ -261,10 +261,15 @@ def cam_mass_in_region(cam: np.ndarray, box_fraction: tuple[float, float, float,
     return float(np.sum(inside, dtype=np.float64)) / total
 
 
+def _flat(explanation: Explanation) -> bool:
+    """The CAM is zero everywhere: nothing in the image moved the prediction (an overlay would look broken)."""
+    return not bool(np.any(np.asarray(explanation["cam"]) > 0))
+
+
 def _caption(explanation: Explanation) -> str:
     label = "fake" if explanation["label"] == 1 else "real"
     return (f"{explanation['pred_type']} · {explanation['source']}\n"
-            f"p(fake)={explanation['prob']:.2f} · label {label}")
+            f"p(fake)={explanation['prob']:.2f} · label {label}" + (" · CAM zero" if _flat(explanation) else ""))
 
 
 def gradcam_gallery(explained: Sequence[Explanation], title: str, columns: int = 4) -> Figure:
@@ -299,7 +304,8 @@ def captioned_overlay(explanation: Explanation, scale_to: int = 192) -> Image.Im
     draw = ImageDraw.Draw(canvas)
     truth = "fake" if explanation["label"] == 1 else "real"
     draw.text((4, side + 3), f"{explanation['pred_type']}  {explanation['source']} ({truth})", fill="black")
-    draw.text((4, side + 18), f"p(fake) = {explanation['prob']:.3f}  fold {explanation['fold']}", fill="black")
+    flat = "  (CAM zero everywhere)" if _flat(explanation) else ""
+    draw.text((4, side + 18), f"p(fake) = {explanation['prob']:.3f}  fold {explanation['fold']}{flat}", fill="black")
     return canvas
 
 
@@ -329,7 +335,7 @@ def explanation_table(
             "pred_type": e["pred_type"],
             "cam_mass_face": cam_mass_in_region(cam, box) if box else float("nan"),
             "face_area_share": cam_mass_in_region(np.ones(cam.shape), box) if box else float("nan"),
-            "cam_flat": not bool(np.any(cam > 0)),
+            "cam_flat": _flat(e),
         })
     return pd.DataFrame(rows, columns=["path", "source", "label", "fold", "prob", "pred_type", "cam_mass_face",
                                        "face_area_share", "cam_flat"])

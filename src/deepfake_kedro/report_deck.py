@@ -240,7 +240,7 @@ def attention_slide(attention: pd.DataFrame) -> Figure:
     """Share of Grad-CAM mass on the detected face per experiment."""
     return image_slide("Explainability: where the models look", figure_pixels(attention_bars(attention)),
                        "Grad-CAM share inside MTCNN's face box, in what the model saw; the tick is the box's share of "
-                       "the input (no preference). Overlays per experiment under data/08_reporting/gradcam/.")
+                       "the input (no preference).\nOverlays per experiment under data/08_reporting/gradcam/.")
 
 
 def overlay_slide(overlays: Sequence[Any], model: str) -> Figure:

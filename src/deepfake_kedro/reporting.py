@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from deepfake_kedro.comparison import format_ci  # noqa: E402
@@ -100,7 +101,10 @@ def model_benchmark(
 # Slides ---------------------------------------------------------------------------------------
 
 def _slide(title: str) -> tuple[Figure, Any]:
-    figure = plt.figure(figsize=SLIDE_SIZE)
+    # Outside pyplot's registry: a deck holds some 30 slides until the PDF is written, and pyplot would warn
+    # about (and keep) every one of them.
+    figure = Figure(figsize=SLIDE_SIZE)
+    FigureCanvasAgg(figure)
     figure.text(0.04, 0.93, title, fontsize=22, weight="bold", va="top")
     return figure, figure
 

@@ -17,7 +17,8 @@ from deepfake_kedro.report_deck import (
 )
 from tests import tiny_tables as tt
 
-pytestmark = pytest.mark.filterwarnings("ignore:More than 20 figures")
+# Slides live outside pyplot, so building a deck must not trip its "More than 20 figures" warning.
+pytestmark = pytest.mark.filterwarnings("error:More than 20 figures")
 
 BASE_SLIDES = 20  # setup, splits, metrics, audit; per phase table + figures (+ tests in phase 2); 8 single slides
 

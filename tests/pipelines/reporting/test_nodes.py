@@ -11,7 +11,8 @@ from PIL import Image
 from deepfake_kedro.pipelines.reporting.nodes import build_report, collect_results, summarize_attention
 from tests import tiny_tables as tt
 
-pytestmark = pytest.mark.filterwarnings("ignore:More than 20 figures")
+# Slides live outside pyplot, so building a deck must not trip its "More than 20 figures" warning.
+pytestmark = pytest.mark.filterwarnings("error:More than 20 figures")
 
 
 @pytest.fixture(autouse=True)
