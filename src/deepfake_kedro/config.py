@@ -155,7 +155,9 @@ def _check_sources(config: ExperimentConfig, sources: Mapping[str, str], label: 
         if unknown:
             raise ConfigError(
                 f"experiment {label!r}: key {key!r} names unknown sources {unknown}; "
-                f"data.sources has {sorted(sources)}"
+                f"data.sources has {sorted(sources)}. Phase 2's source hold-outs and the generalisation "
+                "experiments name DeepFakeFace's folders: for other sources, name yours in those experiments "
+                "(README, 'Another dataset')"
             )
         labels = {sources[s] for s in chosen}
         if key == "train_sources" and labels != {"real", "fake"}:

@@ -174,3 +174,14 @@ def test_execution_only_settings_leave_the_fingerprint_of_stored_runs_unchanged(
     assert config_fingerprint(config, {"root": "data/01_raw/dff", "sources": sources}) == "cfbe2ab3ad4f461a"
     compiled = config.model_copy(update={"compile": True, "num_workers": 0})
     assert config_fingerprint(compiled, DATA) == config_fingerprint(config, DATA)
+
+
+def test_dff_hold_outs_on_another_tree_are_rejected_with_the_way_out():
+    experiments = {"p2a_t1_original": {}, "p2a_t3_holdout_text2img": {
+        "extends": "p2a_t1_original", "train_sources": ["wiki", "inpainting", "insight"]}}
+    with pytest.raises(ConfigError) as error:
+        resolve_experiment("p2a_t3_holdout_text2img", experiments, {}, sources={"real": "real", "fake": "fake"},
+                           label="phase2.p2a_t3_holdout_text2img")
+    message = str(error.value)
+    assert "phase2.p2a_t3_holdout_text2img" in message and "['inpainting', 'insight', 'wiki']" in message
+    assert "['fake', 'real']" in message and "Another dataset" in message
