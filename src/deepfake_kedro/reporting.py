@@ -58,6 +58,12 @@ def attention_summary(explained: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         images behind ``all``) and ``n_flat`` (all-zero CAMs: the prediction did not move with the image).
     """
     rows = [table.assign(experiment=key) for key, table in explained.items() if len(table)]
+    for table in rows:
+        missing = sorted({"cam_mass_face", "face_area_share", "cam_flat"} - set(table.columns))
+        if missing:
+            experiment = table["experiment"].iloc[0]
+            raise KeyError(f"{experiment}'s Grad-CAM table (gradcam_examples.csv) lacks {missing}: an older "
+                           f"version wrote it; rerun its phase (kedro run --pipeline {experiment.split('.')[0]})")
     combined = pd.concat(rows, ignore_index=True)
     by_experiment = combined.groupby("experiment", sort=True)
     by_type = combined.groupby(["experiment", "pred_type"])["cam_mass_face"].mean().unstack("pred_type")
