@@ -28,7 +28,7 @@ def test_registered_by_name_outside_the_default_run_in_its_own_namespace():
         n.name for n in own.nodes}
     # Everything it needs beyond the preprocessing is its own: phase 2 is read only if it has run.
     assert {i for i in own.inputs() if not i.startswith("params:")} == {
-        "fold_table", "image_cache", "face_cache", "finished_experiments"}
+        "fold_table", "image_cache", "face_cache", "face_boxes", "finished_experiments"}
 
 
 def write_finished_experiments(data_dir, cube: np.ndarray) -> None:
