@@ -46,7 +46,7 @@ class ReportSection:
     @classmethod
     def with_figure(cls, name: str, title: str, caption: str, figure: Figure | None = None,
                     table: pd.DataFrame | None = None) -> ReportSection:
-        """A section whose figure is rendered to pixels now (the figure is closed)."""
+        """A section whose figure is rendered to pixels now (closed to pyplot; it can still be saved)."""
         return cls(name, title, caption, table, figure_pixels(figure) if figure is not None else None)
 
 

@@ -108,6 +108,8 @@ def summarize_external(
                "sets the study never saw. External AUC [grouped bootstrap 95% CI] beside the cross-validated AUC "
                "[95% t-interval over folds]; 'in CV CI': the external AUC lies in that interval.")
     shown = shown_table(table) if len(table) else None
+    # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
+    figure = external_figure(table)
     section = ReportSection.with_figure("external", "Cross-dataset: external test sets", caption,
-                                        external_figure(table) if len(table) else None, shown)
-    return documents, table, external_figure(table), section
+                                        figure if len(table) else None, shown)
+    return documents, table, figure, section

@@ -72,8 +72,10 @@ def analyse_transfer(
     caption = ("Rows: trained on real + one fake source; columns: real vs each fake source on the same outer folds. "
                "AUC mean over folds [95% t-interval]. Per fold, group means are paired; Nadeau-Bengio, Holm.\n"
                + summary)
-    section = ReportSection.with_figure(SECTION, title, caption, transfer_heatmap(matrix, title), table)
-    return matrix, tests, markdown, transfer_heatmap(matrix, title), section
+    # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
+    heatmap = transfer_heatmap(matrix, title)
+    section = ReportSection.with_figure(SECTION, title, caption, heatmap, table)
+    return matrix, tests, markdown, heatmap, section
 
 
 def _markdown(table: pd.DataFrame, tests: pd.DataFrame, holdouts: pd.DataFrame, title: str, phase: str | None) -> str:

@@ -89,6 +89,8 @@ def summarize_robustness(
                "corrupted at native resolution, then cropped as in training and scored by the fold model that "
                "held them out. AUC [grouped bootstrap 95% CI]; delta = mean fold AUC change vs clean; p: "
                "Nadeau-Bengio paired test, Holm-adjusted across corruptions x severities.")
-    section = ReportSection.with_figure("robustness", "Robustness to image corruptions", caption,
-                                        degradation_figure(table), shown_table(table))
-    return table, degradation_figure(table), section
+    # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
+    figure = degradation_figure(table)
+    section = ReportSection.with_figure("robustness", "Robustness to image corruptions", caption, figure,
+                                        shown_table(table))
+    return table, figure, section
