@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
+from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
 
 from deepfake_kedro.metrics import summarize
@@ -49,6 +49,55 @@ def nadeau_bengio_ttest(
     t_stat = mean / np.sqrt((1.0 / k + ratio) * var)
     p_value = 2.0 * stats.t.sf(abs(t_stat), df=k - 1)
     return float(t_stat), float(p_value)
+
+
+def nadeau_bengio_power(
+    standardized_gain: float, n_folds: int = 5, test_train_ratio: float = 0.25, alpha: float = 0.05
+) -> float:
+    """Probability that the two-sided Nadeau-Bengio test rejects at ``alpha`` for a true effect of this size.
+
+    Under Nadeau & Bengio's model of k-fold CV (fold differences equicorrelated with correlation
+    ``n_test / (n_train + n_test)``), their corrected t follows a noncentral t with ``k - 1`` df and
+    noncentrality ``standardized_gain / sqrt(1/k + n_test/n_train)``: the power below is exact under that model.
+
+    Args:
+        standardized_gain: The true mean fold difference over the standard deviation the fold differences show
+            (``effect_size_dz`` in the paired tests estimates it).
+        n_folds: Number of folds k.
+        test_train_ratio: ``n_test / n_train`` (1/4 for 5-fold CV).
+        alpha: The level the raw p must reach (for Holm over m comparisons, at most ``alpha / m``).
+
+    Returns:
+        The power, in [alpha, 1).
+    """
+    df = n_folds - 1
+    noncentrality = standardized_gain / np.sqrt(1.0 / n_folds + test_train_ratio)
+    critical = stats.t.ppf(1.0 - alpha / 2.0, df)
+    # P(T < -c | λ) = P(T > c | -λ): scipy's nct.cdf returns nan deep in the lower tail, its sf does not.
+    return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.sf(critical, df, -noncentrality))
+
+
+def nadeau_bengio_required_gain(
+    power: float, n_folds: int = 5, test_train_ratio: float = 0.25, alpha: float = 0.05
+) -> float:
+    """The standardized gain (mean fold difference / its SD) the Nadeau-Bengio test detects with this power.
+
+    Args:
+        power: Wanted probability of rejecting, in (alpha, 1).
+        n_folds: Number of folds k.
+        test_train_ratio: ``n_test / n_train``.
+        alpha: The level the raw p must reach.
+
+    Returns:
+        The smallest positive standardized gain with at least that power.
+
+    Raises:
+        ValueError: If ``power`` is not between ``alpha`` and 1.
+    """
+    if not alpha < power < 1.0:
+        raise ValueError(f"power must lie between alpha ({alpha}) and 1, got {power}")
+    return float(optimize.brentq(
+        lambda gain: nadeau_bengio_power(gain, n_folds, test_train_ratio, alpha) - power, 1e-9, 100.0))
 
 
 def _wilcoxon(diff: np.ndarray) -> tuple[float, float]:

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from deepfake_kedro.stats import holm_adjust, nadeau_bengio_ttest, paired_comparison
+from deepfake_kedro.stats import (
+    holm_adjust,
+    nadeau_bengio_power,
+    nadeau_bengio_required_gain,
+    nadeau_bengio_ttest,
+    paired_comparison,
+)
 
 
 def test_nadeau_bengio_by_hand():
@@ -138,3 +144,36 @@ def test_holm_excludes_nan_from_family():
 
 def test_holm_all_nan():
     assert np.isnan(holm_adjust([np.nan, np.nan])).all()
+
+
+def _rejection_rate(standardized_gain: float, alpha: float, n_sims: int = 20000) -> float:
+    """How often the project's Nadeau-Bengio test rejects on 5-fold differences drawn from their CV model."""
+    rng = np.random.default_rng(7)
+    rho = 1 / 5  # n_test / (n_train + n_test): the folds' correlation in Nadeau & Bengio's model
+    shared, own = rng.normal(size=(n_sims, 1)), rng.normal(size=(n_sims, 5))
+    noise = np.sqrt(rho) * shared + np.sqrt(1 - rho) * own
+    # The fold differences' sample SD estimates sqrt(1 - rho) (the shared part cancels in it).
+    differences = standardized_gain * np.sqrt(1 - rho) + noise
+    p = np.array([nadeau_bengio_ttest(d, n_train=4, n_test=1)[1] for d in differences])
+    return float(np.mean(p < alpha))
+
+
+@pytest.mark.parametrize(("gain", "alpha"), [(0.0, 0.05), (2.0, 0.05), (4.0, 0.05 / 9), (6.0, 0.05 / 9)])
+def test_nadeau_bengio_power_matches_simulated_rejections(gain, alpha):
+    simulated = _rejection_rate(gain, alpha)
+    power = nadeau_bengio_power(gain, n_folds=5, test_train_ratio=0.25, alpha=alpha)
+    standard_error = math.sqrt(power * (1 - power) / 20000)
+    assert abs(simulated - power) < 4 * standard_error + 1e-3
+
+
+def test_nadeau_bengio_required_gain_inverts_power():
+    for power in (0.5, 0.9, 0.99):
+        gain = nadeau_bengio_required_gain(power, alpha=0.05 / 9)
+        assert nadeau_bengio_power(gain, alpha=0.05 / 9) == pytest.approx(power, abs=1e-6)
+    # More comparisons under Holm ask for a larger gain at the same power.
+    assert nadeau_bengio_required_gain(0.9, alpha=0.05 / 9) > nadeau_bengio_required_gain(0.9, alpha=0.05)
+
+
+def test_nadeau_bengio_required_gain_rejects_power_outside_alpha_and_one():
+    with pytest.raises(ValueError, match="power must lie between alpha"):
+        nadeau_bengio_required_gain(0.01, alpha=0.05)
