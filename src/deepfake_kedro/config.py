@@ -127,19 +127,33 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
     return merged
 
 
+def active_experiments(experiments: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A phase's experiments, without those an environment drops by setting them to null.
+
+    Parameters merge softly, so an environment cannot delete a base experiment; ``name: null`` in its
+    ``parameters_<phase>.yml`` does (e.g. phase 2's DFF source hold-outs on another dataset).
+    """
+    return {name: overrides for name, overrides in (experiments or {}).items() if overrides is not None}
+
+
 def _inheritance_chain(name: str, experiments: Mapping[str, Any], label: str) -> list[str]:
     chain, current = [], name
     while current is not None:
         if current in chain:
             raise ConfigError(f"experiment {label!r}: 'extends' forms a cycle: {' -> '.join(chain + [current])}")
+        if current in experiments and experiments[current] is None:
+            raise ConfigError(
+                f"experiment {label!r}: {'it' if current == name else repr(current)} is set to null (dropped by "
+                f"this environment); give {label!r} its own keys instead of 'extends', or drop it too"
+            )
         if current not in experiments:
-            known = ", ".join(sorted(experiments))
+            known = ", ".join(sorted(active_experiments(experiments)))
             raise ConfigError(
                 f"experiment {label!r}: key 'extends' names {current!r}, which is not an experiment "
                 f"of this phase (known: {known})"
             )
         chain.append(current)
-        overrides = experiments[current] or {}
+        overrides = experiments[current]
         if not isinstance(overrides, Mapping):
             raise ConfigError(f"experiment {current!r}: expected a mapping of overrides, got {overrides!r}")
         current = overrides.get("extends")
@@ -156,8 +170,8 @@ def _check_sources(config: ExperimentConfig, sources: Mapping[str, str], label: 
             raise ConfigError(
                 f"experiment {label!r}: key {key!r} names unknown sources {unknown}; "
                 f"data.sources has {sorted(sources)}. Phase 2's source hold-outs and the generalisation "
-                "experiments name DeepFakeFace's folders: for other sources, name yours in those experiments "
-                "(README, 'Another dataset')"
+                "experiments name DeepFakeFace's folders: for other sources, name yours in those experiments, or "
+                "drop them in your environment's parameters with '<experiment>: null' (README, 'Another dataset')"
             )
         labels = {sources[s] for s in chosen}
         if key == "train_sources" and labels != {"real", "fake"}:
@@ -256,8 +270,7 @@ def _known_experiment(reference: Any, phase: str, parameters: Mapping[str, Any])
     if not isinstance(reference, str):
         return False
     other, _, name = reference.rpartition(".")
-    experiments = (parameters.get(other or phase) or {}).get("experiments") or {}
-    return name in experiments
+    return name in active_experiments((parameters.get(other or phase) or {}).get("experiments"))
 
 
 def check_references(parameters: Mapping[str, Any], phases: list[str]) -> None:
@@ -272,7 +285,7 @@ def check_references(parameters: Mapping[str, Any], phases: list[str]) -> None:
     """
     for phase in phases:
         settings = parameters.get(phase) or {}
-        known = sorted(settings.get("experiments") or {})
+        known = sorted(active_experiments(settings.get("experiments")))
         hint = f"experiments of {phase}: {known}; name another phase's as <phase>.<experiment>"
         for number, pair in enumerate(settings.get("comparisons") or []):
             for role in ("baseline", "treatment"):

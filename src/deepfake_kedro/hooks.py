@@ -12,6 +12,7 @@ from kedro.io import AbstractDataset
 
 from deepfake_kedro.config import (
     ConfigError,
+    active_experiments,
     check_name,
     check_references,
     resolve_experiment,
@@ -37,8 +38,8 @@ class ValidateExperimentsHook:
         checked = 0
         for phase in sorted(namespaces):
             check_name(phase, "pipeline namespace")
-            experiments = (parameters.get(phase) or {}).get("experiments", {})
-            for name in experiments:
+            experiments = (parameters.get(phase) or {}).get("experiments") or {}
+            for name in active_experiments(experiments):
                 resolve_experiment(
                     name, experiments, parameters["defaults"], parameters["data"]["sources"],
                     parameters["preprocessing"], label=f"{phase}.{name}",
@@ -56,11 +57,11 @@ class ValidateExperimentsHook:
         if "phase2" in namespaces and selection:
             check_selection_params(selection)
             override = selection.get("override")
-            phase3 = (parameters.get("phase3") or {}).get("experiments", {})
+            phase3 = (parameters.get("phase3") or {}).get("experiments") or {}
             if override and "phase3" in namespaces:
                 # The override must name a preprocessing whose caches exist.
                 settings = {**selection["start"], **override}
-                for name in phase3:
+                for name in active_experiments(phase3):
                     overridden = apply_preprocessing(phase3[name], {"settings": settings})
                     resolve_experiment(name, {**phase3, name: overridden}, parameters["defaults"],
                                        parameters["data"]["sources"], parameters["preprocessing"],
@@ -68,22 +69,37 @@ class ValidateExperimentsHook:
         if "generalisation" in namespaces:
             # Families and one experiment per fake source: a gap would otherwise surface after all the training.
             validate_families(parameters["data"])
-            experiments = parameters["generalisation"].get("experiments", {})
+            experiments = parameters["generalisation"].get("experiments") or {}
             design({name: resolve_experiment(name, experiments, parameters["defaults"]).model_dump()
-                    for name in experiments}, parameters["data"]["sources"])
+                    for name in active_experiments(experiments)}, parameters["data"]["sources"])
         phase4 = parameters.get("phase4") or {}
         if "phase4" in namespaces and phase4.get("ranking"):
             for suffix in phase4.get("scaling") or {}:
                 check_name(suffix, "phase4.scaling")
             models = []
             for phase in NAMED_PHASES:
-                experiments = (parameters.get(phase) or {}).get("experiments", {})
-                for name in experiments:
+                experiments = (parameters.get(phase) or {}).get("experiments") or {}
+                for name in active_experiments(experiments):
                     config = resolve_experiment(name, experiments, parameters["defaults"], label=f"{phase}.{name}")
                     # Source hold-outs are not ranked (selection.candidate_table skips them).
                     if config.train_sources == "all" and config.eval_sources == "all":
                         models.append(model_name(config.model_dump()))
             check_ranking(phase4["ranking"], models)
+
+
+class PipelineLayoutHook:
+    """Builds the pipelines from the run's own parameters: its environment, ``--conf-source`` and ``--params``.
+
+    Kedro's pipeline registry takes no arguments; the context exists before the pipelines are first read, so the
+    registry is told here which experiments each phase has (an environment may add some, or drop base's with null).
+    """
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        # The registry imports every pipeline; imported here, once a run needs them, not when settings load.
+        from deepfake_kedro.pipeline_registry import follow_run_parameters
+
+        follow_run_parameters(context.params)
 
 
 class DataRootHook:

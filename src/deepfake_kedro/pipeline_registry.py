@@ -1,13 +1,19 @@
-"""Project pipelines, registered by name; experiments are read from the base parameters."""
+"""Project pipelines, registered by name; experiments are read from the run's parameters."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
+from kedro.framework import project
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
+from kedro.utils import find_kedro_project
 
+from deepfake_kedro.config import active_experiments
 from deepfake_kedro.pipelines import (
     attribution,
     download,
@@ -24,23 +30,60 @@ from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipelin
 from deepfake_kedro.study import NAMED_PHASES, phase4_slots
 
 ADOPTS_PREPROCESSING = {"phase3"}
+LAYOUT_BLOCKS = (*NAMED_PHASES, "phase4", "generalisation")
+
+# The running session's parameters (its environment, --conf-source and --params), set by PipelineLayoutHook.
+_run_parameters: dict[str, Any] | None = None
 
 
-def _base_parameters(phase: str, conf_source: str | None = None) -> dict:
-    """A phase's base parameters, read as plain YAML.
+def _base_parameters(conf_source: str | Path | None = None) -> dict[str, Any]:
+    """The blocks the pipelines are built from, read as plain YAML from ``<conf_source>/base``.
 
-    A second OmegaConfigLoader would re-register OmegaConf's ``globals`` resolver and make the
-    running session resolve ``${globals:...}`` from base instead of its environment.
+    Used only when no session is running (``register_pipelines()`` called directly). A second OmegaConfigLoader
+    would re-register OmegaConf's ``globals`` resolver and make a running session resolve ``${globals:...}`` from
+    base instead of its environment.
     """
-    path = Path(conf_source or settings.CONF_SOURCE) / "base" / f"parameters_{phase}.yml"
-    return yaml.safe_load(path.read_text())[phase]
+    if conf_source is None:
+        conf_source = Path(settings.CONF_SOURCE)
+        if not conf_source.is_absolute():
+            # settings.CONF_SOURCE is relative to the project, not to where kedro was started (notebooks/, ...).
+            conf_source = (find_kedro_project(Path.cwd()) or Path.cwd()) / conf_source
+    parameters = {}
+    for block in LAYOUT_BLOCKS:
+        path = Path(conf_source) / "base" / f"parameters_{block}.yml"
+        parameters[block] = yaml.safe_load(path.read_text())[block]
+    return parameters
 
 
-def phase_layout(phase: str, conf_source: str | None = None) -> tuple[list[str], list[str]]:
-    """A phase's experiments and the other phases' experiments its comparisons name, from the base parameters."""
-    params = _base_parameters(phase, conf_source)
-    named = {pair[role] for pair in params.get("comparisons", []) for role in ("baseline", "treatment")}
-    return list(params["experiments"]), sorted(name for name in named if "." in name)
+def _layout_of(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """What the pipelines' shape depends on: each phase's experiment names and the comparisons' other phases."""
+    layout = {}
+    for phase in LAYOUT_BLOCKS:
+        block = parameters.get(phase) or {}
+        named = {pair[role] for pair in block.get("comparisons") or [] for role in ("baseline", "treatment")}
+        layout[phase] = {"experiments": list(active_experiments(block.get("experiments"))),
+                         "external": sorted(name for name in named if "." in name)}
+    phase4 = parameters.get("phase4") or {}
+    layout["phase4"]["final"] = {"top_k": (phase4.get("ranking") or {}).get("top_k"),
+                                 "scaling": copy.deepcopy(phase4.get("scaling"))}
+    return layout
+
+
+def follow_run_parameters(parameters: Mapping[str, Any]) -> None:
+    """Build the pipelines from a running session's parameters, so its environment can add or drop experiments.
+
+    Kedro builds the pipelines once per process and keeps them; when the layout these parameters give differs
+    from the one in use, the cache is dropped and the next access rebuilds them.
+    """
+    global _run_parameters
+    previous = _layout_of(_run_parameters) if _run_parameters is not None else None
+    _run_parameters = {block: copy.deepcopy(parameters.get(block)) for block in LAYOUT_BLOCKS}
+    if _layout_of(_run_parameters) != previous and project.PACKAGE_NAME:
+        project.pipelines.configure(f"{project.PACKAGE_NAME}.pipeline_registry")
+
+
+def _layout() -> dict[str, Any]:
+    return _layout_of(_run_parameters if _run_parameters is not None else _base_parameters())
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -55,17 +98,18 @@ def register_pipelines() -> dict[str, Pipeline]:
     # The audit reads only the index, hashes, groups and folds: no cache, no face detection.
     audit = preprocessing.audit_pipeline() + eda.create_pipeline()
     pipelines: dict[str, Pipeline] = {"preprocessing": prep, "eda": audit}
+    layout = _layout()
     earlier, trained = Pipeline([]), []
     for phase in NAMED_PHASES:
         # A phase compares against earlier phases, so its pipeline includes them (finished folds are skipped).
-        experiments, external = phase_layout(phase)
+        experiments, external = layout[phase]["experiments"], layout[phase]["external"]
         earlier = earlier + phase_pipeline(phase, experiments, external, phase in ADOPTS_PREPROCESSING)
         trained += [f"{phase}.{name}" for name in experiments]
         pipelines[phase] = prep + earlier
-    phase4 = _base_parameters("phase4")
-    final = final_models_pipeline(trained, phase4["ranking"]["top_k"], phase4["scaling"])
+    final_layout = layout["phase4"]["final"]
+    final = final_models_pipeline(trained, final_layout["top_k"], final_layout["scaling"])
     pipelines["phase4"] = prep + earlier + final
-    slots = sorted(f"phase4.{slot.name}" for slot in phase4_slots(phase4["ranking"]["top_k"], phase4["scaling"]))
+    slots = sorted(f"phase4.{slot.name}" for slot in phase4_slots(final_layout["top_k"], final_layout["scaling"]))
     # `reporting` alone re-reads finished results from the catalog; __default__ runs the whole study.
     pipelines["reporting"] = reporting.create_pipeline(trained + slots)
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
@@ -76,7 +120,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     # Scoring new images and videos: the package (cheap) then predict, so one command follows the study.
     pipelines["predict"] = package.create_pipeline() + predict.create_pipeline()
     # Train on one fake source, test on each (issue 13): asked for by name, outside the default run.
-    pipelines["generalisation"] = prep + generalisation.create_pipeline(phase_layout("generalisation")[0])
+    pipelines["generalisation"] = prep + generalisation.create_pipeline(layout["generalisation"]["experiments"])
     # Source attribution (flat vs hierarchical multi-class models) on the study's folds; asked for by name.
     pipelines["attribution"] = prep + attribution.create_pipeline()
     # Final models under corruptions, and on external test sets: asked for by name, after the study.

@@ -3,12 +3,13 @@
 import warnings
 
 from deepfake_kedro.config_loader import StudyConfigLoader
-from deepfake_kedro.hooks import DataRootHook, ValidateExperimentsHook
+from deepfake_kedro.hooks import DataRootHook, PipelineLayoutHook, ValidateExperimentsHook
 from deepfake_kedro.tracking import ExperimentTrackingHook, tracking_enabled
 
 # MLflow tracking (conf/base/mlflow.yml) is on unless DEEPFAKE_KEDRO_TRACKING=off, as the tests set it.
 TRACKING = tracking_enabled()
-HOOKS = (ValidateExperimentsHook(), DataRootHook(), *((ExperimentTrackingHook(),) if TRACKING else ()))
+HOOKS = (ValidateExperimentsHook(), PipelineLayoutHook(), DataRootHook(),
+         *((ExperimentTrackingHook(),) if TRACKING else ()))
 # kedro-mlflow registers its own hook (one MLflow run per `kedro run`); off together with ours.
 DISABLE_HOOKS_FOR_PLUGINS = () if TRACKING else ("kedro_mlflow", "kedro-mlflow")
 

@@ -3,6 +3,7 @@ import pytest
 from deepfake_kedro.config import (
     ConfigError,
     ExperimentConfig,
+    active_experiments,
     check_name,
     check_references,
     config_fingerprint,
@@ -62,6 +63,14 @@ def test_bad_config_error_names_experiment_and_key(overrides, key):
         resolve({"e": overrides})
     assert "phase9.e" in str(error.value)
     assert key in str(error.value)
+
+
+def test_extending_an_experiment_the_environment_dropped_names_both():
+    experiments = {"p2a_t1_original": {"backbone": "resnet18"}, "p2a_t3_holdout_text2img": None,
+                   "child": {"extends": "p2a_t3_holdout_text2img"}}
+    with pytest.raises(ConfigError, match=r"'phase9.child': 'p2a_t3_holdout_text2img' is set to null \(dropped"):
+        resolve(experiments, "child")
+    assert list(active_experiments(experiments)) == ["p2a_t1_original", "child"]
 
 
 def test_extends_cycle_is_reported():
@@ -185,3 +194,15 @@ def test_dff_hold_outs_on_another_tree_are_rejected_with_the_way_out():
     message = str(error.value)
     assert "phase2.p2a_t3_holdout_text2img" in message and "['inpainting', 'insight', 'wiki']" in message
     assert "['fake', 'real']" in message and "Another dataset" in message
+
+
+@pytest.mark.parametrize("env", [None, "demo", "faces140k"])
+def test_every_shipped_environment_resolves_its_experiments_against_its_own_sources(env):
+    # faces140k has one fake source: base's DFF hold-outs must be dropped there, or phase 2 cannot start.
+    parameters = StudyConfigLoader(str(PROJECT_ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]
+    for phase in ("phase1", "phase2", "phase3"):
+        experiments = parameters[phase]["experiments"]
+        for name in active_experiments(experiments):
+            resolve_experiment(name, experiments, parameters["defaults"], parameters["data"]["sources"],
+                               label=f"{phase}.{name}")
+    check_references(parameters, ["phase1", "phase2", "phase3"])
