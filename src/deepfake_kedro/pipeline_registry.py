@@ -72,13 +72,12 @@ def _layout_of(parameters: Mapping[str, Any]) -> dict[str, Any]:
 def follow_run_parameters(parameters: Mapping[str, Any]) -> None:
     """Build the pipelines from a running session's parameters, so its environment can add or drop experiments.
 
-    Kedro builds the pipelines once per process and keeps them; when the layout these parameters give differs
-    from the one in use, the cache is dropped and the next access rebuilds them.
+    Kedro builds the pipelines once per process and keeps them; they are dropped here so the session's first
+    access rebuilds them from its own parameters (0.1-0.2 s), never from an earlier session's.
     """
     global _run_parameters
-    previous = _layout_of(_run_parameters) if _run_parameters is not None else None
     _run_parameters = {block: copy.deepcopy(parameters.get(block)) for block in LAYOUT_BLOCKS}
-    if _layout_of(_run_parameters) != previous and project.PACKAGE_NAME:
+    if project.PACKAGE_NAME:
         project.pipelines.configure(f"{project.PACKAGE_NAME}.pipeline_registry")
 
 
