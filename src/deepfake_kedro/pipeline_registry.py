@@ -36,21 +36,20 @@ LAYOUT_BLOCKS = (*NAMED_PHASES, "phase4", "generalisation")
 _run_parameters: dict[str, Any] | None = None
 
 
-def _base_parameters(conf_source: str | Path | None = None) -> dict[str, Any]:
-    """The blocks the pipelines are built from, read as plain YAML from ``<conf_source>/base``.
+def _base_parameters() -> dict[str, Any]:
+    """The blocks the pipelines are built from, read as plain YAML from the project's ``conf/base``.
 
     Used only when no session is running (``register_pipelines()`` called directly). A second OmegaConfigLoader
     would re-register OmegaConf's ``globals`` resolver and make a running session resolve ``${globals:...}`` from
     base instead of its environment.
     """
-    if conf_source is None:
-        conf_source = Path(settings.CONF_SOURCE)
-        if not conf_source.is_absolute():
-            # settings.CONF_SOURCE is relative to the project, not to where kedro was started (notebooks/, ...).
-            conf_source = (find_kedro_project(Path.cwd()) or Path.cwd()) / conf_source
+    conf_source = Path(settings.CONF_SOURCE)
+    if not conf_source.is_absolute():
+        # settings.CONF_SOURCE is relative to the project, not to where kedro was started (notebooks/, ...).
+        conf_source = (find_kedro_project(Path.cwd()) or Path.cwd()) / conf_source
     parameters = {}
     for block in LAYOUT_BLOCKS:
-        path = Path(conf_source) / "base" / f"parameters_{block}.yml"
+        path = conf_source / "base" / f"parameters_{block}.yml"
         parameters[block] = yaml.safe_load(path.read_text())[block]
     return parameters
 
