@@ -6,7 +6,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 # Tests and the demo never download weights: a stray hub call fails at once.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test viz clean-data
+.PHONY: install demo test viz clean-data gpu-kit
 
 install: $(VENV)/.installed
 
@@ -31,3 +31,15 @@ test: install
 
 viz: install
 	$(BIN)/kedro viz run --env demo
+
+# What a lent GPU machine lacks to run benchmarks/gpu_check.sh (docs/benchmarks.md): wheels for its Python 3.12,
+# fetched here (it has no network), and the shared limit script. Carry .gpu_kit in the device call.
+GPU_KIT_WHEELS := pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+	typing-extensions==4.16.0 ImageHash==4.3.2 PyWavelets==1.9.0 facenet-pytorch==2.6.0
+gpu-kit: install
+	rm -rf .gpu_kit && mkdir -p .gpu_kit
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .gpu_kit $(GPU_KIT_WHEELS)
+	cp ../shared/tools/gpu_limit.py .gpu_kit/
+	@du -sh .gpu_kit

@@ -13,6 +13,7 @@ limit: the same model and step on random tensors already on the device, timed li
 from __future__ import annotations
 
 import argparse
+import csv
 import tempfile
 import time
 from pathlib import Path
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (the `compile` flag)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--csv", type=Path, help="also write the figures here")
     args = parser.parse_args()
     device = select_device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
@@ -103,11 +105,20 @@ def main() -> None:
           f"{args.workers} workers, compile={args.compile}")
     print("| model | pipeline img/s | limit img/s | pipeline / limit |")
     print("|---|---|---|---|")
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         cache = synthetic_cache(Path(folder), args.images, args.size)
         for backbone in args.models.split(","):
             ours, limit = pipeline_rate(backbone, cache, args, device), limit_rate(backbone, args, device)
             print(f"| {backbone} | {ours:.0f} | {limit:.0f} | {ours / limit:.2f} |", flush=True)
+            rows.append([name, backbone, args.size, args.batch, args.workers, args.compile, f"{ours:.1f}",
+                         f"{limit:.1f}", f"{ours / limit:.3f}"])
+            if args.csv:  # written after each model, so a run stopped at its time limit keeps what it measured
+                with args.csv.open("w", newline="") as out:
+                    writer = csv.writer(out)
+                    writer.writerow(["device", "backbone", "image_size", "batch", "workers", "compile",
+                                     "pipeline_images_per_s", "limit_images_per_s", "pipeline_over_limit"])
+                    writer.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def inference_throughput(
         repeats: Timed passes.
 
     Returns:
-        ``images_per_s``, ``device`` and ``precision``.
+        ``images_per_s``, ``device``, ``device_name`` (the GPU's name, or the CPU's thread count) and ``precision``.
     """
     device = device or select_device()
     model = create_model(backbone, pretrained=False, cnn_preset=cnn_preset).eval().to(device)
@@ -68,7 +68,8 @@ def inference_throughput(
         if device.type == "cuda":
             torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
-    return {"images_per_s": batch_size * repeats / elapsed, "device": str(device),
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    return {"images_per_s": batch_size * repeats / elapsed, "device": str(device), "device_name": name,
             "precision": "bf16" if use_bf16 else "fp32"}
 
 

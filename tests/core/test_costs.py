@@ -23,6 +23,7 @@ def test_inference_throughput_on_the_cpu_is_fp32():
     speed = inference_throughput("simple_cnn", 32, batch_size=4, device=torch.device("cpu"), cnn_preset="micro",
                                  warmup=1, repeats=2)
     assert speed["device"] == "cpu" and speed["precision"] == "fp32"
+    assert speed["device_name"] == f"cpu, {torch.get_num_threads()} threads"
     assert speed["images_per_s"] > 0
 
 

@@ -1,0 +1,68 @@
+"""The Results tables of docs/benchmarks.md from the files benchmarks/gpu_check.sh leaves in its folder.
+
+    python benchmarks/gpu_tables.py /work/.device/<files_at>      # prints Markdown to paste into docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+TIMM_NAMES = {"mobilenetv3_small": "mobilenetv3_small_100"}  # project backbone -> timm model, where they differ
+
+
+def training_table(folder: Path) -> pd.DataFrame:
+    """Per backbone: pipeline img/s (eager, compiled), the same step on device tensors, gpu_limit.py's figure."""
+    eager = pd.read_csv(folder / "train_throughput.csv").set_index("backbone")
+    limit = pd.read_csv(folder / "gpu_limit.csv", header=None,
+                        names=["model", "image_size", "batch", "images_per_s", "device"]).set_index("model")
+    compiled_path = folder / "train_throughput_compile.csv"
+    compiled = pd.read_csv(compiled_path).set_index("backbone") if compiled_path.exists() else pd.DataFrame()
+    rows = []
+    for backbone, row in eager.iterrows():
+        timm_rate = limit["images_per_s"].get(TIMM_NAMES.get(backbone, backbone))
+        compiled_rate = compiled["pipeline_images_per_s"].get(backbone) if len(compiled) else None
+        rows.append({
+            "model": backbone, "pipeline img/s": row["pipeline_images_per_s"],
+            "pipeline img/s (compile)": compiled_rate, "same step on device tensors": row["limit_images_per_s"],
+            "gpu_limit.py img/s": timm_rate,
+            "pipeline / gpu_limit.py": row["pipeline_images_per_s"] / timm_rate if timm_rate else None,
+            "best pipeline / gpu_limit.py": (max(row["pipeline_images_per_s"], compiled_rate or 0) / timm_rate
+                                             if timm_rate else None),
+        })
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    folder = parser.parse_args().folder
+    eager = pd.read_csv(folder / "train_throughput.csv")
+    print(f"Device: {eager['device'].iloc[0]}; {eager['image_size'].iloc[0]} px, batch {eager['batch'].iloc[0]}, "
+          f"{eager['workers'].iloc[0]} workers\n")
+    print(markdown(training_table(folder)) + "\n")
+    faces = folder / "face_detection.csv"
+    if faces.exists():
+        detection = pd.read_csv(faces)
+        first = detection.iloc[0]
+        print(f"MTCNN on {first['images']} images of {first['image_size']} px, batch {first['batch']}:\n")
+        print(markdown(detection[["detector", "images_per_s"]].astype({"images_per_s": float})))
+
+
+if __name__ == "__main__":
+    main()
