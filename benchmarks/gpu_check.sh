@@ -44,6 +44,9 @@ step 120 "MTCNN face detection on 512 px images" "$PYTHON" benchmarks/face_detec
     --batch 128 --baseline-images 256 --device "$DEVICE" --csv "$OUT/face_detection.csv"
 step 60 "model_benchmark.csv (inference, bf16)" "$PYTHON" -c "from deepfake_kedro.reporting import model_benchmark; \
 model_benchmark($SIZE, 64, 5).to_csv('$OUT/model_benchmark.csv', index=False); print(open('$OUT/model_benchmark.csv').read())"
+step 90 "pipeline training images/s with phase 2's augmentation (CPU workers)" "$PYTHON" benchmarks/train_throughput.py \
+    --size "$SIZE" --batch 64 --images "$IMAGES" --steps "$STEPS" --workers "$WORKERS" --models resnet18 --augment \
+    --device "$DEVICE" --csv "$OUT/train_throughput_augment.csv"
 step 150 "pipeline training images/s (torch.compile)" "$PYTHON" benchmarks/train_throughput.py --size "$SIZE" --batch 64 \
     --images "$IMAGES" --steps "$STEPS" --workers "$WORKERS" --models resnet50,convnext_tiny --compile \
     --device "$DEVICE" --csv "$OUT/train_throughput_compile.csv"

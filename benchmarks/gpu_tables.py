@@ -10,20 +10,33 @@ from pathlib import Path
 
 import pandas as pd
 
-TIMM_NAMES = {"mobilenetv3_small": "mobilenetv3_small_100"}  # project backbone -> timm model, where they differ
+from deepfake_kedro.models import BACKBONES
+
+
+def timm_name(backbone: str) -> str:
+    """The timm model gpu_limit.py names for one of the project's backbones."""
+    spec = BACKBONES.get(backbone)
+    return spec.timm_name if spec is not None and spec.timm_name else backbone
 
 
 def training_table(folder: Path) -> pd.DataFrame:
     """Per backbone: pipeline img/s (eager, compiled), the same step on device tensors, gpu_limit.py's figure."""
     eager = pd.read_csv(folder / "train_throughput.csv").set_index("backbone")
+    augmented_path = folder / "train_throughput_augment.csv"
+    if augmented_path.exists():  # the same backbone with phase 2's augmentation in the loader's workers
+        augmented = pd.read_csv(augmented_path)
+        augmented.index = augmented["backbone"]
+        eager = pd.concat([eager, augmented.drop(columns="backbone").rename(index=lambda b: f"{b} + augmentation")])
     limit = pd.read_csv(folder / "gpu_limit.csv", header=None,
                         names=["model", "image_size", "batch", "images_per_s", "device"]).set_index("model")
     compiled_path = folder / "train_throughput_compile.csv"
     compiled = pd.read_csv(compiled_path).set_index("backbone") if compiled_path.exists() else pd.DataFrame()
     rows = []
     for backbone, row in eager.iterrows():
-        timm_rate = limit["images_per_s"].get(TIMM_NAMES.get(backbone, backbone))
+        plain = backbone.split(" + ")[0]
+        timm_rate = limit["images_per_s"].get(timm_name(plain))
         compiled_rate = compiled["pipeline_images_per_s"].get(backbone) if len(compiled) else None
+        compiled_rate = None if pd.isna(compiled_rate) else compiled_rate
         rows.append({
             "model": backbone, "pipeline img/s": row["pipeline_images_per_s"],
             "pipeline img/s (compile)": compiled_rate, "same step on device tensors": row["limit_images_per_s"],

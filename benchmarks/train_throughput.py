@@ -8,6 +8,7 @@ limit: the same model and step on random tensors already on the device, timed li
     python benchmarks/train_throughput.py                                   # small CPU smoke run
     python benchmarks/train_throughput.py --size 224 --batch 64 --images 8192 --workers 8 --models resnet18,resnet50
     python benchmarks/train_throughput.py ... --compile                      # the same with torch.compile
+    python benchmarks/train_throughput.py ... --augment                      # with phase 2's augmentation dict
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
+from deepfake_kedro.augmentation import BatchAugmenter
+from deepfake_kedro.config import AugmentConfig
 from deepfake_kedro.models import create_model
 from deepfake_kedro.training import (
     IMAGENET_MEAN,
@@ -51,13 +55,23 @@ def prepare(model: torch.nn.Module, device: torch.device, compile_model: bool) -
     return torch.compile(model) if compile_model else model
 
 
+PHASE2 = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_phase2.yml"
+
+
+def study_augmenter() -> BatchAugmenter:
+    """The augmentation dict phase 2 trains with (p2d_resnet18_aug), as the DataLoader workers apply it."""
+    settings = yaml.safe_load(PHASE2.read_text())["phase2"]["experiments"]["p2d_resnet18_aug"]["augment"]
+    return BatchAugmenter(AugmentConfig.model_validate(settings), seed=0)
+
+
 def pipeline_rate(backbone: str, cache: np.ndarray, args: argparse.Namespace, device: torch.device) -> float:
     """Images/s of the second epoch through the pipeline's loader and epoch loop."""
     torch.manual_seed(0)
     model = prepare(create_model(backbone, False, "medium", 0.0), device, args.compile)
     labels = (np.arange(len(cache)) % 2).astype(np.float32)
     loader = batch_loader(cache, np.arange(len(cache)), labels, args.batch, shuffle=True, seed=0,
-                          num_workers=args.workers, pin_memory=device.type == "cuda")
+                          num_workers=args.workers, pin_memory=device.type == "cuda",
+                          augment=study_augmenter() if args.augment else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     rates = [rate for *_, rate in _epochs(model, loader, Normalizer(IMAGENET_MEAN, IMAGENET_STD), device,
                                           optimizer, epochs=2)]
@@ -96,13 +110,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (the `compile` flag)")
+    parser.add_argument("--augment", action="store_true", help="phase 2's augmentation dict, in the loader's workers")
     parser.add_argument("--device", default=None)
     parser.add_argument("--csv", type=Path, help="also write the figures here")
     args = parser.parse_args()
     device = select_device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"device {name}, {args.size} px, batch {args.batch}, {args.images} images/epoch, "
-          f"{args.workers} workers, compile={args.compile}")
+          f"{args.workers} workers, compile={args.compile}, augment={args.augment}")
     print("| model | pipeline img/s | limit img/s | pipeline / limit |")
     print("|---|---|---|---|")
     rows = []
@@ -111,12 +126,12 @@ def main() -> None:
         for backbone in args.models.split(","):
             ours, limit = pipeline_rate(backbone, cache, args, device), limit_rate(backbone, args, device)
             print(f"| {backbone} | {ours:.0f} | {limit:.0f} | {ours / limit:.2f} |", flush=True)
-            rows.append([name, backbone, args.size, args.batch, args.workers, args.compile, f"{ours:.1f}",
+            rows.append([name, backbone, args.size, args.batch, args.workers, args.compile, args.augment, f"{ours:.1f}",
                          f"{limit:.1f}", f"{ours / limit:.3f}"])
             if args.csv:  # written after each model, so a run stopped at its time limit keeps what it measured
                 with args.csv.open("w", newline="") as out:
                     writer = csv.writer(out)
-                    writer.writerow(["device", "backbone", "image_size", "batch", "workers", "compile",
+                    writer.writerow(["device", "backbone", "image_size", "batch", "workers", "compile", "augment",
                                      "pipeline_images_per_s", "limit_images_per_s", "pipeline_over_limit"])
                     writer.writerows(rows)
 
