@@ -36,7 +36,7 @@ from deepfake_kedro.experiment import fold_data
 from deepfake_kedro.explain import load_fold_model, overlay
 from deepfake_kedro.folds import fold_count, select_fold_rows
 from deepfake_kedro.image_cache import ImageStack
-from deepfake_kedro.metrics import multiclass_metrics, normalized_confusion, summarize
+from deepfake_kedro.metrics import metric_range, multiclass_metrics, normalized_confusion, summarize
 from deepfake_kedro.models import cam_target_layer
 from deepfake_kedro.run_store import FoldData, FoldPlan, FoldResult, FoldRunStore, run_key
 from deepfake_kedro.stats import holm_adjust, paired_comparison
@@ -375,7 +375,8 @@ def evaluate_approach(
                                "models": [m.to_json() for m in models], "views": {}, "confusion": confusion}
     for view, of_view in fold_metrics.groupby("view", sort=False):
         metrics = [c for c in of_view.columns if c not in ("fold", "view") and of_view[c].notna().any()]
-        summary["views"][view] = {m: summarize(of_view[m].to_numpy(dtype=float)) for m in metrics}
+        summary["views"][view] = {m: summarize(of_view[m].to_numpy(dtype=float), bounds=metric_range(m))
+                                   for m in metrics}
     matrix = pd.DataFrame(confusion[END_TO_END]["matrix"], index=classes, columns=classes)
     return table, fold_metrics, summary, matrix.rename_axis("true").reset_index()
 

@@ -187,7 +187,8 @@ def comparison_markdown(comparison: pd.DataFrame, title: str, metrics: Sequence[
     for metric in metrics:
         if f"{metric}_mean" in comparison:
             shown[metric] = [format_ci(r, metric, with_std=True) for _, r in comparison.iterrows()]
-    note = "Mean ± std over the outer folds, 95% t-interval in brackets. Every column is in comparison.csv."
+    note = ("Mean ± std over the outer folds, 95% t-interval in brackets (truncated to [0, 1]). "
+            "Every column is in comparison.csv.")
     text = to_markdown(shown, title) + f"\n{note}\n"
     if "delta_vs_reference" in comparison:
         holdouts = comparison.dropna(subset=["delta_vs_reference"])

@@ -99,7 +99,7 @@ def shortcut_audit(
         model.fit(features[~test], labels[~test])
         scores[test] = model.predict_proba(features[test])[:, 1]
         fold_aucs.append(safe_auc(labels[test], scores[test]))
-    summary = summarize(fold_aucs)
+    summary = summarize(fold_aucs, bounds=(0.0, 1.0))
     audit = {
         "auc": summary["mean"], "auc_std": summary["std"], "auc_ci_low": summary["ci_low"],
         "auc_ci_high": summary["ci_high"], "fold_aucs": fold_aucs,

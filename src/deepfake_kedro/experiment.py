@@ -15,7 +15,7 @@ from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.explain import load_fold_model
 from deepfake_kedro.folds import fold_count, select_fold_rows
 from deepfake_kedro.image_cache import ImageStack
-from deepfake_kedro.metrics import binary_metrics, grouped_bootstrap_ci, per_source_metrics, summarize
+from deepfake_kedro.metrics import binary_metrics, grouped_bootstrap_ci, metric_range, per_source_metrics, summarize
 from deepfake_kedro.run_store import FoldData, FoldPlan, FoldResult, FoldRunStore, StoredFold, run_key
 from deepfake_kedro.thresholds import ThresholdRule, choose_threshold, metrics_at_threshold
 from deepfake_kedro.training import predict, train_fold
@@ -239,7 +239,7 @@ def evaluate_runs(
     summary: dict[str, Any] = {
         "fingerprint": fingerprint,
         "threshold_rule": rule.describe(),
-        "metrics": {m: summarize(fold_metrics[m].to_numpy(dtype=float)) for m in numeric},
+        "metrics": {m: summarize(fold_metrics[m].to_numpy(dtype=float), bounds=metric_range(m)) for m in numeric},
         "folds": fold_metrics.to_dict(orient="records"),
     }
     low, high = grouped_bootstrap_ci(oof["label"], oof["prob"], oof["group"], n_boot=n_bootstrap, seed=seed)

@@ -110,7 +110,7 @@ def transfer_matrix(cube: np.ndarray, fakes: Sequence[str], families: Mapping[st
     rows = []
     for i, trained in enumerate(fakes):
         for j, tested in enumerate(fakes):
-            stats = summarize(cube[i, j])
+            stats = summarize(cube[i, j], bounds=(0.0, 1.0))
             rows.append({"trained_on": trained, "tested_on": tested, "trained_family": families[trained],
                          "tested_family": families[tested], "relation": relation(trained, tested, families),
                          **{f"auc_{k}": stats[k] for k in ("mean", "std", "ci_low", "ci_high")},
@@ -157,7 +157,7 @@ def transfer_tests(
         row = {"question": question, "baseline": baseline, "treatment": treatment, "metric": "auc",
                **paired_comparison(base, treat, n_train, n_test)}
         for role, values in (("baseline", base), ("treatment", treat)):
-            stats = summarize(values)
+            stats = summarize(values, bounds=(0.0, 1.0))
             row.update({f"{role}_ci_low": stats["ci_low"], f"{role}_ci_high": stats["ci_high"]})
         rows.append(row)
     table = pd.DataFrame(rows)

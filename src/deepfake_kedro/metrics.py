@@ -220,12 +220,29 @@ def per_source_metrics(
     return out
 
 
-def summarize(values: ArrayLike, confidence: float = 0.95) -> dict[str, Any]:
+UNIT_INTERVAL_METRICS = frozenset({
+    "auc", "accuracy", "f1", "average_precision", "eer", "threshold", "tpr", "fpr", "train_auc", "val_auc",
+    "detection_rate", "false_alarm_rate", "pairwise_auc", "balanced_accuracy", "macro_f1", "recall",
+})
+"""Metrics every value of which lies in [0, 1]; ``name:source`` and ``name_at_threshold`` variants count too."""
+
+
+def metric_range(name: str) -> tuple[float, float] | None:
+    """[0, 1] for a metric of ``UNIT_INTERVAL_METRICS`` (e.g. ``auc``, ``pairwise_auc:insight``), else None."""
+    base = name.split(":")[0].removesuffix("_at_threshold")
+    return (0.0, 1.0) if base in UNIT_INTERVAL_METRICS else None
+
+
+def summarize(values: ArrayLike, confidence: float = 0.95, bounds: tuple[float, float] | None = None
+              ) -> dict[str, Any]:
     """Summarize fold-level values with a mean and a Student-t confidence interval.
 
     Args:
         values: One value per fold; nan entries are dropped.
         confidence: Coverage of the two-sided interval.
+        bounds: The range every possible value lies in (``metric_range``): the interval is truncated to it.
+            Truncation keeps the coverage, since the quantity estimated lies in the range too; an AUC
+            interval reaching 1.008 would otherwise be printed.
 
     Returns:
         Dict with ``mean``, ``std`` (ddof=1), ``ci_low``, ``ci_high`` and ``n``.
@@ -245,6 +262,8 @@ def summarize(values: ArrayLike, confidence: float = 0.95) -> dict[str, Any]:
         ci_low = ci_high = mean
     else:
         ci_low, ci_high = stats.t.interval(confidence, df=n - 1, loc=mean, scale=std / np.sqrt(n))
+        if bounds is not None:
+            ci_low, ci_high = max(ci_low, bounds[0]), min(ci_high, bounds[1])
     return {"mean": mean, "std": std, "ci_low": float(ci_low), "ci_high": float(ci_high), "n": n}
 
 

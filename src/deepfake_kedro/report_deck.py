@@ -156,7 +156,8 @@ def metrics_slide(cv_folds: int) -> Figure:
     return text_slide("Metrics and statistics", [
         "Per test fold: ROC AUC (headline), accuracy and F1 at p = 0.5, average precision, equal error rate; "
         "per source: detection / false-alarm rate and the AUC of real vs each fake source.",
-        "Across folds: mean, std and a 95% t-interval; pooled out-of-fold AUC with a grouped bootstrap interval.",
+        "Across folds: mean, std and a 95% t-interval (truncated to [0, 1] for AUC, rates and other bounded metrics); "
+        "pooled out-of-fold AUC with a grouped bootstrap interval.",
         f"Comparisons: fold-wise paired t-test, Nadeau-Bengio corrected resampled t-test, {wilcoxon_note(cv_folds)}, "
         "Holm adjustment across each phase's pairs per metric.",
         "Source hold-out: Δ = in-source AUC (reference trained with the source) - held-out-source AUC; flag > 0.05.",

@@ -220,7 +220,7 @@ def robustness_table(
         folds = part.groupby("fold")
         fold_auc = pd.Series({fold: safe_auc(f["label"], f["prob"]) for fold, f in folds})
         low, high = grouped_bootstrap_ci(part["label"], part["prob"], part["group"], n_boot=n_bootstrap, seed=seed)
-        fold_summary = summarize(fold_auc.to_numpy())
+        fold_summary = summarize(fold_auc.to_numpy(), bounds=(0.0, 1.0))
         rows.append({"model": model, "corruption": kind, "severity": severity, "level": level,
                      "n_images": len(part), "auc": safe_auc(part["label"], part["prob"]),
                      "auc_ci_low": low, "auc_ci_high": high, "fold_auc_mean": fold_summary["mean"],

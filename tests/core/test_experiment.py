@@ -9,6 +9,7 @@ from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.experiment import evaluate_runs, fold_data, fold_metrics_row, plan_fold_runs
 from deepfake_kedro.folds import build_fold_table
 from deepfake_kedro.image_cache import ImageStack
+from deepfake_kedro.metrics import metric_range
 from deepfake_kedro.run_store import FoldRunStore, StaleRunError
 from tests.core.test_folds import dff_like_images
 
@@ -74,6 +75,9 @@ def test_planned_runs_cover_every_image_once_out_of_fold_and_stale_runs_are_refu
     assert (oof.set_index("path")["fold"] == table.set_index("path")["fold"].loc[oof["path"]]).all()
     assert summary["pooled"]["auc"] == pytest.approx(roc_auc_score(oof["label"], oof["prob"]))
     assert summary["metrics"]["auc"]["mean"] == pytest.approx(fold_metrics["auc"].mean())
+    for name, stats in summary["metrics"].items():  # no interval leaves the range its metric can take
+        if metric_range(name) and stats["n"] > 1:
+            assert 0.0 <= stats["ci_low"] <= stats["ci_high"] <= 1.0, name
     assert len(histories) == 5
     with pytest.raises(StaleRunError, match="phase1.tiny"):
         evaluate_runs(store, "fp", 5, SOURCES, n_bootstrap=20, current=fold_data(TINY, table, stack_for(table, "v2"),

@@ -17,6 +17,7 @@ from deepfake_kedro.metrics import (
     binary_metrics,
     equal_error_rate,
     grouped_bootstrap_ci,
+    metric_range,
     per_source_metrics,
     safe_auc,
     summarize,
@@ -157,6 +158,27 @@ def test_summarize_confidence_changes_width():
     half90 = stats.t.ppf(0.95, df=2) * np.std(values, ddof=1) / np.sqrt(3)
     out = summarize(values, confidence=0.90)
     assert out["ci_high"] - out["ci_low"] == pytest.approx(2 * half90)
+
+
+def test_summarize_truncates_a_bounded_metric_s_interval_to_its_range():
+    aucs = [1.0, 0.99, 1.0, 0.96, 1.0]
+    low, high = stats.t.interval(0.95, df=4, loc=np.mean(aucs), scale=np.std(aucs, ddof=1) / np.sqrt(5))
+    assert high > 1.0  # the raw t-interval leaves the range an AUC can take
+    raw, bounded = summarize(aucs), summarize(aucs, bounds=metric_range("auc"))
+    assert raw["ci_high"] == pytest.approx(high)
+    assert bounded["ci_high"] == 1.0 and bounded["ci_low"] == pytest.approx(low)
+    assert bounded["mean"] == raw["mean"] and bounded["std"] == raw["std"]
+
+
+@pytest.mark.parametrize("name", ["auc", "eer", "pairwise_auc:insight", "detection_rate:text2img", "tpr_at_threshold",
+                                  "false_alarm_rate:wiki", "balanced_accuracy", "recall:wiki", "threshold"])
+def test_rates_areas_and_probabilities_lie_in_the_unit_interval(name):
+    assert metric_range(name) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("name", ["n_train", "n:wiki", "tp", "best_epoch", "train_val_gap", "pairwise_auc_var"])
+def test_counts_gaps_and_variances_are_not_truncated(name):
+    assert metric_range(name) is None
 
 
 def test_summarize_degenerate_cases():
