@@ -33,13 +33,17 @@ viz: install
 	$(BIN)/kedro viz run --env demo
 
 # What a lent GPU machine lacks to run benchmarks/gpu_check.sh (docs/benchmarks.md): wheels for its Python 3.12,
-# fetched here (it has no network), and the shared limit script. Carry .gpu_kit in the device call.
-GPU_KIT_WHEELS := pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
-	typing-extensions==4.16.0 ImageHash==4.3.2 PyWavelets==1.9.0 facenet-pytorch==2.6.0
+# fetched here (it has no network), and the shared limit script. Its image has torch, timm, numpy, pandas,
+# scikit-learn, matplotlib, ... already; these are the rest `kedro run --env demo --pipeline phase1` imports
+# (tracking off). grad-cam ships only as an sdist, so its wheel is built here. Carry .gpu_kit in the device call.
+GPU_KIT_WHEELS := kedro==1.7.0 kedro-datasets==9.6.0 omegaconf==2.4.0 dynaconf==3.3.5 parse==1.22.4 \
+	more-itertools==11.2.1 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+	typing-extensions==4.16.0 ImageHash==4.3.2 facenet-pytorch==2.6.0 ttach==0.0.3
 gpu-kit: install
 	rm -rf .gpu_kit && mkdir -p .gpu_kit
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .gpu_kit $(GPU_KIT_WHEELS)
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w .gpu_kit grad-cam==1.5.7
 	cp ../shared/tools/gpu_limit.py .gpu_kit/
 	@du -sh .gpu_kit

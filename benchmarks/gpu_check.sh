@@ -35,19 +35,22 @@ step() {  # step SECONDS DESCRIPTION COMMAND...: runs COMMAND under a time limit
 
 step 30 "device" bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nproc; \
 $PYTHON -c 'import torch, timm; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"timm\", timm.__version__)'"
-step 90 "limit: timm-style training step on tensors already on the GPU" \
+step 60 "limit: timm-style training step on tensors already on the GPU" \
     bash -c "$PYTHON '$KIT/gpu_limit.py' --size $SIZE --batch 64 --steps $STEPS --models $TIMM_MODELS | tee '$OUT/gpu_limit.csv'"
-step 150 "pipeline training images/s (eager)" "$PYTHON" benchmarks/train_throughput.py --size "$SIZE" --batch 64 \
+step 120 "pipeline training images/s (eager)" "$PYTHON" benchmarks/train_throughput.py --size "$SIZE" --batch 64 \
     --images "$IMAGES" --steps "$STEPS" --workers "$WORKERS" --models "$MODELS" --device "$DEVICE" \
     --csv "$OUT/train_throughput.csv"
-step 120 "MTCNN face detection on 512 px images" "$PYTHON" benchmarks/face_detection.py --images "$FACE_IMAGES" \
+step 90 "MTCNN face detection on 512 px images" "$PYTHON" benchmarks/face_detection.py --images "$FACE_IMAGES" \
     --batch 128 --baseline-images 256 --device "$DEVICE" --csv "$OUT/face_detection.csv"
-step 60 "model_benchmark.csv (inference, bf16)" "$PYTHON" -c "from deepfake_kedro.reporting import model_benchmark; \
+step 150 "the demo's phase 1 through kedro on this device (MTCNN, training, evaluation, Grad-CAM)" \
+    env DEEPFAKE_KEDRO_TRACKING=off "$PYTHON" -m kedro run --env demo --pipeline phase1
+step 10 "phase 1's comparison" cat data/demo/08_reporting/phase1/comparison.md
+step 45 "model_benchmark.csv (inference, bf16)" "$PYTHON" -c "from deepfake_kedro.reporting import model_benchmark; \
 model_benchmark($SIZE, 64, 5).to_csv('$OUT/model_benchmark.csv', index=False); print(open('$OUT/model_benchmark.csv').read())"
-step 90 "pipeline training images/s with phase 2's augmentation (CPU workers)" "$PYTHON" benchmarks/train_throughput.py \
+step 60 "pipeline training images/s with phase 2's augmentation (CPU workers)" "$PYTHON" benchmarks/train_throughput.py \
     --size "$SIZE" --batch 64 --images "$IMAGES" --steps "$STEPS" --workers "$WORKERS" --models resnet18 --augment \
     --device "$DEVICE" --csv "$OUT/train_throughput_augment.csv"
-step 150 "pipeline training images/s (torch.compile)" "$PYTHON" benchmarks/train_throughput.py --size "$SIZE" --batch 64 \
+step 120 "pipeline training images/s (torch.compile)" "$PYTHON" benchmarks/train_throughput.py --size "$SIZE" --batch 64 \
     --images "$IMAGES" --steps "$STEPS" --workers "$WORKERS" --models resnet50,convnext_tiny --compile \
     --device "$DEVICE" --csv "$OUT/train_throughput_compile.csv"
 echo "done $(date +%T); files: $(ls "$OUT" | tr '\n' ' ')" | tee -a "$LOG"
