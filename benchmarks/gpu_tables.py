@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from deepfake_kedro.comparison import to_markdown
 from deepfake_kedro.models import BACKBONES
 
 
@@ -45,20 +46,18 @@ def training_table(folder: Path) -> pd.DataFrame:
             "best pipeline / gpu_limit.py": (max(row["pipeline_images_per_s"], compiled_rate or 0) / timm_rate
                                              if timm_rate else None),
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    numbers = table.columns.drop("model")
+    table[numbers] = table[numbers].astype(float)  # a missing figure (no compile run) is NaN, shown blank
+    return table
 
 
-def markdown(table: pd.DataFrame) -> str:
-    def cell(value) -> str:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return "–"
-        if isinstance(value, float):
-            return f"{value:.2f}" if value < 10 else f"{value:.0f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+def rounded(table: pd.DataFrame) -> pd.DataFrame:
+    """Images/s as whole numbers, ratios to three decimals, for reading."""
+    shown = table.copy()
+    for column in shown.select_dtypes("number").columns:
+        shown[column] = shown[column].round(3 if " / " in column else 0)
+    return shown
 
 
 def main() -> None:
@@ -66,15 +65,16 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     folder = parser.parse_args().folder
     eager = pd.read_csv(folder / "train_throughput.csv")
-    print(f"Device: {eager['device'].iloc[0]}; {eager['image_size'].iloc[0]} px, batch {eager['batch'].iloc[0]}, "
-          f"{eager['workers'].iloc[0]} workers\n")
-    print(markdown(training_table(folder)) + "\n")
+    print(to_markdown(rounded(training_table(folder)), f"Training images/s on {eager['device'].iloc[0]}: "
+                      f"{eager['image_size'].iloc[0]} px, batch {eager['batch'].iloc[0]}, "
+                      f"{eager['workers'].iloc[0]} workers", digits=6))
     faces = folder / "face_detection.csv"
     if faces.exists():
         detection = pd.read_csv(faces)
         first = detection.iloc[0]
-        print(f"MTCNN on {first['images']} images of {first['image_size']} px, batch {first['batch']}:\n")
-        print(markdown(detection[["detector", "images_per_s"]].astype({"images_per_s": float})))
+        print(to_markdown(rounded(detection[["detector", "images_per_s"]]),
+                          f"MTCNN on {first['images']} images of {first['image_size']} px, batch {first['batch']}",
+                          digits=6))
 
 
 if __name__ == "__main__":
