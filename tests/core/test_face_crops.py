@@ -120,3 +120,10 @@ def test_face_box_in_view_cuts_the_box_to_the_square_and_is_none_without_a_face(
     assert face_box_in_view({**face, "detected": False}, True, 0.3) is None
     boxes = face_boxes_in_view(pd.DataFrame([{"key": "a.jpg", **face}]), ["a.jpg", "b.jpg"], False, 0.3)
     assert boxes["a.jpg"] == pytest.approx((0.0, 0.25, 0.15, 0.75)) and boxes["b.jpg"] is None
+
+
+@pytest.mark.parametrize(("device", "requested", "expected"), [
+    ("cpu", None, 16), ("cuda", None, 128), ("cuda", 8, 8), ("cpu", 48, 48)])
+def test_detection_batch_size_defaults_to_the_devices_and_follows_a_configured_one(device, requested, expected):
+    # No GPU needed: the detector loads MTCNN only when it first detects.
+    assert FaceDetector(None, device=device).batch_size(requested) == expected

@@ -178,8 +178,8 @@ def plan_face_detection(
     Args:
         image_index: The image index.
         raw_images: The raw image folder.
-        preprocessing: ``face_detection`` (batch_size, min_confidence, device) and ``face_crop_sizes``
-            (empty = no face crops, nothing is detected).
+        preprocessing: ``face_detection`` (batch_size, null for the device's default; min_confidence; device)
+            and ``face_crop_sizes`` (empty = no face crops, nothing is detected).
 
     Returns:
         The detection plan for the ``face_boxes`` table.
@@ -187,7 +187,8 @@ def plan_face_detection(
     settings = preprocessing["face_detection"]
     keys = usable(image_index)["path"].tolist() if preprocessing.get("face_crop_sizes") else []
     detector = FaceDetector(raw_images, settings["min_confidence"], settings.get("device"))
-    return TablePlan(keys, [raw_images.signature(k) for k in keys], detector, settings["batch_size"], "MTCNN faces")
+    batch_size = detector.batch_size(settings.get("batch_size"))
+    return TablePlan(keys, [raw_images.signature(k) for k in keys], detector, batch_size, "MTCNN faces")
 
 
 def plan_face_caches(
