@@ -24,7 +24,7 @@ def viz():
     return manager, pipelines
 
 
-def _drawn_layers(manager: DataAccessManager, pipelines, name: str) -> list[str]:
+def _drawn_layers(manager: DataAccessManager, name: str) -> list[str]:
     # Kedro-Viz sorts the layers of every dataset it knows; a pipeline's view shows only those of its own.
     dependencies = manager.get_node_dependencies_for_registered_pipeline(name)
     node_ids = set(dependencies).union(*dependencies.values())
@@ -35,14 +35,14 @@ def _drawn_layers(manager: DataAccessManager, pipelines, name: str) -> list[str]
 def test_every_pipeline_is_drawn_in_layer_bands(viz, caplog: pytest.LogCaptureFixture) -> None:
     manager, pipelines = viz
     with caplog.at_level(logging.WARNING, logger="kedro_viz"):
-        drawn = {name: _drawn_layers(manager, pipelines, name) for name in pipelines}
+        drawn = {name: _drawn_layers(manager, name) for name in pipelines}
     assert "circular dependency" not in caplog.text
     assert [name for name, layers in drawn.items() if not layers] == []
 
 
 def test_the_whole_study_reads_top_down_from_raw_images_to_the_report(viz) -> None:
-    manager, pipelines = viz
-    layers = _drawn_layers(manager, pipelines, "__default__")
+    manager, _ = viz
+    layers = _drawn_layers(manager, "__default__")
     stages = ["raw", "intermediate", "eda", "phase1", "phase2", "phase3", "phase4", "reporting"]
     assert [layer for layer in layers if layer in stages] == stages
     assert layers[-1] == "reporting"
