@@ -28,9 +28,10 @@ SLIDE_SIZE = (13.33, 7.5)  # 16:9
 
 def model_comparison(comparisons: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Every experiment of every phase in one table (``phase`` first), every metric as mean, std, CI."""
-    tables = [table.assign(phase=phase) for phase, table in comparisons.items()]
-    combined = pd.concat(tables, ignore_index=True)
-    return combined[["phase", *[c for c in combined.columns if c != "phase"]]]
+    combined = pd.concat(list(comparisons.values()), ignore_index=True)
+    phase = pd.Series(np.repeat(list(comparisons), [len(table) for table in comparisons.values()]), name="phase")
+    # Joined, not inserted: a comparison read from CSV is one block per column, and inserting into it warns.
+    return pd.concat([phase, combined], axis=1)
 
 
 def detailed_results(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

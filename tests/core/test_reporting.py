@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -33,6 +35,17 @@ def test_model_comparison_stacks_phases_with_phase_first():
     assert list(table["phase"]) == ["phase1", "phase1", "phase2"]
     assert table.columns[0] == "phase" and list(table["experiment"]) == ["a", "b", "c"]
     assert table.loc[2, "auc_mean"] == 0.9
+
+
+def test_model_comparison_of_tables_read_from_csv_warns_nothing(tmp_path):
+    # pandas reads a CSV as one block per column; the phase comparisons have some 150 columns.
+    wide = tt.comparison(["a", "b"], [0.8, 0.7])
+    wide = pd.concat([wide, pd.DataFrame({f"metric_{i}": [0.1, 0.2] for i in range(150)})], axis=1)
+    wide.to_csv(tmp_path / "comparison.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = model_comparison({"phase1": pd.read_csv(tmp_path / "comparison.csv")})
+    assert list(table["phase"]) == ["phase1", "phase1"] and table.shape[1] == wide.shape[1] + 1
 
 
 def test_detailed_results_group_by_phase_under_the_experiment_name():
