@@ -34,7 +34,7 @@ viz: install
 
 # What a lent GPU machine lacks to run benchmarks/gpu_check.sh (docs/benchmarks.md): wheels for its Python 3.12,
 # fetched here (it has no network), and the shared limit script. Its image has torch, timm, numpy, pandas,
-# scikit-learn, matplotlib, ... already; these are the rest `kedro run --env demo --pipeline phase1` imports
+# scikit-learn, matplotlib, ... already; these are the rest `kedro run --env demo --pipelines phase1` imports
 # (tracking off). grad-cam ships only as an sdist, so its wheel is built here. Carry .gpu_kit in the device call.
 GPU_KIT_WHEELS := kedro==1.7.0 kedro-datasets==9.6.0 omegaconf==2.4.0 dynaconf==3.3.5 parse==1.22.4 \
 	more-itertools==11.2.1 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \

@@ -43,7 +43,7 @@ step 120 "pipeline training images/s (eager)" "$PYTHON" benchmarks/train_through
 step 90 "MTCNN face detection on 512 px images" "$PYTHON" benchmarks/face_detection.py --images "$FACE_IMAGES" \
     --batch 128 --baseline-images 256 --device "$DEVICE" --csv "$OUT/face_detection.csv"
 step 150 "the demo's phase 1 through kedro on this device (MTCNN, training, evaluation, Grad-CAM)" \
-    env DEEPFAKE_KEDRO_TRACKING=off "$PYTHON" -m kedro run --env demo --pipeline phase1
+    env DEEPFAKE_KEDRO_TRACKING=off "$PYTHON" -m kedro run --env demo --pipelines phase1
 step 10 "phase 1's comparison" cat data/demo/08_reporting/phase1/comparison.md
 step 45 "model_benchmark.csv (inference, bf16)" "$PYTHON" -c "from deepfake_kedro.reporting import model_benchmark; \
 model_benchmark($SIZE, 64, 5).to_csv('$OUT/model_benchmark.csv', index=False); print(open('$OUT/model_benchmark.csv').read())"

@@ -3,7 +3,7 @@
 Generates a DFF-shaped tree of N images (``wiki`` real, ``text2img`` / ``inpainting`` / ``insight`` fakes sharing
 each identity's basename, 50 sub-folders per source) and runs the preprocessing nodes on it, stage by stage, each
 in its own process so each stage's peak RSS is its own. The nodes are the pipeline's own functions with its
-datasets' save logic (``kedro run --pipeline preprocessing`` minus the runner): index (one decode per file:
+datasets' save logic (``kedro run --pipelines preprocessing`` minus the runner): index (one decode per file:
 integrity, metadata and pHash), hashes, near-duplicate grouping, fold table and the square-crop caches
 (128 and 224 px). Then everything runs again on the unchanged tree.
 

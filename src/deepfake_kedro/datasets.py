@@ -154,7 +154,7 @@ class ImageCaches(Mapping[str, ImageStack]):
                 raise KeyError(
                     f"no {name!r} cache in {self.path} (it holds {sorted(self) or 'none'}); check that its size is "
                     f"in preprocessing.image_sizes / face_crop_sizes and run the preprocessing pipeline of this "
-                    f"environment (kedro run --env <env> --pipeline preprocessing)"
+                    f"environment (kedro run --env <env> --pipelines preprocessing)"
                 )
             self._opened[name] = read_image_stack(self.path / name)
         return self._opened[name]
@@ -246,7 +246,7 @@ class FinishedExperiments:
         for path in files.values():
             if not path.exists():
                 raise DatasetError(f"{label} is not finished: {path} does not exist; run its phase first "
-                                   f"(kedro run --pipeline {phase})")
+                                   f"(kedro run --pipelines {phase})")
         resolved = ResolvedExperiment.from_json(json.loads(files["resolved"].read_text()), where=str(files["resolved"]))
         return (resolved, FoldRunStore(self.data_dir / "06_models" / "runs"),
                 json.loads(files["metrics"].read_text()), pd.read_csv(files["fold_metrics"]))
@@ -442,7 +442,7 @@ class SlideDeckDataset(AbstractDataset[list, Path]):
 
     def load(self) -> Path:
         if not self._filepath.exists():
-            raise DatasetError(f"{self._filepath} does not exist yet; run `kedro run --pipeline reporting`")
+            raise DatasetError(f"{self._filepath} does not exist yet; run `kedro run --pipelines reporting`")
         return self._filepath
 
     def _exists(self) -> bool:

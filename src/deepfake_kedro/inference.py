@@ -122,7 +122,7 @@ def list_inputs(source: str | Path) -> list[str]:
     source = Path(source).expanduser()
     if not source.exists():
         raise FileNotFoundError(f"predict.input: {source} does not exist; give an image, a video, a folder or a "
-                                "text file of paths (kedro run --pipeline predict --params predict.input=PATH)")
+                                "text file of paths (kedro run --pipelines predict --params predict.input=PATH)")
     if source.is_dir():
         return _walk(source)
     if source.suffix.lower() not in LIST_SUFFIXES:

@@ -240,7 +240,7 @@ def load_package(directory: Path) -> ModelPackage:
     manifest_path = directory / "package.json"
     if not manifest_path.exists():
         raise FileNotFoundError(f"{manifest_path} does not exist; build the package first "
-                                "(kedro run --pipeline package)")
+                                "(kedro run --pipelines package)")
     manifest = json.loads(manifest_path.read_text())
     states = []
     for fold in range(manifest["n_folds"]):

@@ -3,7 +3,7 @@
 Each such pipeline saves one ``ReportSection`` (a title, a caption, a table and/or a figure) through
 ``datasets.ReportSectionDataset``; the reporting pipeline reads every section present through
 ``datasets.ReportSectionsDataset`` and adds its slides before the conclusions. So
-``kedro run --pipeline robustness`` followed by ``kedro run --pipeline reporting`` puts the robustness slide
+``kedro run --pipelines robustness`` followed by ``kedro run --pipelines reporting`` puts the robustness slide
 in report.pdf, and a study that never ran robustness has no such slide.
 """
 

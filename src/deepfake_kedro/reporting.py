@@ -64,7 +64,7 @@ def attention_summary(explained: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         if missing:
             experiment = table["experiment"].iloc[0]
             raise KeyError(f"{experiment}'s Grad-CAM table (gradcam_examples.csv) lacks {missing}: an older "
-                           f"version wrote it; rerun its phase (kedro run --pipeline {experiment.split('.')[0]})")
+                           f"version wrote it; rerun its phase (kedro run --pipelines {experiment.split('.')[0]})")
     combined = pd.concat(rows, ignore_index=True)
     by_experiment = combined.groupby("experiment", sort=True)
     by_type = combined.groupby(["experiment", "pred_type"])["cam_mass_face"].mean().unstack("pred_type")

@@ -170,12 +170,12 @@ class FoldRunStore:
         """Raises ``StaleRunError`` unless the fold is finished and was trained on ``data``."""
         if not self.is_complete(key):
             raise FileNotFoundError(f"{label}: fold run {key!r} is not complete under {self.root}; "
-                                    f"run the experiment's training first (e.g. kedro run --pipeline <its phase>)")
+                                    f"run the experiment's training first (e.g. kedro run --pipelines <its phase>)")
         reason = self.stale_reason(key, data)
         if reason is not None:
             raise StaleRunError(
                 f"{label} fold {key.rsplit('_', 1)[-1]}: the stored run {self.root / key} was trained on other data "
-                f"({reason}); re-run its training (e.g. kedro run --pipeline <its phase>) before evaluating it"
+                f"({reason}); re-run its training (e.g. kedro run --pipelines <its phase>) before evaluating it"
             )
 
     def pending(

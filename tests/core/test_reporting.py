@@ -90,7 +90,7 @@ def test_attention_summary_means_by_prediction_type_source_and_overall():
     assert row["all"] == pytest.approx(0.5) and row["face_area"] == pytest.approx(0.2)
     assert (row["n_images"], row["n_scored"], row["n_flat"]) == (4, 3, 1)
     stale = {"phase2.b": pd.DataFrame({"pred_type": ["TP"], "source": ["x"], "cam_mass_centre": [0.2]})}
-    with pytest.raises(KeyError, match=r"phase2.b.*older version.*--pipeline phase2"):
+    with pytest.raises(KeyError, match=r"phase2.b.*older version.*--pipelines phase2"):
         attention_summary(stale)
 
 

@@ -1,4 +1,4 @@
-"""`kedro run --env demo --pipeline attribution` on a shrunk demo, through Kedro's session and catalog."""
+"""`kedro run --env demo --pipelines attribution` on a shrunk demo, through Kedro's session and catalog."""
 
 from __future__ import annotations
 

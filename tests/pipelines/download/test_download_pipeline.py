@@ -1,4 +1,4 @@
-"""`kedro run --pipeline download` on four small DFF-shaped zips, then `eda` on what it extracted."""
+"""`kedro run --pipelines download` on four small DFF-shaped zips, then `eda` on what it extracted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`kedro run --env demo --pipeline external`: the demo's own external entry, generated on first use."""
+"""`kedro run --env demo --pipelines external`: the demo's own external entry, generated on first use."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def test_phase1_on_a_dask_local_cluster_matches_the_sequential_runner_and_is_tra
 
     # The command line a user types, with MLflow tracking on (the tests turn it off elsewhere).
     started = time.perf_counter()
-    command = [sys.executable, "-m", "kedro", "run", "--env", "demo", "--pipeline", "phase1",
+    command = [sys.executable, "-m", "kedro", "run", "--env", "demo", "--pipelines", "phase1",
                "--runner", f"{DaskRunner.__module__}.DaskRunner", "--runner-params", "n_workers=2,torch_threads=1"]
     finished = subprocess.run(command, cwd=tiny_demo.path, capture_output=True, text=True,
                               env={**os.environ, "DEEPFAKE_KEDRO_TRACKING": "on"})

@@ -1,4 +1,4 @@
-"""`kedro run --pipeline predict` right after a finished experiment: package, then predictions for a folder."""
+"""`kedro run --pipelines predict` right after a finished experiment: package, then predictions for a folder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`kedro run --pipeline robustness` on a finished tiny experiment, through Kedro's session and catalog."""
+"""`kedro run --pipelines robustness` on a finished tiny experiment, through Kedro's session and catalog."""
 
 from __future__ import annotations
 

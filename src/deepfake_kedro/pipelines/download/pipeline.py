@@ -1,4 +1,4 @@
-"""The download pipeline: ``kedro run --pipeline download`` fetches DFF and extracts it into data.root."""
+"""The download pipeline: ``kedro run --pipelines download`` fetches DFF and extracts it into data.root."""
 
 from kedro.pipeline import Node, Pipeline
 

@@ -1,4 +1,4 @@
-"""The external pipeline: ``kedro run --pipeline external`` after the study (outside ``__default__``)."""
+"""The external pipeline: ``kedro run --pipelines external`` after the study (outside ``__default__``)."""
 
 from kedro.pipeline import Node, Pipeline
 

@@ -1,4 +1,4 @@
-"""The package pipeline: ``kedro run --pipeline package [--params predict.model=<phase>.<experiment>]``."""
+"""The package pipeline: ``kedro run --pipelines package [--params predict.model=<phase>.<experiment>]``."""
 
 from kedro.pipeline import Node, Pipeline
 

@@ -45,7 +45,7 @@ def predict_inputs(
     """
     source = predict.get("input")
     if not source:
-        raise ValueError("predict.input is not set: kedro run --pipeline predict --params predict.input=PATH "
+        raise ValueError("predict.input is not set: kedro run --pipelines predict --params predict.input=PATH "
                          "(an image, a video, a folder or a text file of paths)")
     paths = list_inputs(source)
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The predict pipeline: ``kedro run --pipeline predict --params predict.input=PATH``."""
+"""The predict pipeline: ``kedro run --pipelines predict --params predict.input=PATH``."""
 
 from kedro.pipeline import Node, Pipeline
 

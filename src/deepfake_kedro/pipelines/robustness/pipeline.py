@@ -1,4 +1,4 @@
-"""The robustness pipeline: ``kedro run --pipeline robustness`` after the study (outside ``__default__``)."""
+"""The robustness pipeline: ``kedro run --pipelines robustness`` after the study (outside ``__default__``)."""
 
 from kedro.pipeline import Node, Pipeline
 
