@@ -3,8 +3,9 @@
 Every image gets an outer test fold (``StratifiedGroupKFold`` over groups,
 stratified by source) and, for each outer fold, a role: ``train``, ``val``
 (a group-aware stratified inner split of the training folds, for early
-stopping) or ``test``. A per-group ``subsample_rank`` makes every subsample
-a nested set of whole groups on the same folds.
+stopping) or ``test``. A per-group ``subsample_rank`` orders the groups a
+subsample keeps, so every subsample is a nested set of whole groups on the
+same folds.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ def _subsample_ranks(groups: pd.DataFrame, seed: int) -> pd.Series:
         order = rng.permutation(len(members))
         ranks.loc[members.index] = (order + 1) / len(members)
     return ranks
+
+
+def source_strata(table: pd.DataFrame) -> pd.Series:
+    """Each group's source composition, e.g. ``inpainting+wiki``: the stratum of subsampling."""
+    codes, names = pd.factorize(table["source"], sort=True)
+    if len(names) > 62:  # one bit per source no longer fits an int64: join the names per group instead
+        pairs = table[["group", "source"]].drop_duplicates().sort_values(["group", "source"])
+        return pairs.groupby("group")["source"].agg("+".join).rename("stratum")
+    # Each source is one bit; a group's distinct bits add up to its composition (vectorised, unlike a join).
+    bits = pd.DataFrame({"group": table["group"].to_numpy(), "bit": np.left_shift(1, codes.astype(np.int64))})
+    masks = bits.drop_duplicates().groupby("group")["bit"].sum()
+    name_of = {int(m): "+".join(names[i] for i in range(len(names)) if m >> i & 1) for m in masks.unique()}
+    return masks.map(name_of).rename("stratum")
 
 
 def stratified_group_folds(strata: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
@@ -127,7 +141,7 @@ def build_fold_table(images: pd.DataFrame, cv_folds: int, val_ratio: float, seed
         inner = stratified_group_folds(strata[train_rows], group_of_row[train_rows], inner_splits, seed + 1 + fold)
         roles[train_rows[inner == 0]] = "val"
         table[split_column(fold)] = roles
-    groups = table.groupby("group")["source"].agg(lambda s: "+".join(sorted(set(s)))).rename("stratum").to_frame()
+    groups = source_strata(table).to_frame()
     table["subsample_rank"] = table["group"].map(_subsample_ranks(groups, seed))
     check_no_leakage(table)
     logger.info(
@@ -173,20 +187,68 @@ def select_fold_rows(
     Args:
         table: The fold table.
         fold: The outer (test) fold.
-        subsample: Keep groups whose ``subsample_rank`` is at most this (nested, whole groups).
+        subsample: Share of whole groups kept in each of the fold's train, val and test parts (see
+            ``subsample_groups``).
         train_sources: Sources allowed in train and val (None = all).
         eval_sources: Sources evaluated on the test fold (None = all).
 
     Returns:
         The row positions per role.
+
+    Raises:
+        ValueError: A role is left without images (nothing to train on, stop early on or test).
     """
-    kept = table["subsample_rank"].to_numpy() <= subsample + 1e-12
     role = table[split_column(fold)].to_numpy()
+    kept = table["group"].isin(subsample_groups(table, fold, subsample)).to_numpy()
     source = table["source"].to_numpy()
     in_train = np.isin(source, list(train_sources)) if train_sources is not None else np.ones(len(table), bool)
     in_eval = np.isin(source, list(eval_sources)) if eval_sources is not None else np.ones(len(table), bool)
-    return FoldRows(
+    rows = FoldRows(
         train=np.flatnonzero(kept & in_train & (role == "train")),
         val=np.flatnonzero(kept & in_train & (role == "val")),
         test=np.flatnonzero(kept & in_eval & (role == "test")),
     )
+    empty = [name for name in ("train", "val", "test") if len(getattr(rows, name)) == 0]
+    if empty:
+        raise ValueError(
+            f"fold {fold} has no {' / '.join(empty)} images at subsample {subsample:g} with train_sources "
+            f"{list(train_sources) if train_sources is not None else 'all'} and eval_sources "
+            f"{list(eval_sources) if eval_sources is not None else 'all'}; add images or sources, or check the "
+            f"source names against data.sources"
+        )
+    return rows
+
+
+def subsample_groups(table: pd.DataFrame, fold: int, subsample: float) -> pd.Index:
+    """The groups a subsample keeps in one fold: a stratified share of each of its train, val and test parts.
+
+    Within a part, the ``j``-th group (by ``subsample_rank``) of a stratum of ``n`` groups comes at
+    ``(j - 0.5) / n`` in one queue (Sainte-Laguë's order, so strata take turns in proportion to their
+    size) and the part keeps the queue's first ``round(subsample × groups)``; a larger subsample keeps a
+    longer prefix of the same queue, so subsets stay nested. The prefix is lengthened, if needed, until
+    it holds every label the part has: a one-class validation part has no AUC to stop early on. A single
+    rank cut over the whole table, used before, left a demo fold at 20% with no validation image.
+
+    Args:
+        table: The fold table.
+        fold: The outer (test) fold.
+        subsample: Share of groups kept, in (0, 1].
+
+    Returns:
+        The kept groups.
+    """
+    role = split_column(fold)
+    if subsample >= 1.0:
+        return pd.Index(table["group"].unique())
+    groups = table.drop_duplicates("group").set_index("group")[[role, "subsample_rank"]]
+    groups["stratum"] = source_strata(table)
+    cells = groups.groupby([role, "stratum"])["subsample_rank"]
+    groups["queue"] = (cells.rank(method="first") - 0.5) / cells.transform("size")
+    groups = groups.sort_values([role, "queue", "subsample_rank"])
+    groups["position"] = groups.groupby(role).cumcount()
+    # The shortest prefix of each part's queue that holds every label of the part.
+    labels = table[["group", "label"]].drop_duplicates().join(groups[[role, "position"]], on="group")
+    every_label = labels.groupby([role, "label"])["position"].min().groupby(level=0).max() + 1
+    share = np.round(subsample * groups.groupby(role).size()).clip(lower=1)
+    length = np.maximum(share, every_label.reindex(share.index))
+    return groups.index[(groups["position"] < groups[role].map(length)).to_numpy()]

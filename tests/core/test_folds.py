@@ -78,6 +78,33 @@ def test_subsample_keeps_whole_groups_nested_and_per_source(table):
     assert abs(len(selected[0.2]) / table["group"].nunique() - 0.2) < 0.05
 
 
+def test_small_subsample_keeps_every_part_stratified_and_with_both_labels():
+    # 148 identities with one source each. At 10%, the single rank cut over the table used before
+    # left two of five validation parts empty and the other three without a real image.
+    images = dff_like_images(160)
+    images = images[images["group"].str.split("_").str[0].astype(int) % 4 == images["source"].map(
+        {"wiki": 0, "text2img": 1, "inpainting": 2, "insight": 3})]
+    small = build_fold_table(images, cv_folds=5, val_ratio=0.1, seed=3)
+    for fold in range(5):
+        kept = {share: select_fold_rows(small, fold, share) for share in (0.1, 0.2, 0.5)}
+        for role in ("train", "val", "test"):
+            part = small[small[split_column(fold)] == role]
+            chosen = [small.iloc[getattr(kept[share], role)] for share in (0.1, 0.2, 0.5)]
+            assert set(chosen[0]["group"]) <= set(chosen[1]["group"]) <= set(chosen[2]["group"])
+            for share, rows in zip((0.1, 0.2, 0.5), chosen):
+                assert set(rows["label"]) == {0, 1}, (fold, role, share)
+                # Stratified: each source keeps its share of the part's groups, give or take one
+                # (two for the labels' minimum), never all of a small source at a small share.
+                n_groups = part.groupby("source")["group"].nunique()
+                kept_groups = rows.groupby("source")["group"].nunique().reindex(n_groups.index, fill_value=0)
+                assert (abs(kept_groups - share * n_groups) <= 2).all(), (fold, role, share)
+
+
+def test_an_empty_part_is_an_error_that_names_the_fold_and_sources(table):
+    with pytest.raises(ValueError, match=r"fold 3 has no train / val images .*\['wikipedia'\]"):
+        select_fold_rows(table, 3, 1.0, train_sources=["wikipedia"])
+
+
 def test_source_holdout_trains_without_the_source_but_tests_on_it(table):
     rows = select_fold_rows(table, 1, 1.0, train_sources=["wiki", "text2img", "insight"])
     assert "inpainting" not in set(table.iloc[rows.train]["source"]) | set(table.iloc[rows.val]["source"])
