@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,25 @@ def test_only_the_known_notice_is_dropped_from_the_log(caplog: pytest.LogCapture
     messages = [record.getMessage() for record in caplog.records if record.name == "py.warnings"]
     assert any("a corrupt image was skipped" in message for message in messages)
     assert not any(MLFLOW_NOTICE in message for message in messages)
+
+
+def test_a_second_checkout_sharing_the_venv_runs_its_own_code(tmp_path: Path) -> None:
+    # The venv's editable install points at this checkout; `kedro` run in another checkout must still load that
+    # checkout's package, even though the kedro.init entry point imports the installed one first.
+    other = tmp_path / "other_checkout"
+    for part in ("src", "conf"):
+        shutil.copytree(PROJECT_ROOT / part, other / part, ignore=shutil.ignore_patterns("__pycache__", "local"))
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", other)
+    (other / "conf" / "local").mkdir()
+    registry = other / "src" / "deepfake_kedro" / "pipeline_registry.py"
+    source = registry.read_text()
+    assert source.count("    return pipelines\n") == 1
+    registry.write_text(source.replace("    return pipelines\n",
+                                       '    pipelines["only_in_the_other_checkout"] = pipelines["phase1"]\n'
+                                       "    return pipelines\n"))
+    env = {key: value for key, value in os.environ.items() if key != "DEEPFAKE_KEDRO_TRACKING"}
+    done = subprocess.run([str(Path(sys.executable).parent / "kedro"), "registry", "list"], cwd=other, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "- only_in_the_other_checkout" in done.stdout
+    assert "Add type hints" not in done.stdout + done.stderr
