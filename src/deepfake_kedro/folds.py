@@ -226,8 +226,10 @@ def subsample_groups(table: pd.DataFrame, fold: int, subsample: float) -> pd.Ind
     ``(j - 0.5) / n`` in one queue (Sainte-Laguë's order, so strata take turns in proportion to their
     size) and the part keeps the queue's first ``round(subsample × groups)``; a larger subsample keeps a
     longer prefix of the same queue, so subsets stay nested. The prefix is lengthened, if needed, until
-    it holds every label the part has: a one-class validation part has no AUC to stop early on. A single
-    rank cut over the whole table, used before, left a demo fold at 20% with no validation image.
+    it holds every source the part has, hence every label (real / fake, or an attribution model's
+    classes): a one-class validation part has no AUC to stop early on. Only sources decide, never
+    labels, so every model sees the same groups. A single rank cut over the whole table, used before,
+    left a demo fold at 20% with no validation image.
 
     Args:
         table: The fold table.
@@ -246,9 +248,9 @@ def subsample_groups(table: pd.DataFrame, fold: int, subsample: float) -> pd.Ind
     groups["queue"] = (cells.rank(method="first") - 0.5) / cells.transform("size")
     groups = groups.sort_values([role, "queue", "subsample_rank"])
     groups["position"] = groups.groupby(role).cumcount()
-    # The shortest prefix of each part's queue that holds every label of the part.
-    labels = table[["group", "label"]].drop_duplicates().join(groups[[role, "position"]], on="group")
-    every_label = labels.groupby([role, "label"])["position"].min().groupby(level=0).max() + 1
+    # The shortest prefix of each part's queue that holds every source of the part.
+    sources = table[["group", "source"]].drop_duplicates().join(groups[[role, "position"]], on="group")
+    every_source = sources.groupby([role, "source"])["position"].min().groupby(level=0).max() + 1
     share = np.round(subsample * groups.groupby(role).size()).clip(lower=1)
-    length = np.maximum(share, every_label.reindex(share.index))
+    length = np.maximum(share, every_source.reindex(share.index))
     return groups.index[(groups["position"] < groups[role].map(length)).to_numpy()]

@@ -78,7 +78,7 @@ def test_subsample_keeps_whole_groups_nested_and_per_source(table):
     assert abs(len(selected[0.2]) / table["group"].nunique() - 0.2) < 0.05
 
 
-def test_small_subsample_keeps_every_part_stratified_and_with_both_labels():
+def test_small_subsample_keeps_every_part_stratified_and_with_every_source():
     # 148 identities with one source each. At 10%, the single rank cut over the table used before
     # left two of five validation parts empty and the other three without a real image.
     images = dff_like_images(160)
@@ -92,12 +92,23 @@ def test_small_subsample_keeps_every_part_stratified_and_with_both_labels():
             chosen = [small.iloc[getattr(kept[share], role)] for share in (0.1, 0.2, 0.5)]
             assert set(chosen[0]["group"]) <= set(chosen[1]["group"]) <= set(chosen[2]["group"])
             for share, rows in zip((0.1, 0.2, 0.5), chosen):
+                # Every source, so every label: both classes here, every class of an attribution model.
+                assert set(rows["source"]) == set(part["source"]), (fold, role, share)
                 assert set(rows["label"]) == {0, 1}, (fold, role, share)
                 # Stratified: each source keeps its share of the part's groups, give or take one
                 # (two for the labels' minimum), never all of a small source at a small share.
                 n_groups = part.groupby("source")["group"].nunique()
                 kept_groups = rows.groupby("source")["group"].nunique().reindex(n_groups.index, fill_value=0)
                 assert (abs(kept_groups - share * n_groups) <= 2).all(), (fold, role, share)
+
+
+def test_labels_never_change_which_groups_a_subsample_keeps(table):
+    # Attribution relabels the table with class indices; its fold data and its training must select alike.
+    relabelled = table.assign(label=table["source"].map({"wiki": -1, "text2img": 0, "inpainting": 1, "insight": 2}))
+    for fold in range(5):
+        before, after = select_fold_rows(table, fold, 0.2), select_fold_rows(relabelled, fold, 0.2)
+        for role in ("train", "val", "test"):
+            np.testing.assert_array_equal(getattr(before, role), getattr(after, role))
 
 
 def test_an_empty_part_is_an_error_that_names_the_fold_and_sources(table):
