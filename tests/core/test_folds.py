@@ -78,13 +78,18 @@ def test_subsample_keeps_whole_groups_nested_and_per_source(table):
     assert abs(len(selected[0.2]) / table["group"].nunique() - 0.2) < 0.05
 
 
-def test_small_subsample_keeps_every_part_stratified_and_with_every_source():
-    # 148 identities with one source each. At 10%, the single rank cut over the table used before
-    # left two of five validation parts empty and the other three without a real image.
+def single_source_table() -> pd.DataFrame:
+    """148 identities, each with one source (a real or a fake face, never both)."""
     images = dff_like_images(160)
     images = images[images["group"].str.split("_").str[0].astype(int) % 4 == images["source"].map(
         {"wiki": 0, "text2img": 1, "inpainting": 2, "insight": 3})]
-    small = build_fold_table(images, cv_folds=5, val_ratio=0.1, seed=3)
+    return build_fold_table(images, cv_folds=5, val_ratio=0.1, seed=3)
+
+
+def test_small_subsample_keeps_every_part_stratified_and_with_every_source():
+    # 148 identities with one source each. At 10%, the single rank cut over the table used before
+    # left two of five validation parts empty and the other three without a real image.
+    small = single_source_table()
     for fold in range(5):
         kept = {share: select_fold_rows(small, fold, share) for share in (0.1, 0.2, 0.5)}
         for role in ("train", "val", "test"):
@@ -102,11 +107,12 @@ def test_small_subsample_keeps_every_part_stratified_and_with_every_source():
                 assert (abs(kept_groups - share * n_groups) <= 2).all(), (fold, role, share)
 
 
-def test_labels_never_change_which_groups_a_subsample_keeps(table):
+def test_labels_never_change_which_groups_a_subsample_keeps():
     # Attribution relabels the table with class indices; its fold data and its training must select alike.
+    table = single_source_table()
     relabelled = table.assign(label=table["source"].map({"wiki": -1, "text2img": 0, "inpainting": 1, "insight": 2}))
     for fold in range(5):
-        before, after = select_fold_rows(table, fold, 0.2), select_fold_rows(relabelled, fold, 0.2)
+        before, after = select_fold_rows(table, fold, 0.1), select_fold_rows(relabelled, fold, 0.1)
         for role in ("train", "val", "test"):
             np.testing.assert_array_equal(getattr(before, role), getattr(after, role))
 
