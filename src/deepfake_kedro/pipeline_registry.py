@@ -27,7 +27,7 @@ from deepfake_kedro.pipelines import (
 from deepfake_kedro.pipelines import external as external_pipeline
 from deepfake_kedro.pipelines import robustness as robustness_pipeline
 from deepfake_kedro.pipelines.phases import final_models_pipeline, phase_pipeline
-from deepfake_kedro.study import NAMED_PHASES, phase4_slots
+from deepfake_kedro.study import NAMED_PHASES
 
 ADOPTS_PREPROCESSING = {"phase3"}
 LAYOUT_BLOCKS = (*NAMED_PHASES, "phase4", "generalisation")
@@ -97,19 +97,17 @@ def register_pipelines() -> dict[str, Pipeline]:
     audit = preprocessing.audit_pipeline() + eda.create_pipeline()
     pipelines: dict[str, Pipeline] = {"preprocessing": prep, "eda": audit}
     layout = _layout()
-    earlier, trained = Pipeline([]), []
+    earlier = Pipeline([])
     for phase in NAMED_PHASES:
         # A phase compares against earlier phases, so its pipeline includes them (finished folds are skipped).
         experiments, external = layout[phase]["experiments"], layout[phase]["external"]
         earlier = earlier + phase_pipeline(phase, experiments, external, phase in ADOPTS_PREPROCESSING)
-        trained += [f"{phase}.{name}" for name in experiments]
         pipelines[phase] = prep + earlier
     final_layout = layout["phase4"]["final"]
-    final = final_models_pipeline(trained, final_layout["top_k"], final_layout["scaling"])
+    final = final_models_pipeline(list(NAMED_PHASES), final_layout["top_k"], final_layout["scaling"])
     pipelines["phase4"] = prep + earlier + final
-    slots = sorted(f"phase4.{slot.name}" for slot in phase4_slots(final_layout["top_k"], final_layout["scaling"]))
     # `reporting` alone re-reads finished results from the catalog; __default__ runs the whole study.
-    pipelines["reporting"] = reporting.create_pipeline(trained + slots)
+    pipelines["reporting"] = reporting.create_pipeline()
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     # Fetching the raw data is asked for by name only, never part of the study's default run.
     pipelines["download"] = download.create_pipeline()

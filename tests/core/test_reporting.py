@@ -13,6 +13,7 @@ from deepfake_kedro.reporting import (
     attention_summary,
     auc_text,
     detailed_results,
+    explained_images,
     figure_pixels,
     headline_table,
     model_comparison,
@@ -94,9 +95,11 @@ def test_attention_summary_means_by_prediction_type_source_and_overall():
     assert row["source:y"] == pytest.approx(0.65) and row["source:x"] == pytest.approx(0.2)
     assert row["all"] == pytest.approx(0.5) and row["face_area"] == pytest.approx(0.2)
     assert (row["n_images"], row["n_scored"], row["n_flat"]) == (4, 3, 1)
+    # Gathered into one table first (as the phases write it), the summary is the same.
+    pd.testing.assert_frame_equal(attention_summary(explained_images(explained)).set_index("experiment"), summary)
     stale = {"phase2.b": pd.DataFrame({"pred_type": ["TP"], "source": ["x"], "cam_mass_centre": [0.2]})}
     with pytest.raises(KeyError, match=r"phase2.b.*older version.*--pipelines phase2"):
-        attention_summary(stale)
+        explained_images(stale)
 
 
 def test_table_slide_rounds_fractions_and_keeps_counts_whole():

@@ -35,7 +35,20 @@ def test_namespaces_phase4_holds_the_ranking_and_the_analysis():
     assert "phase4.model_selection" not in phase4.inputs()
     assert {i for i in phase4.inputs() if not i.startswith("params:")} <= (
         {"fold_table", "image_cache", "face_cache", "face_boxes", "phase2.preprocessing_choice"}
-        | {i for i in phase4.inputs() if i.startswith(("phase1.", "phase2.", "phase3.")) and i.endswith(".metrics")})
+        | {"phase1.experiment_metrics", "phase2.experiment_metrics", "phase3.experiment_metrics"})
+
+
+def test_later_phases_and_the_report_read_one_gathered_dataset_per_phase_not_one_per_experiment():
+    # What keeps kedro viz's study view legible: a phase's results leave it as a handful of datasets.
+    study = registered()["__default__"]
+    top = {node.name: (node.namespace or "").split(".")[0] for node in study.nodes}
+    produced_in = {output: top[node.name] for node in study.nodes for output in node.outputs}
+    crossing = {name for node in study.nodes for name in node.inputs
+                if name in produced_in and produced_in[name] != top[node.name]}
+    per_experiment = sorted(name for name in crossing if name.count(".") >= 2)
+    # Phase 2 compares with phase 1's two baselines; the deck shows the top model's Grad-CAM overlays.
+    assert per_experiment == ["phase1.p1_resnet18_baseline.metrics", "phase1.p1_simplecnn_baseline.metrics",
+                              "phase4.top1_full.gradcam_overlays"]
 
 
 def test_registering_the_pipelines_logs_no_dotted_name_warning():

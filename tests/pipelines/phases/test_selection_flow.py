@@ -100,7 +100,9 @@ def test_phase4_ranks_models_and_trains_nested_whole_group_subsets(tiny_demo):
     seed_phase_results(tiny_demo)
     seed_phase2_tests(tiny_demo, {"t2": (0.01, 0.5), "c": (0.08, 0.01), "d": (0.0, 1.0), "e": (-0.02, 0.4)})
     slots = [f"top{k}_{s}" for k in (1, 2, 3) for s in ("20pct", "50pct", "100pct", "full")]
-    tiny_demo.run("phase4", node_names=["phase2.choose_preprocessing", "phase4.choose_final_models"]
+    # Phase 4 ranks what each phase gathered from its experiments' seeded metrics.
+    gathered = [f"phase{k}.gather_metrics" for k in (1, 2, 3)]
+    tiny_demo.run("phase4", node_names=["phase2.choose_preprocessing", *gathered, "phase4.choose_final_models"]
                   + [f"phase4.{slot}.resolve_final_model" for slot in slots])
 
     selection = json.loads((tiny_demo.path / "data/demo/08_reporting/phase4/selection.json").read_text())

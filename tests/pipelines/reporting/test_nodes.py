@@ -8,6 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
+from deepfake_kedro.pipelines.phases.nodes import gather_explained
 from deepfake_kedro.pipelines.reporting.nodes import build_report, collect_results, summarize_attention
 from tests import tiny_tables as tt
 
@@ -25,7 +26,7 @@ def test_collect_results_separates_phase_tables_from_experiment_summaries():
     summary = tt.metrics_summary("fp", {"auc": [0.8, 0.9]})
     table, detailed = collect_results(phase1_comparison=tt.comparison(["a"], [0.8]),
                                       phase2_comparison=tt.comparison(["b", "c"], [0.7, 0.9]),
-                                      **{"phase1.a": {**summary, "experiment": "a"}})
+                                      phase1_metrics={"phase1.a": {**summary, "experiment": "a"}}, phase2_metrics={})
     assert list(table["phase"]) == ["phase1", "phase2", "phase2"]
     assert list(detailed) == ["phase1"] and detailed["phase1"]["a"]["fingerprint"] == "fp"
 
@@ -33,8 +34,11 @@ def test_collect_results_separates_phase_tables_from_experiment_summaries():
 def test_summarize_attention_returns_the_table_and_its_figure():
     explained = pd.DataFrame({"pred_type": ["TP", "FP"], "source": ["fake", "real"], "cam_mass_face": [0.5, 0.1],
                               "face_area_share": [0.2, 0.2], "cam_flat": [False, False]})
-    summary, figure = summarize_attention(**{"phase1.a": explained, "phase1.b": explained.iloc[:0]})
-    assert list(summary["experiment"]) == ["phase1.a"] and summary.loc[0, "all"] == pytest.approx(0.3)
+    phase1 = gather_explained(**{"phase1.a": explained, "phase1.b": explained.iloc[:0]})
+    phase2 = gather_explained(**{"phase2.c": explained.assign(cam_mass_face=[0.9, 0.7])})
+    summary, figure = summarize_attention(phase1=phase1, phase2=phase2, phase3=gather_explained())
+    assert list(summary["experiment"]) == ["phase1.a", "phase2.c"]
+    assert summary.loc[0, "all"] == pytest.approx(0.3) and summary.loc[1, "all"] == pytest.approx(0.8)
     assert isinstance(figure, Figure)
 
 

@@ -18,6 +18,7 @@ from deepfake_kedro.comparison import (
 )
 from deepfake_kedro.costs import experiment_costs, model_cost
 from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, source_heatmap
+from deepfake_kedro.reporting import explained_images
 from deepfake_kedro.selection import candidate_table, model_name, rank_models, select_preprocessing
 from deepfake_kedro.serialization import json_safe
 from deepfake_kedro.study import Slot, parse_slot
@@ -128,19 +129,47 @@ def compare_costs(**experiment_metrics: dict[str, Any]) -> tuple[pd.DataFrame, F
     return table, cost_vs_auc(table, "Phase 3: cost vs AUC (phase-1 baselines at their size included)")
 
 
+def gather_metrics(**summaries: dict[str, Any]) -> dict[str, Any]:
+    """A phase's experiment summaries in one dataset, for phase 4's ranking and the report.
+
+    One dataset per phase, not one per experiment, is what later phases read: kedro viz then draws a
+    phase's results leaving it as one arrow instead of one per experiment.
+
+    Args:
+        **summaries: ``<phase>.<experiment>`` -> metrics summary.
+
+    Returns:
+        The same mapping.
+    """
+    return dict(summaries)
+
+
+def gather_explained(**explained: pd.DataFrame) -> pd.DataFrame:
+    """A phase's Grad-CAM tables in one, ``experiment`` first (``reporting.explained_images``), for the report.
+
+    Args:
+        **explained: ``<phase>.<experiment>`` -> its explained images.
+
+    Returns:
+        One row per explained image.
+    """
+    return explained_images(explained)
+
+
 def choose_final_models(
-    ranking: dict[str, Any], **experiment_metrics: dict[str, Any]
+    ranking: dict[str, Any], **phase_metrics: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Ranks every model of phases 1-3 by the documented criteria and picks those phase 4 retrains.
 
     Args:
         ranking: ``phase4.ranking``: ``weights`` per criterion, ``top_k``, ``override`` (model names).
-        **experiment_metrics: ``<phase>.<experiment>`` -> metrics summary, for phases 1-3.
+        **phase_metrics: Phase -> its ``gather_metrics`` (``<phase>.<experiment>`` -> metrics summary), phases 1-3.
 
     Returns:
         The selection (criteria, every candidate's values, ranks and score, the chosen models with the
         config of their best experiment) and the candidates table.
     """
+    experiment_metrics = {name: summary for bundle in phase_metrics.values() for name, summary in bundle.items()}
     costs = {name: model_cost(s["config"]["backbone"], s["config"]["image_size"], s["config"]["cnn_preset"])
              for name, s in experiment_metrics.items()}
     candidates = candidate_table(experiment_metrics, costs)

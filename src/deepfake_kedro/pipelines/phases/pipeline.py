@@ -12,6 +12,8 @@ from .nodes import (
     compare_costs,
     compare_experiments,
     compare_final_models,
+    gather_explained,
+    gather_metrics,
 )
 
 COMPARISON_OUTPUTS = ["comparison", "comparison_md", "paired_tests", "paired_tests_md", "comparison_figure",
@@ -37,6 +39,7 @@ def phase_pipeline(
     summaries = {**{name: f"{name}.metrics" for name in experiments}, **{name: f"{name}.metrics" for name in external}}
     nodes = [Node(compare_experiments, {"phase": f"params:{phase}", "data": "params:data", **summaries},
                   COMPARISON_OUTPUTS, name="compare_experiments")]
+    nodes += gather_nodes(phase, experiments)
     if phase == "phase2":
         nodes.append(Node(choose_preprocessing, ["paired_tests", "params:phase2.selection"], "preprocessing_choice",
                           name="choose_preprocessing"))
@@ -48,18 +51,38 @@ def phase_pipeline(
                                 inputs={f"{name}.metrics" for name in external})
 
 
-def final_models_pipeline(candidates: list[str], top_k: int, scaling: dict[str, float]) -> Pipeline:
+def gather_nodes(phase: str, experiments: list[str]) -> list[Node]:
+    """The phase's metrics summaries and Grad-CAM tables, each gathered into one dataset for later readers.
+
+    Args:
+        phase: The phase's namespace.
+        experiments: Its experiment (or slot) names, inside that namespace.
+
+    Returns:
+        Nodes writing ``experiment_metrics`` and ``explained_images`` (under the phase's namespace).
+    """
+    # Keys are the experiments' full names (what the report shows); values resolve inside the namespace.
+    return [
+        Node(gather_metrics, {f"{phase}.{name}": f"{name}.metrics" for name in experiments}, "experiment_metrics",
+             name="gather_metrics"),
+        Node(gather_explained, {f"{phase}.{name}": f"{name}.gradcam_examples" for name in experiments},
+             "explained_images", name="gather_explained"),
+    ]
+
+
+def final_models_pipeline(candidate_phases: list[str], top_k: int, scaling: dict[str, float]) -> Pipeline:
     """Phase 4: rank the models of phases 1-3, retrain the top ``top_k`` at each data fraction, compare.
 
     Args:
-        candidates: Every experiment of phases 1-3, as ``<phase>.<experiment>``.
+        candidate_phases: The phases whose experiments are candidates (their ``experiment_metrics``).
         top_k: Number of model slots (``top1`` ...).
         scaling: Slot suffix -> fraction of the training groups, e.g. ``{20pct: 0.2, ...}``.
 
     Returns:
         The phase-4 pipeline.
     """
-    rank = Node(choose_final_models, {"ranking": "params:phase4.ranking", **{n: f"{n}.metrics" for n in candidates}},
+    bundles = {phase: f"{phase}.experiment_metrics" for phase in candidate_phases}
+    rank = Node(choose_final_models, {"ranking": "params:phase4.ranking", **bundles},
                 ["model_selection", "candidates"], name="choose_final_models")
     full_fraction = max(scaling.values())
     slots = phase4_slots(top_k, scaling)
@@ -72,8 +95,9 @@ def final_models_pipeline(candidates: list[str], top_k: int, scaling: dict[str, 
              COMPARISON_OUTPUTS, name="compare_final_models"),
         Node(analyse_scaling, {"selection": "model_selection", **slot_metrics}, ["scaling", "scaling_figure"],
              name="analyse_scaling"),
+        *gather_nodes("phase4", [slot.name for slot in slots]),
     ]
     # The ranking node sits in the namespace too, so `kedro run --namespaces phase4` runs all of phase 4.
-    ranked = Pipeline([rank, *analysis], namespace="phase4", inputs={f"{n}.metrics" for n in candidates},
+    ranked = Pipeline([rank, *analysis], namespace="phase4", inputs=set(bundles.values()),
                       parameters={"params:phase4", "params:phase4.ranking", "params:data"})
     return ranked + instances

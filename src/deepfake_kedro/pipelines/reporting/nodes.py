@@ -23,13 +23,15 @@ def collect_results(**inputs: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One comparison table over all phases and the detailed per-fold results of every experiment.
 
     Args:
-        **inputs: ``<phase>_comparison`` tables and ``<phase>.<experiment>`` metrics summaries.
+        **inputs: ``<phase>_comparison`` tables and ``<phase>_metrics`` (the phase's gathered summaries,
+            ``<phase>.<experiment>`` -> summary).
 
     Returns:
         ``model_comparison`` and ``detailed_results``.
     """
     comparisons = {key.removesuffix("_comparison"): v for key, v in inputs.items() if key.endswith("_comparison")}
-    summaries = {key: v for key, v in inputs.items() if not key.endswith("_comparison")}
+    summaries = {name: summary for key, bundle in inputs.items() if key.endswith("_metrics")
+                 for name, summary in bundle.items()}
     table = model_comparison(comparisons)
     logger.info("model_comparison: %d experiments over %d phases", len(table), len(comparisons))
     return table, detailed_results(summaries)
@@ -55,12 +57,12 @@ def summarize_attention(**explained: pd.DataFrame) -> tuple[pd.DataFrame, Figure
     """Share of Grad-CAM mass on the detected face, per experiment, prediction type and source.
 
     Args:
-        **explained: ``<phase>.<experiment>`` -> the experiment's explained images.
+        **explained: Phase -> its gathered explained images (``experiment`` first).
 
     Returns:
         The table and a figure of it.
     """
-    summary = attention_summary(explained)
+    summary = attention_summary(pd.concat([table for table in explained.values() if len(table)], ignore_index=True))
     return summary, attention_bars(summary)
 
 

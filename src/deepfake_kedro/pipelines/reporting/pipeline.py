@@ -7,11 +7,8 @@ from deepfake_kedro.study import FULL, PHASES, Slot
 from .nodes import benchmark_backbones, build_report, collect_results, planted_effects, summarize_attention
 
 
-def create_pipeline(experiments: list[str]) -> Pipeline:
-    """Reporting over every experiment namespace (``<phase>.<experiment>``, phase-4 slots included).
-
-    Args:
-        experiments: Every experiment namespace whose metrics and Grad-CAM the report gathers.
+def create_pipeline() -> Pipeline:
+    """Reporting over every phase: its comparison, paired tests, and its experiments' gathered metrics and Grad-CAM.
 
     Returns:
         The reporting pipeline.
@@ -19,10 +16,10 @@ def create_pipeline(experiments: list[str]) -> Pipeline:
     top_full = f"phase4.{Slot(1, FULL).name}"  # the top model on the full data: its Grad-CAM goes in the deck
     nodes = [
         Node(collect_results, {**{f"{p}_comparison": f"{p}.comparison" for p in PHASES},
-                               **{name: f"{name}.metrics" for name in experiments}},
+                               **{f"{p}_metrics": f"{p}.experiment_metrics" for p in PHASES}},
              ["model_comparison", "detailed_results"], name="collect_results"),
         Node(benchmark_backbones, "params:reporting.benchmark", "model_benchmark", name="benchmark_backbones"),
-        Node(summarize_attention, {name: f"{name}.gradcam_examples" for name in experiments},
+        Node(summarize_attention, {p: f"{p}.explained_images" for p in PHASES},
              ["attention_summary", "attention_figure"], name="summarize_attention"),
         # Before build_report (its demo_check input), so the deck carries the slide in the same run.
         Node(planted_effects, {
