@@ -30,6 +30,7 @@ test: install
 	$(BIN)/python -m pytest
 
 viz: install
+	@echo "The study's map (datasets hidden): http://127.0.0.1:4141/?pid=__default__&types=task,modularPipeline"
 	$(BIN)/kedro viz run --env demo
 
 # What a lent GPU machine lacks to run benchmarks/gpu_check.sh (docs/benchmarks.md): wheels for its Python 3.12,
