@@ -246,7 +246,8 @@ def subsample_groups(table: pd.DataFrame, fold: int, subsample: float) -> pd.Ind
     groups["stratum"] = source_strata(table)
     cells = groups.groupby([role, "stratum"])["subsample_rank"]
     groups["queue"] = (cells.rank(method="first") - 0.5) / cells.transform("size")
-    groups = groups.sort_values([role, "queue", "subsample_rank"])
+    # Strata of one size tie on queue and rank: the stratum, then the group's name, settle the order.
+    groups = groups.sort_values([role, "queue", "subsample_rank", "stratum", "group"], kind="stable")
     groups["position"] = groups.groupby(role).cumcount()
     # The shortest prefix of each part's queue that holds every source of the part.
     sources = table[["group", "source"]].drop_duplicates().join(groups[[role, "position"]], on="group")
