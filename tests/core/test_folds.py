@@ -117,6 +117,20 @@ def test_labels_never_change_which_groups_a_subsample_keeps():
             np.testing.assert_array_equal(getattr(before, role), getattr(after, role))
 
 
+def test_row_order_never_changes_which_groups_a_subsample_keeps():
+    # Four sources of six training groups each, ranked alike: at 25% the queue's fifth and sixth places are a
+    # tie between the four sources' second groups. The choice must not follow the order rows are stored in.
+    rows = [{"path": f"{source}/{i}.jpg", "source": source, "label": int(source != "wiki"), "group": f"{source}{i}",
+             split_column(0): "val" if i < 2 else "test" if i < 4 else "train", "subsample_rank": (i + 1) / 10}
+            for source in ("wiki", "text2img", "inpainting", "insight") for i in range(10)]
+    table = pd.DataFrame(rows)
+    kept = set(table.iloc[select_fold_rows(table, 0, 0.25).train]["group"])
+    assert len(kept) == 6
+    for seed in range(5):
+        shuffled = table.sample(frac=1.0, random_state=seed)
+        assert set(shuffled.iloc[select_fold_rows(shuffled, 0, 0.25).train]["group"]) == kept
+
+
 def test_an_empty_part_is_an_error_that_names_the_fold_and_sources(table):
     with pytest.raises(ValueError, match=r"fold 3 has no train / val images .*\['wikipedia'\]"):
         select_fold_rows(table, 3, 1.0, train_sources=["wikipedia"])
