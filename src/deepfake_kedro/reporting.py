@@ -46,6 +46,10 @@ def detailed_results(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     return detailed
 
 
+ATTENTION_COLUMNS = frozenset({"cam_mass_face", "face_area_share", "cam_flat"})
+"""What ``attention_summary`` reads from every explained image."""
+
+
 def explained_images(explained: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Experiments' Grad-CAM tables in one, ``experiment`` first; empty tables add nothing.
 
@@ -54,27 +58,24 @@ def explained_images(explained: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """
     tables = []
     for key, table in explained.items():
+        if table.empty:
+            continue
         missing = sorted(ATTENTION_COLUMNS - set(table.columns))
-        if len(table) and missing:
+        if missing:
             raise KeyError(f"{key}'s Grad-CAM table (gradcam_examples.csv) lacks {missing}: an older "
                            f"version wrote it; rerun its phase (kedro run --pipelines {key.split('.')[0]})")
-        if len(table):
-            tables.append(pd.concat([pd.Series(key, index=table.index, name="experiment"), table], axis=1))
+        tables.append(pd.concat([pd.Series(key, index=table.index, name="experiment"), table], axis=1))
     if not tables:
         return pd.DataFrame(columns=["experiment", *sorted(ATTENTION_COLUMNS)])
     return pd.concat(tables, ignore_index=True)
 
 
-ATTENTION_COLUMNS = frozenset({"cam_mass_face", "face_area_share", "cam_flat"})
-"""What ``attention_summary`` reads from every explained image."""
-
-
-def attention_summary(explained: Mapping[str, pd.DataFrame] | pd.DataFrame) -> pd.DataFrame:
+def attention_summary(explained: pd.DataFrame) -> pd.DataFrame:
     """Mean share of Grad-CAM mass on the face per experiment: by prediction type, by source and overall.
 
     Args:
-        explained: Experiment -> its explained images (``explain.explanation_table``; empty ones skipped), or
-            those tables already in one (``explained_images``).
+        explained: Explained images (``explain.explanation_table``) of every experiment in one table, ``experiment``
+            first (``explained_images``).
 
     Returns:
         One row per experiment: one column per prediction type, one ``source:<name>`` column per source,
@@ -82,11 +83,10 @@ def attention_summary(explained: Mapping[str, pd.DataFrame] | pd.DataFrame) -> p
         the input: what ``all`` would be without preference), ``n_images`` (explained), ``n_scored`` (the
         images behind ``all``) and ``n_flat`` (all-zero CAMs: the prediction did not move with the image).
     """
-    combined = explained if isinstance(explained, pd.DataFrame) else explained_images(explained)
-    by_experiment = combined.groupby("experiment", sort=True)
-    by_type = combined.groupby(["experiment", "pred_type"])["cam_mass_face"].mean().unstack("pred_type")
-    by_source = combined.groupby(["experiment", "source"])["cam_mass_face"].mean().unstack("source")
-    scored = combined[combined["cam_mass_face"].notna()].groupby("experiment")
+    by_experiment = explained.groupby("experiment", sort=True)
+    by_type = explained.groupby(["experiment", "pred_type"])["cam_mass_face"].mean().unstack("pred_type")
+    by_source = explained.groupby(["experiment", "source"])["cam_mass_face"].mean().unstack("source")
+    scored = explained[explained["cam_mass_face"].notna()].groupby("experiment")
     overall = pd.DataFrame({
         "all": by_experiment["cam_mass_face"].mean(),
         "face_area": scored["face_area_share"].mean(),
