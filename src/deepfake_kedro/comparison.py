@@ -14,7 +14,9 @@ HEADLINE_METRICS = ("auc", "accuracy", "f1", "average_precision", "eer")
 THRESHOLD_METRICS = ("threshold", "accuracy_at_threshold", "f1_at_threshold", "tpr_at_threshold",
                      "fpr_at_threshold", "tpr", "fpr")
 """Metrics at each fold's validation-chosen threshold, then TPR / FPR at 0.5, next to the headline ones."""
-TESTED_METRICS = ("auc", "accuracy", "f1")
+TESTED_METRICS = ("auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_threshold")
+"""Compared pair by pair. At p = 0.5 accuracy and F1 also move with calibration (a model that ranks well but
+scores everything below 0.5 reads accuracy 0.5); at each fold's validation-chosen threshold they do not."""
 HELDOUT_FLAG_ABOVE = 0.05
 
 
@@ -122,7 +124,7 @@ def paired_tests(
     Args:
         summaries: Experiment name -> summary (with per-fold records).
         comparisons: ``{question, baseline, treatment}`` entries of the comparison map.
-        metrics: Metrics to compare.
+        metrics: Metrics to compare; one that neither experiment of a pair records is left out for that pair.
         holdout_reference: When given, adds ``holdout_tests`` rows (in-source vs held-out-source AUC).
         sources: ``data.sources`` (needed with ``holdout_reference``).
 
@@ -148,6 +150,8 @@ def paired_tests(
         n_train = _fold_values(base, "n_train")
         n_test = _fold_values(base, "n_test")
         for metric in metrics:
+            if not any(metric in fold for summary in (base, treat) for fold in summary["folds"]):
+                continue  # neither experiment records it (e.g. summaries written before thresholds existed)
             result = paired_comparison(_fold_values(base, metric), _fold_values(treat, metric), n_train, n_test)
             rows.append({"question": pair.get("question", ""), "baseline": pair["baseline"],
                          "treatment": pair["treatment"], "metric": metric, **result})
@@ -206,7 +210,9 @@ def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
     columns = ["question", "baseline", "treatment", "metric", "diff_mean", "diff_ci_low", "diff_ci_high",
                "p_paired_t", "p_nadeau_bengio", "p_wilcoxon", "p_holm", "significant_holm"]
     note = ("Differences are treatment - baseline over the same folds. p_holm: Holm adjustment of the "
-            "Nadeau-Bengio p over the phase's pairs, per metric. With 5 folds the exact Wilcoxon test "
+            "Nadeau-Bengio p over the phase's pairs, per metric. accuracy and f1 are at p = 0.5, so a "
+            "calibration shift moves them; accuracy_at_threshold and f1_at_threshold use each fold's "
+            "validation-chosen threshold. With 5 folds the exact Wilcoxon test "
             "cannot go below p = 0.0625, so it can never be significant at 0.05.")
     return to_markdown(tests[columns], title) + f"\n{note}\n"
 

@@ -269,7 +269,10 @@ def attention_bars(attention: pd.DataFrame) -> Figure:
     ax.set(xlabel="mean share of Grad-CAM mass inside the detected face box", xlim=(0, 1),
            title="Where the models look (out-of-fold images, each by its own fold's model)")
     ax.tick_params(axis="y", labelsize=7)
-    ax.legend(loc="lower right", fontsize=8)
+    if attention.empty:
+        ax.text(0.5, 0.5, "no experiment explained any image", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.legend(loc="lower right", fontsize=8)
     return figure
 
 

@@ -97,8 +97,10 @@ class PipelineLayoutHook:
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         # The registry imports every pipeline; imported here, once a run needs them, not when settings load.
-        from deepfake_kedro.pipeline_registry import follow_run_parameters
+        from deepfake_kedro.pipeline_registry import follow_conf_source, follow_run_parameters
 
+        # Reading context.params builds every pipeline once (Kedro validates parameters against them).
+        follow_conf_source(context.config_loader.conf_source)
         follow_run_parameters(context.params)
 
 

@@ -34,16 +34,19 @@ LAYOUT_BLOCKS = (*NAMED_PHASES, "phase4", "generalisation")
 
 # The running session's parameters (its environment, --conf-source and --params), set by PipelineLayoutHook.
 _run_parameters: dict[str, Any] | None = None
+# The running session's conf folder, set by PipelineLayoutHook before Kedro first builds the pipelines.
+_run_conf_source: Path | None = None
 
 
 def _base_parameters() -> dict[str, Any]:
     """The blocks the pipelines are built from, read as plain YAML from the project's ``conf/base``.
 
-    Used only when no session is running (``register_pipelines()`` called directly). A second OmegaConfigLoader
+    Used when no session is running (``register_pipelines()`` called directly), and when Kedro validates a new
+    session's parameters against every pipeline before hooks can hand them over. A second OmegaConfigLoader
     would re-register OmegaConf's ``globals`` resolver and make a running session resolve ``${globals:...}`` from
     base instead of its environment.
     """
-    conf_source = Path(settings.CONF_SOURCE)
+    conf_source = _run_conf_source or Path(settings.CONF_SOURCE)
     if not conf_source.is_absolute():
         # settings.CONF_SOURCE is relative to the project, not to where kedro was started (notebooks/, ...).
         conf_source = (find_kedro_project(Path.cwd()) or Path.cwd()) / conf_source
@@ -66,6 +69,13 @@ def _layout_of(parameters: Mapping[str, Any]) -> dict[str, Any]:
     layout["phase4"]["final"] = {"top_k": (phase4.get("ranking") or {}).get("top_k"),
                                  "scaling": copy.deepcopy(phase4.get("scaling"))}
     return layout
+
+
+def follow_conf_source(conf_source: str | Path) -> None:
+    """Read base parameters from the running session's conf folder, wherever the process was started."""
+    global _run_conf_source
+    # A packaged conf (.tar.gz / .zip) is not read here; the project's own conf folder stands in for it.
+    _run_conf_source = Path(conf_source).absolute() if Path(conf_source).is_dir() else None
 
 
 def follow_run_parameters(parameters: Mapping[str, Any]) -> None:

@@ -154,7 +154,8 @@ def wilcoxon_note(cv_folds: int) -> str:
 def metrics_slide(cv_folds: int) -> Figure:
     """What is measured per fold, how folds are summarised and how experiments are compared."""
     return text_slide("Metrics and statistics", [
-        "Per test fold: ROC AUC (headline), accuracy and F1 at p = 0.5, average precision, equal error rate; "
+        "Per test fold: ROC AUC (headline), accuracy and F1 at p = 0.5 and at the threshold chosen on the "
+        "fold's validation rows, average precision, equal error rate; "
         "per source: detection / false-alarm rate and the AUC of real vs each fake source.",
         "Across folds: mean, std and a 95% t-interval (truncated to [0, 1] for AUC, rates and other bounded metrics); "
         "pooled out-of-fold AUC with a grouped bootstrap interval.",

@@ -83,6 +83,8 @@ def attention_summary(explained: pd.DataFrame) -> pd.DataFrame:
         the input: what ``all`` would be without preference), ``n_images`` (explained), ``n_scored`` (the
         images behind ``all``) and ``n_flat`` (all-zero CAMs: the prediction did not move with the image).
     """
+    if explained.empty:
+        return pd.DataFrame(columns=["experiment", "all", "face_area", "n_images", "n_scored", "n_flat"])
     by_experiment = explained.groupby("experiment", sort=True)
     by_type = explained.groupby(["experiment", "pred_type"])["cam_mass_face"].mean().unstack("pred_type")
     by_source = explained.groupby(["experiment", "source"])["cam_mass_face"].mean().unstack("source")

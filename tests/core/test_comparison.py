@@ -65,6 +65,32 @@ def test_paired_tests_differences_and_holm_across_the_phases_pairs():
     assert list(tests["significant_holm"]) == list(tests["p_holm"] < 0.05)
 
 
+def test_paired_tests_compare_accuracy_at_the_validation_threshold_beside_accuracy_at_one_half():
+    # The treatment ranks as well as the baseline but scores everything above 0.5 less often:
+    # accuracy at 0.5 moves, accuracy at each fold's chosen threshold does not.
+    at_half = {"auc": [0.9, 0.91, 0.92, 0.9, 0.91], "accuracy_at_threshold": [0.85, 0.86, 0.84, 0.85, 0.87],
+               "f1_at_threshold": [0.84, 0.85, 0.83, 0.86, 0.85]}
+    base = tt.metrics_summary("b", {**at_half, "accuracy": [0.84, 0.85, 0.83, 0.85, 0.86],
+                                    "f1": [0.83, 0.84, 0.82, 0.85, 0.84]})
+    treat = tt.metrics_summary("t", {**at_half, "accuracy": [0.55, 0.52, 0.5, 0.56, 0.51],
+                                     "f1": [0.1, 0.05, 0.0, 0.12, 0.04]})
+    tests = paired_tests({"base": base, "shifted": treat},
+                         [{"question": "q", "baseline": "base", "treatment": "shifted"}]).set_index("metric")
+    assert list(tests.index) == ["auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_threshold"]
+    assert tests.loc["accuracy", "p_paired_t"] == pytest.approx(
+        stats.ttest_rel(treat_values := [0.55, 0.52, 0.5, 0.56, 0.51], [0.84, 0.85, 0.83, 0.85, 0.86]).pvalue)
+    assert tests.loc["accuracy", "diff_mean"] == pytest.approx(np.mean(treat_values) - 0.846)
+    assert tests.loc["accuracy", "significant_holm"]
+    assert tests.loc["accuracy_at_threshold", "diff_mean"] == 0 and not tests.loc["accuracy_at_threshold",
+                                                                                  "significant_holm"]
+
+
+def test_paired_tests_leave_out_a_metric_neither_experiment_records():
+    tests = paired_tests(summaries(), [{"question": "size", "baseline": "base", "treatment": "bigger"}])
+    assert list(tests["metric"]) == ["auc", "accuracy", "f1"]
+    assert tests["p_holm"].notna().all()
+
+
 def test_paired_tests_name_the_bad_experiment_and_refuse_identical_configs():
     with pytest.raises(KeyError, match="treatment 'nope' is not an experiment"):
         paired_tests(summaries(), [{"question": "q", "baseline": "base", "treatment": "nope"}])

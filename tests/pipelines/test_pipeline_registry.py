@@ -18,6 +18,7 @@ from tests.conftest import PROJECT_ROOT
 def no_running_session(monkeypatch: pytest.MonkeyPatch) -> None:
     # Another test's session would otherwise leave its parameters as the registry's.
     monkeypatch.setattr(pipeline_registry, "_run_parameters", None)
+    monkeypatch.setattr(pipeline_registry, "_run_conf_source", None)
 
 
 def trained(pipeline, phase: str) -> set[str]:
@@ -44,6 +45,14 @@ def test_registry_finds_the_project_conf_from_a_subfolder(kedro_project, monkeyp
     registered = pipeline_registry.register_pipelines()
     for phase in ("phase1", "phase2", "phase3"):
         assert trained(registered[phase], phase) == base_experiments(phase)
+
+
+def test_a_session_opened_from_outside_the_project_reads_its_conf(kedro_project, tmp_path, monkeypatch):
+    # A script or scheduler elsewhere: Kedro builds every pipeline before any run parameters are handed over.
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    assert trained(session_pipeline(kedro_project, "demo", "phase1"), "phase1") == base_experiments("phase1")
 
 
 def test_an_environment_adds_and_drops_experiments_and_the_next_session_sees_its_own(kedro_project):

@@ -34,7 +34,7 @@ def test_phase1_demo_end_to_end_then_skip_then_resume(tiny_demo):
     assert comparison[["threshold_mean", "accuracy_at_threshold_mean", "f1_at_threshold_mean",
                        "tpr_at_threshold_mean", "fpr_at_threshold_mean"]].notna().all().all()
     tests = pd.read_csv(reporting / "paired_tests.csv")
-    assert set(tests["metric"]) == {"auc", "accuracy", "f1"}
+    assert set(tests["metric"]) == {"auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_threshold"}
     assert tests[["p_paired_t", "p_nadeau_bengio", "p_holm"]].notna().all().all()
     assert (reporting / "comparison.md").read_text().startswith("# Phase 1")
     assert (reporting / "comparison.png").stat().st_size > 10_000

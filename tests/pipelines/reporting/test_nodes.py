@@ -42,6 +42,14 @@ def test_summarize_attention_returns_the_table_and_its_figure():
     assert isinstance(figure, Figure)
 
 
+def test_summarize_attention_with_no_explained_image_gives_an_empty_table_and_says_so(caplog):
+    empty = gather_explained(**{"phase1.a": pd.DataFrame()})
+    summary, figure = summarize_attention(phase1=empty, phase2=gather_explained())
+    assert summary.empty and {"experiment", "all", "face_area"} <= set(summary.columns)
+    assert "no experiment explained any image" in [text.get_text() for text in figure.axes[0].texts]
+    assert "No experiment explained any image" in caplog.text
+
+
 def test_build_report_reads_parameters_and_loads_only_the_overlays_it_shows():
     fields = tt.deck_fields(cv_folds=4)
     loaded = []

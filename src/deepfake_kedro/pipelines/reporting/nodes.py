@@ -62,7 +62,10 @@ def summarize_attention(**explained: pd.DataFrame) -> tuple[pd.DataFrame, Figure
     Returns:
         The table and a figure of it.
     """
-    summary = attention_summary(pd.concat([table for table in explained.values() if len(table)], ignore_index=True))
+    tables = [table for table in explained.values() if len(table)]
+    if not tables:
+        logger.warning("No experiment explained any image, so the attention summary is empty")
+    summary = attention_summary(pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
     return summary, attention_bars(summary)
 
 
