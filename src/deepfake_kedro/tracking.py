@@ -122,8 +122,49 @@ def _reporting_folder(catalog: Any, name: str) -> Path | None:
     return Path(str(filepath)).parent if filepath else None
 
 
+SQLITE_PREFIX = "sqlite:///"
+MLFLOW_CONFIG_PATTERNS = ["mlflow*", "mlflow*/**", "**/mlflow*"]
+"""Where kedro-mlflow looks for mlflow.yml in each environment (its own default patterns)."""
+
+
+def project_sqlite_uri(uri: str, project_path: str | Path) -> str:
+    """A relative ``sqlite:///<file>`` store placed in the project, not in whichever folder Kedro was started from.
+
+    kedro-mlflow makes a relative plain path absolute under the project, but leaves a URI with a scheme alone, so
+    ``sqlite:///mlflow.db`` would open a new, empty store in notebooks/ or wherever a script runs.
+    ``sqlite:////abs/path.db`` and other schemes (``http://``, ``databricks``) are returned unchanged.
+    """
+    if not uri.startswith(SQLITE_PREFIX):
+        return uri
+    database = Path(uri[len(SQLITE_PREFIX):])
+    if not str(database) or database.is_absolute():
+        return uri
+    return SQLITE_PREFIX + (Path(project_path) / database).as_posix()
+
+
 class ExperimentTrackingHook:
-    """After a run, one nested MLflow run per experiment the pipeline evaluated (``<phase>.<experiment>.metrics``)."""
+    """After a run, one nested MLflow run per experiment the pipeline evaluated (``<phase>.<experiment>.metrics``).
+
+    Before kedro-mlflow reads mlflow.yml, a relative ``sqlite:///`` store is pinned to the project folder.
+    """
+
+    # tryfirst: kedro-mlflow's own after_context_created opens the store; the path must be fixed before that.
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        from kedro.config import MissingConfigException
+
+        loader = context.config_loader
+        loader.config_patterns.setdefault("mlflow", MLFLOW_CONFIG_PATTERNS)
+        try:
+            config = dict(loader["mlflow"])
+        except MissingConfigException:
+            return  # kedro-mlflow warns and uses its defaults
+        server = dict(config.get("server") or {})
+        uri = server.get("mlflow_tracking_uri")
+        if uri:
+            server["mlflow_tracking_uri"] = project_sqlite_uri(uri, context.project_path)
+            # An explicitly set key is what OmegaConfigLoader hands out from now on, kedro-mlflow included.
+            loader["mlflow"] = {**config, "server": server}
 
     # tryfirst: kedro-mlflow's own after_pipeline_run closes the parent run, so this one must run before it.
     @hook_impl(tryfirst=True)

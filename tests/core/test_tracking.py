@@ -1,6 +1,12 @@
 import math
 
-from deepfake_kedro.tracking import experiment_metrics, flatten, tracked_experiments, tracking_enabled
+from deepfake_kedro.tracking import (
+    experiment_metrics,
+    flatten,
+    project_sqlite_uri,
+    tracked_experiments,
+    tracking_enabled,
+)
 
 
 def test_nested_config_keys_become_dotted_param_names():
@@ -37,3 +43,10 @@ def test_only_experiments_with_metrics_and_a_resolved_config_are_logged():
                "attribution.flat.metrics", "attribution.flat.models", "phase2.comparison", "model_comparison"}
     # attribution.flat has metrics but no resolved config (a multi-class model set): logging it failed the run.
     assert tracked_experiments(outputs) == ["phase1.p1_a"]
+
+
+def test_a_relative_sqlite_store_is_placed_in_the_project():
+    assert project_sqlite_uri("sqlite:///mlflow.db", "/work/study") == "sqlite:////work/study/mlflow.db"
+    assert project_sqlite_uri("sqlite:///runs/m.db", "/work/study") == "sqlite:////work/study/runs/m.db"
+    for unchanged in ("sqlite:////srv/mlflow.db", "http://tracking:5000", "databricks", "sqlite://"):
+        assert project_sqlite_uri(unchanged, "/work/study") == unchanged

@@ -1,0 +1,33 @@
+"""MLflow's store is the project's, whichever folder a session is opened from."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+OPEN_SESSION = """
+import sys, mlflow
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+bootstrap_project(sys.argv[1])
+with KedroSession.create(project_path=sys.argv[1], env="demo") as session:
+    session.load_context()
+    print(mlflow.get_tracking_uri())
+"""
+
+
+def test_a_session_opened_elsewhere_tracks_into_the_projects_mlflow_db(kedro_project, tmp_path):
+    # A notebook kernel starts in notebooks/, a scheduler anywhere: sqlite:///mlflow.db used to land there.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    opened = subprocess.run([sys.executable, "-c", OPEN_SESSION, str(kedro_project.path)], cwd=elsewhere,
+                            capture_output=True, text=True, env={**os.environ, "DEEPFAKE_KEDRO_TRACKING": "on"})
+    assert opened.returncode == 0, opened.stderr[-3000:]
+    assert opened.stdout.strip().splitlines()[-1] == f"sqlite:///{(kedro_project.path / 'mlflow.db').as_posix()}"
+    assert (kedro_project.path / "mlflow.db").exists()
+    assert list(elsewhere.iterdir()) == []
+    experiment = subprocess.run([sys.executable, "-c", "import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]); "
+                                 "print(mlflow.get_experiment_by_name(\"deepfake_kedro\").artifact_location)",
+                                 opened.stdout.strip().splitlines()[-1]], capture_output=True, text=True)
+    assert experiment.stdout.strip() == (kedro_project.path / "mlruns").as_uri(), experiment.stderr[-2000:]
