@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from deepfake_kedro.progress import progress
@@ -32,7 +32,8 @@ class DownloadPlan:
 
     Attributes:
         archives: File names in the Hub repository; each zip's stem names its source folder.
-        archive_dir: Where downloaded zips are kept (a partial download resumes from here).
+        archive_dir: Where downloaded zips are kept (a partial download resumes from here); ``None``: beside
+            the raw tree, ``<root>_archives`` (see ``archives_beside``), wherever the run starts from.
         repo_id: The Hub repository.
         repo_type: ``dataset`` for DFF.
         revision: A branch, tag or commit of the repository; ``None`` for the default branch.
@@ -40,24 +41,31 @@ class DownloadPlan:
     """
 
     archives: tuple[str, ...] = DFF_ARCHIVES
-    archive_dir: Path = Path("data/01_raw/dff_archives")
+    archive_dir: Path | None = None
     repo_id: str = DFF_REPO_ID
     repo_type: str = "dataset"
     revision: str | None = None
     local_archive_dir: Path | None = None
 
 
+def archives_beside(root: Path) -> Path:
+    """Where zips are kept by default: ``<root>_archives`` next to the raw tree (``data/01_raw/dff_archives``)."""
+    return Path(root).with_name(f"{Path(root).name}_archives")
+
+
 def fetch_archive(plan: DownloadPlan, filename: str) -> Path:
     """The local path of one archive: the hand-downloaded copy if there is one, else fetched from the Hub.
 
     ``hf_hub_download`` draws its own progress bar, resumes an interrupted download and returns the file
-    at once when ``archive_dir`` already holds it complete.
+    at once when ``archive_dir`` already holds it complete (``download_dataset`` fills in a ``None`` one).
 
     Raises:
         DownloadError: The Hub cannot be reached (offline, no network, unknown file) and no local copy exists.
     """
     if plan.local_archive_dir is not None and (Path(plan.local_archive_dir) / filename).is_file():
         return Path(plan.local_archive_dir) / filename
+    if plan.archive_dir is None:
+        raise ValueError("the plan has no archive_dir; download_dataset places it beside the raw tree")
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -126,6 +134,9 @@ def download_dataset(plan: DownloadPlan, root: Path) -> dict[str, int]:
     Returns:
         Files per source folder, e.g. ``{"wiki": 30000, ...}``.
     """
+    if plan.archive_dir is None:
+        # Beside the (absolute) raw tree, not under the cwd: a run started from notebooks/ keeps one copy.
+        plan = replace(plan, archive_dir=archives_beside(root))
     counts = {}
     for filename in plan.archives:
         source = PurePosixPath(filename).stem

@@ -81,3 +81,21 @@ def test_an_unreachable_hub_names_the_file_and_what_to_do(tmp_path, monkeypatch)
     assert "'inpainting.zip'" in message and "OpenRL/DeepFakeFace" in message
     assert "HF_HUB_OFFLINE" in message and str(tmp_path / "by_hand") in message
     assert not (tmp_path / "dff").exists()
+
+
+def test_zips_from_the_hub_are_kept_beside_the_raw_tree_whatever_the_cwd(tmp_path, monkeypatch):
+    """The default plan (``archive_dir`` None, as ``download.archive_dir: null``) from a run started elsewhere."""
+    fetched = []
+
+    def hub_download(repo_id, filename, repo_type, revision, local_dir):  # the network edge
+        fetched.append(Path(local_dir))
+        return write_zip(Path(local_dir) / filename, {f"{Path(filename).stem}/00/a_1_2.jpg": b"a"})
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", hub_download)
+    elsewhere = tmp_path / "notebooks"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    root = tmp_path / "data/01_raw/dff"
+    assert download_dataset(DownloadPlan(archives=("wiki.zip",)), root) == {"wiki": 1}
+    assert fetched == [tmp_path / "data/01_raw/dff_archives"]
+    assert (tmp_path / "data/01_raw/dff_archives/wiki.zip").is_file() and not any(elsewhere.iterdir())

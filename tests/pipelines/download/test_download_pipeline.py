@@ -7,8 +7,11 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+import yaml
 
 from deepfake_kedro.demo_data import generate_demo_dataset
+from deepfake_kedro.pipelines.download.nodes import plan_download
+from tests.conftest import PROJECT_ROOT
 
 DFF_SOURCES = ("wiki", "text2img", "inpainting", "insight")
 
@@ -48,3 +51,9 @@ def test_download_extracts_the_four_zips_and_eda_counts_them(kedro_project, tmp_
     counts = pd.read_csv(kedro_project.path / "data/dfftest/08_reporting/eda/counts.csv").set_index("source")
     for source in DFF_SOURCES:
         assert counts.loc[source, "files"] == counts.loc[source, "usable"] == expected[source], source
+
+
+def test_the_base_configuration_leaves_the_zip_folder_to_the_raw_tree():
+    download = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_download.yml").read_text())["download"]
+    assert plan_download(download).archive_dir is None
+    assert plan_download({**download, "archive_dir": "/zips"}).archive_dir == Path("/zips")

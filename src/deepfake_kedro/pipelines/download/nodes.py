@@ -16,17 +16,20 @@ def plan_download(download: dict[str, Any]) -> DownloadPlan:
 
     Args:
         download: ``repo_id``, ``repo_type``, ``revision``, ``archives``, ``archive_dir`` and
-            ``local_archive_dir`` (a folder of zips downloaded by hand, or null).
+            ``local_archive_dir`` (a folder of zips downloaded by hand, or null). A null ``archive_dir`` keeps
+            the zips beside ``data.root`` (``<data.root>_archives``), whichever folder the run starts from.
 
     Returns:
         The plan the ``raw_download`` dataset executes into ``data.root`` on save.
     """
-    local = download.get("local_archive_dir")
+    local, archive_dir = download.get("local_archive_dir"), download.get("archive_dir")
     plan = DownloadPlan(
-        archives=tuple(download["archives"]), archive_dir=Path(download["archive_dir"]), repo_id=download["repo_id"],
+        archives=tuple(download["archives"]), archive_dir=Path(archive_dir) if archive_dir else None,
+        repo_id=download["repo_id"],
         repo_type=download.get("repo_type", "dataset"), revision=download.get("revision"),
         local_archive_dir=Path(local) if local else None,
     )
     logger.info("Fetching %s from %s (%s) into %s", ", ".join(plan.archives), plan.repo_id,
-                f"local copies from {local} first" if local else "Hugging Face Hub", plan.archive_dir)
+                f"local copies from {local} first" if local else "Hugging Face Hub",
+                plan.archive_dir or "<data.root>_archives")
     return plan
