@@ -1,5 +1,5 @@
 """Kedro datasets for the project's own storage: raw image trees, image caches, fold runs, resolved
-experiments, image folders.
+experiments, image folders; and kedro-datasets' CSV, Parquet, JSON, text and figure datasets, written atomically.
 
 Thin adapters: the storage logic lives in Kedro-free core modules. Three of them execute a plan on save
 (plan / execute-on-save, see docs/architecture.md): a node returns what should exist (cache images to render,
@@ -19,6 +19,11 @@ from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+from kedro.io.core import get_filepath_str
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.matplotlib import MatplotlibDataset
+from kedro_datasets.pandas import CSVDataset, ParquetDataset
+from kedro_datasets.text import TextDataset
 
 from deepfake_kedro.data_index import ImageTree, write_tree
 from deepfake_kedro.download import DownloadPlan, download_dataset
@@ -529,3 +534,65 @@ class ReportSectionsDataset(AbstractDataset[None, list]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+# Kedro-datasets' file datasets, written atomically --------------------------------------------------------
+# Their ``save`` opens the target for writing, which empties it, and then streams into it: a save that fails
+# half-way (a value json cannot encode, a full disk, Ctrl-C) leaves a truncated file where the previous result was.
+# These subclasses write the same bytes to ``<file>.partial`` beside the target and rename it over the target when
+# the write is complete, as the project's own datasets do (SPEC 11: nothing half-written left looking complete).
+
+
+class _WrittenAtomically:
+    """Mixin over a kedro-datasets file dataset: the parent's ``save`` writes to ``<target>.partial``, renamed over
+    the target once complete; on failure the partial file is removed and the previous target is untouched."""
+
+    _staging = False
+
+    def _get_save_path(self) -> PurePosixPath:
+        path = super()._get_save_path()
+        return path.with_name(path.name + ".partial") if self._staging else path
+
+    def _stages(self, data: Any) -> bool:
+        return True
+
+    def save(self, data: Any) -> None:
+        # The parent's save as written, without Kedro's wrapper: this class's save is wrapped once already.
+        parent_save = super().save.__wrapped__
+        if not self._stages(data):
+            return parent_save(self, data)
+        target = get_filepath_str(super()._get_save_path(), self._protocol)
+        staged = f"{target}.partial"
+        self._staging = True
+        try:
+            parent_save(self, data)
+            self._fs.mv(staged, target)  # a rename on a local disk: readers see the old file or the new one
+        finally:
+            self._staging = False
+            if self._fs.exists(staged):
+                self._fs.rm(staged)
+        self._invalidate_cache()
+
+
+class AtomicCSVDataset(_WrittenAtomically, CSVDataset):
+    """``pandas.CSVDataset``, written atomically."""
+
+
+class AtomicParquetDataset(_WrittenAtomically, ParquetDataset):
+    """``pandas.ParquetDataset``, written atomically."""
+
+
+class AtomicJSONDataset(_WrittenAtomically, JSONDataset):
+    """``json.JSONDataset``, written atomically."""
+
+
+class AtomicTextDataset(_WrittenAtomically, TextDataset):
+    """``text.TextDataset``, written atomically."""
+
+
+class AtomicFigureDataset(_WrittenAtomically, MatplotlibDataset):
+    """``matplotlib.MatplotlibDataset``, written atomically for a single figure (a list or dict of figures is a
+    folder of files, written as the parent does)."""
+
+    def _stages(self, data: Any) -> bool:
+        return not isinstance(data, list | dict)
