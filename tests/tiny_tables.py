@@ -16,7 +16,7 @@ def comparison(names: list[str], aucs: list[float], backbone: str = "resnet18") 
     for name, auc in zip(names, aucs):
         row: dict[str, Any] = {"experiment": name, "backbone": backbone, "image_size": 64}
         for metric, value in (("auc", auc), ("accuracy", auc - 0.1), ("f1", auc - 0.05), ("eer", 1 - auc),
-                              ("accuracy_at_threshold", auc - 0.08)):
+                              ("accuracy_at_threshold", auc - 0.08), ("brier", (1 - auc) / 2)):
             row.update({f"{metric}_mean": value, f"{metric}_std": 0.02,
                         f"{metric}_ci_low": value - 0.03, f"{metric}_ci_high": value + 0.03})
         row.update({"pairwise_auc:gan_mean": auc + 0.01, "pairwise_auc:diffusion_mean": auc - 0.01})

@@ -10,7 +10,7 @@ import pandas as pd
 
 from deepfake_kedro.stats import holm_adjust, paired_comparison
 
-HEADLINE_METRICS = ("auc", "accuracy", "f1", "average_precision", "eer")
+HEADLINE_METRICS = ("auc", "accuracy", "f1", "average_precision", "eer", "brier")
 THRESHOLD_METRICS = ("threshold", "accuracy_at_threshold", "f1_at_threshold", "tpr_at_threshold",
                      "fpr_at_threshold", "tpr", "fpr")
 """Metrics at each fold's validation-chosen threshold, then TPR / FPR at 0.5, next to the headline ones."""

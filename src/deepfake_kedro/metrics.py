@@ -13,6 +13,7 @@ from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
+    brier_score_loss,
     confusion_matrix,
     f1_score,
     log_loss,
@@ -83,9 +84,9 @@ def binary_metrics(
         threshold: Images with ``y_prob >= threshold`` are predicted fake.
 
     Returns:
-        Dict with ``auc``, ``accuracy``, ``f1``, ``average_precision``, ``eer`` and
-        confusion counts ``tn``, ``fp``, ``fn``, ``tp``. Ranking metrics are nan
-        when only one class is present.
+        Dict with ``auc``, ``accuracy``, ``f1``, ``average_precision``, ``eer``, the calibration scores
+        ``brier`` (mean squared error of the probability) and ``log_loss``, and confusion counts ``tn``,
+        ``fp``, ``fn``, ``tp``. Ranking metrics are nan when only one class is present.
     """
     y_true = np.asarray(y_true).astype(int)
     y_prob = np.asarray(y_prob, dtype=float)
@@ -102,6 +103,9 @@ def binary_metrics(
             float(average_precision_score(y_true, y_prob)) if both else float("nan")
         ),
         "eer": equal_error_rate(y_true, y_prob),
+        # Threshold-free, like AUC, but they also see calibration: the reliability diagram as numbers.
+        "brier": float(brier_score_loss(y_true, y_prob, labels=[0, 1])),
+        "log_loss": float(log_loss(y_true, y_prob, labels=[0, 1])),
         "tn": int(tn),
         "fp": int(fp),
         "fn": int(fn),
@@ -221,7 +225,7 @@ def per_source_metrics(
 
 
 UNIT_INTERVAL_METRICS = frozenset({
-    "auc", "accuracy", "f1", "average_precision", "eer", "threshold", "tpr", "fpr", "train_auc", "val_auc",
+    "auc", "accuracy", "f1", "average_precision", "eer", "brier", "threshold", "tpr", "fpr", "train_auc", "val_auc",
     "detection_rate", "false_alarm_rate", "pairwise_auc", "balanced_accuracy", "macro_f1", "recall",
 })
 """Metrics every value of which lies in [0, 1]; ``name:source`` and ``name_at_threshold`` variants count too."""

@@ -161,9 +161,10 @@ def table_slide(title: str, table: pd.DataFrame, note: str = "", digits: int = 3
         values = shown[column].dropna()
         places = 0 if len(values) and (values == values.round()).all() else digits  # counts and sizes stay whole
         shown[column] = shown[column].map(lambda v, p=places: f"{v:.{p}f}" if pd.notna(v) else "")
-    # Long text wraps inside its cell, and columns get the width their text needs (equal widths overlapped).
+    # Long text wraps inside its cell, and columns get the width their text needs (equal widths overlapped),
+    # plus two characters of margin so that a short column does not touch its borders in a wide table.
     wrapped = shown.astype(str).map(lambda text: "\n".join(textwrap.wrap(text, TABLE_WRAP)) or text)
-    widths = [max(len(str(column)), *(len(line) for text in wrapped[column] for line in text.split("\n")))
+    widths = [2 + max(len(str(column)), *(len(line) for text in wrapped[column] for line in text.split("\n")))
               for column in wrapped.columns]
     cells = ax.table(cellText=wrapped.values, colLabels=list(shown.columns), loc="upper center",
                      cellLoc="center", colWidths=[width / sum(widths) for width in widths])
@@ -210,9 +211,11 @@ HEADLINE_COLUMNS = {
     "f1": "F1 (p ≥ 0.5)",
     "accuracy_at_threshold": "accuracy (val threshold)",
     "eer": "eer",
+    "brier": "Brier",
 }
 """Metric -> its slide header. At 0.5 a model that ranks well but is not calibrated (little data, few epochs) can
-score accuracy 0.25 beside AUC 0.9; the accuracy at each fold's validation-chosen threshold sits beside it."""
+score accuracy 0.25 beside AUC 0.9; the accuracy at each fold's validation-chosen threshold sits beside it, and
+the Brier score (0.25 for a constant 0.5) says how far the probabilities are from calibrated."""
 
 
 def headline_table(comparison: pd.DataFrame) -> pd.DataFrame:

@@ -72,6 +72,9 @@ def test_binary_metrics_match_sklearn():
     assert out["eer"] == pytest.approx(equal_error_rate(y, prob))
     assert (out["tn"], out["fp"], out["fn"], out["tp"]) == (tn, fp, fn, tp)
     assert out["tn"] + out["fp"] + out["fn"] + out["tp"] == len(y)
+    # The calibration scores, against their definitions: mean squared error and mean negative log-likelihood.
+    assert out["brier"] == pytest.approx(np.mean((prob - y) ** 2))
+    assert out["log_loss"] == pytest.approx(-np.mean(y * np.log(prob) + (1 - y) * np.log(1 - prob)))
 
 
 def test_binary_metrics_threshold_is_inclusive():
@@ -86,6 +89,9 @@ def test_binary_metrics_single_class_gives_nan_ranking_metrics():
     assert math.isnan(out["eer"])
     assert out["accuracy"] == pytest.approx(2 / 3)
     assert (out["tn"], out["fp"], out["fn"], out["tp"]) == (2, 1, 0, 0)
+    # Calibration is defined on one class too: a real image scored 0.7 costs 0.49.
+    assert out["brier"] == pytest.approx((0.1**2 + 0.7**2 + 0.2**2) / 3)
+    assert math.isfinite(out["log_loss"])
 
 
 def test_per_source_metrics_counts_by_hand():

@@ -62,10 +62,11 @@ def test_headline_table_and_auc_text_show_mean_and_ci():
     comparison = tt.comparison(["a"], [0.8123])
     table = headline_table(comparison)
     assert list(table.columns) == ["experiment", "backbone", "image_size", "auc", "accuracy (p ≥ 0.5)",
-                                   "F1 (p ≥ 0.5)", "accuracy (val threshold)", "eer"]
+                                   "F1 (p ≥ 0.5)", "accuracy (val threshold)", "eer", "Brier"]
     assert table.loc[0, "auc"] == auc_text(comparison.iloc[0]) == "0.812 [0.782, 0.842]"
     assert table.loc[0, "accuracy (val threshold)"] == "0.732 [0.702, 0.762]"
     assert table.loc[0, "eer"] == "0.188 [0.158, 0.218]"
+    assert table.loc[0, "Brier"] == "0.094 [0.064, 0.124]"
     # A comparison without threshold metrics (an older run) still gives a table.
     older = headline_table(comparison.drop(columns=[c for c in comparison if c.startswith("accuracy_at")]))
     assert "accuracy (val threshold)" not in older

@@ -26,7 +26,7 @@ def test_phase1_demo_end_to_end_then_skip_then_resume(tiny_demo):
     reporting = tiny_demo.path / "data/demo/08_reporting/phase1"
     comparison = pd.read_csv(reporting / "comparison.csv")
     assert set(comparison["experiment"]) == set(EXPERIMENTS)
-    for metric in ("auc", "accuracy", "f1", "average_precision", "eer"):
+    for metric in ("auc", "accuracy", "f1", "average_precision", "eer", "brier", "log_loss"):
         row = comparison.iloc[0]
         assert row[f"{metric}_ci_low"] <= row[f"{metric}_mean"] <= row[f"{metric}_ci_high"]
     # Each fold's threshold is chosen on its validation rows; metrics at it sit beside those at 0.5.
