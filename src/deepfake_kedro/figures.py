@@ -218,11 +218,12 @@ def reliability_diagram(predictions: pd.DataFrame, n_bins: int = 10, title: str 
     from sklearn.metrics import brier_score_loss
 
     observed, predicted = calibration_curve(predictions["label"], predictions["prob"], n_bins=n_bins)
+    # Over all out-of-fold images at once; the tables give the mean over folds with its interval.
     brier = brier_score_loss(predictions["label"], predictions["prob"], labels=[0, 1])
     figure, (ax, count_ax) = plt.subplots(2, 1, figsize=(6, 6.5), height_ratios=(3, 1), constrained_layout=True,
                                           sharex=True)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfectly calibrated")
-    ax.plot(predicted, observed, marker="o", label=f"model (out of fold), Brier {brier:.3f}")
+    ax.plot(predicted, observed, marker="o", label=f"model (out of fold), pooled Brier {brier:.3f}")
     ax.set(ylabel="fraction of fakes", title=title or "reliability diagram")
     ax.legend(loc="upper left")
     count_ax.hist(predictions["prob"], bins=np.linspace(0, 1, n_bins + 1), color="#8172B2")
