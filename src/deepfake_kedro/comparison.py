@@ -29,10 +29,15 @@ def format_ci(row: Mapping[str, Any], metric: str, with_std: bool = False) -> st
         with_std: Adds the std after the mean: ``0.912 ± 0.020 [0.870, 0.954]``.
 
     Returns:
-        The text, three decimals.
+        The text, three decimals; ``(4 of 5 folds)`` after it when some folds had no value.
     """
     std = f" ± {row[f'{metric}_std']:.3f}" if with_std else ""
-    return f"{row[f'{metric}_mean']:.3f}{std} [{row[f'{metric}_ci_low']:.3f}, {row[f'{metric}_ci_high']:.3f}]"
+    text = f"{row[f'{metric}_mean']:.3f}{std} [{row[f'{metric}_ci_low']:.3f}, {row[f'{metric}_ci_high']:.3f}]"
+    n, folds = row.get(f"{metric}_n"), row.get("n_folds")
+    # A mean over fewer folds (an AUC undefined on a one-class fold) must not pass for a full one.
+    if n is not None and folds is not None and pd.notna(n) and pd.notna(folds) and n < folds:
+        text += f" ({int(n)} of {int(folds)} folds)"
+    return text
 
 
 def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -43,7 +48,8 @@ def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame
 
     Returns:
         Columns ``experiment``, ``fingerprint``, ``backbone``, ``image_size`` then
-        ``<metric>_mean``, ``<metric>_std``, ``<metric>_ci_low``, ``<metric>_ci_high``, pooled AUC bootstrap CI.
+        ``<metric>_mean``, ``<metric>_std``, ``<metric>_ci_low``, ``<metric>_ci_high``, ``<metric>_n`` (the folds
+        with a value, of ``n_folds``), pooled AUC bootstrap CI.
     """
     rows = []
     for name, summary in summaries.items():
@@ -51,14 +57,15 @@ def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame
         row: dict[str, Any] = {
             "experiment": name, "fingerprint": summary["fingerprint"],
             "backbone": config.get("backbone"), "image_size": config.get("image_size"),
+            "n_folds": len(summary.get("folds", [])) or None,
         }
         first = HEADLINE_METRICS + THRESHOLD_METRICS
         ordered = list(first) + [m for m in summary["metrics"] if m not in first]
         for metric in ordered:
             if metric in summary["metrics"]:
                 stats = summary["metrics"][metric]
-                for key in ("mean", "std", "ci_low", "ci_high"):
-                    row[f"{metric}_{key}"] = stats[key]
+                for key in ("mean", "std", "ci_low", "ci_high", "n"):
+                    row[f"{metric}_{key}"] = stats.get(key)
         if "threshold_rule" in summary:
             row["threshold_rule"] = summary["threshold_rule"]
         row.update({f"pooled_{k}": v for k, v in summary.get("pooled", {}).items()})
@@ -209,7 +216,9 @@ def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
     """A readable Markdown twin of the paired tests."""
     columns = ["question", "baseline", "treatment", "metric", "diff_mean", "diff_ci_low", "diff_ci_high",
                "p_paired_t", "p_nadeau_bengio", "p_wilcoxon", "p_holm", "significant_holm"]
-    note = ("Differences are treatment - baseline over the same folds. p_holm: Holm adjustment of the "
+    note = ("Differences are treatment - baseline over the same folds; diff_ci is their 95% interval with "
+            "Nadeau-Bengio's corrected variance (it excludes 0 exactly when p_nadeau_bengio < 0.05). "
+            "p_holm: Holm adjustment of the "
             "Nadeau-Bengio p over the phase's pairs, per metric. accuracy and f1 are at p = 0.5, so a "
             "calibration shift moves them; accuracy_at_threshold and f1_at_threshold use each fold's "
             "validation-chosen threshold. With 5 folds the exact Wilcoxon test "

@@ -196,6 +196,9 @@ def model_card(
                      f"[{pooled['auc_boot_ci_low']:.3f}, {pooled['auc_boot_ci_high']:.3f}] |")
     lines += [
         "",
+        "A model chosen among others by these same folds' results (phase 4 ranks models by them) has "
+        "optimistic figures here; `kedro run --pipelines external` scores it on data that chose nothing.",
+        "",
         "## Decision threshold",
         f"- {threshold['value']:.4f}: the {threshold['choice']}, each chosen by `{threshold['rule']}` on its fold's "
         f"inner validation predictions, never on test (fold thresholds: "

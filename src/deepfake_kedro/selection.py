@@ -128,6 +128,8 @@ def _decide_step(
         "diff_ci": [float(test["diff_ci_low"]), float(test["diff_ci_high"])],
         "p_nadeau_bengio": float(test["p_nadeau_bengio"]), "p_holm": p_holm,
         "reason": ("significant gain" if adopted else
+                   f"not testable ({int(test['n_folds'])} fold(s) with {metric} on both sides)"
+                   if np.isnan(p_holm) else
                    "no gain" if gain <= 0 else f"gain not significant (Holm p {p_holm:.3g} >= {alpha})"),
     }
 

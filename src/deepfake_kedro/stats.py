@@ -108,6 +108,37 @@ def _wilcoxon(diff: np.ndarray) -> tuple[float, float]:
     return p, min(1.0, 2.0 / 2.0**n_nonzero)
 
 
+def nadeau_bengio_interval(
+    differences: ArrayLike, n_train: ArrayLike, n_test: ArrayLike, confidence: float = 0.95
+) -> tuple[float, float]:
+    """The confidence interval of the mean fold difference that matches the Nadeau-Bengio test.
+
+    Same corrected variance ``(1/k + n_test/n_train) * var`` and ``k - 1`` df as
+    :func:`nadeau_bengio_ttest`, so the interval excludes 0 exactly when that test's p is below
+    ``1 - confidence``. The plain t-interval (``var / k``) is too narrow for CV, whose training
+    sets overlap.
+
+    Returns:
+        ``(low, high)``; ``(mean, mean)`` for differences equal up to rounding; nan below two folds.
+    """
+    d = np.asarray(differences, dtype=float).ravel()
+    k = d.size
+    if k < 2:
+        return float("nan"), float("nan")
+    mean = float(d.mean())
+    if np.allclose(d, d[0], rtol=1e-9, atol=1e-12):
+        return mean, mean
+    ratio = float(np.mean(n_test)) / float(np.mean(n_train))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, df=k - 1)) * np.sqrt((1.0 / k + ratio) * float(d.var(ddof=1)))
+    return mean - half, mean + half
+
+
+def _per_fold(sizes: ArrayLike, keep: np.ndarray) -> np.ndarray:
+    # n_train / n_test come as a scalar or one value per fold; only the compared folds count.
+    arr = np.asarray(sizes, dtype=float).ravel()
+    return arr[keep] if arr.size == keep.size else arr
+
+
 def paired_comparison(
     baseline: ArrayLike,
     treatment: ArrayLike,
@@ -117,19 +148,24 @@ def paired_comparison(
 ) -> dict[str, Any]:
     """Compare fold-wise scores of two models evaluated on the same folds.
 
+    A fold where either model has no value (an AUC undefined on a one-class fold, a metric one of
+    them never recorded) is left out of both sides, with a warning; ``n_folds`` says how many
+    folds were compared. Below two compared folds nothing can be tested: every p is nan.
+
     Args:
         baseline: Per-fold metric of the baseline model.
         treatment: Per-fold metric of the treatment model, same fold order.
         n_train: Training-set size, scalar or per fold (for Nadeau-Bengio).
         n_test: Test-set size, scalar or per fold (for Nadeau-Bengio).
-        confidence: Coverage of the t-interval of the differences.
+        confidence: Coverage of the intervals of the difference.
 
     Returns:
         Dict with ``n_folds``, ``baseline_mean``, ``treatment_mean``, ``diff_mean``,
-        ``diff_std``, ``diff_ci_low``, ``diff_ci_high``, ``effect_size_dz``,
-        ``t_stat``, ``p_paired_t``, ``nb_t_stat``, ``p_nadeau_bengio``,
-        ``p_wilcoxon``, ``wilcoxon_min_p`` and ``wilcoxon_can_reach_significance``.
-        Differences are treatment - baseline.
+        ``diff_std``, ``diff_ci_low``, ``diff_ci_high`` (the Nadeau-Bengio interval, consistent with
+        ``p_nadeau_bengio`` and so with ``p_holm``), ``paired_t_ci_low``, ``paired_t_ci_high`` (the plain
+        t-interval, consistent with ``p_paired_t``), ``effect_size_dz``, ``t_stat``, ``p_paired_t``,
+        ``nb_t_stat``, ``p_nadeau_bengio``, ``p_wilcoxon``, ``wilcoxon_min_p`` and
+        ``wilcoxon_can_reach_significance``. Differences are treatment - baseline.
 
     Raises:
         ValueError: If the two arrays differ in length or hold fewer than two folds.
@@ -141,47 +177,64 @@ def paired_comparison(
             f"baseline has {base.size} folds but treatment has {treat.size}; "
             "paired comparison needs the same folds."
         )
+    if base.size < 2:
+        raise ValueError(f"Need at least 2 folds for a paired comparison, got {base.size}.")
+    compared = np.isfinite(base) & np.isfinite(treat)
+    if not compared.all():
+        logger.warning("Paired comparison: fold(s) %s have no value for one side and are left out of both; "
+                       "%d of %d folds compared.", np.flatnonzero(~compared).tolist(), compared.sum(), compared.size)
+    base, treat = base[compared], treat[compared]
+    n_train, n_test = _per_fold(n_train, compared), _per_fold(n_test, compared)
     diff = treat - base
     diff_summary = summarize(diff, confidence=confidence)
     diff_std = diff_summary["std"]
-    paired = stats.ttest_rel(treat, base)
-    nb_t, nb_p = nadeau_bengio_ttest(diff, n_train, n_test)
-
-    p_wilcoxon, wilcoxon_min_p = _wilcoxon(diff)
-
-    return {
+    result: dict[str, Any] = {
         "n_folds": int(diff.size),
-        "baseline_mean": float(base.mean()),
-        "treatment_mean": float(treat.mean()),
-        "diff_mean": float(diff.mean()),
+        "baseline_mean": float(base.mean()) if diff.size else float("nan"),
+        "treatment_mean": float(treat.mean()) if diff.size else float("nan"),
+        "diff_mean": diff_summary["mean"],
         "diff_std": diff_std,
-        "diff_ci_low": diff_summary["ci_low"],
-        "diff_ci_high": diff_summary["ci_high"],
+        "diff_ci_low": float("nan"), "diff_ci_high": float("nan"),
+        "paired_t_ci_low": diff_summary["ci_low"],
+        "paired_t_ci_high": diff_summary["ci_high"],
         "effect_size_dz": (
             float(diff.mean() / diff_std) if diff_std > 0 else float("nan")
         ),
-        "t_stat": float(paired.statistic),
-        "p_paired_t": float(paired.pvalue),
-        "nb_t_stat": nb_t,
-        "p_nadeau_bengio": nb_p,
-        "p_wilcoxon": p_wilcoxon,
-        "wilcoxon_min_p": wilcoxon_min_p,
-        "wilcoxon_can_reach_significance": bool(wilcoxon_min_p < 0.05),
+        "t_stat": float("nan"), "p_paired_t": float("nan"), "nb_t_stat": float("nan"),
+        "p_nadeau_bengio": float("nan"), "p_wilcoxon": float("nan"), "wilcoxon_min_p": float("nan"),
+        "wilcoxon_can_reach_significance": False,
     }
+    if diff.size < 2:
+        logger.warning("Paired comparison: only %d fold(s) with values on both sides; nothing to test.", diff.size)
+        return result
+    paired = stats.ttest_rel(treat, base)
+    nb_t, nb_p = nadeau_bengio_ttest(diff, n_train, n_test)
+    nb_low, nb_high = nadeau_bengio_interval(diff, n_train, n_test, confidence)
+    p_wilcoxon, wilcoxon_min_p = _wilcoxon(diff)
+    result.update({
+        "diff_ci_low": nb_low, "diff_ci_high": nb_high,
+        "t_stat": float(paired.statistic), "p_paired_t": float(paired.pvalue),
+        "nb_t_stat": nb_t, "p_nadeau_bengio": nb_p,
+        "p_wilcoxon": p_wilcoxon, "wilcoxon_min_p": wilcoxon_min_p,
+        "wilcoxon_can_reach_significance": bool(wilcoxon_min_p < 0.05),
+    })
+    return result
 
 
 def holm_adjust(p_values: ArrayLike) -> np.ndarray:
     """Adjust a family of p-values with the Holm step-down procedure.
 
     Args:
-        p_values: Raw p-values; nan entries are excluded from the family.
+        p_values: Raw p-values of the planned family; nan marks a comparison that could not be tested.
 
     Returns:
-        Holm-adjusted p-values in the input order, nan where the input was nan.
+        Holm-adjusted p-values in the input order, nan where the input was nan. An untested comparison
+        still counts in the family (as p = 1): dropping it would correct the others for fewer tests
+        than were planned.
     """
     p = np.asarray(p_values, dtype=float).ravel()
-    adjusted = np.full_like(p, np.nan)
-    valid = ~np.isnan(p)
-    if valid.any():
-        adjusted[valid] = multipletests(p[valid], method="holm")[1]
-    return adjusted
+    tested = ~np.isnan(p)
+    if not tested.any():
+        return np.full_like(p, np.nan)
+    adjusted = multipletests(np.where(tested, p, 1.0), method="holm")[1]
+    return np.where(tested, adjusted, np.nan)

@@ -68,8 +68,9 @@ def threshold_rule(params: Mapping[str, Any] | None, key: str = "evaluation.thre
 def choose_threshold(y_true: ArrayLike, y_prob: ArrayLike, rule: ThresholdRule) -> float:
     """The threshold that ``rule`` picks on the ROC curve of validation predictions.
 
-    Ties go to the highest threshold (the first ROC point). ``roc_curve``'s leading ``inf`` is capped
-    at 1.0. A one-class validation set has no ROC curve: the threshold stays at 0.5, with a warning.
+    Ties go to the highest threshold (the first ROC point). ``roc_curve``'s leading ``inf`` becomes the
+    smallest float above 1.0 (nothing is called fake). A one-class validation set has no ROC curve: the
+    threshold stays at 0.5, with a warning.
 
     Args:
         y_true: Validation labels, 1 = fake.
@@ -91,10 +92,13 @@ def choose_threshold(y_true: ArrayLike, y_prob: ArrayLike, rule: ThresholdRule) 
     else:
         allowed = np.flatnonzero(fpr <= rule.target_fpr + _TIE)  # never empty: the first ROC point has FPR 0
         index = int(allowed[_first_best(tpr[allowed])])
-    return float(min(thresholds[index], 1.0))
+    # roc_curve's first threshold is inf ("call nothing fake"). 1.0 would call every p = 1.0 image fake
+    # (float32 sigmoid saturates above a logit of ~17): the next float above 1 keeps the rule and JSON.
+    return float(min(thresholds[index], _ABOVE_EVERY_PROBABILITY))
 
 
 _TIE = 1e-12
+_ABOVE_EVERY_PROBABILITY = float(np.nextafter(1.0, 2.0))
 
 
 def _first_best(values: np.ndarray) -> int:

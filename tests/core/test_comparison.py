@@ -51,6 +51,26 @@ def test_comparison_table_one_row_per_experiment_with_t_intervals():
     assert list(table.columns[:3]) == ["fingerprint", "backbone", "image_size"]
 
 
+def test_a_metric_missing_on_some_folds_says_so_in_the_table_and_its_text():
+    # Fold 1's AUC is undefined (a one-class test fold): the mean is over 2 folds and must not pass for 3.
+    table = comparison_table({"gap": tt.metrics_summary("g", {"auc": [0.8, np.nan, 0.9], "f1": [0.6, 0.7, 0.8]})})
+    row = table.iloc[0]
+    assert (row["n_folds"], row["auc_n"], row["f1_n"]) == (3, 2, 3)
+    assert format_ci(row, "auc").endswith("(2 of 3 folds)")
+    assert "folds)" not in format_ci(row, "f1")
+    assert "(2 of 3 folds)" in comparison_markdown(table, "t")
+
+
+def test_a_pair_with_an_untestable_metric_still_counts_in_holm():
+    gap = tt.metrics_summary("g", {"auc": [0.8, np.nan, np.nan], "f1": [0.6, 0.7, 0.8]})
+    pairs = [{"question": "size", "baseline": "base", "treatment": "bigger"},
+             {"question": "gap", "baseline": "base", "treatment": "gap"}]
+    tests = paired_tests({**summaries(), "gap": gap}, pairs, metrics=["auc"]).set_index("question")
+    assert tests.loc["gap", "n_folds"] == 1 and np.isnan(tests.loc["gap", "p_holm"])
+    # Two comparisons were planned: the testable one is corrected for two, not one.
+    assert tests.loc["size", "p_holm"] == pytest.approx(min(1.0, 2 * tests.loc["size", "p_nadeau_bengio"]))
+
+
 def test_paired_tests_differences_and_holm_across_the_phases_pairs():
     pairs = [{"question": "size", "baseline": "base", "treatment": "bigger"},
              {"question": "flip", "baseline": "base", "treatment": "flip"}]

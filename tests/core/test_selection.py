@@ -47,6 +47,17 @@ def test_only_significant_gains_are_adopted():
     assert choice["source"] == "phase-2 results"
 
 
+def test_an_untestable_step_is_not_adopted_and_says_why_not():
+    table = paired_table({"t2": (0.02, 0.01), "c": (0.05, 0.01), "d": (0.03, 0.01), "e": (0.04, 0.01)})
+    table["n_folds"] = 5
+    untested = (table["treatment"] == "c") & (table["metric"] == "auc")
+    table.loc[untested, ["p_holm", "n_folds"]] = float("nan"), 1
+    choice = select_preprocessing(table, START, STEPS, alpha=0.05)
+    step = next(d for d in choice["decisions"] if d["treatment"] == "c")
+    assert step["adopted"] is False and step["reason"] == "not testable (1 fold(s) with auc on both sides)"
+    assert choice["settings"]["face_crop"] is False
+
+
 def test_different_results_give_a_different_choice_and_override_wins():
     table = paired_table({"t2": (0.02, 0.01), "c": (0.05, 0.30), "d": (0.03, 0.04), "e": (0.0, 1.0)})
     choice = select_preprocessing(table, START, STEPS, alpha=0.05)

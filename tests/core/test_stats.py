@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from deepfake_kedro.stats import (
     holm_adjust,
+    nadeau_bengio_interval,
     nadeau_bengio_power,
     nadeau_bengio_required_gain,
     nadeau_bengio_ttest,
@@ -55,15 +57,18 @@ def test_paired_comparison_matches_scipy():
     out = paired_comparison(baseline, treatment, n_train, n_test)
 
     ttest = stats.ttest_rel(treatment, baseline)
-    half = stats.t.ppf(0.975, df=9) * diff.std(ddof=1) / np.sqrt(10)
+    plain_low, plain_high = stats.t.interval(0.95, df=9, loc=diff.mean(), scale=diff.std(ddof=1) / np.sqrt(10))
+    # Nadeau-Bengio: the variance of the mean is (1/k + n_test/n_train) * var, not var / k.
+    nb_half = stats.t.ppf(0.975, df=9) * np.sqrt((1 / 10 + 100 / 900) * diff.var(ddof=1))
     nb_t, nb_p = nadeau_bengio_ttest(diff, n_train, n_test)
     assert out["n_folds"] == 10
     assert out["baseline_mean"] == pytest.approx(baseline.mean())
     assert out["treatment_mean"] == pytest.approx(treatment.mean())
     assert out["diff_mean"] == pytest.approx(diff.mean())
     assert out["diff_std"] == pytest.approx(diff.std(ddof=1))
-    assert out["diff_ci_low"] == pytest.approx(diff.mean() - half)
-    assert out["diff_ci_high"] == pytest.approx(diff.mean() + half)
+    assert out["diff_ci_low"] == pytest.approx(diff.mean() - nb_half)
+    assert out["diff_ci_high"] == pytest.approx(diff.mean() + nb_half)
+    assert (out["paired_t_ci_low"], out["paired_t_ci_high"]) == pytest.approx((plain_low, plain_high))
     assert out["effect_size_dz"] == pytest.approx(diff.mean() / diff.std(ddof=1))
     assert out["t_stat"] == pytest.approx(ttest.statistic)
     assert out["p_paired_t"] == pytest.approx(ttest.pvalue)
@@ -118,6 +123,41 @@ def test_paired_comparison_constant_nonzero_difference():
     assert out["p_nadeau_bengio"] == 0.0 and out["nb_t_stat"] == math.inf
 
 
+def test_the_difference_interval_excludes_zero_exactly_when_nadeau_bengio_rejects():
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        diff = rng.normal(rng.uniform(-0.02, 0.04), 0.015, size=5)
+        low, high = nadeau_bengio_interval(diff, 800, 200)
+        _, p = nadeau_bengio_ttest(diff, 800, 200)
+        assert (low > 0 or high < 0) == (p < 0.05)
+    # The case the plain interval gets wrong: it excludes 0 while the corrected test does not reject.
+    out = paired_comparison([0.80] * 5, [0.81, 0.83, 0.798, 0.82, 0.825], 800, 200)
+    assert out["paired_t_ci_low"] > 0 and out["p_paired_t"] < 0.05
+    assert out["diff_ci_low"] < 0 < out["diff_ci_high"] and out["p_nadeau_bengio"] > 0.05
+
+
+def test_a_fold_missing_on_one_side_is_left_out_of_both(caplog):
+    baseline = [0.80, 0.82, np.nan, 0.81, 0.83]  # fold 2: AUC undefined (one class)
+    treatment = [0.85, 0.86, 0.84, 0.87, 0.88]
+    n_train = [800, 810, 790, 805, 795]
+
+    out = paired_comparison(baseline, treatment, n_train, 200)
+
+    kept = [0, 1, 3, 4]
+    same = paired_comparison(np.take(baseline, kept), np.take(treatment, kept), np.take(n_train, kept), 200)
+    assert out == pytest.approx(same, nan_ok=True)
+    assert out["n_folds"] == 4 and out["p_nadeau_bengio"] < 0.05
+    assert out["p_paired_t"] == pytest.approx(stats.ttest_rel(np.take(treatment, kept), np.take(baseline, kept)).pvalue)
+    assert "fold(s) [2]" in caplog.text
+
+
+def test_fewer_than_two_compared_folds_test_nothing():
+    out = paired_comparison([0.8, np.nan, np.nan], [np.nan, 0.9, 0.85], 90, 10)
+    assert out["n_folds"] == 0
+    assert all(math.isnan(out[k]) for k in ("p_paired_t", "p_nadeau_bengio", "p_wilcoxon", "diff_ci_low"))
+    assert out["wilcoxon_can_reach_significance"] is False
+
+
 def test_paired_comparison_length_mismatch_names_both_lengths():
     with pytest.raises(ValueError, match=r"5.*4"):
         paired_comparison([0.1] * 5, [0.2] * 4, 90, 10)
@@ -135,11 +175,12 @@ def test_holm_by_hand_running_max_and_clip():
     np.testing.assert_allclose(holm_adjust(p), [0.9, 0.024, 1.0, 0.05, 1.0, 0.05])
 
 
-def test_holm_excludes_nan_from_family():
+def test_holm_keeps_an_untested_comparison_in_the_family():
     out = holm_adjust([0.01, np.nan, 0.04, 0.03])
     assert math.isnan(out[1])
-    # Family of three, not four: same result as without the nan.
-    np.testing.assert_allclose(out[[0, 2, 3]], [0.03, 0.06, 0.06])
+    # The family planned four tests: the untested one counts as p = 1, so the others are corrected for four.
+    np.testing.assert_allclose(out[[0, 2, 3]], multipletests([0.01, 1.0, 0.04, 0.03], method="holm")[1][[0, 2, 3]])
+    np.testing.assert_allclose(out[[0, 2, 3]], [0.04, 0.09, 0.09])
 
 
 def test_holm_all_nan():

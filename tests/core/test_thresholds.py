@@ -50,6 +50,18 @@ def test_youden_matches_sklearn_roc_curve_on_random_scores():
     assert at["tpr_at_threshold"] == pytest.approx(tpr[fpr <= 0.1].max())
 
 
+@pytest.mark.parametrize(("rule", "labels", "probs"), [
+    (ThresholdRule("target_fpr", 0.05), [0, 1, 0, 1, 1], [1.0, 0.9, 0.2, 0.8, 1.0]),
+    (ThresholdRule("youden"), [0, 0, 1, 1], [1.0, 1.0, 0.1, 0.2]),  # worse than chance: J is best at the start
+])
+def test_saturated_probabilities_do_not_break_the_rule(rule, labels, probs):
+    # float32 sigmoid returns exactly 1.0 above a logit of ~17; the rule's "call nothing fake" point must hold.
+    labels, probs = np.array(labels), np.array(probs)
+    chosen = choose_threshold(labels, probs, rule)
+    assert metrics_at_threshold(labels, probs, chosen)["fpr_at_threshold"] == 0.0
+    assert chosen > 1.0 and chosen == float(str(chosen))  # survives a JSON round trip
+
+
 def test_one_class_validation_keeps_half():
     assert choose_threshold([1, 1, 1], [0.2, 0.6, 0.9], ThresholdRule()) == 0.5
 
