@@ -140,38 +140,38 @@ def inspect_image(data: bytes, suffix: str, min_size: int, hash_size: int | None
     return {**row, "status": "ok", "reason": "; ".join(notes)}
 
 
-def _source_folders(tree: ImageTree, sources: Mapping[str, str]) -> None:
+def _source_folders(tree: ImageTree, sources: Mapping[str, str], key: str = "data") -> None:
     if not tree.root.is_dir():
         raise DataLayoutError(
-            f"data.root {str(tree.root)!r} is not a folder; put the images there or set data.root "
-            f"(e.g. kedro run --params data.root=/path/to/images)"
+            f"{key}.root {str(tree.root)!r} is not a folder; put the images there or set {key}.root "
+            f"(e.g. kedro run --params {key}.root=/path/to/images)"
         )
     for source, label in sources.items():
         if label not in LABELS:
-            raise DataLayoutError(f"data.sources.{source}: label must be 'real' or 'fake', got {label!r}")
+            raise DataLayoutError(f"{key}.sources.{source}: label must be 'real' or 'fake', got {label!r}")
         if not (tree.root / source).is_dir():
             present = sorted(p.name for p in tree.root.iterdir() if p.is_dir())
             raise DataLayoutError(
-                f"data.sources names {source!r}, but {str(tree.root / source)!r} does not exist "
+                f"{key}.sources names {source!r}, but {str(tree.root / source)!r} does not exist "
                 f"(folders present: {present})"
             )
     if set(LABELS.values()) - {LABELS[v] for v in sources.values()}:
-        raise DataLayoutError("data.sources needs at least one 'real' and one 'fake' folder")
+        raise DataLayoutError(f"{key}.sources needs at least one 'real' and one 'fake' folder")
 
 
-def source_files(tree: ImageTree, sources: Mapping[str, str]) -> list[str]:
+def source_files(tree: ImageTree, sources: Mapping[str, str], key: str = "data") -> list[str]:
     """Every file under the source folders, sorted; checks the layout first.
 
     Raises:
         DataLayoutError: The root or a source folder is missing, or a label is not real / fake.
     """
-    _source_folders(tree, sources)
+    _source_folders(tree, sources, key)
     everything = tree.files()
     paths = [p for p in everything if p.split("/", 1)[0] in sources]
     # Root-level dot files (the demo's .generator.json, .DS_Store) are bookkeeping, not source folders.
     skipped = sorted({p.split("/", 1)[0] for p in everything if not p.startswith(".")} - set(sources))
     if skipped:
-        logger.warning("Ignoring folders not named in data.sources: %s", skipped)
+        logger.warning("Ignoring folders not named in %s.sources: %s", key, skipped)
     return paths
 
 
@@ -246,7 +246,7 @@ def index_from_audit(audit: pd.DataFrame, sources: Mapping[str, str]) -> pd.Data
 
 
 def build_image_index(
-    tree: ImageTree, sources: Mapping[str, str], min_size: int = 32, workers: int | None = None
+    tree: ImageTree, sources: Mapping[str, str], min_size: int = 32, workers: int | None = None, key: str = "data"
 ) -> pd.DataFrame:
     """Lists and checks every file of every source folder (all decoded; the pipeline reuses an audit table instead).
 
@@ -255,11 +255,12 @@ def build_image_index(
         sources: Folder name -> ``real`` or ``fake``.
         min_size: Images with a smaller side are flagged ``too_small``.
         workers: Decoding threads (default: CPU count).
+        key: Where ``root`` and ``sources`` are configured, for errors (``data``; an external set's entry).
 
     Returns:
         One row per file, columns ``INDEX_COLUMNS`` (see ``index_from_audit``).
     """
-    paths = source_files(tree, sources)
+    paths = source_files(tree, sources, key)
     started = time.perf_counter()
     auditor = FileAuditor(tree, min_size, workers=workers or os.cpu_count() or 1)
     rows = list(progress(auditor(paths), "indexing", total=len(paths)))
@@ -318,12 +319,20 @@ def integrity_report(index: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB: grey, palette, RGBA, CMYK and 16-bit images included."""
+    """Any PIL image as 8-bit RGB: grey, palette, RGBA, CMYK, 16-bit and float images included.
+
+    16-bit greys (0-65535) are divided by 257, the inverse of how 8 bits widen to 16, so the same picture
+    saved at either depth gives the same pixels; a per-image stretch would change its contrast. Float
+    greys in [0, 1] are scaled by 255, others taken as 0-255; both clip to the range.
+    """
     if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
-        # 16-bit greys would saturate in a plain convert("RGB"): rescale to 8 bits first.
-        values = np.asarray(image, dtype=np.float64)
-        values = 255.0 * (values - values.min()) / max(values.max() - values.min(), 1.0)
-        image = Image.fromarray(values.astype(np.uint8), mode="L")
+        # A plain convert("RGB") clips 16-bit values to 255: nearly every pixel would be white.
+        values = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        values = values * 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else values
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
     return image.convert("RGB")
 
 

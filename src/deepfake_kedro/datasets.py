@@ -37,7 +37,7 @@ from deepfake_kedro.image_cache import (
 )
 from deepfake_kedro.model_package import ModelPackage, load_package, save_package
 from deepfake_kedro.report_sections import ReportSection, ordered
-from deepfake_kedro.run_store import FoldResult, FoldRunStore
+from deepfake_kedro.run_store import FoldResult, FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
 
 logger = logging.getLogger(__name__)
@@ -69,49 +69,21 @@ class ImageTreeDataset(AbstractDataset[Mapping[str, bytes], ImageTree]):
         return {"path": str(self._path), "writable": self._writable}
 
 
-GENERATOR_MARKER = ".generator.json"
-"""The demo tree's record of the generator version and arguments that made it."""
-
-
 class DemoImageTreeDataset(ImageTreeDataset):
     """The synthetic demo images: generated deterministically on first load, and again when stale.
 
-    The tree records what made it (``.generator.json``: the generator's version and arguments); a tree
-    whose record names another version or other arguments is regenerated (written beside the old one, then
-    swapped in), so an old generated tree never silently stays. A tree with files but no record was not made
-    by the generator (a user's own images under the demo's root): it is used as it is, never overwritten.
+    ``demo_data.ensure_generated_tree`` keeps the tree that of the generator's version and arguments, and
+    never overwrites a folder of images it did not write.
     """
 
     def __init__(self, path: str, generator_args: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None):
         super().__init__(path, writable=True, metadata=metadata)
         self._generator_args = generator_args or {}
 
-    def _stamp(self) -> dict[str, Any]:
-        from deepfake_kedro.demo_data import GENERATOR_VERSION
-
-        return {"generator_version": GENERATOR_VERSION, "generator_args": self._generator_args}
-
-    def _recorded_stamp(self) -> dict[str, Any] | None:
-        """The record of what made the tree; None when there is none (or it cannot be read)."""
-        try:
-            return json.loads((self._path / GENERATOR_MARKER).read_text())
-        except (OSError, ValueError):
-            return None
-
     def load(self) -> ImageTree:
-        recorded, wanted = self._recorded_stamp(), json.loads(json.dumps(self._stamp()))
-        if recorded is None and self._exists() and any(self._path.iterdir()):
-            logger.warning("%s holds images but no %s: used as they are (delete the folder to generate the demo "
-                           "images there)", self._path, GENERATOR_MARKER)
-        elif recorded != wanted:
-            from deepfake_kedro.demo_data import generate_demo_dataset
+        from deepfake_kedro.demo_data import ensure_generated_tree
 
-            if recorded is not None:
-                logger.warning("The demo images in %s were made by another generator version or other arguments; "
-                               "regenerating them", self._path)
-            files = generate_demo_dataset(**self._generator_args)
-            marker = json.dumps(self._stamp(), indent=2).encode("utf-8")
-            self.save({**files, GENERATOR_MARKER: marker})
+        ensure_generated_tree(self._path, self._generator_args)
         return super().load()
 
     def _describe(self) -> dict[str, Any]:
@@ -225,6 +197,21 @@ class TrainedFoldsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[],
         return {"path": str(self._path)}
 
 
+def _check_evaluated(label: str, phase: str, fingerprint: str, store: FoldRunStore, metrics: dict[str, Any],
+                     files: dict[str, Path]) -> None:
+    """Refuses results whose metrics (and so threshold) belong to another config or to older fold runs."""
+    rerun = f"run its phase to evaluate it again (kedro run --pipelines {phase}; finished folds are skipped)"
+    if metrics.get("fingerprint") != fingerprint:
+        raise DatasetError(f"{label}: {files['metrics']} was computed for config {metrics.get('fingerprint')!r}, "
+                           f"but {files['resolved']} is config {fingerprint!r}; {rerun}")
+    # Summaries written before data keys were recorded have none to compare.
+    for fold, recorded in enumerate(metrics.get("data_keys") or []):
+        key = run_key(fingerprint, fold)
+        if store.is_complete(key) and store.data_key(key) != recorded:
+            raise DatasetError(f"{label}: fold {fold} was retrained on other data ({store.root / key}) after "
+                               f"{files['metrics']} was written; {rerun}")
+
+
 class FinishedExperiments:
     """Any finished experiment's results, found by its label ``<phase>.<experiment>`` under the data folder.
 
@@ -239,7 +226,8 @@ class FinishedExperiments:
         """The resolved config, fold runs, metrics summary and per-fold metrics of ``label``.
 
         Raises:
-            DatasetError: ``label`` is not ``<phase>.<experiment>``, or a file is missing (naming it).
+            DatasetError: ``label`` is not ``<phase>.<experiment>``, a file is missing (naming it), or the
+                metrics were computed for another config or other fold runs than those now stored.
         """
         phase, _, experiment = label.partition(".")
         if not phase or not experiment:
@@ -253,8 +241,10 @@ class FinishedExperiments:
                 raise DatasetError(f"{label} is not finished: {path} does not exist; run its phase first "
                                    f"(kedro run --pipelines {phase})")
         resolved = ResolvedExperiment.from_json(json.loads(files["resolved"].read_text()), where=str(files["resolved"]))
-        return (resolved, FoldRunStore(self.data_dir / "06_models" / "runs"),
-                json.loads(files["metrics"].read_text()), pd.read_csv(files["fold_metrics"]))
+        store = FoldRunStore(self.data_dir / "06_models" / "runs")
+        metrics = json.loads(files["metrics"].read_text())
+        _check_evaluated(label, phase, resolved.fingerprint, store, metrics, files)
+        return resolved, store, metrics, pd.read_csv(files["fold_metrics"])
 
     def shortcut_audit(self) -> dict[str, Any] | None:
         """eda's shortcut audit, or None when the eda pipeline has not run."""

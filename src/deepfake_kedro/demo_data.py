@@ -41,15 +41,23 @@ do, so the seam's colour texture survives the encoding.
 from __future__ import annotations
 
 import io
+import json
+import logging
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFilter
 
 GENERATOR_VERSION = 5
+GENERATOR_MARKER = ".generator.json"
+"""A generated tree's record of the generator version and arguments that made it."""
+
+logger = logging.getLogger(__name__)
 """Bumped whenever the images change for the same arguments; a demo tree made by another version is regenerated."""
 
 DEFAULT_SOURCES: dict[str, str] = {
@@ -596,3 +604,34 @@ def _fake_jpeg(face: _Face, source: str, rng: np.random.Generator, size: int, qu
     # Full chroma resolution (4:4:4), as generators that write their own JPEGs do: 4:2:0 would halve the
     # face-swap texture's chroma and blur it away.
     return _jpeg(_ARTEFACTS.get(source, _generic_artefact)(arr, rng), quality, subsampling="4:4:4")
+
+
+def ensure_generated_tree(root: Path, generator_args: Mapping[str, Any], what: str = "demo images") -> None:
+    """Generates ``generate_demo_dataset(**generator_args)`` at ``root`` unless the tree there is that one.
+
+    The tree records what made it (``GENERATOR_MARKER``: version and arguments); a tree whose record names
+    another version or other arguments is regenerated (written beside the old one, then swapped in), so an old
+    generated tree never silently stays. A tree with files but no record was not made by the generator (a
+    user's own images): it is used as it is, never overwritten.
+    """
+    from deepfake_kedro.data_index import write_tree
+
+    root = Path(root)
+    wanted = json.loads(json.dumps({"generator_version": GENERATOR_VERSION, "generator_args": dict(generator_args)}))
+    try:
+        recorded = json.loads((root / GENERATOR_MARKER).read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded == wanted:
+        return
+    if recorded is None and root.is_dir() and any(root.iterdir()):
+        logger.warning("%s holds images but no %s: used as they are (delete the folder to generate the %s "
+                       "there)", root, GENERATOR_MARKER, what)
+        return
+    if recorded is not None:
+        logger.warning("The %s in %s were made by another generator version or other arguments; regenerating "
+                       "them", what, root)
+    else:
+        logger.info("Generating the %s under %s", what, root)
+    files = generate_demo_dataset(**generator_args)
+    write_tree(root, [*files.items(), (GENERATOR_MARKER, json.dumps(wanted, indent=2).encode("utf-8"))])

@@ -238,6 +238,8 @@ def evaluate_runs(
     numeric = [c for c in fold_metrics.columns if c != "fold" and pd.api.types.is_numeric_dtype(fold_metrics[c])]
     summary: dict[str, Any] = {
         "fingerprint": fingerprint,
+        # Which training data each fold's model saw: users of these results check their folds still match.
+        "data_keys": [f.meta.get("data_key") for f in folds],
         "threshold_rule": rule.describe(),
         "metrics": {m: summarize(fold_metrics[m].to_numpy(dtype=float), bounds=metric_range(m)) for m in numeric},
         "folds": fold_metrics.to_dict(orient="records"),

@@ -22,7 +22,8 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score, f1_score
 
-from deepfake_kedro.data_index import ImageTree, build_image_index, usable, write_tree
+from deepfake_kedro.data_index import ImageTree, build_image_index, usable
+from deepfake_kedro.face_crops import FaceDetector
 from deepfake_kedro.metrics import grouped_bootstrap_ci, per_source_metrics, safe_auc
 from deepfake_kedro.model_package import ModelPackage
 
@@ -37,7 +38,7 @@ class ExternalSet:
     """One external test set.
 
     Attributes:
-        name: Its key (``data/08_reporting/external/<name>/``).
+        name: Its key (``data/08_reporting/external/sets/<name>/``).
         root: The image tree.
         sources: Folder -> ``real`` / ``fake``.
         generate: Arguments of ``demo_data.generate_demo_dataset`` when the tree is synthetic and generated on
@@ -94,25 +95,25 @@ def external_sets(entries: Sequence[Mapping[str, Any]] | None, data_sources: Map
 
 
 def open_tree(external: ExternalSet) -> ImageTree:
-    """The set's image tree; a synthetic set (``generate``) is generated first when its folder is absent.
+    """The set's image tree; a synthetic set (``generate``) is generated first, and again when its settings change.
 
     Raises:
         FileNotFoundError: A real set's root does not exist.
     """
-    if not external.root.is_dir():
-        if external.generate is None:
-            raise FileNotFoundError(f"external set {external.name!r}: {external.root} does not exist; put the images "
-                                    "there as <root>/<source>/**/<image> or fix evaluation.external's root")
-        from deepfake_kedro.demo_data import generate_demo_dataset
+    if external.generate is not None:
+        from deepfake_kedro.demo_data import ensure_generated_tree
 
-        logger.info("Generating the synthetic external set %r under %s", external.name, external.root)
-        write_tree(external.root, generate_demo_dataset(sources=external.sources, **external.generate).items())
+        ensure_generated_tree(external.root, {"sources": dict(external.sources), **external.generate},
+                              what=f"synthetic external set {external.name!r}")
+    elif not external.root.is_dir():
+        raise FileNotFoundError(f"external set {external.name!r}: {external.root} does not exist; put the images "
+                                "there as <root>/<source>/**/<image> or fix evaluation.external's root")
     return ImageTree(external.root)
 
 
 def external_index(tree: ImageTree, external: ExternalSet, min_size: int = 32) -> pd.DataFrame:
     """The set's usable images (``path``, ``source``, ``label``, ``group``), as the study indexes its data."""
-    index = usable(build_image_index(tree, external.sources, min_size))
+    index = usable(build_image_index(tree, external.sources, min_size, key=f"evaluation.external[{external.name}]"))
     if index.empty:
         raise ValueError(f"external set {external.name!r}: no usable image under {external.root}")
     return index[["path", "source", "label", "group"]]
@@ -152,6 +153,15 @@ def detect_faces(tree: ImageTree, paths: Sequence[str], detector: Callable[[Sequ
         batch = list(paths[start:start + batch_size])
         boxes.update(zip(batch, detector(batch), strict=True))
     return boxes
+
+
+def detect_set_faces(tree: ImageTree, paths: Sequence[str], detection: Mapping[str, Any]) -> dict[str, dict]:
+    """MTCNN boxes of a set's images with the study's ``preprocessing.face_detection`` settings; path -> box.
+
+    ``batch_size: null`` means the device's default, as in preprocessing.
+    """
+    detector = FaceDetector(tree, detection["min_confidence"], detection.get("device"))
+    return detect_faces(tree, paths, detector, detector.batch_size(detection.get("batch_size")))
 
 
 def _rate_ci(hits: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:

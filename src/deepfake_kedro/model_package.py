@@ -101,8 +101,9 @@ class ModelPackage:
                              "fake": p_fake >= self.threshold["value"]})
 
 
-def package_preprocessing(resolved: ResolvedExperiment, fold_meta: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """The exact preprocessing: crop, size, margin, cache and each fold's normalization statistics."""
+def package_preprocessing(resolved: ResolvedExperiment, fold_meta: list[Mapping[str, Any]],
+                          face_detection: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The exact preprocessing: crop, size, margin, MTCNN's threshold, cache and each fold's normalization."""
     config = resolved.config
     preprocessing: dict[str, Any] = {
         "crop": "face" if config.face_crop else "square",
@@ -116,12 +117,16 @@ def package_preprocessing(resolved: ResolvedExperiment, fold_meta: list[Mapping[
     if config.face_crop:
         preprocessing["face_crop_margin"] = config.face_crop_margin
         preprocessing["face_detector"] = "MTCNN (facenet-pytorch), as in the preprocessing pipeline"
+        if face_detection is not None:
+            # The training crops came from boxes at this confidence; predict must keep to it.
+            preprocessing["face_min_confidence"] = float(face_detection["min_confidence"])
     return preprocessing
 
 
 def build_package(
     resolved: ResolvedExperiment, store: FoldRunStore, n_folds: int, metrics: Mapping[str, Any],
     fold_metrics: pd.DataFrame, shortcut_audit: Mapping[str, Any] | None = None,
+    face_detection: Mapping[str, Any] | None = None,
 ) -> ModelPackage:
     """Assembles a finished experiment's package from its fold runs and evaluation.
 
@@ -132,6 +137,7 @@ def build_package(
         metrics: Its metrics summary (``metrics.json``, with ``threshold_rule``).
         fold_metrics: Its per-fold metrics (with each fold's ``threshold``).
         shortcut_audit: eda's metadata-only shortcut audit, for the card's "known shortcuts".
+        face_detection: ``preprocessing.face_detection``, whose ``min_confidence`` made the training crops.
 
     Returns:
         The package (write it with ``save_package``).
@@ -146,7 +152,7 @@ def build_package(
     fold_thresholds = fold_metrics.sort_values("fold")["threshold"].astype(float).tolist()
     threshold = {"rule": metrics.get("threshold_rule", "youden"), "choice": THRESHOLD_CHOICE,
                  "fold_thresholds": fold_thresholds, "value": float(np.mean(fold_thresholds))}
-    preprocessing = package_preprocessing(resolved, [f.meta for f in folds])
+    preprocessing = package_preprocessing(resolved, [f.meta for f in folds], face_detection)
     card = model_card(resolved, preprocessing, threshold, metrics, shortcut_audit)
     return ModelPackage(resolved, preprocessing, threshold, [f.load_state_dict() for f in folds], card)
 

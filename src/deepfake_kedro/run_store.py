@@ -159,6 +159,10 @@ class FoldRunStore:
         path = self.root / key / "rows.parquet"
         return pd.read_parquet(path) if path.exists() else None
 
+    def data_key(self, key: str) -> str | None:
+        """The data key a finished fold recorded (None for a fold written without one)."""
+        return json.loads((self.root / key / "meta.json").read_text()).get("data_key")
+
     def stale_reason(self, key: str, data: FoldData) -> str | None:
         """Why a finished fold does not match ``data`` (None when it does)."""
         meta = json.loads((self.root / key / "meta.json").read_text())

@@ -143,12 +143,17 @@ def test_one_class_data_fails_before_training_naming_the_folder(messy_tree):
     check_usable_images(many, messy_tree.root, SOURCES, cv_folds=5, min_groups=8)
 
 
-def test_to_rgb8_rescales_16_bit_greys_instead_of_saturating():
-    deep = Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
-    assert deep.mode.startswith("I")
-    rgb = np.asarray(to_rgb8(deep))
-    assert rgb.shape == (8, 8, 3) and rgb.min() == 0 and rgb.max() == 255
-    assert (np.asarray(deep.convert("RGB")) == 255).mean() > 0.9  # what a plain convert gives
+def test_to_rgb8_gives_a_16_bit_or_float_picture_the_pixels_of_its_8_bit_twin(tmp_path):
+    grey8 = np.random.default_rng(0).integers(20, 120, (8, 8), dtype=np.uint8)  # a dark picture
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # how 8 bits widen to 16
+    with Image.open(tmp_path / "deep.png") as deep:
+        assert deep.mode.startswith("I")
+        assert (np.asarray(deep.convert("RGB")) == 255).mean() > 0.9  # what a plain convert gives
+        rgb = np.asarray(to_rgb8(deep))
+    assert rgb.shape == (8, 8, 3)
+    np.testing.assert_array_equal(rgb[..., 0], grey8)  # not stretched to 0-255: the contrast is the picture's
+    as_float = Image.fromarray(grey8.astype(np.float32) / 255.0, mode="F")
+    np.testing.assert_array_equal(np.asarray(to_rgb8(as_float))[..., 1], grey8)
 
 
 class CountingAuditor(FileAuditor):

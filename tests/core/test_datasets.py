@@ -7,7 +7,12 @@ import pytest
 from kedro.io import DatasetError
 from PIL import Image
 
-from deepfake_kedro.datasets import ImageFolderDataset, ResolvedExperimentDataset, SlideDeckDataset
+from deepfake_kedro.datasets import (
+    FinishedExperiments,
+    ImageFolderDataset,
+    ResolvedExperimentDataset,
+    SlideDeckDataset,
+)
 from deepfake_kedro.study import resolve
 
 DATA = {"root": "data/01_raw/demo", "sources": {"wiki": "real", "insight": "fake"}}
@@ -87,7 +92,8 @@ def test_leftover_report_partial_is_cleaned_up(tmp_path):
 
 def test_demo_tree_is_regenerated_when_the_generator_version_or_arguments_change(tmp_path, monkeypatch):
     from deepfake_kedro import demo_data
-    from deepfake_kedro.datasets import GENERATOR_MARKER, DemoImageTreeDataset
+    from deepfake_kedro.datasets import DemoImageTreeDataset
+    from deepfake_kedro.demo_data import GENERATOR_MARKER
 
     root = tmp_path / "demo"
     first = DemoImageTreeDataset(str(root), {"n_identities": 2, "seed": 0}).load()
@@ -112,7 +118,8 @@ def test_demo_tree_is_regenerated_when_the_generator_version_or_arguments_change
 
 
 def test_images_without_the_generators_record_are_used_as_they_are_never_overwritten(tmp_path, caplog):
-    from deepfake_kedro.datasets import GENERATOR_MARKER, DemoImageTreeDataset
+    from deepfake_kedro.datasets import DemoImageTreeDataset
+    from deepfake_kedro.demo_data import GENERATOR_MARKER
 
     root = tmp_path / "mine"
     (root / "real").mkdir(parents=True)
@@ -124,3 +131,35 @@ def test_images_without_the_generators_record_are_used_as_they_are_never_overwri
     empty = tmp_path / "empty"
     empty.mkdir()
     assert len(DemoImageTreeDataset(str(empty), {"n_identities": 2, "seed": 0}).load().files()) == 9  # + the record
+
+
+def finished_layout(tmp_path, data_keys: list[str]):
+    """A finished experiment as the catalog lays it out: resolved config, fold runs' meta, metrics."""
+    resolved = resolve("phase1", "p1_x", {"p1_x": {}}, DEFAULTS, DATA, PREPROCESSING)
+    ResolvedExperimentDataset(str(tmp_path / "05_model_input/phase1/p1_x/resolved_config.json")).save(resolved)
+    for fold, key in enumerate(data_keys):
+        meta = tmp_path / "06_models/runs" / resolved.fingerprint / f"fold_{fold}" / "meta.json"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps({"data_key": key}))
+    reporting = tmp_path / "08_reporting/phase1/p1_x"
+    reporting.mkdir(parents=True)
+    (reporting / "fold_metrics.csv").write_text("fold,auc\n0,0.8\n1,0.9\n")
+    return resolved, reporting / "metrics.json"
+
+
+def test_finished_results_are_refused_when_their_metrics_belong_to_another_config_or_older_folds(tmp_path):
+    resolved, metrics = finished_layout(tmp_path, ["k0", "k1"])
+    finished = FinishedExperiments(tmp_path)
+
+    metrics.write_text(json.dumps({"fingerprint": resolved.fingerprint, "data_keys": ["k0", "k1"]}))
+    assert finished.load("phase1.p1_x")[0] == resolved
+
+    # The config changed and trained, but its evaluation has not run: the threshold would be the old model's.
+    metrics.write_text(json.dumps({"fingerprint": "0123abcd", "data_keys": ["k0", "k1"]}))
+    with pytest.raises(DatasetError, match=r"metrics\.json was computed for config '0123abcd'.*--pipelines phase1"):
+        finished.load("phase1.p1_x")
+
+    # Fold 1 was retrained on changed data after metrics.json was written.
+    metrics.write_text(json.dumps({"fingerprint": resolved.fingerprint, "data_keys": ["k0", "old"]}))
+    with pytest.raises(DatasetError, match=r"fold 1 was retrained on other data .*fold_1"):
+        finished.load("phase1.p1_x")

@@ -4,12 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from skimage import data
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from deepfake_kedro.data_index import ImageTree, square_resize
+from deepfake_kedro.data_index import DataLayoutError, ImageTree, square_resize
 from deepfake_kedro.external import (
     ExternalSet,
     detect_faces,
+    detect_set_faces,
     external_index,
     external_sets,
     external_table,
@@ -96,7 +98,7 @@ def test_entries_default_to_data_sources_and_errors_name_the_entry_and_key():
         external_sets([{"name": "a", "root": "x"}, {"name": "a", "root": "y"}], SOURCES)
 
 
-def test_a_missing_real_set_is_an_error_and_a_synthetic_one_is_generated_once(tmp_path):
+def test_a_missing_real_set_is_an_error_and_a_synthetic_one_is_generated_once_per_setting(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"external set 'real': .*nowhere does not exist"):
         open_tree(ExternalSet("real", tmp_path / "nowhere", SOURCES))
     synthetic = ExternalSet("demo", tmp_path / "demo", SOURCES, {"n_identities": 5, "seed": 1})
@@ -106,6 +108,12 @@ def test_a_missing_real_set_is_an_error_and_a_synthetic_one_is_generated_once(tm
     first = (tree.root / index["path"].iloc[0]).stat().st_mtime_ns
     open_tree(synthetic)
     assert (tree.root / index["path"].iloc[0]).stat().st_mtime_ns == first
+    wrong = ExternalSet("demo", tmp_path / "demo", {"wiki": "real", "gan": "fake"})
+    with pytest.raises(DataLayoutError, match=r"evaluation.external\[demo\].sources names 'gan', but .*demo/gan"):
+        external_index(ImageTree(wrong.root), wrong)
+    # Other settings: the old set must not stay under the new ones' name.
+    changed = ExternalSet("demo", tmp_path / "demo", SOURCES, {"n_identities": 7, "seed": 2})
+    assert external_index(open_tree(changed), changed)["group"].nunique() == 7
 
 
 def test_faces_are_detected_in_batches_and_keyed_by_path():
@@ -117,6 +125,18 @@ def test_faces_are_detected_in_batches_and_keyed_by_path():
 
     boxes = detect_faces(ImageTree(Path(".")), ["a", "b", "c"], detector, batch_size=2)
     assert calls == [["a", "b"], ["c"]] and boxes["c"]["path"] == "c"
+
+
+def test_a_sets_faces_are_found_with_the_studys_default_settings(tmp_path):
+    # conf/base leaves face_detection.batch_size null ("the device's default"), as preprocessing reads it.
+    (tmp_path / "real").mkdir()
+    Image.fromarray(data.astronaut()).save(tmp_path / "real" / "astronaut.png")
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "real" / "grey.png")
+    detection = {"batch_size": None, "min_confidence": 0.9, "device": "cpu"}
+
+    boxes = detect_set_faces(ImageTree(tmp_path), ["real/astronaut.png", "real/grey.png"], detection)
+
+    assert boxes["real/astronaut.png"]["detected"] and not boxes["real/grey.png"]["detected"]
 
 
 def test_the_report_table_shows_each_metric_with_its_interval():

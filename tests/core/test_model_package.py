@@ -8,7 +8,7 @@ import torch
 from deepfake_kedro.experiment import evaluate_runs, plan_fold_runs
 from deepfake_kedro.folds import build_fold_table
 from deepfake_kedro.image_cache import ImageStack
-from deepfake_kedro.model_package import build_package, load_package, save_package
+from deepfake_kedro.model_package import build_package, load_package, package_preprocessing, save_package
 from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
 from tests.core.test_folds import dff_like_images
@@ -80,3 +80,14 @@ def test_wrong_image_size_is_an_error_naming_the_expected_shape(finished):
     *_, package = finished
     with pytest.raises(ValueError, match=r"expects \(16, 16, 3\) uint8 images \(square crops\)"):
         package.predict(np.zeros((2, 32, 32, 3), dtype=np.uint8), "cpu")
+
+
+def test_a_face_crop_package_records_the_detector_threshold_its_training_crops_used():
+    config = tiny_config(face_crop=True, face_crop_margin=0.3)
+    meta = [{"normalization_mean": [0.5] * 3, "normalization_std": [0.25] * 3}]
+    recorded = package_preprocessing(ResolvedExperiment("phase2", "crop", config, "fp"), meta,
+                                     {"min_confidence": 0.95, "batch_size": None})
+    assert (recorded["crop"], recorded["face_crop_margin"], recorded["face_min_confidence"]) == ("face", 0.3, 0.95)
+    square = package_preprocessing(ResolvedExperiment("phase1", "sq", tiny_config(), "fp"), meta,
+                                   {"min_confidence": 0.95})
+    assert "face_min_confidence" not in square

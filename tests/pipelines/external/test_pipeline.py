@@ -7,6 +7,7 @@ import json
 import pandas as pd
 
 from deepfake_kedro.datasets import ReportSectionDataset
+from deepfake_kedro.demo_data import GENERATOR_MARKER
 from deepfake_kedro.report_sections import section_slides
 from tests.pipelines.robustness.test_pipeline import MODEL, finish_tiny_experiment
 
@@ -14,14 +15,18 @@ from tests.pipelines.robustness.test_pipeline import MODEL, finish_tiny_experime
 def test_external_pipeline_scores_the_demo_external_set_and_writes_metrics_table_and_slide(kedro_project):
     finish_tiny_experiment(kedro_project)
     kedro_project.edit_yaml("conf/demo/parameters.yml", {"evaluation": {"external_models": [MODEL]}})
+    removed_set = kedro_project.path / "data/demo/08_reporting/external/sets/removed_set/metrics.json"
+    removed_set.parent.mkdir(parents=True)
+    removed_set.write_text("{}")
     kedro_project.run("external")
 
+    assert not removed_set.exists(), "a set no longer in evaluation.external must not keep its old metrics"
     root = kedro_project.path / "data/01_raw/demo_external"
     assert root.is_dir(), "the demo's external entry generates its tree on first use"
     reporting = kedro_project.path / "data/demo/08_reporting/external"
-    metrics = json.loads((reporting / "demo_external/metrics.json").read_text())
+    metrics = json.loads((reporting / "sets/demo_external/metrics.json").read_text())
     tiny = metrics["models"][MODEL]
-    n_files = sum(1 for p in root.rglob("*") if p.is_file())
+    n_files = sum(1 for p in root.rglob("*") if p.is_file() and p.name != GENERATOR_MARKER)
     assert tiny["n_images"] == n_files
     assert tiny["auc_ci_low"] <= tiny["auc"] <= tiny["auc_ci_high"]
     assert any(key.startswith("false_alarm_rate:") for key in tiny) and any(k.startswith("detection_rate:")

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from deepfake_kedro.datasets import FinishedExperiments
 from deepfake_kedro.external import (
     SCORE_COLUMNS,
-    detect_faces,
+    detect_set_faces,
     external_figure,
     external_index,
     external_sets,
@@ -21,7 +21,6 @@ from deepfake_kedro.external import (
     set_metrics,
     shown_table,
 )
-from deepfake_kedro.face_crops import FaceDetector
 from deepfake_kedro.model_package import build_package
 from deepfake_kedro.report_sections import ReportSection
 from deepfake_kedro.robustness import full_models
@@ -68,8 +67,7 @@ def score_external_sets(
         index = external_index(tree, external, preprocessing.get("min_image_size", 32))
         faces = {}
         if any(package.needs_faces for package in packages.values()):
-            detector = FaceDetector(tree, detection["min_confidence"], detection.get("device"))
-            faces = detect_faces(tree, index["path"].tolist(), detector, detection["batch_size"])
+            faces = detect_set_faces(tree, index["path"].tolist(), detection)
         for label, package in packages.items():
             logger.info("%s on external set %r: %d images", label, external.name, len(index))
             scores = score_images(package, index, tree, faces, detection.get("device"))
