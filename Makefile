@@ -6,7 +6,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 # Tests and the demo never download weights: a stray hub call fails at once.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test viz clean-data gpu-kit
+.PHONY: install demo test viz gpu-kit
 
 install: $(VENV)/.installed
 

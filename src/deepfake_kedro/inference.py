@@ -5,12 +5,14 @@ Every input becomes one row, whatever happens to it, so a bad file never stops t
 - ``ok``: scored. ``no_face``: a video in which no sampled frame has a face (face-crop packages only).
   ``unreadable``: the file cannot be read or decoded (empty, truncated, not what its extension says).
   ``not_media``: neither an image nor a video extension. ``no_frames``: a video with no decodable frame.
+  ``too_small``: an image (or a video's frames) with a side below ``min_size``, as the study's index excludes.
 - Square-crop package: no face detection; ``face_found`` stays empty.
 - Face-crop package, image: MTCNN as in preprocessing; no face -> still scored on the square crop, as the
   study's face caches fall back, with ``face_found`` False and the fallback named in ``reason``.
-- Video: ``frames`` frames sampled evenly over the stream; with a face-crop package, frames without a face
-  are skipped (a no-face square would not be what the model saw in training). The video's score is a named
-  rule over its frames' ensemble scores: ``mean`` or ``topk_mean`` (mean of the ``k`` most fake frames).
+- Video: ``frames`` frames sampled evenly over the stream, turned upright by the clip's rotation; with a
+  face-crop package, frames without a face are skipped (a no-face square would not be what the model saw in
+  training). The video's score is a named rule over its frames' ensemble scores: ``mean`` or ``topk_mean``
+  (mean of the ``k`` most fake frames).
 - ``p_fake`` is the mean over fold models, ``spread`` their std (for a video: of each fold's video score
   over the same frames), ``decision`` is ``fake`` from the package's threshold up.
 
@@ -45,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v"}
 LIST_SUFFIXES = {".txt", ".lst"}
-STATUSES = ("ok", "no_face", "unreadable", "not_media", "no_frames")
+STATUSES = ("ok", "no_face", "unreadable", "not_media", "no_frames", "too_small")
 PREDICTION_COLUMNS = ["path", "kind", "frames_used", "face_found", "face_box", "p_fake", "spread", "decision",
                       "status", "reason"]
 FRAME_COLUMNS = ["path", "frame", "time_s", "face_found", "face_box", "p_fake", "spread", "used", "counted"]
@@ -109,6 +111,25 @@ def _walk(folder: Path) -> list[str]:
     return found
 
 
+def _read_list(source: Path) -> list[str]:
+    """The paths a list file names, its folders walked; missing paths kept."""
+    try:
+        # utf-8-sig: a list saved by Windows Notepad starts with a byte-order mark.
+        text = source.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"predict.input: the list {source} is not UTF-8 text ({error.reason} at byte "
+                         f"{error.start}); save it as UTF-8, one path per line") from error
+    paths = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = Path(line).expanduser()
+        path = path if path.is_absolute() else source.parent / path
+        paths += _walk(path) if path.is_dir() else [str(path)]
+    return paths
+
+
 def list_inputs(source: str | Path) -> list[str]:
     """The files to score: an image or video, a folder (recursively, hidden files skipped) or a list of paths.
 
@@ -118,23 +139,22 @@ def list_inputs(source: str | Path) -> list[str]:
 
     Raises:
         FileNotFoundError: ``source`` itself does not exist.
+        ValueError: a folder or list yields no image or video path, or the list is not UTF-8 text.
     """
     source = Path(source).expanduser()
     if not source.exists():
         raise FileNotFoundError(f"predict.input: {source} does not exist; give an image, a video, a folder or a "
                                 "text file of paths (kedro run --pipelines predict --params predict.input=PATH)")
-    if source.is_dir():
-        return _walk(source)
-    if source.suffix.lower() not in LIST_SUFFIXES:
+    if not source.is_dir() and source.suffix.lower() not in LIST_SUFFIXES:
         return [str(source)]
-    paths = []
-    for line in source.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        path = Path(line).expanduser()
-        path = path if path.is_absolute() else source.parent / path
-        paths += _walk(path) if path.is_dir() else [str(path)]
+    paths = _walk(source) if source.is_dir() else _read_list(source)
+    # A run that scores nothing would look like success: a header-only predictions.csv.
+    if not any(media_kind(path) != "other" for path in paths):
+        what = "the folder" if source.is_dir() else "the list"
+        raise ValueError(
+            f"predict.input: nothing to score in {what} {source}: {len(paths)} file(s), none an image "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}) or a video ({', '.join(sorted(VIDEO_SUFFIXES))}); folders are "
+            "searched recursively, hidden files skipped")
     return paths
 
 
@@ -174,6 +194,13 @@ def _even_indices(total: int, n_frames: int) -> list[int]:
     return np.unique(np.linspace(0, max(total - 1, 0), n_frames).round().astype(int)).tolist()
 
 
+def upright(frame) -> Image.Image:
+    """A PyAV frame's pixels as displayed: turned by its rotation (a phone's portrait clip is stored sideways)."""
+    image = frame.to_image()
+    # PyAV's rotation is counterclockwise in degrees, as PIL's rotate takes it.
+    return image.rotate(frame.rotation, expand=True) if frame.rotation else image
+
+
 def _decode_frames(path: str, wanted: Sequence[int]) -> tuple[list[Frame], int, str]:
     """The frames at ``wanted`` indices, how many frames were decoded, and why decoding stopped early if it did."""
     import av
@@ -188,7 +215,7 @@ def _decode_frames(path: str, wanted: Sequence[int]) -> tuple[list[Frame], int, 
                                   unit="frame"):
                 if decoded in wanted_set:
                     time_s = float(frame.time) if frame.time is not None else math.nan
-                    frames.append(Frame(decoded, time_s, frame.to_image()))
+                    frames.append(Frame(decoded, time_s, upright(frame)))
                 decoded += 1
                 if decoded > last:
                     break
@@ -231,6 +258,17 @@ def read_video_frames(path: str | Path, n_frames: int) -> tuple[list[Frame], str
     return frames, note
 
 
+def check_size(image: Image.Image, min_size: int, what: str = "") -> None:
+    """Raises ``too_small`` when the image's shorter side is below ``min_size``, as the study's index does.
+
+    Raises:
+        BadInput: ``too_small``, with the size and the minimum.
+    """
+    if min(image.size) < min_size:
+        raise BadInput("too_small", f"{what}{image.width}x{image.height} is below {min_size} px "
+                                    "(preprocessing.min_image_size)")
+
+
 def face_box(face: Mapping[str, Any] | None) -> str:
     """The detected box as ``x0,y0,x1,y1`` in the original image's pixels; empty when no face."""
     if not face or not face.get("detected"):
@@ -253,10 +291,13 @@ def _row(path: str, kind: str, status: str = "ok", reason: str = "") -> dict[str
 
 
 class Predictor:
-    """A package's fold models loaded once, with the face detector when the package needs faces."""
+    """A package's fold models loaded once, with the face detector when the package needs faces.
+
+    Images (and video frames) with a side below ``min_size`` get ``too_small``; 0 scores every size.
+    """
 
     def __init__(self, package: ModelPackage, detector: FaceDetector | None = None, video: VideoRule | None = None,
-                 device: torch.device | str | None = None, batch_size: int = 32):
+                 device: torch.device | str | None = None, batch_size: int = 32, min_size: int = 0):
         if package.needs_faces and detector is None:
             raise ValueError(f"{package.resolved.label} is a face-crop package: give a FaceDetector")
         self.package = package
@@ -264,6 +305,7 @@ class Predictor:
         self.video = video or VideoRule()
         self.device = torch.device(device) if device is not None else select_device()
         self.batch_size = batch_size
+        self.min_size = min_size
         self.models = [package.fold_model(k, self.device) for k in range(len(package.fold_states))]
         self.normalizers = [package.normalizer(k) for k in range(len(package.fold_states))]
 
@@ -292,6 +334,7 @@ class Predictor:
 
     def _prepare_image(self, path: str) -> Prepared:
         image = open_image(path)
+        check_size(image, self.min_size)
         row = _row(path, "image")
         face = None
         if self.package.needs_faces:
@@ -305,6 +348,7 @@ class Predictor:
 
     def _prepare_video(self, path: str) -> Prepared:
         frames, note = read_video_frames(path, self.video.frames)
+        check_size(frames[0].image, self.min_size, "frames: ")
         faces: list[dict | None] = [None] * len(frames)
         if self.package.needs_faces:
             faces = self.detector.detect_images([frame.image for frame in frames])

@@ -90,7 +90,8 @@ def detect_faces(images: torch.Tensor, mtcnn) -> list[tuple[np.ndarray, np.ndarr
         mtcnn: a ``facenet_pytorch.MTCNN`` (its P-, R- and O-Net, ``min_face_size``, ``thresholds``, ``factor``).
 
     Returns:
-        Per image: boxes (n, 4) as x0, y0, x1, y1 in pixels, and probabilities (n,); n may be 0.
+        Per image: boxes (n, 4) as x0, y0, x1, y1 in pixels, and probabilities (n,); n may be 0, and is 0 for
+        images whose shorter side is below ``mtcnn.min_face_size``.
     """
     from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, generateBoundingBox, rerec
 
@@ -113,6 +114,8 @@ def detect_faces(images: torch.Tensor, mtcnn) -> list[tuple[np.ndarray, np.ndarr
         candidates.append(found[pick])
         owners.append(found_owners[pick])
         scale, shortest = scale * mtcnn.factor, shortest * mtcnn.factor
+    if not candidates:  # no scale fits: a side below min_face_size holds no face (facenet-pytorch raises here)
+        return [(np.zeros((0, 4)), np.zeros(0)) for _ in range(n_images)]
     boxes, owners = torch.cat(candidates), torch.cat(owners)
     pick = batched_nms(boxes[:, :4], boxes[:, 4], owners, 0.7)
     boxes, owners = boxes[pick], owners[pick]

@@ -1,3 +1,5 @@
+import logging
+import struct
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from deepfake_kedro.inference import (
     read_video_frames,
 )
 from deepfake_kedro.model_package import ModelPackage, build_package
+from deepfake_kedro.pipelines.predict.nodes import _predictor, predict_inputs
 from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
 from tests.conftest import FACES140K_ENV, faces140k_root
@@ -264,3 +267,93 @@ def test_real_faces_from_faces140k_are_found_and_scored(finished):
     boxes = predictions["face_box"].str.split(",", expand=True).astype(float)
     # FFHQ-style 256 px portraits: the face is big and central.
     assert ((boxes[2] - boxes[0]) > 80).all() and (boxes[0] < 128).all() and (boxes[2] > 128).all()
+
+
+def test_a_folder_or_list_with_nothing_to_score_raises_naming_it_and_what_was_searched(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"nothing to score in the folder .*/empty: 0 file\(s\), none an image "
+                                         r"\(.*\.jpg.*\) or a video \(.*\.mp4.*\)"):
+        list_inputs(tmp_path / "empty")
+    (tmp_path / "only_empty.txt").write_text("empty\n")
+    with pytest.raises(ValueError, match=r"nothing to score in the list .*/only_empty\.txt"):
+        list_inputs(tmp_path / "only_empty.txt")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "notes.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match=r"nothing to score in the folder .*/tables: 1 file\(s\)"):
+        list_inputs(tmp_path / "tables")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9.jpg\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"the list .*/latin1\.txt is not UTF-8 text .*save it as UTF-8"):
+        list_inputs(tmp_path / "latin1.txt")
+    # A list naming a missing image still gets its row; the empty folder beside it adds nothing.
+    (tmp_path / "partly.txt").write_text("empty\nmissing.jpg\n")
+    assert list_inputs(tmp_path / "partly.txt") == [str(tmp_path / "missing.jpg")]
+
+
+def turn_display_matrix(path: Path) -> None:
+    """Sets the mp4 track's display matrix to a 90 degree turn, as a phone does for a portrait clip."""
+    stored = path.read_bytes()
+    identity = struct.pack(">9i", 1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+    turned = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    at = stored.index(identity, stored.index(b"tkhd"))  # the track's matrix, not the movie header's
+    path.write_bytes(stored[:at] + turned + stored[at + len(turned):])
+
+
+def test_a_clip_stored_sideways_with_a_rotation_flag_is_decoded_and_scored_upright(finished, tmp_path):
+    _, _, package = finished
+    upright = np.asarray(Image.fromarray(data.astronaut()).resize((192, 256)))  # portrait, 192 wide
+    write_video(tmp_path / "upright.mp4", [upright] * 2)
+    write_video(tmp_path / "phone.mp4", [np.ascontiguousarray(np.rot90(upright))] * 2)
+    turn_display_matrix(tmp_path / "phone.mp4")
+    frames, _ = read_video_frames(tmp_path / "phone.mp4", 1)
+    decoded = np.asarray(frames[0].image, dtype=float)
+    assert decoded.shape == upright.shape and np.abs(decoded - upright).mean() < 8
+    # MTCNN finds no sideways face: scored as stored, the clip would be no_face.
+    predictor = Predictor(face_package(package), FaceDetector(None, device="cpu"), VideoRule(frames=1), "cpu")
+    predictions, frame_scores = predictor([str(tmp_path / "upright.mp4"), str(tmp_path / "phone.mp4")])
+    assert (predictions["status"] == "ok").all() and predictions["face_found"].all()
+    boxes = frame_scores["face_box"].str.split(",", expand=True).astype(float).to_numpy()
+    np.testing.assert_allclose(boxes[1], boxes[0], atol=4)
+
+
+def test_an_image_too_small_for_mtcnn_falls_back_to_the_square_crop(finished, tmp_path, caplog):
+    _, _, package = finished
+    astronaut = Image.fromarray(data.astronaut())
+    paths = [str(tmp_path / f"face_{w}x{h}.png") for w, h in ((16, 16), (40, 19))]
+    for path, size in zip(paths, ((16, 16), (40, 19))):
+        astronaut.resize(size).save(path)
+    predictor = Predictor(face_package(package), FaceDetector(None, device="cpu"), device="cpu")
+    with caplog.at_level(logging.ERROR):
+        predictions, _ = predictor(paths)
+    assert (predictions["status"] == "ok").all() and not predictions["face_found"].any()
+    assert predictions["reason"].str.contains("scored on the square crop").all()
+    assert not caplog.records
+
+
+def test_inputs_below_the_study_min_image_size_are_too_small(finished, tmp_path):
+    _, _, package = finished
+    rng = np.random.default_rng(2)
+    for name, (height, width) in {"dot.png": (1, 1), "strip.png": (19, 40), "edge.png": (32, 32)}.items():
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(tmp_path / name)
+    write_video(tmp_path / "small.mp4", [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)] * 2)
+    # The node reads the study's preprocessing.min_image_size.
+    predictions, frame_scores = predict_inputs(package, {"input": str(tmp_path), "device": "cpu"},
+                                               {"min_image_size": 32})
+    by_name = predictions.assign(name=predictions["path"].map(lambda p: Path(p).name)).set_index("name")
+    assert by_name["status"].to_dict() == {"dot.png": "too_small", "edge.png": "ok", "small.mp4": "too_small",
+                                           "strip.png": "too_small"}
+    assert by_name.loc["dot.png", "reason"].startswith("1x1 is below 32 px")
+    assert by_name.loc["strip.png", "reason"].startswith("40x19 is below 32 px")
+    assert by_name.loc["small.mp4", "reason"].startswith("frames: 24x24 is below 32 px")
+    assert frame_scores.empty and by_name.loc[["dot.png", "small.mp4"], "p_fake"].isna().all()
+
+
+def test_predict_finds_faces_at_the_threshold_the_package_was_trained_with(finished):
+    _, _, package = finished
+    face = {**package.preprocessing, "crop": "face", "face_min_confidence": 0.97}
+    face_package = replace(package, preprocessing=face)
+    run_params = {"face_detection": {"min_confidence": 0.5, "device": "cpu"}}
+    assert _predictor(face_package, {}, run_params).detector.min_confidence == 0.97
+    # A package written before the threshold was recorded uses the run's setting.
+    older = {k: v for k, v in face_package.preprocessing.items() if k != "face_min_confidence"}
+    assert _predictor(replace(package, preprocessing=older), {}, run_params).detector.min_confidence == 0.5
+    assert _predictor(package, {}, run_params).detector is None  # square crops need no detector

@@ -67,3 +67,12 @@ def test_batched_detection_finds_the_same_faces_as_facenet_pytorch(mtcnn):
 def test_a_batch_without_candidates_returns_empty_results(mtcnn):
     flat = torch.zeros((2, 64, 64, 3), dtype=torch.uint8)
     assert [len(boxes) for boxes, _ in detect_faces(flat, mtcnn)] == [0, 0]
+
+
+def test_images_smaller_than_the_smallest_face_give_no_detections(mtcnn):
+    # No scale of the pyramid fits below min_face_size (20 px); facenet-pytorch itself raises here.
+    astronaut = Image.fromarray(data.astronaut())
+    for size in ((16, 16), (40, 19)):
+        faces = torch.from_numpy(np.stack([np.asarray(astronaut.resize(size))] * 2))
+        found = detect_faces(faces, mtcnn)
+        assert [(boxes.shape, probabilities.shape) for boxes, probabilities in found] == [((0, 4), (0,))] * 2

@@ -31,6 +31,8 @@ def test_predict_pipeline_packages_the_model_and_scores_a_folder_with_broken_fil
     (inputs / "truncated.jpg").write_bytes(images[0].read_bytes()[:150])
     (inputs / "readme.txt").write_text("not an image")
 
+    # The tiny study's raw images are 24 x 20: below the demo's min_image_size they would be too_small.
+    kedro_project.edit_yaml("conf/demo/parameters.yml", {"preprocessing": {"min_image_size": 16}})
     started = time.perf_counter()
     kedro_project.run("predict", params={"predict": {"model": "phase1.tiny", "input": str(inputs),
                                                      "video": {"frames": 3, "rule": "topk_mean", "k": 2}}})

@@ -17,12 +17,17 @@ logger = logging.getLogger(__name__)
 
 
 def _predictor(package: ModelPackage, predict: dict[str, Any], preprocessing: dict[str, Any]) -> Predictor:
-    """The package's fold models, with MTCNN set up as preprocessing set it up when the package crops faces."""
+    """The package's fold models, with MTCNN set up as the study's crops were found when the package crops faces.
+
+    Inputs below the study's ``min_image_size`` get ``too_small``, as the study's index excludes them.
+    """
     detection = preprocessing.get("face_detection", {})
     device = predict.get("device") or detection.get("device")
-    detector = (FaceDetector(None, detection.get("min_confidence", 0.9), device) if package.needs_faces else None)
+    # The package records the threshold its training crops were found with (older packages: the run's).
+    min_confidence = package.preprocessing.get("face_min_confidence", detection.get("min_confidence", 0.9))
+    detector = FaceDetector(None, min_confidence, device) if package.needs_faces else None
     return Predictor(package, detector, VideoRule.from_params(predict.get("video")), device,
-                     int(predict.get("batch_size", 32)))
+                     int(predict.get("batch_size", 32)), int(preprocessing.get("min_image_size", 32)))
 
 
 def predict_inputs(
@@ -34,7 +39,8 @@ def predict_inputs(
         model_package: The packaged experiment (fold models, preprocessing, threshold).
         predict: ``input`` (an image, a video, a folder or a .txt list of paths), ``video`` (``frames``,
             ``rule``: mean | topk_mean, ``k``), ``batch_size``, ``device``.
-        preprocessing: ``face_detection`` (MTCNN's ``min_confidence`` and ``device``), for face-crop packages.
+        preprocessing: ``min_image_size`` (smaller images and video frames get ``too_small``, as in the study's
+            index) and ``face_detection`` (MTCNN's ``min_confidence`` and ``device``), for face-crop packages.
 
     Returns:
         ``predictions`` (one row per input) and ``frame_scores`` (one row per sampled video frame).
@@ -42,6 +48,7 @@ def predict_inputs(
     Raises:
         ValueError: ``predict.input`` is not set.
         FileNotFoundError: ``predict.input`` does not exist.
+        ValueError: ``predict.input`` is a folder or list with no image or video, or a list that is not UTF-8.
     """
     source = predict.get("input")
     if not source:
