@@ -2,7 +2,10 @@
 
 A fold directory is complete once it exists: it is assembled under a staging
 name and renamed at the end, so a killed run never leaves a fold that looks
-finished. Runs of identical configs share a directory, so they train once.
+finished. Runs of identical configs share a directory, so they train once: a
+lock per fold (``fcntl.flock``) makes a second process that wants the same fold
+(two experiments with one fingerprint, run at once by the DaskRunner) wait for
+the first and then find it done.
 Each fold also records its ``data_key`` (a hash of the rows it trained, validated
 and tested on, with their roles and file signatures) and those rows: a fold whose
 data changed retrains, saying what changed, and is never read as current.
@@ -10,11 +13,14 @@ data changed retrains, saying what changed, and is never read as current.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,11 +128,29 @@ class FoldRunStore:
     def keys(self) -> list[str]:
         return sorted(p.parent.relative_to(self.root).as_posix() for p in self.root.glob("*/fold_*/meta.json"))
 
+    @contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """Holds the fold's lock: no other process or thread trains or writes ``key`` meanwhile."""
+        lock = self.root / f"{key}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def write(self, key: str, result: FoldResult, data: FoldData | None = None) -> None:
+        """Writes one fold run, under its lock."""
+        with self.locked(key):
+            self._write_locked(key, result, data)
+
+    def _write_locked(self, key: str, result: FoldResult, data: FoldData | None) -> None:
         target = self.root / key
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        # Staging folders of killed runs: only the lock holder writes this fold, so none is in use.
+        for leftover in [*target.parent.glob(f"{target.name}.*.partial"), target.with_name(f"{target.name}.partial")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".partial", dir=target.parent))
         torch.save(result.state_dict, staging / "model.pt")
         result.history.to_csv(staging / "history.csv", index=False)
         result.predictions.to_parquet(staging / "predictions.parquet", index=False)
@@ -140,6 +164,21 @@ class FoldRunStore:
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
+
+    def train_and_write(self, key: str, run: FoldResult | Callable[[], FoldResult]) -> FoldResult | None:
+        """Under the fold's lock, computes and writes ``run`` unless the fold is done by then (returns None).
+
+        A process that waited for the lock while another trained the same fold finds it complete and
+        current, and skips it.
+        """
+        data = run.data if isinstance(run, FoldPlan) else None
+        with self.locked(key):
+            if self.is_complete(key) and (data is None or self.stale_reason(key, data) is None):
+                logger.info("Skipping %s: written meanwhile by another run with this config and data", key)
+                return None
+            result = run() if callable(run) else run
+            self._write_locked(key, result, data)
+            return result
 
     def read(self, key: str) -> StoredFold:
         directory = self.root / key
@@ -209,4 +248,4 @@ class FoldRunStore:
         logging what changed.
         """
         for key, run in self.pending(runs):
-            self.write(key, run() if callable(run) else run, run.data if isinstance(run, FoldPlan) else None)
+            self.train_and_write(key, run)

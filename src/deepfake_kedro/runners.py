@@ -18,6 +18,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks.manager import _create_hook_manager, _register_hooks, _register_hooks_entry_points
@@ -210,16 +211,17 @@ def save_folds_on_dask(store: FoldRunStore, runs: Mapping[str, FoldResult | Call
         return
     threads = _current_torch_threads()
     with worker_client() as client:
-        futures = {client.submit(_train_fold, run, threads, key=f"train-{key}-{uuid.uuid4().hex[:8]}", pure=False):
-                   (key, run) for key, run in lazy}
+        # Each task trains and writes its fold under the fold's lock: another experiment with the same
+        # fingerprint, running at once, waits for it and then finds the fold done.
+        futures = {client.submit(_train_and_write, store.root, key, run, threads,
+                                 key=f"train-{key}-{uuid.uuid4().hex[:8]}", pure=False): key for key, run in lazy}
         logger.info("Dask: %d folds submitted (%s)", len(futures), ", ".join(key for key, _ in lazy))
         try:
             for future in as_completed(list(futures)):
-                key, run = futures[future]
-                result = future.result()
-                store.write(key, result, run.data if isinstance(run, FoldPlan) else None)
-                logger.info("Dask: wrote %s (trained on %s in %.0f s)", key, result.meta["worker"],
-                            result.meta["finished_at"] - result.meta["started_at"])
+                meta = future.result()
+                if meta is not None:
+                    logger.info("Dask: wrote %s (trained on %s in %.0f s)", futures[future], meta["worker"],
+                                meta["finished_at"] - meta["started_at"])
         except BaseException:
             client.cancel(list(futures))
             raise
@@ -231,12 +233,21 @@ def _current_torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _train_fold(run: Callable[[], FoldResult], torch_threads: int) -> FoldResult:
-    """One fold on a worker, with the submitting task's torch threads; the meta records where and when."""
+def _train_and_write(root: Path, key: str, run: Callable[[], FoldResult], torch_threads: int) -> dict | None:
+    """One fold on a worker, with the submitting task's torch threads, written to the store under its lock.
+
+    Returns:
+        The written meta (it records where and when the fold trained), or None when the fold was done by then.
+    """
     from distributed import get_worker
 
-    _set_torch_threads(torch_threads)
-    started = time.time()
-    result = run()
-    result.meta.update(worker=get_worker().address, pid=os.getpid(), started_at=started, finished_at=time.time())
-    return result
+    def timed() -> FoldResult:
+        _set_torch_threads(torch_threads)
+        started = time.time()
+        result = run()
+        result.meta.update(worker=get_worker().address, pid=os.getpid(), started_at=started, finished_at=time.time())
+        return result
+
+    data = run.data if isinstance(run, FoldPlan) else None
+    result = FoldRunStore(root).train_and_write(key, FoldPlan(data, timed, run.label) if data is not None else timed)
+    return None if result is None else result.meta

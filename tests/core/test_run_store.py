@@ -1,3 +1,7 @@
+import multiprocessing
+import threading
+import time
+
 import pandas as pd
 import pytest
 import torch
@@ -96,3 +100,41 @@ def test_a_fold_trained_on_other_data_is_never_read_as_current(tmp_path):
     # A fold written before runs carried a data key retrains too.
     store.write("abc/fold_3", result(3))
     assert store.stale_reason("abc/fold_3", old) == "it was trained before runs were keyed by their data"
+
+
+def _write_repeatedly(root: str, times: int) -> None:
+    store = FoldRunStore(root)
+    for _ in range(times):
+        store.write("abc/fold_0", result(0))
+
+
+def test_two_processes_writing_one_fold_never_collide(tmp_path):
+    # Two experiments with one fingerprint, run at once by the DaskRunner, write the same fold.
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_write_repeatedly, args=(str(tmp_path), 15)) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    store = FoldRunStore(tmp_path)
+    assert store.keys() == ["abc/fold_0"] and store.read("abc/fold_0").meta == {"fold": 0}
+    assert not list((tmp_path / "abc").glob("*.partial"))
+
+
+def test_a_fold_wanted_twice_at_once_trains_once(tmp_path):
+    store, trained, started = FoldRunStore(tmp_path), [], threading.Event()
+
+    def slow() -> FoldResult:
+        started.set()
+        trained.append(threading.current_thread().name)
+        time.sleep(0.5)  # the second caller arrives while this one trains
+        return result(0)
+
+    first = threading.Thread(target=store.train_and_write, args=("abc/fold_0", slow), name="first")
+    first.start()
+    started.wait(10)
+    second = store.train_and_write("abc/fold_0", slow)
+    first.join()
+    assert trained == ["first"] and second is None
+    assert store.read("abc/fold_0").meta == {"fold": 0}
