@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -174,9 +175,10 @@ def _check_sources(config: ExperimentConfig, sources: Mapping[str, str], label: 
                 "drop them in your environment's parameters with '<experiment>: null' (README, 'Another dataset')"
             )
         labels = {sources[s] for s in chosen}
-        if key == "train_sources" and labels != {"real", "fake"}:
+        if labels != {"real", "fake"}:  # a model learns, and an AUC is measured, only from both classes
             raise ConfigError(
-                f"experiment {label!r}: key 'train_sources' must include at least one real and one fake source"
+                f"experiment {label!r}: key {key!r} must include at least one real and one fake source, "
+                f"got {chosen}"
             )
 
 
@@ -265,6 +267,58 @@ def validate_defaults(defaults: Mapping[str, Any]) -> ExperimentConfig:
         raise ConfigError(f"defaults (parameters.yml): {_describe(error)}") from None
 
 
+class FaceDetectionConfig(_Strict):
+    """``preprocessing.face_detection``: MTCNN's batch, confidence threshold and device."""
+
+    batch_size: int | None = Field(None, ge=1)
+    min_confidence: float = Field(0.9, gt=0, le=1)
+    device: str | None = None
+
+
+class NearDuplicatesConfig(_Strict):
+    """``preprocessing.near_duplicates``: how close two perceptual hashes must be to join one group."""
+
+    # pHash has 64 bits; far above DFF's 4, unrelated faces start to match and groups swallow the data.
+    max_distance: int = Field(4, ge=0, le=16)
+
+
+class PreprocessingConfig(_Strict):
+    """The study-wide ``preprocessing`` block: caches, face crops, near-duplicates, previews."""
+
+    image_sizes: list[int]
+    min_image_size: int = Field(32, ge=1)
+    face_crop_sizes: list[int] = []
+    face_crop_margin: float = Field(0.6, ge=0, le=3)
+    face_detection: FaceDetectionConfig = FaceDetectionConfig()
+    near_duplicates: NearDuplicatesConfig = NearDuplicatesConfig()
+    preview_images_per_source: int = Field(4, ge=0)
+    augment_preview: Literal[False] | AugmentConfig = False
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> PreprocessingConfig:
+        for key in ("image_sizes", "face_crop_sizes"):
+            for size in getattr(self, key):
+                if not 16 <= size <= 1024:  # the range experiments' image_size may take
+                    raise ValueError(f"{key}: every size must lie in [16, 1024], got {size}")
+        if not self.image_sizes:
+            raise ValueError("image_sizes: list at least one square-crop size")
+        return self
+
+
+def validate_preprocessing(preprocessing: Mapping[str, Any]) -> PreprocessingConfig:
+    """Validates the ``preprocessing`` block before any node reads it (a typo or impossible value names its key).
+
+    Raises:
+        ConfigError: ``preprocessing (parameters.yml): key 'image_sizes': ...``.
+    """
+    if not isinstance(preprocessing, Mapping):
+        raise ConfigError(f"preprocessing: expected a mapping of settings in parameters.yml, got {preprocessing!r}")
+    try:
+        return PreprocessingConfig.model_validate(dict(preprocessing))
+    except ValidationError as error:
+        raise ConfigError(f"preprocessing (parameters.yml): {_describe(error)}") from None
+
+
 def _known_experiment(reference: Any, phase: str, parameters: Mapping[str, Any]) -> bool:
     """Whether ``reference`` names an experiment of ``phase``, or ``<other phase>.<experiment>``."""
     if not isinstance(reference, str):
@@ -334,7 +388,8 @@ def config_fingerprint(config: ExperimentConfig, data: Mapping[str, Any]) -> str
     # num_classes enters only when it is not the binary default, so the binary runs keep their fingerprints.
     binary_default = {"num_classes"} if config.num_classes == 1 else set()
     payload = config.model_dump(mode="json", exclude=EXECUTION_ONLY | binary_default)
-    payload["data"] = {"root": str(data.get("root")), "sources": dict(data.get("sources", {}))}
+    # One folder spelt "/x/tree/" or "/x/./tree" is the same data (normpath leaves clean spellings as they are).
+    payload["data"] = {"root": os.path.normpath(str(data.get("root"))), "sources": dict(data.get("sources", {}))}
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

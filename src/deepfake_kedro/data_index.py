@@ -7,6 +7,7 @@ excluded from training without vanishing silently.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -32,11 +33,13 @@ _SUFFIX_FORMATS = {".jpg": {"JPEG", "MPO"}, ".jpeg": {"JPEG", "MPO"}, ".png": {"
 LABELS = {"real": 0, "fake": 1}
 INDEX_COLUMNS = [
     "path", "source", "label", "label_name", "basename", "group", "width", "height",
-    "mode", "format", "bytes", "jpeg_quality", "status", "reason",
+    "mode", "format", "bytes", "jpeg_quality", "status", "reason", "content",
 ]
 # The cached audit table: one row per file, reused while the file and the settings in its signature are unchanged.
 AUDIT_COLUMNS = ["key", "signature", "bytes", "width", "height", "mode", "format", "jpeg_quality", "status",
-                 "reason", "phash"]
+                 "reason", "phash", "content"]
+# What every cache, face box and fold run derived from a file is keyed by: its bytes, not its size and mtime,
+# which a copy (cp -p, rsync, tar) keeps while the content changes, and a touch changes while it does not.
 # The IJG standard luminance table at quality 50, which libjpeg scales for other qualities.
 _IJG_LUMA = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
@@ -57,9 +60,23 @@ class ImageTree:
     root: Path
 
     def files(self) -> list[str]:
-        """Every file under the root, as sorted POSIX paths relative to it."""
-        found = []
-        for directory, _, names in os.walk(self.root):
+        """Every file under the root, as sorted POSIX paths relative to it.
+
+        Symlinked folders are followed (a dataset assembled from links is common), each real folder once so a
+        link loop ends; a folder that cannot be listed is logged with the error, never skipped silently.
+        """
+        found, seen = [], set()
+
+        def unlisted(error: OSError) -> None:
+            logger.warning("Cannot list %s (%s): its images are left out; fix its permissions to include them",
+                           error.filename, error.strerror)
+
+        for directory, subfolders, names in os.walk(self.root, followlinks=True, onerror=unlisted):
+            stat = os.stat(directory)
+            if (stat.st_dev, stat.st_ino) in seen:  # reached again through a link: already listed
+                subfolders.clear()
+                continue
+            seen.add((stat.st_dev, stat.st_ino))
             for name in names:
                 found.append(Path(directory, name).relative_to(self.root).as_posix())
         return sorted(found)
@@ -74,9 +91,18 @@ class ImageTree:
             return image
 
     def signature(self, relative_path: str) -> str:
-        """Size and modification time: enough to notice a replaced file."""
+        """Size, modification and change time: whether the file may have changed since it was last read.
+
+        ctime cannot be set back (a copy that keeps mtime still moves it) and moves with permissions too, so a
+        file made readable again is read again. What was read is keyed by its content (``content_digest``).
+        """
         stat = (self.root / relative_path).stat()
-        return f"{stat.st_size}-{stat.st_mtime_ns}"
+        return f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ctime_ns}"
+
+
+def content_digest(data: bytes) -> str:
+    """A file's identity for everything derived from it: 16 hex digits of BLAKE2b over its bytes."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def estimate_jpeg_quality(image: Image.Image) -> float:
@@ -159,6 +185,14 @@ def _source_folders(tree: ImageTree, sources: Mapping[str, str], key: str = "dat
         raise DataLayoutError(f"{key}.sources needs at least one 'real' and one 'fake' folder")
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def source_files(tree: ImageTree, sources: Mapping[str, str], key: str = "data") -> list[str]:
     """Every file under the source folders, sorted; checks the layout first.
 
@@ -168,6 +202,13 @@ def source_files(tree: ImageTree, sources: Mapping[str, str], key: str = "data")
     _source_folders(tree, sources, key)
     everything = tree.files()
     paths = [p for p in everything if p.split("/", 1)[0] in sources]
+    # A name that is not UTF-8 (os.walk gives it surrogate escapes) cannot be stored in any table.
+    bad_names = [p for p in paths if not _utf8(p)]
+    if bad_names:
+        shown = [os.fsencode(p).decode("utf-8", "backslashreplace") for p in bad_names]
+        logger.warning("Excluding %d file(s) whose names are not UTF-8 (rename them to use them): %s",
+                       len(bad_names), shown)
+        paths = [p for p in paths if _utf8(p)]
     # Root-level dot files (the demo's .generator.json, .DS_Store) are bookkeeping, not source folders.
     skipped = sorted({p.split("/", 1)[0] for p in everything if not p.startswith(".")} - set(sources))
     if skipped:
@@ -203,8 +244,9 @@ class FileAuditor:
         except OSError as error:  # a dangling link, a folder without read permission, a file gone meanwhile
             return {"bytes": 0, "width": 0, "height": 0, "mode": "", "format": "", "jpeg_quality": float("nan"),
                     "status": "unreadable", "reason": f"cannot read the file: {type(error).__name__}: {error}",
-                    "phash": 0}
-        row = {"bytes": len(data), **inspect_image(data, suffix, self.min_size, self.hash_size)}
+                    "phash": 0, "content": ""}
+        row = {"bytes": len(data), **inspect_image(data, suffix, self.min_size, self.hash_size),
+               "content": content_digest(data)}
         return {column: row[column] for column in AUDIT_COLUMNS[2:]}
 
     def __call__(self, paths: Sequence[str]) -> list[dict[str, object]]:
@@ -212,7 +254,7 @@ class FileAuditor:
             return list(pool.map(self.audit, paths))
 
     def signature(self, relative_path: str) -> str:
-        """What a cached row depends on: the file (size, mtime) and the settings that shaped the row."""
+        """When a cached row is read again: the file may have changed (size, mtime, ctime), or the settings did."""
         return f"{file_signature(self.tree, relative_path)}|min_size={self.min_size}|hash_size={self.hash_size}"
 
 

@@ -126,6 +126,11 @@ def build_fold_table(images: pd.DataFrame, cv_folds: int, val_ratio: float, seed
     table = images[["path", "source", "label", "group"]].reset_index(drop=True).copy()
     n_groups = table["group"].nunique()
     inner_splits = max(2, round(1 / val_ratio))
+    if abs(1 / inner_splits - val_ratio) > 0.01:
+        # Validation is one part of a grouped k-way split, so only shares 1/k can be met.
+        logger.warning("val_ratio %.3g is realised as 1/%d = %.3g of each fold's training groups (validation is one "
+                       "part of a %d-way grouped split); choose 1/k to get it exactly", val_ratio, inner_splits,
+                       1 / inner_splits, inner_splits)
     if n_groups < required_groups(cv_folds, val_ratio):
         raise ValueError(
             f"{n_groups} groups are too few for cv_folds={cv_folds} with val_ratio={val_ratio}; "

@@ -18,6 +18,7 @@ from deepfake_kedro.config import (
     resolve_experiment,
     validate_defaults,
     validate_families,
+    validate_preprocessing,
 )
 from deepfake_kedro.generalisation import design
 from deepfake_kedro.selection import apply_preprocessing, check_ranking, check_selection_params, model_name
@@ -34,6 +35,8 @@ class ValidateExperimentsHook:
         parameters = catalog.load("parameters")
         if "defaults" in parameters:  # preprocessing and eda read the study-wide block too
             validate_defaults(parameters["defaults"])
+        if "preprocessing" in parameters:
+            validate_preprocessing(parameters["preprocessing"])
         namespaces = {n.namespace.split(".")[0] for n in pipeline.nodes if n.namespace}
         checked = 0
         for phase in sorted(namespaces):

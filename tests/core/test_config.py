@@ -185,6 +185,14 @@ def test_execution_only_settings_leave_the_fingerprint_of_stored_runs_unchanged(
     assert config_fingerprint(compiled, DATA) == config_fingerprint(config, DATA)
 
 
+def test_one_folder_spelt_differently_keeps_one_fingerprint():
+    config, sources = ExperimentConfig(), {"real": "real", "fake": "fake"}
+    spellings = ["/x/tree", "/x/tree/", "/x/./tree", "/x/other/../tree"]
+    assert len({config_fingerprint(config, {"root": root, "sources": sources}) for root in spellings}) == 1
+    assert config_fingerprint(config, {"root": "/x/tree2", "sources": sources}) != config_fingerprint(
+        config, {"root": "/x/tree", "sources": sources})
+
+
 def test_dff_hold_outs_on_another_tree_are_rejected_with_the_way_out():
     experiments = {"p2a_t1_original": {}, "p2a_t3_holdout_text2img": {
         "extends": "p2a_t1_original", "train_sources": ["wiki", "inpainting", "insight"]}}
@@ -206,3 +214,10 @@ def test_every_shipped_environment_resolves_its_experiments_against_its_own_sour
             resolve_experiment(name, experiments, parameters["defaults"], parameters["data"]["sources"],
                                label=f"{phase}.{name}")
     check_references(parameters, ["phase1", "phase2", "phase3"])
+
+
+@pytest.mark.parametrize("key", ["train_sources", "eval_sources"])
+@pytest.mark.parametrize("chosen", [[], ["text2img", "insight"], ["wiki"]])
+def test_sources_to_train_or_evaluate_need_both_classes(key, chosen):
+    with pytest.raises(ConfigError, match=rf"phase9.e.*key '{key}' must include at least one real and one fake"):
+        resolve({"e": {key: chosen}})

@@ -232,3 +232,31 @@ def test_deleted_file_leaves_the_index_and_a_new_file_enters(messy_tree, table):
     assert "fake/a/good_1.jpg" not in set(index["path"])
     assert index.set_index("path").loc["fake/c/newcomer.jpg", "status"] == "ok"
     assert list(pd.read_parquet(table)["key"]) == source_files(messy_tree, SOURCES)
+
+
+def test_a_file_name_that_is_not_utf8_is_excluded_with_a_warning_and_the_index_still_saves(tmp_path, caplog):
+    for source in SOURCES:
+        (tmp_path / source).mkdir()
+        (tmp_path / source / "a.jpg").write_bytes(jpeg(seed=1))
+    # A Latin-1 name, as old archives and Windows shares leave them: os.walk returns it with a surrogate.
+    with open(os.path.join(os.fsencode(tmp_path / "real"), b"caf\xe9.jpg"), "wb") as handle:
+        handle.write(jpeg(seed=2))
+
+    paths = source_files(ImageTree(tmp_path), SOURCES)
+
+    assert paths == ["fake/a.jpg", "real/a.jpg"]
+    assert "not UTF-8" in caplog.text and "real/caf\\\\xe9.jpg" in caplog.text
+    build_image_index(ImageTree(tmp_path), SOURCES, min_size=8).to_parquet(tmp_path / "index.parquet")
+
+
+def test_symlinked_folders_are_followed_once_and_a_link_loop_ends(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.jpg").write_bytes(jpeg(seed=3))
+    root = tmp_path / "tree"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "a.jpg").write_bytes(jpeg(seed=4))
+    (root / "real" / "linked").symlink_to(outside, target_is_directory=True)  # a dataset assembled from links
+    (root / "real" / "loop").symlink_to(root / "real", target_is_directory=True)
+
+    assert ImageTree(root).files() == ["real/a.jpg", "real/linked/x.jpg"]

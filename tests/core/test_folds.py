@@ -57,6 +57,17 @@ def test_val_share_follows_val_ratio(table):
         assert 0.05 < share < 0.15
 
 
+def test_a_val_ratio_that_is_not_one_over_k_says_what_share_it_gets(caplog):
+    table = build_fold_table(dff_like_images(), cv_folds=5, val_ratio=0.4, seed=42)
+    training = table[table[split_column(0)] != "test"]
+    share = training.groupby("group")[split_column(0)].first().eq("val").mean()
+    assert share == pytest.approx(0.5, abs=0.03)  # round(1 / 0.4) = 2 parts: half the groups validate
+    assert "val_ratio 0.4 is realised as 1/2 = 0.5" in caplog.text
+    caplog.clear()
+    build_fold_table(dff_like_images(), cv_folds=5, val_ratio=0.2, seed=42)
+    assert "realised" not in caplog.text
+
+
 def test_same_seed_same_table_other_seed_other_table():
     images = dff_like_images()
     first = build_fold_table(images, 5, 0.1, seed=7)

@@ -42,6 +42,20 @@ def test_bad_study_wide_val_ratio_fails_before_preprocessing(kedro_project, val_
     assert not (kedro_project.path / "data/demo").exists()  # rejected before any node wrote anything
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"image_sizes": [0, 32]}, r"key 'image_sizes': every size must lie in \[16, 1024\], got 0"),
+    ({"near_duplicates": {"max_distance": 64}}, r"key 'near_duplicates.max_distance': Input should be less than or "
+                                                r"equal to 16"),
+    ({"face_detection": {"min_confidence": 1.5}}, r"key 'face_detection.min_confidence'"),
+    ({"face_crop_sise": [32]}, r"key 'face_crop_sise': Extra inputs are not permitted"),
+])
+def test_bad_preprocessing_settings_fail_before_any_node_naming_the_key(kedro_project, change, message):
+    kedro_project.edit_yaml("conf/demo/parameters.yml", {"preprocessing": change})
+    with pytest.raises(ConfigError, match=rf"preprocessing \(parameters.yml\): {message}"):
+        kedro_project.run("eda", env="demo")
+    assert not (kedro_project.path / "data/demo").exists()  # rejected before any node wrote anything
+
+
 def test_rerun_on_an_unchanged_tree_decodes_nothing_and_follows_changes(kedro_project, tmp_path):
     root = tmp_path / "images"
     for source in ("real", "fake"):
@@ -68,3 +82,69 @@ def test_rerun_on_an_unchanged_tree_decodes_nothing_and_follows_changes(kedro_pr
     hashes = pd.read_parquet(intermediate / "perceptual_hashes.parquet")
     assert "fake/person_03.png" not in set(index["path"]) | set(hashes["path"])
     assert "fake/person_99.png" in set(index["path"]) & set(hashes["path"]) and len(index) == 120
+
+
+def test_face_boxes_are_detected_again_when_the_confidence_they_need_changes(tmp_path):
+    from skimage import data as skimage_data
+
+    from deepfake_kedro.data_index import ImageTree
+    from deepfake_kedro.image_cache import write_table
+    from deepfake_kedro.pipelines.preprocessing.nodes import plan_face_detection
+
+    (tmp_path / "real").mkdir()
+    Image.fromarray(skimage_data.astronaut()).save(tmp_path / "real" / "astronaut.png")
+    index = pd.DataFrame({"path": ["real/astronaut.png"], "status": ["ok"], "content": ["0123456789abcdef"]})
+    tree, table = ImageTree(tmp_path), tmp_path / "face_boxes.parquet"
+
+    def detect(min_confidence: float) -> tuple[int, bool]:
+        settings = {"face_detection": {"min_confidence": min_confidence, "batch_size": None, "device": "cpu"},
+                    "face_crop_sizes": [32]}
+        computed = write_table(plan_face_detection(index, tree, settings), table)
+        return computed, bool(pd.read_parquet(table)["detected"].iloc[0])
+
+    assert detect(0.9) == (1, True)
+    assert detect(0.9) == (0, True)  # unchanged: nothing detected again
+    # MTCNN is ~0.99+ sure of this face, never 1.0: a threshold above it must not keep the old box.
+    assert detect(0.99999999) == (1, False)
+
+
+def test_a_file_replaced_behind_the_same_size_and_mtime_is_read_again_and_a_touched_one_costs_nothing(tmp_path):
+    import os
+
+    from deepfake_kedro.data_index import ImageTree
+    from deepfake_kedro.image_cache import read_image_stack, write_image_stack, write_table
+    from deepfake_kedro.pipelines.preprocessing.nodes import audit_images, index_images, plan_square_caches
+
+    root = tmp_path / "images"
+    for source in ("real", "fake"):
+        (root / source).mkdir(parents=True)
+        for k in range(5):
+            Image.new("RGB", (40, 40), (40 * k, 90 if source == "real" else 200, 30)).save(root / source / f"p{k}.png")
+    tree = ImageTree(root)
+    data = {"root": str(root), "sources": {"real": "real", "fake": "fake"}, "families": {"fake": "gan"}}
+    preprocessing, defaults = {"min_image_size": 16, "image_sizes": [16]}, {"cv_folds": 2, "val_ratio": 0.45}
+
+    def rerun() -> tuple[int, int, pd.DataFrame]:
+        audited = write_table(audit_images(tree, data, preprocessing, defaults), tmp_path / "audit.parquet")
+        index, _ = index_images(pd.read_parquet(tmp_path / "audit.parquet"), tree, data, defaults)
+        rendered = write_image_stack(plan_square_caches(index, tree, preprocessing)["square_16"], tmp_path / "sq")
+        return audited, rendered, index
+
+    assert rerun()[:2] == (10, 10)
+    assert rerun()[:2] == (0, 0)
+    # Same size and mtime, other pixels: what `cp -p` or rsync leaves when a file is replaced.
+    target = root / "real" / "p1.png"
+    before = target.stat()
+    replacement = tmp_path / "other.png"
+    Image.new("RGB", (40, 40), (250, 250, 250)).save(replacement)
+    new_bytes = replacement.read_bytes()
+    assert len(new_bytes) <= before.st_size
+    target.write_bytes(new_bytes + b"\0" * (before.st_size - len(new_bytes)))  # decoders stop at PNG's IEND
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    audited, rendered, index = rerun()
+    assert (audited, rendered) == (1, 1)
+    stack = read_image_stack(tmp_path / "sq")
+    assert stack.array[stack.rows(["real/p1.png"])[0]].min() > 240  # the new, white pixels
+    # A touch changes no byte: the file is read again, nothing derived from it is redone.
+    os.utime(root / "fake" / "p2.png")
+    assert rerun()[:2] == (1, 0)

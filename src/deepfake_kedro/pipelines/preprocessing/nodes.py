@@ -161,7 +161,7 @@ def plan_square_caches(
     """
     images = usable(image_index)
     keys = images["path"].tolist()
-    signatures = [raw_images.signature(k) for k in keys]
+    signatures = images["content"].tolist()  # the file's bytes: a touched file is not re-rendered
     return {
         f"square_{size}": ImageStackPlan(
             keys, signatures, size, partial(decode_square, raw_images, size=size), description=f"square_{size}"
@@ -185,10 +185,13 @@ def plan_face_detection(
         The detection plan for the ``face_boxes`` table.
     """
     settings = preprocessing["face_detection"]
-    keys = usable(image_index)["path"].tolist() if preprocessing.get("face_crop_sizes") else []
+    images = usable(image_index) if preprocessing.get("face_crop_sizes") else usable(image_index).iloc[:0]
+    keys = images["path"].tolist()
     detector = FaceDetector(raw_images, settings["min_confidence"], settings.get("device"))
     batch_size = detector.batch_size(settings.get("batch_size"))
-    return TablePlan(keys, [raw_images.signature(k) for k in keys], detector, batch_size, "MTCNN faces")
+    # A box depends on its file's bytes and on the confidence a detection needs: another threshold re-detects.
+    signatures = [f"{content}|min_confidence={detector.min_confidence}" for content in images["content"]]
+    return TablePlan(keys, signatures, detector, batch_size, "MTCNN faces")
 
 
 def plan_face_caches(
@@ -208,12 +211,13 @@ def plan_face_caches(
     if not preprocessing.get("face_crop_sizes"):
         return {}
     margin = preprocessing["face_crop_margin"]
-    keys = usable(image_index)["path"].tolist()
+    images = usable(image_index)
+    keys = images["path"].tolist()
     faces = face_boxes.set_index("key")[BOX_COLUMNS].to_dict(orient="index")
-    # A crop changes with its file, its box and the margin: all three make up the signature.
+    # A crop changes with its file's bytes, its box and the margin: all three make up the signature.
     signatures = [
-        f"{raw_images.signature(k)}|{faces[k]['x0']:.2f},{faces[k]['y0']:.2f},{faces[k]['x1']:.2f},{faces[k]['y1']:.2f}|{margin}"
-        for k in keys
+        f"{content}|{faces[k]['x0']:.2f},{faces[k]['y0']:.2f},{faces[k]['x1']:.2f},{faces[k]['y1']:.2f}|{margin}"
+        for k, content in zip(keys, images["content"], strict=True)
     ]
     return {
         f"face_{size}": ImageStackPlan(
