@@ -3,8 +3,9 @@ experiments, image folders; and kedro-datasets' CSV, Parquet, JSON, text and fig
 
 Thin adapters: the storage logic lives in Kedro-free core modules. Three of them execute a plan on save
 (plan / execute-on-save, see docs/architecture.md): a node returns what should exist (cache images to render,
-face boxes to detect, folds to train) and the dataset's ``save`` does only the work not done yet, writing each
-piece as it finishes, so a killed run resumes where it stopped.
+face boxes to detect, folds to train) and the dataset's ``save`` does only the work not done yet, so a killed
+run resumes where it stopped: each fold is written as it finishes, per-image tables (the audit, face boxes) keep
+their progress beside the table every minute, and an image cache, quick to render, is written once complete.
 """
 
 from __future__ import annotations

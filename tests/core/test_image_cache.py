@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from deepfake_kedro.image_cache import ImageStackPlan, read_image_stack, write_image_stack
 
@@ -58,3 +59,31 @@ def test_an_unchanged_table_is_not_rewritten_and_a_removed_image_drops_its_row(t
     # Nothing to compute, but the image list changed: the table follows it.
     assert write_table(TablePlan(["bb.jpg"], ["1"], detect, batch_size=2), path) == 0
     assert pd.read_parquet(path)["key"].tolist() == ["bb.jpg"] and computed == ["a.jpg", "bb.jpg"]
+
+
+def test_a_killed_table_run_resumes_from_its_progress_and_the_table_is_only_ever_complete(tmp_path):
+    import pandas as pd
+
+    from deepfake_kedro.image_cache import TablePlan, write_table
+
+    keys, computed = [f"{i}.jpg" for i in range(10)], []
+
+    def detect(batch, fail_at=None):
+        if fail_at in batch:
+            raise KeyboardInterrupt  # the user stops MTCNN half-way
+        computed.extend(batch)
+        return [{"score": float(k.split(".")[0])} for k in batch]
+
+    path = tmp_path / "faces.parquet"
+    dying = TablePlan(keys, ["s"] * 10, lambda batch: detect(batch, fail_at="6.jpg"), batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        write_table(dying, path, checkpoint_seconds=0)
+    assert not path.exists()  # no table that looks complete
+    assert computed == keys[:6]
+
+    computed.clear()
+    assert write_table(TablePlan(keys, ["s"] * 10, detect, batch_size=2), path, checkpoint_seconds=0) == 4
+    assert computed == keys[6:]  # the first six were kept
+    table = pd.read_parquet(path)
+    assert table["key"].tolist() == keys and table["score"].tolist() == [float(i) for i in range(10)]
+    assert not path.with_name("faces.parquet.progress").exists()
