@@ -32,7 +32,8 @@ def build_augmentation(config: AugmentConfig) -> v2.Compose:
         steps.append(v2.RandomErasing(p=config.erase_p, scale=(0.02, 0.15)))
     if config.noise_p > 0 and config.noise_std > 0:
         steps.append(v2.RandomApply([v2.GaussianNoise(sigma=config.noise_std, clip=True)], p=config.noise_p))
-    return v2.Compose(steps)
+    # Every probability at 0 (or `augment: {}`) augments nothing; Compose refuses an empty list.
+    return v2.Compose(steps) if steps else v2.Identity()
 
 
 class BatchAugmenter:

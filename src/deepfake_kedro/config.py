@@ -115,6 +115,10 @@ class ExperimentConfig(_Strict):
             raise ValueError("pretrained: simple_cnn has no pretrained weights; set pretrained: false")
         if self.cnn_preset not in CNN_PRESETS:
             raise ValueError(f"cnn_preset: choose one of {sorted(CNN_PRESETS)}")
+        if self.normalization == "real_norm" and self.num_classes > 1:
+            # Class 0 is "real" only for the binary detector; attribution's family and source levels have none.
+            raise ValueError("normalization: real_norm takes the statistics of the real training images, which a "
+                             "multi-class model does not single out; use imagenet")
         return self
 
 

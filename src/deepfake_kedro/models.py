@@ -81,9 +81,35 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": BackboneSpec("resnet50", lambda m: [m.layer1[-1], m.layer2[-1], m.layer3[-1], m.layer4[-1]]),
     "efficientnet_b0": BackboneSpec("efficientnet_b0", lambda m: [m.blocks[1], m.blocks[2], m.blocks[4], m.bn2]),
     "convnext_tiny": BackboneSpec("convnext_tiny", lambda m: list(m.stages)),
+    # timm's feature_info: blocks 0, 1, 3 and 5 end the stages of stride 4, 8, 16 and 32.
     "mobilenetv3_small": BackboneSpec("mobilenetv3_small_100",
-                                      lambda m: [m.blocks[1], m.blocks[2], m.blocks[3], m.blocks[-1]]),
+                                      lambda m: [m.blocks[0], m.blocks[1], m.blocks[3], m.blocks[5]]),
 }
+
+
+def _load_weights_file(model: nn.Module, path: Path, timm_name: str) -> nn.Module:
+    """Loads an ImageNet weights file into ``model``; every weight but the classifier's must fit.
+
+    timm loads a file non-strictly whenever the classifier is replaced (always, for one logit), so a file
+    whose keys do not match (a ``model.`` prefix, another architecture) would leave a random init unnoticed.
+    """
+    heads = model.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+
+    def is_head(key: str) -> bool:
+        return any(key == head or key.startswith(f"{head}.") for head in heads)
+
+    state = {k: v for k, v in timm.models.load_state_dict(str(path)).items() if not is_head(k)}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not is_head(k)]
+    if missing or result.unexpected_keys:
+        raise PretrainedWeightsError(
+            f"pretrained_path {str(path)!r} does not hold {timm_name}'s weights: {len(missing)} of its weights "
+            f"missing (e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected keys "
+            f"(e.g. {result.unexpected_keys[:3]}); download the file for {timm_name} from the Hugging Face hub "
+            f"(timm/{timm_name}...) or point pretrained_path at its cache folder"
+        )
+    return model
 
 
 def _load_pretrained(timm_name: str, dropout: float, pretrained_path: str | None, num_classes: int = 1) -> nn.Module:
@@ -91,7 +117,7 @@ def _load_pretrained(timm_name: str, dropout: float, pretrained_path: str | None
     if pretrained_path:
         path = Path(pretrained_path).expanduser()
         if path.is_file():
-            return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+            return _load_weights_file(timm.create_model(timm_name, pretrained=False, **kwargs), path, timm_name)
         if path.is_dir():
             return timm.create_model(timm_name, pretrained=True, cache_dir=str(path), **kwargs)
         raise PretrainedWeightsError(

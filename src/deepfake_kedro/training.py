@@ -46,6 +46,18 @@ class CachedBatches(Dataset):
         self.images, self.rows, self.labels = images, np.asarray(rows), np.asarray(labels, dtype=label_dtype)
         self.augment = augment
 
+    def __getstate__(self) -> dict:
+        # A spawned DataLoader worker gets this pickled: a memory map travels as its file, not its pixels.
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap) and self.images.filename:
+            state["images"] = ("memmap", self.images.filename)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["images"], tuple) and state["images"][0] == "memmap":
+            state["images"] = np.load(state["images"][1], mmap_mode="r")
+        self.__dict__.update(state)
+
     def __len__(self) -> int:
         return len(self.rows)
 
@@ -100,18 +112,21 @@ class Normalizer:
         return cache[device]
 
 
-def channel_statistics(images: np.ndarray, rows: np.ndarray, chunk: int = 1024) -> Normalizer:
-    """Per-channel mean and std of ``images[rows]`` in [0, 1], streamed in chunks."""
+def channel_statistics(images: np.ndarray, rows: np.ndarray, chunk_bytes: int = 64 * 2**20) -> Normalizer:
+    """Per-channel mean and std of ``images[rows]`` in [0, 1], streamed in chunks of about ``chunk_bytes``."""
     total = np.zeros(3)
     squares = np.zeros(3)
     count = 0
+    # Sums of uint8 values and their squares are exact in int64, and need no float copy of the chunk.
+    chunk = max(1, chunk_bytes // max(1, int(np.prod(images.shape[1:]))))
     for start in range(0, len(rows), chunk):
-        pixels = images[np.sort(rows[start:start + chunk])].astype(np.float64) / 255.0
-        total += pixels.sum(axis=(0, 1, 2))
-        squares += (pixels**2).sum(axis=(0, 1, 2))
-        count += pixels.shape[0] * pixels.shape[1] * pixels.shape[2]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 1e-12))
+        pixels = images[np.sort(rows[start:start + chunk])]
+        flat = pixels.reshape(-1, pixels.shape[-1])
+        total += flat.sum(axis=0, dtype=np.int64)
+        squares += np.einsum("ij,ij->j", flat, flat, dtype=np.int64)
+        count += flat.shape[0]
+    mean = total / count / 255.0
+    std = np.sqrt(np.maximum(squares / count / 255.0**2 - mean**2, 1e-12))
     return Normalizer(tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
 

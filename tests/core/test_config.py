@@ -221,3 +221,8 @@ def test_every_shipped_environment_resolves_its_experiments_against_its_own_sour
 def test_sources_to_train_or_evaluate_need_both_classes(key, chosen):
     with pytest.raises(ConfigError, match=rf"phase9.e.*key '{key}' must include at least one real and one fake"):
         resolve({"e": {key: chosen}})
+
+
+def test_real_norm_is_refused_for_a_multi_class_model():
+    with pytest.raises(ConfigError, match=r"phase9.e.*'normalization': real_norm takes the statistics of the real"):
+        resolve({"e": {"num_classes": 3, "normalization": "real_norm"}})

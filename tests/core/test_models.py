@@ -64,6 +64,22 @@ def test_local_weights_file_is_loaded(tmp_path):
     assert model.fc.out_features == 1
 
 
+def test_a_weights_file_that_does_not_fit_is_an_error_not_a_silent_random_init(tmp_path):
+    source = timm.create_model("resnet18", pretrained=False)
+    # Saved from a wrapped model: every key carries a prefix, so nothing would load.
+    torch.save({f"model.{k}": v for k, v in source.state_dict().items()}, tmp_path / "prefixed.pth")
+    with pytest.raises(PretrainedWeightsError, match=r"does not hold resnet18's weights: .* unexpected keys"):
+        create_model("resnet18", pretrained=True, pretrained_path=str(tmp_path / "prefixed.pth"))
+    # Another architecture's weights: resnet34 has blocks resnet18 lacks.
+    torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), tmp_path / "resnet34.pth")
+    with pytest.raises(PretrainedWeightsError, match=r"unexpected keys \(e.g. \['layer1.2"):
+        create_model("resnet18", pretrained=True, pretrained_path=str(tmp_path / "resnet34.pth"))
+    # A checkpoint that nests the weights (timm's training script) loads, classifier aside.
+    torch.save({"state_dict": source.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pth")
+    model = create_model("resnet18", pretrained=True, pretrained_path=str(tmp_path / "checkpoint.pth"))
+    assert torch.equal(model.conv1.weight, source.conv1.weight) and model.fc.out_features == 1
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_every_backbone_gives_num_classes_logits(name):
     model = create_model(name, pretrained=False, cnn_preset="micro", num_classes=4)

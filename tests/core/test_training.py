@@ -35,7 +35,7 @@ def test_real_norm_uses_only_the_real_training_images_of_the_fold(study):
     table, pixels = study
     rows = select_fold_rows(table, 2, 1.0)
     real_train = rows.train[table["label"].to_numpy()[rows.train] == 0]
-    stats = channel_statistics(pixels, real_train, chunk=7)
+    stats = channel_statistics(pixels, real_train, chunk_bytes=7 * 16 * 16 * 3)  # chunks of 7 images
     direct = pixels[real_train].reshape(-1, 3) / 255.0
     np.testing.assert_allclose(stats.mean, direct.mean(axis=0), rtol=1e-10)
     np.testing.assert_allclose(stats.std, direct.std(axis=0), rtol=1e-8)
@@ -166,3 +166,32 @@ def test_compile_flag_trains_through_torch_compile_and_stores_plain_checkpoints(
     for name in plain[0]:
         torch.testing.assert_close(compiled[0][name], plain[0][name])
     np.testing.assert_allclose(compiled[2], plain[2], rtol=1e-5)
+
+
+def test_a_spawned_loader_worker_gets_the_cache_as_its_file_not_its_pixels(tmp_path):
+    import pickle
+
+    from deepfake_kedro.training import CachedBatches
+
+    pixels = np.random.default_rng(0).integers(0, 255, (200, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", pixels)
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
+    dataset = CachedBatches(mapped, np.arange(200), np.zeros(200))
+    blob = pickle.dumps(dataset)  # what spawn / forkserver send to each DataLoader worker
+    assert len(blob) < pixels.nbytes / 10
+    again = pickle.loads(blob)
+    assert isinstance(again.images, np.memmap)
+    np.testing.assert_array_equal(again[[3, 7]][0].numpy(), pixels[[3, 7]])
+
+
+def test_an_augment_dict_that_augments_nothing_trains_like_no_augmentation(study):
+    table, pixels = study
+    rows = select_fold_rows(table, 0, 1.0)
+    fold = {"train": rows.train, "val": rows.val, "test": rows.test}
+    labels, cpu = table["label"].to_numpy(np.float32), torch.device("cpu")
+    settings = {"backbone": "simple_cnn", "cnn_preset": "micro", "pretrained": False, "image_size": 16, "epochs": 1,
+                "batch_size": 16, "num_workers": 0}
+    nothing = train_fold(ExperimentConfig.model_validate({**settings, "augment": {"hflip_p": 0.0, "erase_p": 0.0}}),
+                         pixels, fold, labels, fold=0, device=cpu)
+    plain = train_fold(ExperimentConfig.model_validate(settings), pixels, fold, labels, fold=0, device=cpu)
+    np.testing.assert_allclose(nothing[2], plain[2], rtol=1e-6)  # the same test probabilities
