@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deepfake_kedro.metrics import metric_range
 from deepfake_kedro.stats import holm_adjust, paired_comparison
 
 HEADLINE_METRICS = ("auc", "accuracy", "f1", "average_precision", "eer", "brier")
@@ -160,6 +161,11 @@ def paired_tests(
             if not any(metric in fold for summary in (base, treat) for fold in summary["folds"]):
                 continue  # neither experiment records it (e.g. summaries written before thresholds existed)
             result = paired_comparison(_fold_values(base, metric), _fold_values(treat, metric), n_train, n_test)
+            bounds = metric_range(metric)
+            if bounds is not None:  # a difference of two [0, 1] metrics lies in [-1, 1]: so does its interval
+                span = bounds[1] - bounds[0]
+                for key in ("diff_ci_low", "diff_ci_high", "paired_t_ci_low", "paired_t_ci_high"):
+                    result[key] = float(np.clip(result[key], -span, span))
             rows.append({"question": pair.get("question", ""), "baseline": pair["baseline"],
                          "treatment": pair["treatment"], "metric": metric, **result})
     table = pd.DataFrame(rows)

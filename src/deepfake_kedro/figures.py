@@ -20,8 +20,10 @@ def learning_curves(histories: list[pd.DataFrame], title: str) -> Figure:
         fold = int(history["fold"].iloc[0])
         colour = colours(fold % 10)
         for ax, metric in ((loss_ax, "loss"), (auc_ax, "auc")):
-            ax.plot(history["epoch"], history[f"train_{metric}"], "--", color=colour, alpha=0.7)
-            ax.plot(history["epoch"], history[f"val_{metric}"], "-", color=colour, label=f"fold {fold}")
+            # Markers: a run stopped after one epoch is a point, which a line alone does not draw.
+            ax.plot(history["epoch"], history[f"train_{metric}"], "--", marker=".", color=colour, alpha=0.7)
+            ax.plot(history["epoch"], history[f"val_{metric}"], "-", marker="o", ms=3, color=colour,
+                    label=f"fold {fold}")
     loss_ax.set(xlabel="epoch", ylabel="BCE loss", title="loss (dashed: train, solid: val)")
     auc_ax.set(xlabel="epoch", ylabel="ROC AUC", title="AUC (dashed: train, solid: val)", ylim=(0.4, 1.01))
     auc_ax.legend(loc="lower right", fontsize=8)
@@ -42,8 +44,12 @@ def metric_bars(comparison: pd.DataFrame, metrics: tuple[str, ...] = ("auc", "ac
         high = comparison[f"{metric}_ci_high"].to_numpy(dtype=float) - mean
         ax.barh(positions, mean, xerr=np.vstack([np.nan_to_num(low), np.nan_to_num(high)]), capsize=4, color="#4C72B0")
         for y, value in zip(positions, mean):
-            ax.text(0.01, y, f"{value:.3f}", va="center", ha="left", color="white", fontsize=9)
+            # Inside a bar long enough to hold it, in white; after a short one (F1 0.000), in black.
+            inside = value > 0.15
+            ax.text(0.01 if inside else max(value, 0) + 0.01, y, f"{value:.3f}", va="center", ha="left",
+                    color="white" if inside else "black", fontsize=9)
         ax.set_yticks(positions, names if ax is axes[0][0] else [""] * len(names))
+        ax.invert_yaxis()  # the first experiment on top, as in the tables and the heatmap
         ax.set(xlim=(0, 1), title=f"{metric} (mean, 95% CI)")
         ax.axvline(0.5, color="grey", lw=0.8, ls=":")
     figure.suptitle(title)
@@ -157,7 +163,12 @@ def source_heatmap(comparison: pd.DataFrame, title: str = "") -> Figure:
     figure, ax = plt.subplots(figsize=(1.6 * len(sources) + 4, 0.42 * len(comparison) + 1.8), constrained_layout=True)
     image = ax.imshow(values, cmap="RdYlGn", vmin=0.5, vmax=1.0, aspect="auto")
     for (row, column), value in np.ndenumerate(values):
-        ax.text(column, row, "" if np.isnan(value) else f"{value:.3f}", ha="center", va="center", fontsize=8)
+        if np.isnan(value):
+            continue
+        red, green, blue, _ = image.cmap(image.norm(value))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text where the cell is dark
+        ax.text(column, row, f"{value:.3f}", ha="center", va="center", fontsize=10, fontweight="bold",
+                color="white" if dark else "black")
     ax.set_xticks(range(len(sources)), [f"real vs {s}" for s in sources])
     ax.set_yticks(range(len(comparison)), comparison["experiment"].tolist())
     figure.colorbar(image, ax=ax, label="AUC (mean over folds)")

@@ -188,7 +188,8 @@ def merge_summary(groups: pd.DataFrame, pairs: pd.DataFrame, max_distance: int) 
         "basename_groups": int(groups["basename_group"].nunique()),
         "merged_groups": int(groups["group"].nunique()),
         "basename_groups_merged": int(sizes[sizes > 1].sum()),
-        "largest_merged_group": int(sizes.max()) if len(sizes) else 0,
+        "largest_merged_group": int(sizes.max()) if len(sizes) else 0,  # in basename (identity) groups
+        "largest_merged_group_images": int(groups.groupby("group").size().max()) if len(groups) else 0,
         "cross_group_pairs": int(len(pairs)),
         "example_pairs": pairs.sort_values("distance").head(10).to_dict(orient="records"),
     }

@@ -174,7 +174,9 @@ def audit_slide(audit: Mapping[str, Any], near_duplicates: Mapping[str, Any]) ->
            if audit["warning"] else "no format shortcut above the warning level."),
         f"Near-duplicates (perceptual hash): {near_duplicates['basename_groups_merged']} identity groups held "
         f"near-copies of each other and were merged, leaving {near_duplicates['merged_groups']} groups "
-        f"(largest {near_duplicates['largest_merged_group']} images).",
+        f"(the largest joins {near_duplicates['largest_merged_group']} identity groups"
+        + (f", {near_duplicates['largest_merged_group_images']} images)." if "largest_merged_group_images"
+           in near_duplicates else ")."),
     ])
 
 
@@ -256,13 +258,16 @@ def conclusions(deck: DeckInputs, holdouts: pd.DataFrame | None) -> list[str]:
     lines = []
     for phase in ("phase1", "phase3"):
         best = best_experiment(deck.comparisons[phase])
-        lines.append(f"{phase}: best {best['experiment']} with AUC {auc_text(best)}.")
+        lines.append(f"{phase}: highest mean AUC {best['experiment']}, {auc_text(best)}"
+                     + _versus(deck.tests.get(phase), best["experiment"]) + ".")
     lines.append(phase2_conclusion(deck.tests["phase2"], deck.cv_folds))
     if holdouts is not None and len(holdouts):
         flagged = holdouts[holdouts["delta_vs_reference_flag"] == True]  # noqa: E712 (pandas object column)
-        lines.append("Source-specific features: " + (", ".join(f"{r.heldout_source} (Δ {r.delta_vs_reference:+.3f})"
-                                                               for r in flagged.itertuples())
-                                                     if len(flagged) else "no hold-out Δ above 0.05."))
+        lines.append("Source-specific features (hold-out Δ > 0.05): " + (
+            ", ".join(f"{r.heldout_source} (Δ {r.delta_vs_reference:+.3f}"
+                      + (f", Holm p {r.delta_vs_reference_p_holm:.3g})" if "delta_vs_reference_p_holm" in flagged
+                         else ")") for r in flagged.itertuples())
+            if len(flagged) else "no hold-out Δ above 0.05."))
     audit = deck.shortcut_audit
     lines.append(f"Metadata shortcut audit AUC {audit['auc']:.3f}"
                  + (" - a format shortcut exists." if audit["warning"] else " - no format shortcut."))
@@ -274,12 +279,29 @@ def conclusions(deck: DeckInputs, holdouts: pd.DataFrame | None) -> list[str]:
     return lines
 
 
+def _versus(tests: pd.DataFrame | None, experiment: str) -> str:
+    """Whether the phase's AUC tests involving ``experiment`` found any difference after Holm."""
+    if tests is None or tests.empty or "metric" not in tests:
+        return ""
+    def names_it(column: str) -> pd.Series:  # phase 3 names phase 1's baselines as phase1.<experiment>
+        names = tests[column].astype(str)
+        return (names == experiment) | names.str.endswith(f".{experiment}")
+
+    rows = tests[(tests["metric"] == "auc") & (names_it("baseline") | names_it("treatment"))]
+    if rows.empty:
+        return ""
+    significant = rows[rows["p_holm"] < 0.05]
+    if significant.empty:
+        return f"; no AUC difference from it is significant after Holm (smallest Holm p {rows['p_holm'].min():.3g})"
+    return f"; {len(significant)} of its {len(rows)} AUC comparisons significant after Holm"
+
+
 def phase2_conclusion(tests: pd.DataFrame, cv_folds: int) -> str:
     """The preprocessing changes significant on AUC after Holm, or why none is."""
     significant = tests[(tests["metric"] == "auc") & (tests["p_holm"] < 0.05)]
     if len(significant):
         return "Phase 2: " + "; ".join(f"{r.question} Δ {r.diff_mean:+.3f}" for r in significant.itertuples())
-    return (f"Phase 2: no preprocessing change is significant after Holm ({cv_folds} folds: only large, "
+    return (f"Phase 2: no preprocessing change is significant on AUC after Holm ({cv_folds} folds: only large, "
             "consistent effects can be).")
 
 

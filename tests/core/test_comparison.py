@@ -156,3 +156,13 @@ def test_markdown_twins_show_mean_std_and_ci():
     assert markdown.startswith("# Phase 1\n")
     assert f"| base | resnet18 | 64 | {format_ci(table.iloc[0], 'auc', with_std=True)} |" in markdown
     assert to_markdown(pd.DataFrame({"a": [0.123456, np.nan]}), "T").splitlines()[-2:] == ["| 0.1235 |", "|  |"]
+
+
+def test_a_difference_interval_of_a_unit_interval_metric_stays_within_minus_one_and_one():
+    # Two folds of wildly different F1 differences: the t-interval's half-width exceeds 1.
+    base = tt.metrics_summary("b", {"auc": [0.5, 0.6], "f1": [0.0, 0.9]})
+    treat = tt.metrics_summary("t", {"auc": [0.6, 0.7], "f1": [0.9, 0.05]})
+    tests = paired_tests({"b": base, "t": treat}, [{"question": "q", "baseline": "b", "treatment": "t"}],
+                         metrics=["f1"]).iloc[0]
+    assert tests["diff_ci_low"] == -1.0 and tests["diff_ci_high"] == 1.0
+    assert -1.0 <= tests["paired_t_ci_low"] and tests["paired_t_ci_high"] <= 1.0

@@ -52,9 +52,18 @@ def test_cv_folds_and_synthetic_flag_reach_the_text():
     assert real[-1] == "Intervals are over 7 folds: differences inside them are not evidence."
     assert demo[-1].startswith("Caveat: results on the synthetic demo data")
     assert real[:-1] == demo[:-1]
-    assert real[0] == "phase1: best p1_resnet18 with AUC 0.812 [0.782, 0.842]."
-    assert real[1] == "phase3: best p3_vit with AUC 0.878 [0.848, 0.908]."
+    assert real[0].startswith("phase1: highest mean AUC p1_resnet18, 0.812 [0.782, 0.842]")
+    assert real[1].startswith("phase3: highest mean AUC p3_vit, 0.878 [0.848, 0.908]")
     assert "Recommended model: resnet18 on the chosen preprocessing (selection), full-data AUC 0.934" in real[-2]
+
+
+def test_the_best_experiment_is_only_called_better_when_a_test_says_so():
+    base = deck_inputs()
+    for p_holm, said in ((0.666, "no AUC difference from it is significant after Holm (smallest Holm p 0.666)"),
+                         (0.01, "1 of its 1 AUC comparisons significant after Holm")):
+        tests = {**base.tests, "phase1": tt.paired_tests("p1_cnn", "p1_resnet18", 0.003, p_holm)}
+        first = conclusions(deck_inputs(tests=tests), None)[0]
+        assert first == f"phase1: highest mean AUC p1_resnet18, 0.812 [0.782, 0.842]; {said}."
 
 
 def test_phase2_conclusion_names_significant_changes_or_the_fold_count():
@@ -82,7 +91,7 @@ def test_significant_tests_holdouts_and_overlays_add_slides():
     assert any(t.startswith("Phase 1: paired tests") and "Holm p = 0.03 (significant)" in t for t in texts)
     assert any(t.startswith("Phase 2: source hold-out") and "0.110" in t for t in texts)
     assert any(t.startswith("Explainability: resnet18 (phase 4, full run)") for t in texts)
-    assert "Source-specific features: gan (Δ +0.110)" in texts[-1]
+    assert "Source-specific features (hold-out Δ > 0.05): gan (Δ +0.110)" in texts[-1]
 
 
 def test_decision_line_says_why_a_step_did_not_apply():
