@@ -263,12 +263,17 @@ def validate_defaults(defaults: Mapping[str, Any]) -> ExperimentConfig:
     Raises:
         ConfigError: ``defaults: key 'val_ratio': ...``.
     """
-    if not isinstance(defaults, Mapping):
-        raise ConfigError(f"defaults: expected a mapping of settings in parameters.yml, got {defaults!r}")
+    return _validate_block(ExperimentConfig, defaults, "defaults")
+
+
+def _validate_block(schema: type[BaseModel], block: Any, name: str) -> Any:
+    """``block`` (a top-level mapping of parameters.yml) validated by ``schema``; errors name the key."""
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{name}: expected a mapping of settings in parameters.yml, got {block!r}")
     try:
-        return ExperimentConfig.model_validate(dict(defaults))
+        return schema.model_validate(dict(block))
     except ValidationError as error:
-        raise ConfigError(f"defaults (parameters.yml): {_describe(error)}") from None
+        raise ConfigError(f"{name} (parameters.yml): {_describe(error)}") from None
 
 
 class FaceDetectionConfig(_Strict):
@@ -315,12 +320,7 @@ def validate_preprocessing(preprocessing: Mapping[str, Any]) -> PreprocessingCon
     Raises:
         ConfigError: ``preprocessing (parameters.yml): key 'image_sizes': ...``.
     """
-    if not isinstance(preprocessing, Mapping):
-        raise ConfigError(f"preprocessing: expected a mapping of settings in parameters.yml, got {preprocessing!r}")
-    try:
-        return PreprocessingConfig.model_validate(dict(preprocessing))
-    except ValidationError as error:
-        raise ConfigError(f"preprocessing (parameters.yml): {_describe(error)}") from None
+    return _validate_block(PreprocessingConfig, preprocessing, "preprocessing")
 
 
 def _known_experiment(reference: Any, phase: str, parameters: Mapping[str, Any]) -> bool:
