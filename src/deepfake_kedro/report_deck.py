@@ -293,7 +293,10 @@ def _versus(tests: pd.DataFrame | None, experiment: str) -> str:
     significant = rows[rows["p_holm"] < 0.05]
     if significant.empty:
         return f"; no AUC difference from it is significant after Holm (smallest Holm p {rows['p_holm'].min():.3g})"
-    return f"; {len(significant)} of its {len(rows)} AUC comparisons significant after Holm"
+    # Differences are treatment - baseline: in its favour when it is the treatment and the difference is positive.
+    favour = int(((significant["diff_mean"] > 0) == names_it("treatment")[significant.index]).sum())
+    return (f"; of its {len(rows)} AUC comparisons, {len(significant)} significant after Holm: {favour} in its "
+            f"favour, {len(significant) - favour} against")
 
 
 def phase2_conclusion(tests: pd.DataFrame, cv_folds: int) -> str:

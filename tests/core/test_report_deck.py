@@ -59,9 +59,11 @@ def test_cv_folds_and_synthetic_flag_reach_the_text():
 
 def test_the_best_experiment_is_only_called_better_when_a_test_says_so():
     base = deck_inputs()
-    for p_holm, said in ((0.666, "no AUC difference from it is significant after Holm (smallest Holm p 0.666)"),
-                         (0.01, "1 of its 1 AUC comparisons significant after Holm")):
-        tests = {**base.tests, "phase1": tt.paired_tests("p1_cnn", "p1_resnet18", 0.003, p_holm)}
+    for diff, p_holm, said in (
+            (0.003, 0.666, "no AUC difference from it is significant after Holm (smallest Holm p 0.666)"),
+            (0.11, 0.01, "of its 1 AUC comparisons, 1 significant after Holm: 1 in its favour, 0 against"),
+            (-0.2, 0.01, "of its 1 AUC comparisons, 1 significant after Holm: 0 in its favour, 1 against")):
+        tests = {**base.tests, "phase1": tt.paired_tests("p1_cnn", "p1_resnet18", diff, p_holm)}
         first = conclusions(deck_inputs(tests=tests), None)[0]
         assert first == f"phase1: highest mean AUC p1_resnet18, 0.812 [0.782, 0.842]; {said}."
 
