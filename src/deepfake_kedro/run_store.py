@@ -204,8 +204,7 @@ class FoldRunStore:
 
     def stale_reason(self, key: str, data: FoldData) -> str | None:
         """Why a finished fold does not match ``data`` (None when it does)."""
-        meta = json.loads((self.root / key / "meta.json").read_text())
-        if meta.get("data_key") == data.data_key:
+        if self.data_key(key) == data.data_key:
             return None
         return describe_data_change(self.stored_rows(key), data.rows)
 
