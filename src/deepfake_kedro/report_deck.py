@@ -24,7 +24,7 @@ from deepfake_kedro.reporting import (
     table_slide,
     text_slide,
 )
-from deepfake_kedro.study import FULL, Slot
+from deepfake_kedro.study import FINAL_QUESTION, FULL, Slot
 
 PHASE_TITLES = {"phase1": "Phase 1", "phase2": "Phase 2", "phase3": "Phase 3", "phase4": "Phase 4"}
 HOLDOUT_COLUMNS = ["experiment", "heldout_source", "reference_in_source_auc", "heldout_auc", "delta_vs_reference",
@@ -271,7 +271,8 @@ def conclusions(deck: DeckInputs, holdouts: pd.DataFrame | None) -> list[str]:
     audit = deck.shortcut_audit
     lines.append(f"Metadata shortcut audit AUC {audit['auc']:.3f}"
                  + (" - a format shortcut exists." if audit["warning"] else " - no format shortcut."))
-    recommended = recommendation(deck.comparisons["phase4"], deck.model_selection, deck.preprocessing_choice)
+    recommended = recommendation(deck.comparisons["phase4"], deck.model_selection, deck.preprocessing_choice,
+                                 deck.tests.get("phase4"))
     lines += [recommended] if recommended else []
     lines.append("Caveat: results on the synthetic demo data show the pipeline, not deepfake detection performance."
                  if deck.synthetic else
@@ -308,14 +309,35 @@ def phase2_conclusion(tests: pd.DataFrame, cv_folds: int) -> str:
             "consistent effects can be).")
 
 
-def recommendation(final: pd.DataFrame, selection: Mapping[str, Any], choice: Mapping[str, Any]) -> str | None:
-    """The top phase-4 model with its full-data AUC, or None when its full run is not in the table."""
+def recommendation(
+    final: pd.DataFrame, selection: Mapping[str, Any], choice: Mapping[str, Any], tests: pd.DataFrame | None = None
+) -> str | None:
+    """The top phase-4 model with its full-data AUC and its tests against the other final models' full runs,
+    or None when its full run is not in the table."""
     top = selection["selected"][0]
     full = final[final["experiment"] == Slot(1, FULL).experiment_name(top["model"])]
     if not len(full):
         return None
-    return (f"Recommended model: {top['model']} on the chosen preprocessing ({choice['source']}), "
-            f"full-data AUC {auc_text(full.iloc[0])}.")
+    return (f"Recommended model: {top['model']} (ranked first on phases 1-3) on the chosen preprocessing "
+            f"({choice['source']}), full-data AUC {auc_text(full.iloc[0])}{_against_final_models(tests)}.")
+
+
+def _against_final_models(tests: pd.DataFrame | None) -> str:
+    """The recommended model's full run against each other final model's, on AUC, with Holm's verdict."""
+    if tests is None or tests.empty or "question" not in tests:
+        return ""
+    rows = tests[(tests["metric"] == "auc") & tests["question"].astype(str).str.startswith(FINAL_QUESTION)]
+    if rows.empty:
+        return ""
+    others = [(str(r.question).rsplit(" vs ", 1)[1], r) for r in rows.itertuples()]
+    listed = "; ".join(f"{name} Δ {r.diff_mean:+.3f} [{r.diff_ci_low:+.3f}, {r.diff_ci_high:+.3f}], Holm p {r.p_holm:.3g}"
+                       for name, r in others)
+    better = [name for name, r in others if r.p_holm < 0.05 and r.diff_mean > 0]
+    worse = [name for name, r in others if r.p_holm < 0.05 and r.diff_mean < 0]
+    verdict = ("no AUC difference from the other final models is significant after Holm" if not better + worse else
+               ", ".join(([f"better than {', '.join(better)}"] if better else [])
+                         + ([f"worse than {', '.join(worse)}"] if worse else [])) + " after Holm")
+    return f"; against the other final models' full runs: {listed} - {verdict}"
 
 
 def side_by_side(left: Figure, right: Figure) -> np.ndarray:

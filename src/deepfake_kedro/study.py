@@ -21,6 +21,8 @@ NAMED_PHASES = PHASES[:3]
 """Phases of named experiments; phase 4 retrains whichever models phases 1-3 rank highest."""
 FULL = "full"
 """Suffix of the phase-4 slot trained on the full data (its hard examples and Grad-CAM go in the report)."""
+FINAL_QUESTION = "final model (full data):"
+"""Prefix of phase 4's tests of the top-ranked model's full run against the others' (the recommendation reads them)."""
 
 _SLOT = re.compile(r"top([1-9][0-9]*)_([A-Za-z0-9]+)")
 

@@ -54,7 +54,21 @@ def test_cv_folds_and_synthetic_flag_reach_the_text():
     assert real[:-1] == demo[:-1]
     assert real[0].startswith("phase1: highest mean AUC p1_resnet18, 0.812 [0.782, 0.842]")
     assert real[1].startswith("phase3: highest mean AUC p3_vit, 0.878 [0.848, 0.908]")
-    assert "Recommended model: resnet18 on the chosen preprocessing (selection), full-data AUC 0.934" in real[-2]
+    assert ("Recommended model: resnet18 (ranked first on phases 1-3) on the chosen preprocessing (selection), "
+            "full-data AUC 0.934") in real[-2]
+
+
+def test_the_recommendation_reports_its_tests_against_the_other_final_models():
+    base = deck_inputs()
+    question = "final model (full data): resnet18 vs convnext_tiny"
+    for diff, p_holm, verdict in ((0.012, 0.4, "no AUC difference from the other final models is significant"),
+                                  (0.05, 0.01, "better than convnext_tiny after Holm"),
+                                  (-0.05, 0.01, "worse than convnext_tiny after Holm")):
+        final_tests = tt.paired_tests("p4b_convnext_tiny_full", "p4b_resnet18_full", diff, p_holm).assign(
+            question=question)
+        line = conclusions(deck_inputs(tests={**base.tests, "phase4": final_tests}), None)[-2]
+        assert f"convnext_tiny Δ {diff:+.3f} [{diff - 0.02:+.3f}, {diff + 0.02:+.3f}], Holm p {p_holm:.3g}" in line
+        assert verdict in line
 
 
 def test_the_best_experiment_is_only_called_better_when_a_test_says_so():

@@ -58,6 +58,26 @@ def test_compare_final_models_tests_each_fraction_against_the_full_run():
     assert set(tests["baseline"]) == {"p4a_resnet18_20pct"} and set(tests["treatment"]) == {"p4b_resnet18_full"}
 
 
+def test_compare_final_models_tests_the_top_models_full_run_against_each_others():
+    phase = {"title": "Phase 4", "scaling": {"20pct": 0.2, "100pct": 1.0}}
+    models = {1: ("resnet18", [0.80, 0.82, 0.81]), 2: ("convnext_tiny", [0.78, 0.80, 0.77]),
+              3: ("resnet50", [0.79, 0.83, 0.80])}
+    metrics = {}
+    for rank, (model, aucs) in models.items():
+        for suffix, shift in (("20pct", -0.1), ("100pct", 0.0), ("full", 0.0)):
+            slot = f"top{rank}_{suffix}"
+            experiment = f"p4b_{model}_full" if suffix == "full" else f"p4a_{model}_{suffix}"
+            metrics[slot] = {**summary(slot, [a + shift for a in aucs], backbone=model), "experiment": experiment}
+    _, _, tests, _, _, _ = compare_final_models(phase, DATA, **metrics)
+    final = tests[(tests["metric"] == "auc") & tests["question"].str.startswith("final model")].set_index("baseline")
+    assert list(final.index) == ["p4b_convnext_tiny_full", "p4b_resnet50_full"]
+    assert set(final["treatment"]) == {"p4b_resnet18_full"}
+    assert final.loc["p4b_convnext_tiny_full", "diff_mean"] == pytest.approx(np.mean([0.02, 0.02, 0.04]))
+    assert final.loc["p4b_resnet50_full", "question"] == "final model (full data): resnet18 vs resnet50"
+    # Holm runs over the whole phase: three scaling tests and two final-model tests per metric.
+    assert (tests["metric"] == "auc").sum() == 5
+
+
 def test_choose_preprocessing_returns_json_safe_decisions():
     tests = tt.paired_tests("p2_a", "p2_b", 0.04, 0.01).assign(p_nadeau_bengio=0.005, diff_ci_low=np.nan)
     selection = {"start": {"image_size": 64, "face_crop": False},

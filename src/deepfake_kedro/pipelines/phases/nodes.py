@@ -21,7 +21,7 @@ from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, sou
 from deepfake_kedro.reporting import explained_images
 from deepfake_kedro.selection import candidate_table, model_name, rank_models, select_preprocessing
 from deepfake_kedro.serialization import json_safe
-from deepfake_kedro.study import Slot, parse_slot
+from deepfake_kedro.study import FINAL_QUESTION, Slot, parse_slot
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def _log_results(comparison: pd.DataFrame, tests: pd.DataFrame) -> None:
 def compare_final_models(
     phase: dict[str, Any], data: dict[str, Any], **experiment_metrics: dict[str, Any]
 ) -> tuple[pd.DataFrame, str, pd.DataFrame, str, Figure, Figure]:
-    """Phase 4's comparison: every slot under its model's name, each smaller fraction tested against 100%.
+    """Phase 4's comparison: every slot under its model's name, each smaller fraction tested against 100%,
+    and the top-ranked model's full run against each other model's (the recommendation's test).
 
     Args:
         phase: ``phase4`` parameters (``title``, ``scaling``: slot suffix -> fraction).
@@ -94,7 +95,19 @@ def compare_final_models(
             reference = experiment_metrics[Slot(slot.rank, full).name]["experiment"]
             comparisons.append({"question": f"data scaling {slot.suffix} -> {full} ({model_name(summary['config'])})",
                                 "baseline": summary["experiment"], "treatment": reference})
+    comparisons += final_model_comparisons(experiment_metrics)
     return compare_experiments({**phase, "comparisons": comparisons}, data, **experiment_metrics)
+
+
+def final_model_comparisons(experiment_metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """The top-ranked model's full run (treatment) against each other model's full run (baseline), same folds."""
+    full_runs = {slot.rank: summary for name, summary in experiment_metrics.items() if (slot := parse_slot(name)).full}
+    if 1 not in full_runs:
+        return []
+    top = full_runs[1]
+    return [{"question": f"{FINAL_QUESTION} {model_name(top['config'])} vs {model_name(other['config'])}",
+             "baseline": other["experiment"], "treatment": top["experiment"]}
+            for rank, other in sorted(full_runs.items()) if rank != 1]
 
 
 def choose_preprocessing(paired_tests: pd.DataFrame, selection: dict[str, Any]) -> dict[str, Any]:
