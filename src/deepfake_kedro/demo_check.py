@@ -9,7 +9,7 @@ Each entry of the parameter block ``demo.planted_effects`` names one ``check``:
 
 - ``auc_at_least``: ``experiment`` (``<phase>.<experiment>``) reaches a mean AUC of at least ``value``.
 - ``holdout_flagged`` / ``holdout_small``: the source hold-out ``experiment`` of phase 2 has Δ above the flag
-  (and its CI above 0) / Δ at most the flag.
+  and a Holm-adjusted p below ``alpha`` / Δ at most the flag.
 - ``significant_gain``: phase ``phase``'s paired test ``baseline`` -> ``treatment`` gains AUC with Holm p < alpha.
 - ``adopted`` / ``not_adopted``: phase 2's preprocessing step with ``treatment`` was / was not adopted.
 - ``scaling_monotone``: in phase 4 every model's AUC at the largest fraction is at least its AUC at the
@@ -69,7 +69,7 @@ def _auc_at_least(entry: Mapping[str, Any], comparisons: Mapping[str, pd.DataFra
                 recovered=auc >= float(entry["value"]))
 
 
-def _holdout(entry: Mapping[str, Any], tests: pd.DataFrame, flagged: bool, where: str) -> dict[str, Any]:
+def _holdout(entry: Mapping[str, Any], tests: pd.DataFrame, flagged: bool, alpha: float, where: str) -> dict[str, Any]:
     _require(entry, ["experiment"], where)
     rows = tests[(tests["metric"] == "heldout_source_auc") & (tests["baseline"] == entry["experiment"])] \
         if not tests.empty else tests
@@ -80,7 +80,9 @@ def _holdout(entry: Mapping[str, Any], tests: pd.DataFrame, flagged: bool, where
     found = f"Δ {delta:+.3f} on {row['heldout_source']} (in-source {row['in_source_auc']:.3f}, held out " \
             f"{row['heldout_auc']:.3f})"
     if flagged:
-        expected, recovered = f"Δ > {HELDOUT_FLAG_ABOVE}, CI above 0", delta > HELDOUT_FLAG_ABOVE and ci[0] > 0
+        # The study flags Δ > 0.05; found means the flag plus the same Holm test the planted gains must pass.
+        expected = f"Δ > {HELDOUT_FLAG_ABOVE}, Holm p < {alpha}"
+        recovered = delta > HELDOUT_FLAG_ABOVE and float(row["p_holm"]) < alpha
     else:
         expected, recovered = f"Δ <= {HELDOUT_FLAG_ABOVE}", delta <= HELDOUT_FLAG_ABOVE
     return _row(entry["effect"], expected, found, delta, ci, row["p_holm"], recovered)
@@ -147,7 +149,7 @@ def check_planted_effects(
         tests: Phase name -> that phase's paired tests.
         preprocessing_choice: Phase 2's choice (``decisions``).
         scaling: Phase 4's scaling table.
-        alpha: Significance level for ``significant_gain``.
+        alpha: Significance level (Holm-adjusted p) for ``significant_gain`` and ``holdout_flagged``.
 
     Returns:
         One row per effect: ``effect``, ``expected``, ``found``, ``estimate``, ``ci_low``, ``ci_high``,
@@ -164,7 +166,7 @@ def check_planted_effects(
         if check == "auc_at_least":
             rows.append(_auc_at_least(entry, comparisons, where))
         elif check in ("holdout_flagged", "holdout_small"):
-            rows.append(_holdout(entry, tests.get("phase2", pd.DataFrame()), check == "holdout_flagged", where))
+            rows.append(_holdout(entry, tests.get("phase2", pd.DataFrame()), check == "holdout_flagged", alpha, where))
         elif check == "significant_gain":
             rows.append(_gain(entry, tests, alpha, where))
         elif check in ("adopted", "not_adopted"):

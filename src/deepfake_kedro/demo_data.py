@@ -13,7 +13,7 @@ learnable sources       coarse colour stripes in the background     phase 1 (16 
                         (period 38 px; diffusion diagonal, in 92%   >= 0.90
                         of its fakes; face swap vertical, 80%)
 source-specific         insight's stripes and face seam are its     hold-out Δ: insight flagged (> 0.05,
-                        own; text2img and inpainting share the      CI above 0); inpainting small
+                        own; text2img and inpainting share the      Holm p < 0.05); inpainting small
                         diffusion stripes and grid                  (text2img teaches its family's cue)
 resolution              diffusion upsampler grid, period 10.5 px    gain 16 -> 32 px (the 8% of diffusion
                         (2.6 px at 32; past Nyquist at 16, where    fakes without stripes)

@@ -71,6 +71,16 @@ def test_each_check_reads_the_studys_own_numbers_and_says_whether_the_effect_was
     assert table.iloc[7]["estimate"] == 0.03 and table.iloc[7]["ci_high"] == 0.05
 
 
+def test_a_flagged_holdout_needs_the_holm_test_not_only_an_interval_above_zero():
+    planted = [{"effect": "insight", "check": "holdout_flagged", "experiment": "hold_insight"}]
+    # Δ 0.094 [0.003, 0.185]: above the flag with an unadjusted interval above 0, but Holm p 0.137.
+    weak = PHASE2_TESTS.copy()
+    weak.loc[2, ["diff_mean", "diff_ci_low", "diff_ci_high", "p_holm"]] = [0.094, 0.003, 0.185, 0.137]
+    table = check_planted_effects(planted, {"phase1": PHASE1}, {"phase2": weak}, CHOICE, SCALING)
+    assert table["recovered"].tolist() == [False] and table.iloc[0]["expected"] == "Δ > 0.05, Holm p < 0.05"
+    assert _check(planted)["recovered"].tolist() == [True]
+
+
 def test_scaling_must_rise_and_each_step_stay_within_the_previous_ci():
     planted = [{"effect": "scaling", "check": "scaling_monotone"}]
     assert _check(planted)["recovered"].tolist() == [True]  # 0.78 dips but stays above 0.75 (the 20% CI low)
