@@ -122,11 +122,12 @@ class ExperimentConfig(_Strict):
         return self
 
 
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, nested mappings merged key by key (copies; inputs untouched)."""
     merged = copy.deepcopy(dict(base))
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -234,9 +235,9 @@ def resolve_experiment(
                 f"experiment {label!r}: key {changed[0]!r} is study-wide (it defines the shared fold table); "
                 f"set it under 'defaults' in parameters.yml instead"
             )
-    merged = _deep_merge({}, defaults)
+    merged = deep_merge({}, defaults)
     for ancestor in reversed(chain):
-        merged = _deep_merge(merged, experiments[ancestor] or {})
+        merged = deep_merge(merged, experiments[ancestor] or {})
     merged.pop("extends", None)
     if "data_dir" in merged:
         raise ConfigError(

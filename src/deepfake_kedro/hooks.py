@@ -21,7 +21,13 @@ from deepfake_kedro.config import (
     validate_preprocessing,
 )
 from deepfake_kedro.generalisation import design
-from deepfake_kedro.selection import apply_preprocessing, check_ranking, check_selection_params, model_name
+from deepfake_kedro.selection import (
+    apply_preprocessing,
+    check_final_training,
+    check_ranking,
+    check_selection_params,
+    model_name,
+)
 from deepfake_kedro.study import NAMED_PHASES
 
 logger = logging.getLogger(__name__)
@@ -88,6 +94,13 @@ class ValidateExperimentsHook:
                     if config.train_sources == "all" and config.eval_sources == "all":
                         models.append(model_name(config.model_dump()))
             check_ranking(phase4["ranking"], models)
+            training = phase4.get("training")
+            decided = [key for step in [selection or {}, *(selection or {}).get("steps", [])]
+                       for part in ("start", "set", "override") for key in (step.get(part) or {})]
+            check_final_training(training, decided)
+            # Its keys and values must be valid experiment settings, like any experiment's overrides.
+            resolve_experiment("training", {"training": training or {}}, parameters["defaults"],
+                               label="phase4.training")
 
 
 class PipelineLayoutHook:

@@ -330,8 +330,8 @@ def _against_final_models(tests: pd.DataFrame | None) -> str:
     if rows.empty:
         return ""
     others = [(str(r.question).rsplit(" vs ", 1)[1], r) for r in rows.itertuples()]
-    listed = "; ".join(f"{name} Δ {r.diff_mean:+.3f} [{r.diff_ci_low:+.3f}, {r.diff_ci_high:+.3f}], Holm p {r.p_holm:.3g}"
-                       for name, r in others)
+    listed = "; ".join(f"{name} Δ {r.diff_mean:+.3f} [{r.diff_ci_low:+.3f}, {r.diff_ci_high:+.3f}], "
+                       f"Holm p {r.p_holm:.3g}" for name, r in others)
     better = [name for name, r in others if r.p_holm < 0.05 and r.diff_mean > 0]
     worse = [name for name, r in others if r.p_holm < 0.05 and r.diff_mean < 0]
     verdict = ("no AUC difference from the other final models is significant after Holm" if not better + worse else

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepfake_kedro.config import STUDY_WIDE_KEYS
+from deepfake_kedro.config import STUDY_WIDE_KEYS, deep_merge
 
 logger = logging.getLogger(__name__)
 
@@ -277,19 +277,54 @@ def rank_models(
     }
 
 
-def final_model_overrides(config: Mapping[str, Any], choice: Mapping[str, Any], subsample: float) -> dict[str, Any]:
-    """A phase-4 experiment: the chosen model's settings, the chosen preprocessing, a data fraction.
+FINAL_RUN_KEYS = (*STUDY_WIDE_KEYS, "subsample", "description", "train_sources", "eval_sources", "extends")
+"""Keys phase 4 sets itself: ``phase4.training`` may not."""
+
+
+def check_final_training(training: Mapping[str, Any] | None, preprocessing_keys: Sequence[str]) -> None:
+    """``phase4.training`` may change how the final models train, not what they train on.
+
+    Args:
+        training: ``phase4.training``: settings laid over every phase-4 run (e.g. ``epochs``).
+        preprocessing_keys: The settings phase 2's choice decides.
+
+    Raises:
+        SelectionError: Naming the keys it may not set and where they are decided instead.
+    """
+    if training is not None and not isinstance(training, Mapping):
+        raise SelectionError(f"phase4.training must be a mapping of experiment keys (e.g. {{epochs: 15}}), "
+                             f"got {training!r}")
+    fixed = sorted(set(training or {}) & {*FINAL_RUN_KEYS, *PREPROCESSING_KEYS, *preprocessing_keys})
+    if fixed:
+        raise SelectionError(
+            f"phase4.training sets {fixed}, which phase 4 does not take from it: the preprocessing is phase 2's "
+            f"choice (phase2.selection.override forces one), the data fraction comes from phase4.scaling, "
+            f"study-wide keys from defaults; set training keys only (epochs, batch_size, optimizer, ...)"
+        )
+
+
+def final_model_overrides(
+    config: Mapping[str, Any], choice: Mapping[str, Any], subsample: float,
+    training: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A phase-4 experiment: the chosen model's settings, ``phase4.training`` over them, the chosen
+    preprocessing, a data fraction.
 
     Args:
         config: The resolved config of the model's best experiment.
         choice: Output of ``select_preprocessing``.
         subsample: Fraction of the training groups.
+        training: ``phase4.training``: training settings every final model uses (nested keys merged), so a
+            model ranked from a short-budget experiment is retrained on the final budget.
 
     Returns:
         Overrides for ``resolve_experiment`` (study-wide keys left to the defaults).
+
+    Raises:
+        SelectionError: ``training`` sets a key phase 4 decides itself (``check_final_training``).
     """
-    overrides = {k: copy.deepcopy(v) for k, v in config.items()
-                 if k not in (*STUDY_WIDE_KEYS, "description", "train_sources", "eval_sources")}
-    overrides = apply_preprocessing(overrides, choice)
+    check_final_training(training, list(choice["settings"]))
+    overrides = {k: copy.deepcopy(v) for k, v in config.items() if k not in FINAL_RUN_KEYS}
+    overrides = apply_preprocessing(deep_merge(overrides, training or {}), choice)
     overrides["subsample"] = subsample
     return overrides

@@ -138,6 +138,51 @@ def test_final_model_overrides_resolve_with_chosen_preprocessing():
             config.subsample) == ("resnet50", 0.2, 224, True, "real_norm", 0.5)
 
 
+def test_phase4_training_retrains_a_short_budget_model_on_the_final_budget():
+    defaults = {"seed": 1, "cv_folds": 5, "val_ratio": 0.1, "subsample": 0.2, "pretrained": False, "epochs": 4,
+                "optimizer": {"lr": 2e-3, "weight_decay": 0.01}}
+    quick = resolve_experiment("p3", {"p3": {"backbone": "resnet34", "epochs": 1, "batch_size": 64,
+                                             "scheduler": {"T_max": 1}, "optimizer": {"lr": 5e-3}}}, defaults)
+    choice = {"settings": {"image_size": 224, "face_crop": True}}
+    training = {"epochs": 4, "batch_size": 32, "scheduler": {"T_max": 4}}
+    overrides = final_model_overrides(quick.model_dump(mode="json"), choice, 1.0, training)
+    config = resolve_experiment("p4b", {"p4b": overrides}, defaults)
+    assert (config.epochs, config.batch_size, config.scheduler.T_max) == (4, 32, 4)
+    # Nested keys merge: the model's own learning rate and the scheduler's type stay.
+    assert (config.optimizer.lr, config.scheduler.type, config.backbone) == (5e-3, "cosine_annealing", "resnet34")
+    assert (config.image_size, config.face_crop, config.subsample) == (224, True, 1.0)
+    same = final_model_overrides(quick.model_dump(mode="json"), choice, 1.0, {})
+    assert resolve_experiment("p4b", {"p4b": same}, defaults).epochs == 1
+
+
+@pytest.mark.parametrize("training, named", [
+    ({"image_size": 64}, "'image_size'"), ({"face_crop_margin": 0.5, "epochs": 3}, "'face_crop_margin'"),
+    ({"subsample": 0.5}, "'subsample'"), ({"seed": 3}, "'seed'"),
+])
+def test_phase4_training_may_not_set_what_phase4_decides(training, named):
+    choice = {"settings": {"image_size": 224, "face_crop": True, "face_crop_margin": 0.3}}
+    with pytest.raises(SelectionError, match=rf"phase4.training sets \[{named}\]"):
+        final_model_overrides({"backbone": "resnet18"}, choice, 1.0, training)
+
+
+def test_the_run_hook_rejects_a_bad_phase4_training_before_any_training():
+    from deepfake_kedro.config import ConfigError
+    from deepfake_kedro.hooks import ValidateExperimentsHook
+
+    def parameters(training):
+        return {"defaults": {"seed": 1, "cv_folds": 5, "val_ratio": 0.1, "subsample": 0.2, "pretrained": False},
+                "phase2": {"selection": {"start": {"image_size": 224, "face_crop": False},
+                                         "steps": [{"set": {"face_crop_margin": 0.4}}]}},
+                "phase1": {"experiments": {"a": {"backbone": "resnet18"}, "b": {"backbone": "simple_cnn"}}},
+                "phase4": {"ranking": {"weights": {"auc_mean": 1.0}, "top_k": 2}, "training": training}}
+
+    ValidateExperimentsHook._check_choices(parameters({"epochs": 4, "scheduler": {"T_max": 4}}), {"phase4"})
+    with pytest.raises(ConfigError, match=r"phase4.training.*epoch"):
+        ValidateExperimentsHook._check_choices(parameters({"epoch": 4}), {"phase4"})
+    with pytest.raises(SelectionError, match=r"\['face_crop_margin'\]"):
+        ValidateExperimentsHook._check_choices(parameters({"face_crop_margin": 0.2}), {"phase4"})
+
+
 def test_unknown_ranking_criteria_are_named_by_the_ranking_and_by_the_run_hook():
     from deepfake_kedro.hooks import ValidateExperimentsHook
     from deepfake_kedro.selection import check_ranking_weights

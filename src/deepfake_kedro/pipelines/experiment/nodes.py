@@ -86,10 +86,11 @@ def resolve_with_preprocessing(
 
 def resolve_final_model(
     defaults: dict[str, Any], data: dict[str, Any], preprocessing: dict[str, Any],
-    preprocessing_choice: dict[str, Any], model_selection: dict[str, Any],
+    preprocessing_choice: dict[str, Any], model_selection: dict[str, Any], training: dict[str, Any] | None,
     *, slot: str, subsample: float,
 ) -> ResolvedExperiment:
-    """A phase-4 experiment: the model ranked in ``slot``, phase 2's preprocessing, a data fraction.
+    """A phase-4 experiment: the model ranked in ``slot``, phase 4's training settings, phase 2's
+    preprocessing, a data fraction.
 
     Args:
         defaults: Shared defaults.
@@ -97,6 +98,7 @@ def resolve_final_model(
         preprocessing: The sizes the caches hold.
         preprocessing_choice: Output of phase 2's selection node.
         model_selection: Output of phase 4's ranking node.
+        training: ``phase4.training``: settings laid over the model's best experiment (e.g. ``epochs``).
         slot: ``top<k>_<suffix>``, e.g. ``top1_20pct``.
         subsample: Fraction of the training groups.
 
@@ -106,7 +108,7 @@ def resolve_final_model(
     parsed = parse_slot(slot)
     chosen = parsed.chosen_model(model_selection["selected"])
     name = parsed.experiment_name(chosen["model"])
-    overrides = final_model_overrides(chosen["config"], preprocessing_choice, subsample)
+    overrides = final_model_overrides(chosen["config"], preprocessing_choice, subsample, training)
     overrides["description"] = (f"{chosen['model']} (rank {chosen['rank']}, from {chosen['experiment']}) on the "
                                 f"selected preprocessing, {subsample:.0%} of the training groups")
     return resolve("phase4", name, {name: overrides}, defaults, data, preprocessing, slot=slot,

@@ -22,6 +22,7 @@ SHARED_INPUTS = {"fold_table", "image_cache", "face_cache", "face_boxes"}
 SHARED_PARAMETERS = {"params:defaults", "params:data", "params:preprocessing", "params:evaluation"}
 PREPROCESSING_CHOICE = "phase2.preprocessing_choice"
 MODEL_SELECTION = "phase4.model_selection"
+FINAL_TRAINING = "params:phase4.training"
 
 
 def _bound(function, **kwargs):
@@ -83,10 +84,11 @@ def final_model_pipeline(slot: str, subsample: float) -> Pipeline:
     """
     resolve = Node(
         _bound(resolve_final_model, slot=slot, subsample=subsample),
-        ["params:defaults", "params:data", "params:preprocessing", PREPROCESSING_CHOICE, MODEL_SELECTION],
+        ["params:defaults", "params:data", "params:preprocessing", PREPROCESSING_CHOICE, MODEL_SELECTION,
+         FINAL_TRAINING],
         "resolved_config", name="resolve_final_model",
     )
     return Pipeline(
         _template(resolve), namespace=f"phase4.{slot}",
-        inputs=SHARED_INPUTS | {PREPROCESSING_CHOICE, MODEL_SELECTION}, parameters=SHARED_PARAMETERS,
+        inputs=SHARED_INPUTS | {PREPROCESSING_CHOICE, MODEL_SELECTION}, parameters=SHARED_PARAMETERS | {FINAL_TRAINING},
     )
