@@ -123,6 +123,9 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
     learn = {"epochs": 6, "scheduler": {"T_max": 6}}
     project.edit_yaml("conf/demo/parameters_phase1.yml", {"phase1": {"experiments": {
         "p1_simplecnn_baseline": learn, "p1_resnet18_baseline": learn}}})
+    # The demo's final models train 4 epochs (phase4.training); one is enough here.
+    project.edit_yaml("conf/demo/parameters_phase4.yml", {
+        "phase4": {"training": {"epochs": 1, "scheduler": {"T_max": 1}}}})
     # Attribution's demo models train 8 epochs; one is enough to exercise the pipeline and notebook 09.
     project.edit_yaml("conf/demo/parameters_attribution.yml", {
         "attribution": {"model": {"epochs": 1, "scheduler": {"T_max": 1}}}})

@@ -118,7 +118,7 @@ def model_benchmark(
     for name, spec in BACKBONES.items():
         cost = model_cost(name, image_size, cnn_preset)
         speed = inference_throughput(name, image_size, batch_size, cnn_preset=cnn_preset, repeats=repeats)
-        rows.append({"backbone": name, "timm_name": spec.timm_name or "(SimpleCNN, this project)",
+        rows.append({"backbone": name, "timm_name": spec.timm_name or f"(SimpleCNN {cnn_preset} preset, this project)",
                      "params": cost["params"], "params_m": cost["params_m"], "gflops": cost["gflops"],
                      "image_size": image_size, "batch_size": batch_size, **speed})
     return pd.DataFrame(rows)

@@ -126,6 +126,9 @@ def test_phase4_ranks_models_and_trains_nested_whole_group_subsets(tiny_demo):
         # The full run is the 100% config: same fingerprint, trained once.
         assert resolved["full"]["fingerprint"] == resolved["100pct"]["fingerprint"]
         assert {(r["config"]["image_size"], r["config"]["face_crop"]) for r in resolved.values()} == {(32, True)}
+        # The demo's phase4.training: every final model trains 4 epochs in batches of 32, whatever its source.
+        assert {(r["config"]["epochs"], r["config"]["batch_size"], r["config"]["scheduler"]["T_max"])
+                for r in resolved.values()} == {(4, 32, 4)}
         fractions = [resolved[s]["config"]["subsample"] for s in ("20pct", "50pct", "100pct")]
         assert fractions == [0.2, 0.5, 1.0]
         for fold in range(5):

@@ -41,12 +41,13 @@ def benchmark_backbones(benchmark: dict[str, Any]) -> pd.DataFrame:
     """Parameters, GFLOPs and inference images/s of every backbone on this machine's device.
 
     Args:
-        benchmark: ``image_size``, ``batch_size``, ``repeats``.
+        benchmark: ``image_size``, ``batch_size``, ``repeats``, ``cnn_preset`` (SimpleCNN's, as the study trains it).
 
     Returns:
         One row per backbone.
     """
-    table = model_benchmark(benchmark["image_size"], benchmark.get("batch_size", 64), benchmark.get("repeats", 3))
+    table = model_benchmark(benchmark["image_size"], benchmark.get("batch_size", 64), benchmark.get("repeats", 3),
+                            benchmark.get("cnn_preset", "medium"))
     for row in table.itertuples():
         logger.info("%s: %.2fM params, %.3f GFLOPs, %.0f img/s (%s, %s)", row.backbone, row.params_m, row.gflops,
                     row.images_per_s, row.device, row.precision)
