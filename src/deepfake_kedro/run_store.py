@@ -5,7 +5,10 @@ name and renamed at the end, so a killed run never leaves a fold that looks
 finished. Runs of identical configs share a directory, so they train once: a
 lock per fold (``fcntl.flock``) makes a second process that wants the same fold
 (two experiments with one fingerprint, run at once by the DaskRunner) wait for
-the first and then find it done.
+the first and then find it done. The empty ``fold_<k>.lock`` files stay: deleting
+one while another process waits on it would let a third lock a new file beside it.
+flock needs a file system that honours it across the processes sharing the store
+(local disks do; some network file systems only within one machine).
 Each fold also records its ``data_key`` (a hash of the rows it trained, validated
 and tested on, with their roles and file signatures) and those rows: a fold whose
 data changed retrains, saying what changed, and is never read as current.
