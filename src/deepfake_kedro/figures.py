@@ -177,16 +177,19 @@ def source_heatmap(comparison: pd.DataFrame, title: str = "") -> Figure:
 
 
 def cost_vs_auc(table: pd.DataFrame, title: str = "") -> Figure:
-    """Mean AUC (95% CI) against parameter count and GFLOPs, one labelled point per experiment."""
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    error = np.vstack([table["auc_mean"] - table["auc_ci_low"], table["auc_ci_high"] - table["auc_mean"]])
-    for ax, column, label in ((axes[0], "params_m", "parameters (millions)"), (axes[1], "gflops", "GFLOPs per image")):
-        ax.errorbar(table[column], table["auc_mean"], yerr=np.nan_to_num(error), fmt="o", capsize=4)
-        for row in table.itertuples():
-            ax.annotate(row.experiment, (getattr(row, column), row.auc_mean), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
+    """Mean AUC (95% CI) against parameter count and GFLOPs, one point per experiment named in a shared legend
+    (labels beside the points collide where models of similar cost score alike)."""
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    markers = "osD^vP*Xh<>p"
+    for number, row in enumerate(table.itertuples()):
+        error = np.nan_to_num([[row.auc_mean - row.auc_ci_low], [row.auc_ci_high - row.auc_mean]])
+        style = {"fmt": markers[number % len(markers)], "color": f"C{number % 10}", "capsize": 4, "markersize": 7}
+        axes[0].errorbar(row.params_m, row.auc_mean, yerr=error, label=row.experiment, **style)
+        axes[1].errorbar(row.gflops, row.auc_mean, yerr=error, **style)
+    for ax, label in ((axes[0], "parameters (millions)"), (axes[1], "GFLOPs per image")):
         ax.set(xscale="log", xlabel=f"{label}, log scale", ylabel="AUC (mean, 95% CI)")
         ax.grid(alpha=0.3)
+    figure.legend(loc="outside lower center", ncols=min(len(table), 4), fontsize=9, frameon=False)
     figure.suptitle(title or "cost vs AUC")
     return figure
 

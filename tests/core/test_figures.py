@@ -44,14 +44,18 @@ def test_source_heatmap_one_column_per_fake_source_and_annotated_cells():
     assert [t.get_text() for t in ax.texts] == ["0.810", "0.790", "0.710", "0.690"]
 
 
-def test_cost_vs_auc_two_log_axes_one_label_per_experiment():
+def test_cost_vs_auc_two_log_axes_one_legend_entry_per_experiment():
     table = pd.DataFrame({"experiment": ["x", "y"], "params_m": [1.0, 10.0], "gflops": [0.1, 2.0],
                           "auc_mean": [0.8, 0.9], "auc_ci_low": [0.75, 0.85], "auc_ci_high": [0.85, 0.95]})
     figure = cost_vs_auc(table, "cost")
     assert [ax.get_xscale() for ax in figure.axes] == ["log", "log"]
     assert [ax.get_xlabel() for ax in figure.axes] == ["parameters (millions), log scale",
                                                        "GFLOPs per image, log scale"]
-    assert [t.get_text() for t in figure.axes[0].texts] == ["x", "y"]
+    # Each experiment named once, in the shared legend, with the same marker and colour on both axes.
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["x", "y"]
+    left, right = ([line for line in ax.get_lines() if line.get_marker() != "_"] for ax in figure.axes)
+    assert [(a.get_marker(), a.get_color()) for a in left] == [(b.get_marker(), b.get_color()) for b in right]
+    assert [a.get_xdata()[0] for a in right] == [0.1, 2.0] and [a.get_ydata()[0] for a in left] == [0.8, 0.9]
 
 
 def test_scaling_curves_one_line_per_model_in_percent():
