@@ -119,19 +119,22 @@ def multiclass_metrics(y_true: ArrayLike, y_pred: ArrayLike, classes: Sequence[s
     Args:
         y_true: True class index of each image (a position in ``classes``).
         y_pred: Predicted class index.
-        classes: Class names; every one counts in the macro average, present or not.
+        classes: Class names.
 
     Returns:
-        ``balanced_accuracy``, ``macro_f1``, ``accuracy`` and ``recall:<class>`` (nan for a class absent
-        from ``y_true``).
+        ``balanced_accuracy`` (mean recall over the classes in ``y_true``), ``macro_f1`` (mean F1 over the
+        classes in ``y_true`` or ``y_pred``), ``accuracy`` and ``recall:<class>`` (nan for a class absent from
+        ``y_true``).
     """
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     labels = list(range(len(classes)))
     recalls = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+    # A class neither true nor predicted has no F1 (0/0): counting it as 0 would punish a fold for lacking it.
+    seen = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
     return {
         # sklearn's balanced accuracy is the mean recall over the classes present in y_true.
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0.0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=seen, average="macro", zero_division=0.0)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         **{f"recall:{name}": float(r) for name, r in zip(classes, recalls, strict=True)},
     }

@@ -303,13 +303,21 @@ def test_multiclass_metrics_of_a_hand_made_three_source_table_match_sklearn_and_
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
 
 
-def test_multiclass_metrics_count_a_class_missing_from_the_fold_as_nan_recall_and_zero_f1():
+def test_multiclass_metrics_leave_a_class_missing_from_truth_and_predictions_out_of_macro_f1():
     from deepfake_kedro.metrics import multiclass_metrics
 
     got = multiclass_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["real", "a", "b"])
     assert math.isnan(got["recall:b"])
-    assert got["macro_f1"] == pytest.approx(f1_score([0, 0, 1, 1], [0, 1, 1, 1], labels=[0, 1, 2], average="macro",
-                                                     zero_division=0.0))
+    assert got["macro_f1"] == pytest.approx(f1_score([0, 0, 1, 1], [0, 1, 1, 1], labels=[0, 1], average="macro"))
+    # By hand: real 2*(1)(1/2)/(3/2) = 2/3, a 2*(2/3)(1)/(5/3) = 4/5; b, absent from both, does not count.
+    assert got["macro_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    perfect = multiclass_metrics([0, 0, 1, 2], [0, 0, 1, 2], ["real", "a", "b", "c"])
+    assert perfect["macro_f1"] == perfect["balanced_accuracy"] == 1.0
+    # A class only predicted counts, as F1 = 0: a false alarm on it is an error.
+    spurious = multiclass_metrics([0, 0, 1, 1], [0, 2, 1, 1], ["real", "a", "b", "c"])
+    assert spurious["macro_f1"] == pytest.approx(f1_score([0, 0, 1, 1], [0, 2, 1, 1], labels=[0, 1, 2],
+                                                          average="macro", zero_division=0.0))
+    assert spurious["macro_f1"] == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
 
 
 def test_multiclass_auc_is_sklearn_one_vs_rest_and_nan_without_every_class():
