@@ -124,10 +124,13 @@ def multiclass_metrics(y_true: ArrayLike, y_pred: ArrayLike, classes: Sequence[s
     Returns:
         ``balanced_accuracy`` (mean recall over the classes in ``y_true``), ``macro_f1`` (mean F1 over the
         classes in ``y_true`` or ``y_pred``), ``accuracy`` and ``recall:<class>`` (nan for a class absent from
-        ``y_true``).
+        ``y_true``); every one nan when there are no rows.
     """
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     labels = list(range(len(classes)))
+    if not len(y_true):
+        return {"balanced_accuracy": float("nan"), "macro_f1": float("nan"), "accuracy": float("nan"),
+                **{f"recall:{name}": float("nan") for name in classes}}
     recalls = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
     # A class neither true nor predicted has no F1 (0/0): counting it as 0 would punish a fold for lacking it.
     seen = sorted(set(y_true.tolist()) | set(y_pred.tolist()))

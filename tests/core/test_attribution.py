@@ -106,3 +106,50 @@ def test_hierarchical_vs_flat_is_paired_per_fold_with_holm_across_the_two_metric
     expected = [paired_comparison(flat[m], end[m], 400, 100) for m in ("balanced_accuracy", "macro_f1")]
     assert tests["diff_mean"].tolist() == pytest.approx([e["diff_mean"] for e in expected])
     assert tests["p_holm"].tolist() == pytest.approx(holm_adjust([e["p_nadeau_bengio"] for e in expected]).tolist())
+
+
+def _perfect_runs(store, models, fold_table):
+    """Every model's folds as a model that calls every test row's true class would write them."""
+    from deepfake_kedro.attribution import _class_labels, class_predictions
+    from deepfake_kedro.run_store import FoldResult, run_key
+
+    for model in models:
+        for fold in sorted(fold_table["fold"].unique()):
+            positions = np.flatnonzero(fold_table["fold"].to_numpy() == fold)
+            truth = _class_labels(fold_table.iloc[positions], model.target)
+            probabilities = np.full((len(positions), len(model.target.classes)), 0.1)
+            probabilities[np.arange(len(positions)), np.maximum(truth, 0)] = 0.9
+            predictions = class_predictions(fold_table, positions, int(fold), probabilities, model.target)
+            meta = {"fold": int(fold), "n_train": 2 * len(positions), "n_test": len(positions)}
+            result = FoldResult({}, pd.DataFrame({"epoch": [0]}), predictions, meta)
+            store.write(run_key(model.fingerprint, int(fold)), result)
+
+
+def test_a_level_whose_family_misses_a_fold_s_test_part_scores_that_fold_nan_and_says_so(tmp_path, caplog):
+    from deepfake_kedro.attribution import evaluate_approach
+    from deepfake_kedro.run_store import FoldRunStore
+
+    rows = [{"path": f"{source}/f{fold}g{g}.png", "source": source, "group": f"f{fold}g{g}", "fold": fold}
+            for fold in range(3) for g in range(4) for source in ("wiki", "insight")]
+    # The diffusion family's sources only reach folds 0 and 1, as a small source can.
+    rows += [{"path": f"{source}/f{fold}d.png", "source": source, "group": f"f{fold}d", "fold": fold}
+             for fold in (0, 1) for source in ("text2img", "inpainting")]
+    fold_table = pd.DataFrame(rows)
+    for k in range(3):
+        fold_table[f"split_{k}"] = np.where(fold_table["fold"] == k, "test", "train")
+    models = resolve_models("hierarchical", None, DEFAULTS, DATA)
+    store = FoldRunStore(tmp_path)
+    _perfect_runs(store, models, fold_table)
+    with caplog.at_level("WARNING", logger="deepfake_kedro.attribution"):
+        _, fold_metrics, summary, _ = evaluate_approach("hierarchical", models, store, fold_table, DATA)
+    level3 = fold_metrics[fold_metrics["view"] == "level3_diffusion"].set_index("fold")
+    assert level3.loc[2, "n_rows"] == 0
+    assert level3.loc[2, ["balanced_accuracy", "macro_f1", "accuracy"]].isna().all()
+    assert level3.loc[[0, 1], "balanced_accuracy"].tolist() == [1.0, 1.0]
+    assert summary["views"]["level3_diffusion"]["balanced_accuracy"] == pytest.approx(
+        {"mean": 1.0, "std": 0.0, "ci_low": 1.0, "ci_high": 1.0, "n": 2})
+    assert summary["views"]["end_to_end"]["balanced_accuracy"]["n"] == 3
+    assert any("level3_diffusion" in r.getMessage() and "fold 2" in r.getMessage() for r in caplog.records)
+    # A perfect fold missing the diffusion classes is a perfect fold on macro-F1 too.
+    end = fold_metrics[fold_metrics["view"] == "end_to_end"]
+    assert end["macro_f1"].tolist() == [1.0, 1.0, 1.0]

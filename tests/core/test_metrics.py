@@ -320,6 +320,14 @@ def test_multiclass_metrics_leave_a_class_missing_from_truth_and_predictions_out
     assert spurious["macro_f1"] == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
 
 
+def test_multiclass_metrics_of_no_rows_are_nan_not_an_error():
+    from deepfake_kedro.metrics import multiclass_metrics
+
+    got = multiclass_metrics([], [], ["a", "b"])
+    assert set(got) == {"balanced_accuracy", "macro_f1", "accuracy", "recall:a", "recall:b"}
+    assert all(math.isnan(v) for v in got.values())
+
+
 def test_multiclass_auc_is_sklearn_one_vs_rest_and_nan_without_every_class():
     from deepfake_kedro.metrics import multiclass_auc
 
