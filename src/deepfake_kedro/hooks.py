@@ -21,6 +21,7 @@ from deepfake_kedro.config import (
     validate_preprocessing,
 )
 from deepfake_kedro.generalisation import design
+from deepfake_kedro.robustness import corruption_grid
 from deepfake_kedro.selection import (
     apply_preprocessing,
     check_final_training,
@@ -81,6 +82,9 @@ class ValidateExperimentsHook:
             experiments = parameters["generalisation"].get("experiments") or {}
             design({name: resolve_experiment(name, experiments, parameters["defaults"]).model_dump()
                     for name in active_experiments(experiments)}, parameters["data"]["sources"])
+        if "robustness" in namespaces:
+            # Before any node: in a run that also trains the study, a typo here would surface after the training.
+            corruption_grid((parameters.get("robustness") or {}).get("corruptions") or {})
         phase4 = parameters.get("phase4") or {}
         if "phase4" in namespaces and phase4.get("ranking"):
             for suffix in phase4.get("scaling") or {}:

@@ -86,7 +86,8 @@ def corruption_grid(params: Mapping[str, Any], key: str = "robustness.corruption
     Severities are listed mildest first (JPEG 90 before 30, blur σ 1 before 3, downscale 0.5 before 0.25).
 
     Raises:
-        ValueError: Naming the unknown kind or the severity out of its range.
+        ValueError: Naming the unknown kind, a kind whose severities are not a list, or the severity out of its
+            range.
     """
     unknown = sorted(set(params) - set(KINDS))
     if unknown:
@@ -97,6 +98,9 @@ def corruption_grid(params: Mapping[str, Any], key: str = "robustness.corruption
                "downscale": "a factor in (0, 1)", "gaussian_noise": "a σ > 0 (images scaled to [0, 1])"}
     grid = [Corruption(CLEAN, 0.0, 0)]
     for kind, severities in params.items():
+        if severities is not None and not isinstance(severities, list | tuple):
+            raise ValueError(f"{key}.{kind}: severities must be a list, mildest first; write [{severities}] "
+                             f"for the one level {severities!r}")
         for level, severity in enumerate(severities or [], start=1):
             if isinstance(severity, bool) or not isinstance(severity, int | float) or not valid[kind](severity):
                 raise ValueError(f"{key}.{kind}: severity {severity!r} must be {meaning[kind]}")

@@ -153,6 +153,21 @@ def test_grid_lists_clean_first_then_severities_mildest_first_and_rejects_bad_en
         corruption_grid({"jpeg": [55.5]})
 
 
+def test_a_severity_given_as_one_number_is_an_error_naming_the_key_checked_before_any_node():
+    from deepfake_kedro.hooks import ValidateExperimentsHook
+
+    message = r"robustness.corruptions.jpeg: severities must be a list, mildest first; write \[30\]"
+    with pytest.raises(ValueError, match=message):
+        corruption_grid({"jpeg": 30})
+    with pytest.raises(ValueError, match=message):
+        ValidateExperimentsHook._check_choices({"robustness": {"corruptions": {"jpeg": 30}}}, {"robustness"})
+    with pytest.raises(ValueError, match=r"robustness.corruptions: unknown corruption\(s\) \['jpg'\]"):
+        ValidateExperimentsHook._check_choices({"robustness": {"corruptions": {"jpg": [30]}}}, {"robustness"})
+    ValidateExperimentsHook._check_choices({"robustness": {"corruptions": {"jpeg": [30]}}}, {"robustness"})
+    # Robustness not in this run: its block is not checked.
+    ValidateExperimentsHook._check_choices({"robustness": {"corruptions": {"jpeg": 30}}}, {"phase1"})
+
+
 def test_final_models_default_to_phase4_full_runs_and_accept_one_label():
     assert full_models(None, ["top1_full", "top2_full"]) == ["phase4.top1_full", "phase4.top2_full"]
     assert full_models("phase1.a", ["top1_full"]) == ["phase1.a"]
