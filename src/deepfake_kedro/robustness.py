@@ -114,17 +114,25 @@ def image_seed(seed: int, path: str) -> int:
 
 
 def sample_groups(predictions: pd.DataFrame, max_images: int | None, seed: int = 0) -> pd.DataFrame:
-    """Whole groups drawn at random (seeded) until ``max_images`` images are reached; None keeps every image.
+    """Whole groups drawn at random (seeded), stratified by fold and label, up to about ``max_images`` images.
+
+    A stratum is a fold and its groups' labels (real only, fake only or both); each keeps its share of the
+    images and at least one group, so every fold keeps both classes where it has them (a one-class fold has no
+    AUC and would drop out of the paired tests). None keeps every image.
 
     Rows keep their order, so every fold's images stay in their stored order.
     """
     if max_images is None or len(predictions) <= max_images:
         return predictions
-    groups = predictions["group"].drop_duplicates().to_numpy()
-    order = np.random.default_rng(seed).permutation(len(groups))
-    sizes = predictions["group"].value_counts().reindex(groups[order]).to_numpy()
-    # The first groups whose images reach max_images (at least one group).
-    kept = groups[order][: max(1, int(np.searchsorted(np.cumsum(sizes), max_images)) + 1)]
+    groups = (predictions.assign(real=predictions["label"] == 0, fake=predictions["label"] == 1)
+              .groupby("group", sort=False)
+              .agg(fold=("fold", "first"), size=("label", "size"), real=("real", "any"), fake=("fake", "any")))
+    groups = groups.iloc[np.random.default_rng(seed).permutation(len(groups))]
+    kept = []
+    for _, stratum in groups.groupby(["fold", "real", "fake"], sort=True):
+        share = max_images * stratum["size"].sum() / len(predictions)
+        # The stratum's first groups whose images reach its share (at least one group).
+        kept.extend(stratum.index[: int(np.searchsorted(stratum["size"].cumsum().to_numpy(), share)) + 1])
     return predictions[predictions["group"].isin(kept)]
 
 
@@ -202,13 +210,16 @@ def check_clean(scores: pd.DataFrame, predictions: pd.DataFrame, tolerance: floa
 
 
 def robustness_table(
-    scores: pd.DataFrame, n_train: Mapping[str, Sequence[float]], n_bootstrap: int = 1000, seed: int = 0,
+    scores: pd.DataFrame, n_train: Mapping[str, Sequence[float]], n_test: Mapping[str, Sequence[float]],
+    n_bootstrap: int = 1000, seed: int = 0,
 ) -> pd.DataFrame:
     """AUC per model × corruption × severity with CIs, and paired tests against the clean AUC.
 
     Args:
         scores: ``rescore_out_of_fold``'s rows (any number of models).
         n_train: Model -> each fold's training-set size (for the Nadeau-Bengio correction).
+        n_test: Model -> each fold's test-set size in the study, not the number of images scored: the
+            correction is for the cross-validation design, which a subsample (``sample_groups``) does not change.
         n_bootstrap: Grouped bootstrap resamples for the pooled AUC's CI.
         seed: Bootstrap seed.
 
@@ -229,7 +240,7 @@ def robustness_table(
                      "n_images": len(part), "auc": safe_auc(part["label"], part["prob"]),
                      "auc_ci_low": low, "auc_ci_high": high, "fold_auc_mean": fold_summary["mean"],
                      "fold_auc_ci_low": fold_summary["ci_low"], "fold_auc_ci_high": fold_summary["ci_high"],
-                     "_fold_auc": fold_auc, "_n_test": folds.size()})
+                     "_fold_auc": fold_auc})
     table = pd.DataFrame(rows)
     table["delta_auc"] = np.nan
     table["p_nadeau_bengio"] = np.nan
@@ -241,12 +252,11 @@ def robustness_table(
         base = clean.iloc[0]["_fold_auc"]
         for index, row in part[part["corruption"] != CLEAN].iterrows():
             treated = row["_fold_auc"].reindex(base.index)
-            test = paired_comparison(base.to_numpy(), treated.to_numpy(), n_train[model],
-                                     row["_n_test"].reindex(base.index).to_numpy())
+            test = paired_comparison(base.to_numpy(), treated.to_numpy(), n_train[model], n_test[model])
             table.loc[index, ["delta_auc", "p_nadeau_bengio"]] = test["diff_mean"], test["p_nadeau_bengio"]
         tested = part.index[part["corruption"] != CLEAN]
         table.loc[tested, "p_holm"] = holm_adjust(table.loc[tested, "p_nadeau_bengio"].to_numpy())
-    return table.drop(columns=["_fold_auc", "_n_test"])
+    return table.drop(columns=["_fold_auc"])
 
 
 def degradation_figure(table: pd.DataFrame) -> Figure:

@@ -79,7 +79,7 @@ def test_severity_zero_reproduces_the_stored_probabilities_and_the_clean_auc_exa
     clean = scores[scores["corruption"] == CLEAN].set_index("path").loc[oof["path"]]
     np.testing.assert_allclose(clean["prob"], oof["prob"].to_numpy(), atol=1e-6)
     assert roc_auc_score(clean["label"], clean["prob"]) == roc_auc_score(oof["label"], oof["prob"])
-    table = robustness_table(scores, {"phase4.top1_full": [100, 100]}, n_bootstrap=20)
+    table = robustness_table(scores, {"phase4.top1_full": [100, 100]}, {"phase4.top1_full": [25, 25]}, n_bootstrap=20)
     assert table.loc[table["corruption"] == CLEAN, "auc"].item() == roc_auc_score(oof["label"], oof["prob"])
 
 
@@ -100,15 +100,14 @@ def test_a_changed_raw_image_is_an_error_naming_it(finished):
 
 def test_paired_tests_and_holm_follow_stats_on_the_fold_aucs(finished):
     _, _, fold_metrics, _, scores = finished
-    n_train = fold_metrics["n_train"].tolist()
-    table = robustness_table(scores, {"phase4.top1_full": n_train}, n_bootstrap=20)
+    n_train, n_test = fold_metrics["n_train"].tolist(), fold_metrics["n_test"].tolist()
+    table = robustness_table(scores, {"phase4.top1_full": n_train}, {"phase4.top1_full": n_test}, n_bootstrap=20)
     fold_auc = scores.groupby(["corruption", "severity", "fold"]).apply(
         lambda f: roc_auc_score(f["label"], f["prob"])).unstack("fold")
     clean = fold_auc.loc[(CLEAN, 0.0)]
     expected_p = []
     for _, row in table[table["corruption"] != CLEAN].iterrows():
         treated = fold_auc.loc[(row["corruption"], row["severity"])]
-        n_test = scores[(scores["corruption"] == CLEAN)].groupby("fold").size().to_numpy()
         _, p = nadeau_bengio_ttest(treated - clean, n_train, n_test)
         assert row["delta_auc"] == pytest.approx((treated - clean).mean())
         assert row["p_nadeau_bengio"] == pytest.approx(p)
@@ -119,8 +118,8 @@ def test_paired_tests_and_holm_follow_stats_on_the_fold_aucs(finished):
 
 def test_blur_at_native_resolution_washes_out_the_fine_artefact(finished):
     _, _, _, _, scores = finished
-    table = robustness_table(scores, {"phase4.top1_full": [100, 100]}, n_bootstrap=20).set_index(
-        ["corruption", "severity"])["auc"]
+    table = robustness_table(scores, {"phase4.top1_full": [100, 100]}, {"phase4.top1_full": [25, 25]},
+                             n_bootstrap=20).set_index(["corruption", "severity"])["auc"]
     assert table[(CLEAN, 0.0)] > 0.8
     assert table[("gaussian_blur", 2.0)] < table[(CLEAN, 0.0)] - 0.1
 
@@ -183,7 +182,8 @@ def test_final_models_default_to_phase4_full_runs_and_accept_one_label():
 def test_the_report_table_has_a_row_per_corruption_and_a_column_per_model(finished):
     *_, scores = finished
     both = pd.concat([scores, scores.assign(model="other")], ignore_index=True)
-    table = robustness_table(both, {"phase4.top1_full": [100, 100], "other": [100, 100]}, n_bootstrap=20)
+    table = robustness_table(both, {"phase4.top1_full": [100, 100], "other": [100, 100]},
+                             {"phase4.top1_full": [25, 25], "other": [25, 25]}, n_bootstrap=20)
     shown = shown_table(table)
     assert list(shown.columns) == ["corruption", "phase4.top1_full", "other"]
     assert shown["corruption"].tolist()[:4] == [CLEAN, "jpeg 90", "jpeg 30", "gaussian_blur 2"]
@@ -196,9 +196,37 @@ def test_sampling_keeps_whole_groups_in_their_order_up_to_max_images(finished):
     _, oof, *_ = finished
     sample = sample_groups(oof, 50, seed=0)
     sizes = oof.groupby("group").size()
-    assert 50 <= len(sample) < 50 + sizes.max()
+    # Each stratum (fold x real only / fake only / both) overshoots its share by less than one group.
+    strata = oof.groupby("group").agg(fold=("fold", "first"), labels=("label", lambda y: frozenset(y))).value_counts()
+    assert 50 <= len(sample) < 50 + len(strata) * sizes.max()
     kept = sample.groupby("group").size()
     assert kept.equals(sizes.loc[kept.index])
     assert sample.index.is_monotonic_increasing
     assert sample.equals(sample_groups(oof, 50, seed=0)) and not sample.equals(sample_groups(oof, 50, seed=1))
     assert sample_groups(oof, None) is oof and sample_groups(oof, len(oof)) is oof
+
+
+def test_sampling_keeps_both_classes_in_every_fold_in_proportion():
+    # Per fold: 45 real-only groups and 5 fake-only ones; unstratified, 10 images often hold no fake of a fold.
+    rows = [{"path": f"{fold}/{kind}{g}.png", "label": int(kind == "f"), "group": f"{fold}{kind}{g}", "fold": fold}
+            for fold in range(2) for kind, n in (("r", 45), ("f", 5)) for g in range(n)]
+    oof = pd.DataFrame(rows)
+    for seed in range(20):
+        sample = sample_groups(oof, 20, seed=seed)
+        assert sample.groupby("fold")["label"].agg(["size", "sum"]).values.tolist() == [[10, 1], [10, 1]], seed
+
+
+def test_a_subsample_keeps_the_study_s_fold_sizes_in_the_nadeau_bengio_correction(finished):
+    _, oof, fold_metrics, _, scores = finished
+    kept = sample_groups(oof, 40, seed=0)
+    part = scores[scores["path"].isin(kept["path"])]
+    n_train, n_test = fold_metrics["n_train"].tolist(), fold_metrics["n_test"].tolist()
+    table = robustness_table(part, {"phase4.top1_full": n_train}, {"phase4.top1_full": n_test}, n_bootstrap=20)
+    fold_auc = part.groupby(["corruption", "severity", "fold"]).apply(
+        lambda f: roc_auc_score(f["label"], f["prob"])).unstack("fold")
+    row = table.set_index(["corruption", "severity"]).loc[("gaussian_blur", 2.0)]
+    differences = fold_auc.loc[("gaussian_blur", 2.0)] - fold_auc.loc[(CLEAN, 0.0)]
+    assert row["p_nadeau_bengio"] == pytest.approx(nadeau_bengio_ttest(differences, n_train, n_test)[1])
+    scored = part[part["corruption"] == CLEAN].groupby("fold").size().tolist()
+    assert scored != n_test
+    assert row["p_nadeau_bengio"] != pytest.approx(nadeau_bengio_ttest(differences, n_train, scored)[1])

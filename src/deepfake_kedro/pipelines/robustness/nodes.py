@@ -45,8 +45,8 @@ def score_corruptions(
         raw_images: The raw image tree the study indexed.
         face_boxes: The stored MTCNN boxes (face-crop models re-use them; nothing is re-detected).
         robustness: ``models`` (null: every ``phase4.top<k>_full``), ``extra_models`` (tested beside them),
-            ``corruptions``, ``max_images`` (whole groups drawn up to this many images; null: all), ``seed``,
-            ``clean_tolerance``, ``device``.
+            ``corruptions``, ``max_images`` (whole groups drawn per fold and label up to about this many images;
+            null: all), ``seed``, ``clean_tolerance``, ``device``.
         phase4: ``ranking.top_k`` and ``scaling``, which name the full runs.
 
     Returns:
@@ -76,15 +76,17 @@ def summarize_robustness(
 
     Args:
         scores: ``score_corruptions``'s rows.
-        finished_experiments: For each model's per-fold training sizes (the Nadeau-Bengio correction).
+        finished_experiments: For each model's per-fold training and test sizes (the Nadeau-Bengio correction).
         n_bootstrap: Grouped bootstrap resamples (``evaluation.n_bootstrap``).
 
     Returns:
         The table (robustness.csv), the degradation-curve figure and the report section.
     """
-    n_train = {label: finished_experiments.load(label)[3].sort_values("fold")["n_train"].tolist()
-               for label in scores["model"].unique()}
-    table = robustness_table(scores, n_train, n_bootstrap=n_bootstrap)
+    sizes = {label: finished_experiments.load(label)[3].sort_values("fold") for label in scores["model"].unique()}
+    n_train = {label: folds["n_train"].tolist() for label, folds in sizes.items()}
+    # The study's test folds, not the images scored: robustness.max_images subsamples them, not the design.
+    n_test = {label: folds["n_test"].tolist() for label, folds in sizes.items()}
+    table = robustness_table(scores, n_train, n_test, n_bootstrap=n_bootstrap)
     caption = ("Each model's out-of-fold test images (the final models, then robustness.extra_models), "
                "corrupted at native resolution, then cropped as in training and scored by the fold model that "
                "held them out. AUC [grouped bootstrap 95% CI]; delta = mean fold AUC change vs clean; p: "
