@@ -88,6 +88,29 @@ def fold_aucs(summaries: Mapping[str, Mapping[str, Any]], trained_on: Mapping[st
     return np.asarray(cube, dtype=float)
 
 
+def cell_test_sizes(summaries: Mapping[str, Mapping[str, Any]], trained_on: Mapping[str, str],
+                    sources: Mapping[str, str]) -> np.ndarray:
+    """Per-fold test size of every cell: the real test images plus the tested source's.
+
+    A cell's AUC sees only those images, not the whole test fold, so they are its Nadeau-Bengio ``n_test``.
+
+    Args:
+        summaries: Experiment name -> metrics summary (per-fold records with ``n:<source>``).
+        trained_on: Fake source -> experiment (``design``).
+        sources: ``data.sources``.
+
+    Returns:
+        An ``S × S × K`` array like ``fold_aucs``, nan where a fold had no image of the tested source.
+    """
+    fakes, reals = list(trained_on), [s for s, kind in sources.items() if kind == "real"]
+    cube = []
+    for source in fakes:
+        folds = sorted(summaries[trained_on[source]]["folds"], key=lambda f: f["fold"])
+        cube.append([[sum(f.get(f"n:{r}", 0) for r in reals) + f.get(f"n:{t}", np.nan) for f in folds]
+                     for t in fakes])
+    return np.asarray(cube, dtype=float)
+
+
 def relation(trained: str, tested: str, families: Mapping[str, str]) -> str:
     """``diagonal``, ``same_family`` or ``cross_family``."""
     if trained == tested:
@@ -118,18 +141,20 @@ def transfer_matrix(cube: np.ndarray, fakes: Sequence[str], families: Mapping[st
     return pd.DataFrame(rows)
 
 
-def _cells_per_fold(cube: np.ndarray, fakes: Sequence[str], families: Mapping[str, str], group: str) -> np.ndarray:
-    """Per fold, the mean AUC of the cells in ``group`` (a relation, or ``off_diagonal``); empty if none."""
-    chosen = [(i, j) for i, s in enumerate(fakes) for j, t in enumerate(fakes)
-              if (relation(s, t, families) == group) or (group == "off_diagonal" and s != t)]
-    if not chosen:
-        return np.array([])
-    return np.nanmean(np.stack([cube[i, j] for i, j in chosen]), axis=0)
+def _cells(fakes: Sequence[str], families: Mapping[str, str], group: str) -> list[tuple[int, int]]:
+    """The ``(trained, tested)`` indices of the cells in ``group`` (a relation, or ``off_diagonal``)."""
+    return [(i, j) for i, s in enumerate(fakes) for j, t in enumerate(fakes)
+            if (relation(s, t, families) == group) or (group == "off_diagonal" and s != t)]
+
+
+def _mean_per_fold(cube: np.ndarray, cells: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Per fold, the mean of ``cube`` over ``cells``, skipping nan."""
+    return np.nanmean(np.stack([cube[i, j] for i, j in cells]), axis=0)
 
 
 def transfer_tests(
     cube: np.ndarray, fakes: Sequence[str], families: Mapping[str, str], n_train: Sequence[float],
-    n_test: Sequence[float],
+    n_test: np.ndarray,
 ) -> pd.DataFrame:
     """Diagonal vs off-diagonal and same- vs cross-family: paired over folds, Holm across the comparisons.
 
@@ -142,7 +167,8 @@ def transfer_tests(
         fakes: The fake sources, in the cube's order.
         families: Fake source -> family.
         n_train: Training-set size per fold (mean over the experiments).
-        n_test: Test-set size per fold.
+        n_test: Each cell's test-set size per fold (``cell_test_sizes``); a comparison takes, per fold, the
+            mean over the cells it compares.
 
     Returns:
         One row per comparison in the phases' paired-tests layout (``question``, ``baseline``, ``treatment``,
@@ -151,11 +177,12 @@ def transfer_tests(
     """
     rows = []
     for question, baseline, treatment in COMPARISONS:
-        base, treat = (_cells_per_fold(cube, fakes, families, g) for g in (baseline, treatment))
-        if not base.size or not treat.size:
+        base_cells, treat_cells = (_cells(fakes, families, g) for g in (baseline, treatment))
+        if not base_cells or not treat_cells:
             continue
+        base, treat = _mean_per_fold(cube, base_cells), _mean_per_fold(cube, treat_cells)
         row = {"question": question, "baseline": baseline, "treatment": treatment, "metric": "auc",
-               **paired_comparison(base, treat, n_train, n_test)}
+               **paired_comparison(base, treat, n_train, _mean_per_fold(n_test, base_cells + treat_cells))}
         for role, values in (("baseline", base), ("treatment", treat)):
             stats = summarize(values, bounds=(0.0, 1.0))
             row.update({f"{role}_ci_low": stats["ci_low"], f"{role}_ci_high": stats["ci_high"]})

@@ -6,6 +6,7 @@ from scipy import stats
 
 from deepfake_kedro.config import ConfigError
 from deepfake_kedro.generalisation import (
+    cell_test_sizes,
     design,
     fold_aucs,
     holdouts_beside,
@@ -21,12 +22,17 @@ FAKES = ["text2img", "inpainting", "insight"]
 EXPERIMENTS = {f"gen_{s}": {"train_sources": ["wiki", s]} for s in reversed(FAKES)}
 
 
+# Test images per fold: wiki 40 + 5k, then text2img, inpainting, insight.
+FAKE_COUNTS = {"text2img": 10, "inpainting": 20, "insight": 60}
+
+
 def summaries(cube: np.ndarray) -> dict:
     """Metrics summaries whose per-fold pairwise AUCs are ``cube[trained, tested, fold]`` (folds shuffled)."""
     out = {}
     for i, source in enumerate(FAKES):
-        folds = [{"fold": k, "n_train": 100, "n_test": 25, **{f"pairwise_auc:{t}": cube[i, j, k]
-                                                               for j, t in enumerate(FAKES)}}
+        folds = [{"fold": k, "n_train": 100, "n_test": 40 + 5 * k + sum(FAKE_COUNTS.values()), "n:wiki": 40 + 5 * k,
+                  **{f"n:{t}": n for t, n in FAKE_COUNTS.items()},
+                  **{f"pairwise_auc:{t}": cube[i, j, k] for j, t in enumerate(FAKES)}}
                  for k in range(cube.shape[2])]
         out[f"gen_{source}"] = {"config": EXPERIMENTS[f"gen_{source}"], "folds": folds[::-1]}
     return out
@@ -73,9 +79,29 @@ def test_matrix_cells_are_fold_means_with_t_intervals_and_relations():
     assert matrix.loc[("inpainting", "text2img"), "relation"] == "same_family"
 
 
+def test_a_cell_s_test_size_is_the_real_images_and_its_tested_source_s_not_the_whole_fold():
+    sizes = cell_test_sizes(summaries(random_cube()), design(EXPERIMENTS, SOURCES), SOURCES)
+    wiki = 40 + 5 * np.arange(5)
+    for i in range(3):
+        for j, t in enumerate(FAKES):
+            np.testing.assert_array_equal(sizes[i, j], wiki + FAKE_COUNTS[t])
+    # Two real sources both count; a fold without the tested source has no size, as it has no AUC.
+    two_reals = {"wiki": "real", "ffhq": "real", **{k: v for k, v in SOURCES.items() if k != "wiki"}}
+    records = summaries(random_cube())
+    for record in records["gen_insight"]["folds"]:
+        record["n:ffhq"] = 7
+    del records["gen_insight"]["folds"][0]["n:text2img"]  # folds are stored shuffled: this is fold 4
+    sizes = cell_test_sizes(records, design(EXPERIMENTS, two_reals), two_reals)
+    assert sizes[2, 2].tolist() == (wiki + 7 + 60).tolist() and np.isnan(sizes[2, 0, 4])
+
+
 def test_tests_pair_group_means_per_fold_with_nadeau_bengio_and_holm():
     cube = random_cube(1)
-    tests = transfer_tests(cube, FAKES, FAMILIES, n_train=[100] * 5, n_test=[25] * 5).set_index("treatment")
+    n_test = cell_test_sizes(summaries(cube), design(EXPERIMENTS, SOURCES), SOURCES)
+    tests = transfer_tests(cube, FAKES, FAMILIES, n_train=[100] * 5, n_test=n_test).set_index("treatment")
+    # Every comparison covers each tested source equally often: per fold, wiki + mean(10, 20, 60) images,
+    # against the whole fold's wiki + 90.
+    compared = np.mean(40 + 5 * np.arange(5) + 30)
     diagonal = np.mean([cube[i, i] for i in range(3)], axis=0)
     off = np.mean([cube[i, j] for i in range(3) for j in range(3) if i != j], axis=0)
     same = (cube[0, 1] + cube[1, 0]) / 2
@@ -83,7 +109,7 @@ def test_tests_pair_group_means_per_fold_with_nadeau_bengio_and_holm():
     p = {}
     for name, treat, base in (("diagonal", diagonal, off), ("same_family", same, cross)):
         d = treat - base
-        t = d.mean() / np.sqrt((1 / 5 + 25 / 100) * d.var(ddof=1))
+        t = d.mean() / np.sqrt((1 / 5 + compared / 100) * d.var(ddof=1))
         p[name] = 2 * stats.t.sf(abs(t), df=4)
         assert tests.loc[name, "diff_mean"] == pytest.approx(d.mean())
         assert tests.loc[name, "p_nadeau_bengio"] == pytest.approx(p[name])
@@ -97,7 +123,7 @@ def test_tests_pair_group_means_per_fold_with_nadeau_bengio_and_holm():
 
 def test_no_same_family_pair_leaves_that_comparison_out():
     families = {"text2img": "diffusion", "inpainting": "gan", "insight": "face_swap"}
-    tests = transfer_tests(random_cube(), FAKES, families, [100] * 5, [25] * 5)
+    tests = transfer_tests(random_cube(), FAKES, families, [100] * 5, np.full((3, 3, 5), 25.0))
     assert list(tests["treatment"]) == ["diagonal"]
     assert tests["p_holm"].iloc[0] == pytest.approx(tests["p_nadeau_bengio"].iloc[0])
 

@@ -13,6 +13,7 @@ from kedro.framework.startup import bootstrap_project
 from PIL import Image
 
 from deepfake_kedro.config import ConfigError
+from deepfake_kedro.stats import nadeau_bengio_ttest
 from tests.conftest import PROJECT_ROOT
 
 FAKES = ["text2img", "inpainting", "insight"]
@@ -34,8 +35,9 @@ def test_registered_by_name_outside_the_default_run_in_its_own_namespace():
 def write_finished_experiments(data_dir, cube: np.ndarray) -> None:
     """metrics.json of every gen_<s> (per-fold pairwise AUCs from ``cube``) and a phase-2 comparison."""
     for i, source in enumerate(FAKES):
-        folds = [{"fold": k, "n_train": 90, "n_test": 30, **{f"pairwise_auc:{t}": cube[i, j, k]
-                                                             for j, t in enumerate(FAKES)}} for k in range(5)]
+        # Per fold 12 real images and 6 of each fake source: a cell's AUC sees 18 of the fold's 30.
+        folds = [{"fold": k, "n_train": 90, "n_test": 30, "n:wiki": 12, **{f"n:{t}": 6 for t in FAKES},
+                  **{f"pairwise_auc:{t}": cube[i, j, k] for j, t in enumerate(FAKES)}} for k in range(5)]
         summary = {"experiment": f"gen_{source}", "config": {"train_sources": ["wiki", source]}, "folds": folds}
         folder = data_dir / "08_reporting" / "generalisation" / f"gen_{source}"
         folder.mkdir(parents=True)
@@ -49,7 +51,8 @@ def write_finished_experiments(data_dir, cube: np.ndarray) -> None:
 
 def test_analysis_reads_the_experiments_and_phase2_from_the_catalog_and_writes_the_matrix(kedro_project):
     data_dir = kedro_project.path / "data" / "demo"
-    cube = np.full((3, 3, 5), 0.6) + np.linspace(0, 0.04, 5)
+    # Fold noise, so the tests' p-values depend on the fold sizes (a constant difference has p = 0).
+    cube = np.full((3, 3, 5), 0.6) + np.random.default_rng(0).normal(0, 0.02, (3, 3, 5))
     for i in range(3):
         cube[i, i] += 0.3
     cube[0, 1] += 0.15
@@ -59,16 +62,23 @@ def test_analysis_reads_the_experiments_and_phase2_from_the_catalog_and_writes_t
 
     out = data_dir / "08_reporting" / "generalisation"
     matrix = pd.read_csv(out / "transfer_matrix.csv").set_index(["trained_on", "tested_on"])
-    assert len(matrix) == 9 and matrix.loc[("text2img", "text2img"), "auc_mean"] == pytest.approx(0.92)
+    assert len(matrix) == 9 and matrix.loc[("text2img", "text2img"), "auc_mean"] == pytest.approx(cube[0, 0].mean())
     assert matrix.loc[("inpainting", "text2img"), "relation"] == "same_family"
     tests = pd.read_csv(out / "transfer_tests.csv").set_index("treatment")
-    assert tests.loc["diagonal", "diff_mean"] == pytest.approx(0.3 - 0.3 / 6)
-    assert tests.loc["same_family", "diff_mean"] == pytest.approx(0.15)
+    diagonal = np.mean([cube[i, i] for i in range(3)], axis=0)
+    off = np.mean([cube[i, j] for i in range(3) for j in range(3) if i != j], axis=0)
+    assert tests.loc["diagonal", "diff_mean"] == pytest.approx((diagonal - off).mean())
+    # Nadeau-Bengio's n_test is what a cell's AUC sees (real + the tested source), not the whole fold.
+    assert tests.loc["diagonal", "p_nadeau_bengio"] == pytest.approx(nadeau_bengio_ttest(diagonal - off, 90, 18)[1])
+    assert tests.loc["diagonal", "p_nadeau_bengio"] != pytest.approx(nadeau_bengio_ttest(diagonal - off, 90, 30)[1])
+    same = (cube[0, 1] + cube[1, 0]) / 2
+    cross = np.mean([cube[0, 2], cube[1, 2], cube[2, 0], cube[2, 1]], axis=0)
+    assert tests.loc["same_family", "diff_mean"] == pytest.approx((same - cross).mean())
     assert Image.open(out / "transfer_heatmap.png").size[0] > 300
     section = data_dir / "08_reporting" / "sections" / "generalisation"
     table = pd.read_csv(section / "table.csv", keep_default_na=False)
     assert table.iloc[-1].tolist()[-1] == "0.70 (Δ +0.20 [+0.10, +0.30])"  # phase 2's hold-out of insight
-    assert "Δ +0.250" in json.loads((section / "section.json").read_text())["caption"]
+    assert f"Δ {(diagonal - off).mean():+.3f}" in json.loads((section / "section.json").read_text())["caption"]
 
 
 def test_a_fake_source_without_a_family_stops_the_run_before_any_cache(tiny_demo):

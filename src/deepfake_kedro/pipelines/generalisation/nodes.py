@@ -13,6 +13,7 @@ from deepfake_kedro.comparison import to_markdown
 from deepfake_kedro.config import validate_families
 from deepfake_kedro.datasets import FinishedExperiments
 from deepfake_kedro.generalisation import (
+    cell_test_sizes,
     design,
     fold_aucs,
     holdouts_beside,
@@ -29,9 +30,9 @@ logger = logging.getLogger(__name__)
 SECTION = "generalisation"
 
 
-def _fold_sizes(summaries: dict[str, Any], key: str) -> np.ndarray:
-    """Per fold, ``n_train`` or ``n_test`` averaged over the experiments (for Nadeau-Bengio)."""
-    per_experiment = [[f[key] for f in sorted(s["folds"], key=lambda f: f["fold"])] for s in summaries.values()]
+def _n_train(summaries: dict[str, Any]) -> np.ndarray:
+    """Per fold, ``n_train`` averaged over the experiments (for Nadeau-Bengio)."""
+    per_experiment = [[f["n_train"] for f in sorted(s["folds"], key=lambda f: f["fold"])] for s in summaries.values()]
     return np.asarray(per_experiment, dtype=float).mean(axis=0)
 
 
@@ -56,8 +57,8 @@ def analyse_transfer(
     fakes = list(trained_on)
     cube = fold_aucs(experiment_metrics, trained_on)
     matrix = transfer_matrix(cube, fakes, families)
-    tests = transfer_tests(cube, fakes, families, _fold_sizes(experiment_metrics, "n_train"),
-                           _fold_sizes(experiment_metrics, "n_test"))
+    tests = transfer_tests(cube, fakes, families, _n_train(experiment_metrics),
+                           cell_test_sizes(experiment_metrics, trained_on, data["sources"]))
     phase = generalisation.get("holdouts_from")
     holdouts = holdouts_beside(finished_experiments.comparison(phase) if phase else None, fakes)
     summary = summary_sentence(tests) if not tests.empty else "no two cell groups to compare"
