@@ -16,6 +16,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -247,23 +248,36 @@ def matrix_table(matrix: pd.DataFrame, holdouts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trained on", *header.values()]).fillna("")
 
 
+def _luminance(rgba: Sequence[float]) -> float:
+    """Approximate luminance of an RGB colour in [0, 1] (ITU-R BT.709 weights on the channels)."""
+    red, green, blue = rgba[:3]
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
 def transfer_heatmap(matrix: pd.DataFrame, title: str) -> Figure:
     """The S × S AUC matrix, each cell annotated with its mean and 95% CI, the diagonal outlined.
 
-    Rows are the source trained on, columns the source tested on; tick labels carry the family, and lines
-    separate families.
+    Rows are the source trained on, columns the source tested on; tick labels carry the family, sources are
+    grouped by family (in order of each family's first source) and lines separate families. The colours
+    diverge at chance (AUC 0.5): below-chance cells are red, not painted as 0.5.
     """
-    fakes = list(dict.fromkeys(matrix["trained_on"]))
     family = dict(zip(matrix["tested_on"], matrix["tested_family"], strict=False))
+    listed = list(dict.fromkeys(matrix["trained_on"]))
+    families = list(dict.fromkeys(family[s] for s in listed))
+    # A stable sort: one block per family, sources in their listed order within it.
+    fakes = sorted(listed, key=lambda s: families.index(family[s]))
     grid = matrix.set_index(["trained_on", "tested_on"])
     values = np.array([[grid.loc[(s, t), "auc_mean"] for t in fakes] for s in fakes], dtype=float)
     size = 1.9 * len(fakes) + 2.6
     figure, ax = plt.subplots(figsize=(size, size - 1.2), constrained_layout=True)
-    image = ax.imshow(values, cmap="RdYlGn", vmin=0.5, vmax=1.0)
+    cmap, norm = plt.get_cmap("RdYlGn"), TwoSlopeNorm(vmin=0.0, vcenter=0.5, vmax=1.0)
+    image = ax.imshow(values, cmap=cmap, norm=norm)
     for (i, j), value in np.ndenumerate(values):
         cell = grid.loc[(fakes[i], fakes[j])]
+        # White text on the dark ends of the scale (deep red near 0, deep green near 1).
+        dark = not np.isnan(value) and _luminance(cmap(norm(value))) < 0.5
         ax.text(j, i, cell_text(value, cell["auc_ci_low"], cell["auc_ci_high"]), ha="center", va="center",
-                fontsize=10, fontweight="bold" if i == j else "normal")
+                fontsize=10, fontweight="bold" if i == j else "normal", color="white" if dark else "black")
         if i == j:
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2, zorder=3))
     for k in range(1, len(fakes)):

@@ -160,3 +160,28 @@ def test_matrix_table_and_heatmap_show_each_cell_with_its_interval():
     texts = [t.get_text() for t in figure.axes[0].texts]
     assert texts[0] == "0.93\n[0.91, 0.95]" and len(texts) == 9
     plt.close(figure)
+
+
+def test_the_heatmap_groups_sources_by_family_and_shows_below_chance_cells_apart_from_chance():
+    fakes = ["text2img", "insight", "inpainting"]  # the diffusion family is not contiguous in data.sources
+    cube = np.full((3, 3, 5), 0.7)
+    cube[1, 0] = 0.3  # trained on insight, tested on text2img: below chance
+    cube[2, 1] = 0.5
+    figure = transfer_heatmap(transfer_matrix(cube, fakes, FAMILIES), "t")
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "text2img\n(diffusion)", "inpainting\n(diffusion)", "insight\n(face_swap)"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [t.get_text() for t in ax.get_xticklabels()]
+    # One family boundary: one horizontal and one vertical separator, between inpainting and insight.
+    horizontal = [line.get_ydata()[0] for line in ax.lines if line.get_ydata()[0] == line.get_ydata()[1]]
+    vertical = [line.get_xdata()[0] for line in ax.lines if line.get_xdata()[0] == line.get_xdata()[1]]
+    assert horizontal == vertical == [1.5]
+    # Rows and columns follow the new order: row insight (2), column text2img (0) holds 0.30.
+    image = ax.images[0]
+    values = image.get_array()
+    assert values[2, 0] == pytest.approx(0.3) and values[1, 2] == pytest.approx(0.5)
+    assert not np.allclose(image.to_rgba(0.3), image.to_rgba(0.5))
+    assert not np.allclose(image.to_rgba(0.0), image.to_rgba(0.3))
+    texts = {t.get_text().split("\n")[0]: t for t in ax.texts}
+    assert texts["0.30"].get_position() == (0, 2)
+    plt.close(figure)
