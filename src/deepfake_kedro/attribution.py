@@ -411,6 +411,11 @@ def compare_approaches(flat: pd.DataFrame, hierarchical: pd.DataFrame) -> pd.Dat
     return tests
 
 
+def chance_level(classes: Sequence[str]) -> float:
+    """Balanced accuracy of a guess that ignores the image (any rule, any class sizes): 1 / number of classes."""
+    return 1.0 / len(classes)
+
+
 def _annotated_matrix(ax: Any, matrix: np.ndarray, classes: Sequence[str], title: str) -> Any:
     image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     for (i, j), value in np.ndenumerate(matrix):
@@ -425,6 +430,8 @@ def _annotated_matrix(ax: Any, matrix: np.ndarray, classes: Sequence[str], title
 def confusion_figure(summaries: Mapping[str, Mapping[str, Any]], title: str, levels: bool = True) -> Figure:
     """Row-normalised end-to-end confusion matrices, one panel per approach, then one per hierarchy level.
 
+    Each panel's title gives its chance level (``chance_level``): a guess puts that share in every cell of a row.
+
     Args:
         summaries: Approach -> its summary (``evaluate_approach``).
         title: Figure title.
@@ -438,20 +445,28 @@ def confusion_figure(summaries: Mapping[str, Mapping[str, Any]], title: str, lev
     FigureCanvasAgg(figure)  # a canvas that renders to pixels, for the report slide
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, confusion) in zip(axes, panels, strict=True):
-        image = _annotated_matrix(ax, np.asarray(confusion["matrix"]), confusion["classes"], name)
+        classes = confusion["classes"]
+        image = _annotated_matrix(ax, np.asarray(confusion["matrix"]), classes,
+                                  f"{name}\n(chance {chance_level(classes):.2f} per cell of a row)")
     figure.colorbar(image, ax=list(axes), shrink=0.7, label="share of the true class")
     figure.suptitle(title)
     return figure
 
 
 def results_table(summaries: Mapping[str, Mapping[str, Any]], tests: pd.DataFrame) -> pd.DataFrame:
-    """The report's table: end-to-end mean [95% CI] per approach, the difference and its Holm-adjusted p."""
+    """The report's table: end-to-end mean [95% CI] per approach, chance, the difference and its Holm-adjusted p.
+
+    ``chance`` is the balanced accuracy of a guess (``chance_level``); macro-F1 has no such level (a guess's
+    depends on the class sizes), so its cell is empty.
+    """
     rows = []
     for metric in PAIRED_METRICS:
         row: dict[str, Any] = {"metric": metric}
         for name, summary in summaries.items():
             s = summary["views"][END_TO_END][metric]
             row[name] = f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+        classes = next(iter(summaries.values()))["classes"]
+        row["chance"] = f"{chance_level(classes):.3f}" if metric == "balanced_accuracy" else ""
         test = tests.set_index("metric").loc[metric]
         row["hier - flat"] = f"{test['diff_mean']:+.3f}"
         row["p (NB, Holm)"] = f"{test['p_holm']:.3g}"

@@ -125,23 +125,33 @@ def _perfect_runs(store, models, fold_table):
             store.write(run_key(model.fingerprint, int(fold)), result)
 
 
-def test_a_level_whose_family_misses_a_fold_s_test_part_scores_that_fold_nan_and_says_so(tmp_path, caplog):
-    from deepfake_kedro.attribution import evaluate_approach
-    from deepfake_kedro.run_store import FoldRunStore
-
+def small_family_fold_table() -> pd.DataFrame:
+    """Three folds of wiki and insight groups; the diffusion family's sources only reach folds 0 and 1."""
     rows = [{"path": f"{source}/f{fold}g{g}.png", "source": source, "group": f"f{fold}g{g}", "fold": fold}
             for fold in range(3) for g in range(4) for source in ("wiki", "insight")]
-    # The diffusion family's sources only reach folds 0 and 1, as a small source can.
     rows += [{"path": f"{source}/f{fold}d.png", "source": source, "group": f"f{fold}d", "fold": fold}
              for fold in (0, 1) for source in ("text2img", "inpainting")]
     fold_table = pd.DataFrame(rows)
     for k in range(3):
         fold_table[f"split_{k}"] = np.where(fold_table["fold"] == k, "test", "train")
-    models = resolve_models("hierarchical", None, DEFAULTS, DATA)
-    store = FoldRunStore(tmp_path)
+    return fold_table
+
+
+def perfect_evaluation(root, approach: str) -> tuple[pd.DataFrame, dict]:
+    """``evaluate_approach``'s fold metrics and summary for models that call every test row right."""
+    from deepfake_kedro.attribution import evaluate_approach
+    from deepfake_kedro.run_store import FoldRunStore
+
+    fold_table, store = small_family_fold_table(), FoldRunStore(root)
+    models = resolve_models(approach, None, DEFAULTS, DATA)
     _perfect_runs(store, models, fold_table)
+    _, fold_metrics, summary, _ = evaluate_approach(approach, models, store, fold_table, DATA)
+    return fold_metrics, summary
+
+
+def test_a_level_whose_family_misses_a_fold_s_test_part_scores_that_fold_nan_and_says_so(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="deepfake_kedro.attribution"):
-        _, fold_metrics, summary, _ = evaluate_approach("hierarchical", models, store, fold_table, DATA)
+        fold_metrics, summary = perfect_evaluation(tmp_path, "hierarchical")
     level3 = fold_metrics[fold_metrics["view"] == "level3_diffusion"].set_index("fold")
     assert level3.loc[2, "n_rows"] == 0
     assert level3.loc[2, ["balanced_accuracy", "macro_f1", "accuracy"]].isna().all()
@@ -153,3 +163,20 @@ def test_a_level_whose_family_misses_a_fold_s_test_part_scores_that_fold_nan_and
     # A perfect fold missing the diffusion classes is a perfect fold on macro-F1 too.
     end = fold_metrics[fold_metrics["view"] == "end_to_end"]
     assert end["macro_f1"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_the_results_table_and_confusion_panels_give_the_chance_level(tmp_path):
+    from deepfake_kedro.attribution import confusion_figure, results_table
+
+    flat_metrics, flat = perfect_evaluation(tmp_path / "flat", "flat")
+    hierarchical_metrics, hierarchical = perfect_evaluation(tmp_path / "hierarchical", "hierarchical")
+    summaries = {"flat": flat, "hierarchical": hierarchical}
+    table = results_table(summaries, compare_approaches(flat_metrics, hierarchical_metrics)).set_index("metric")
+    # Four classes (real and three fake sources): a guess's balanced accuracy is 1/4.
+    assert table.loc["balanced_accuracy", "chance"] == "0.250" and table.loc["macro_f1", "chance"] == ""
+    assert list(table.columns) == ["flat", "hierarchical", "chance", "hier - flat", "p (NB, Holm)"]
+    figure = confusion_figure(summaries, "t")
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    # End to end 1/4; level 1 (real, fake), level 2 (two families) and level 3 (two diffusion sources) 1/2.
+    assert [t.split("\n")[1] for t in titles] == ["(chance 0.25 per cell of a row)"] * 2 + [
+        "(chance 0.50 per cell of a row)"] * 3

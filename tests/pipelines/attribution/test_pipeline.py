@@ -68,3 +68,15 @@ def test_attribution_is_registered_by_name_as_namespaced_groups_outside_the_defa
                if "." in o and not o.startswith("attribution.")]
     assert foreign == []
     assert not any(n.namespace and n.namespace.startswith("attribution") for n in pipelines["__default__"].nodes)
+
+
+def test_the_report_section_states_the_chance_level_in_its_caption_and_table(tmp_path):
+    from deepfake_kedro.attribution import compare_approaches
+    from deepfake_kedro.pipelines.attribution.nodes import report_section
+    from tests.core.test_attribution import perfect_evaluation
+
+    flat_metrics, flat = perfect_evaluation(tmp_path / "flat", "flat")
+    hierarchical_metrics, hierarchical = perfect_evaluation(tmp_path / "hierarchical", "hierarchical")
+    section = report_section(flat, hierarchical, compare_approaches(flat_metrics, hierarchical_metrics))
+    assert "chance: a guess's balanced accuracy, 1/4 = 0.250" in section.caption
+    assert section.table.set_index("metric").loc["balanced_accuracy", "chance"] == "0.250"

@@ -92,9 +92,9 @@ def evaluate(
     oof, fold_metrics, summary, confusion = core.evaluate_approach(approach, resolved, fold_runs, fold_table, data,
                                                                    current)
     end = summary["views"][core.END_TO_END]
-    logger.info("attribution %s: balanced accuracy %.3f (95%% CI %.3f-%.3f), macro-F1 %.3f", approach,
+    logger.info("attribution %s: balanced accuracy %.3f (95%% CI %.3f-%.3f; chance %.3f), macro-F1 %.3f", approach,
                 end["balanced_accuracy"]["mean"], end["balanced_accuracy"]["ci_low"],
-                end["balanced_accuracy"]["ci_high"], end["macro_f1"]["mean"])
+                end["balanced_accuracy"]["ci_high"], core.chance_level(summary["classes"]), end["macro_f1"]["mean"])
     return oof, fold_metrics, json_safe(summary), confusion
 
 
@@ -140,8 +140,10 @@ def report_section(flat_metrics: dict[str, Any], hierarchical_metrics: dict[str,
     """The report's attribution slides: the comparison table and the confusion matrices."""
     summaries = {"flat": flat_metrics, "hierarchical": hierarchical_metrics}
     classes = ", ".join(flat_metrics["classes"])
-    caption = (f"Which source made an image ({classes}): one flat {len(flat_metrics['classes'])}-way model vs a "
+    n_classes, chance = len(flat_metrics["classes"]), core.chance_level(flat_metrics["classes"])
+    caption = (f"Which source made an image ({classes}): one flat {n_classes}-way model vs a "
                f"hierarchy (real/fake -> family -> source), on the study's folds. Mean over folds [95% t-CI]; "
+               f"chance: a guess's balanced accuracy, 1/{n_classes} = {chance:.3f}; "
                f"p: Nadeau-Bengio paired test on the per-fold scores, Holm-adjusted across the two metrics. "
                f"Confusion rows are the true class, normalised to 1.")
     return ReportSection.with_figure(
