@@ -125,12 +125,14 @@ class PipelineLayoutHook:
 
 
 class DataRootHook:
-    """Points the catalog's ``raw_images`` at ``data.root``, so the data root is set in one place.
+    """Points the catalog's raw trees (``raw_images``, ``raw_download``) at ``data.root``, so it is set in one place.
 
     ``data.root`` defaults to the ``data_root`` global, which the catalog reads too; a user who sets only
-    ``data.root`` in an environment's parameters.yml moves ``raw_images`` with it. Only an environment that
-    sets both, to different folders, is an error.
+    ``data.root`` in an environment's parameters.yml moves ``raw_images`` and the download's target with it.
+    Only an environment that sets both, to different folders, is an error.
     """
+
+    RAW_TREES = ("raw_images", "raw_download")
 
     def __init__(self) -> None:
         self._project_path = Path.cwd()
@@ -149,12 +151,13 @@ class DataRootHook:
 
     @hook_impl
     def after_catalog_created(self, catalog: Any, conf_catalog: dict[str, Any], parameters: dict[str, Any]) -> None:
-        config = conf_catalog.get("raw_images")
         data = (parameters.get("parameters") or {}).get("data") or {}
-        if not config or not data.get("root"):
+        configs = {name: conf_catalog[name] for name in self.RAW_TREES if conf_catalog.get(name)}
+        if not configs or not data.get("root"):
             return
         wanted = (self._project_path / data["root"]).resolve()
-        if Path(config["path"]).resolve() == wanted:
+        moved = {name: config for name, config in configs.items() if Path(config["path"]).resolve() != wanted}
+        if not moved:
             return
         own = self._env_globals.get("data_root")
         if own is not None and (self._project_path / own).resolve() != wanted:
@@ -162,5 +165,6 @@ class DataRootHook:
                 f"conf/{self._env}/globals.yml sets data_root = {own!r}, but data.root in the parameters is "
                 f"{data['root']!r}; keep one of them (the other follows), or pass --params data.root=..."
             )
-        catalog["raw_images"] = AbstractDataset.from_config("raw_images", {**config, "path": str(wanted)})
-        logger.info("raw_images reads data.root = %s", data["root"])
+        for name, config in moved.items():
+            catalog[name] = AbstractDataset.from_config(name, {**config, "path": str(wanted)})
+        logger.info("%s read%s data.root = %s", " and ".join(moved), "s" if len(moved) == 1 else "", data["root"])

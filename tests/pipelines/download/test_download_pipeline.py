@@ -57,3 +57,15 @@ def test_the_base_configuration_leaves_the_zip_folder_to_the_raw_tree():
     download = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_download.yml").read_text())["download"]
     assert plan_download(download).archive_dir is None
     assert plan_download({**download, "archive_dir": "/zips"}).archive_dir == Path("/zips")
+
+
+def test_download_follows_data_root_set_in_an_environments_parameters(kedro_project, tmp_path):
+    write_dff_zips(tmp_path / "zips", n_identities=4)
+    env = kedro_project.path / "conf/mydata"
+    env.mkdir()
+    (env / "parameters.yml").write_text(
+        f"data:\n  root: {tmp_path / 'dff'}\ndownload:\n  local_archive_dir: {tmp_path / 'zips'}\n")
+
+    kedro_project.run("download", env="mydata")
+    assert {p.name for p in (tmp_path / "dff").iterdir()} == set(DFF_SOURCES)
+    assert not (kedro_project.path / "data/01_raw/dff").exists()
