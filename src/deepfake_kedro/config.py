@@ -9,6 +9,7 @@ key named.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import os
@@ -274,7 +275,23 @@ def _validate_block(schema: type[BaseModel], block: Any, name: str) -> Any:
     try:
         return schema.model_validate(dict(block))
     except ValidationError as error:
-        raise ConfigError(f"{name} (parameters.yml): {_describe(error)}") from None
+        raise ConfigError(f"{name} (parameters.yml): {_describe(error)}{_close_key(schema, error)}") from None
+
+
+def _close_key(schema: type[BaseModel], error: ValidationError) -> str:
+    """'; did you mean 'root'?' for an unknown key close to one of its mapping's keys, else ''."""
+    first = max(error.errors(), key=lambda e: len(e["loc"]))
+    if first["type"] != "extra_forbidden":
+        return ""
+    *parents, key = first["loc"]
+    for part in parents:  # down to the nested model that holds the unknown key
+        field = schema.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        schema = annotation
+    close = difflib.get_close_matches(str(key), list(schema.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {sorted(schema.model_fields)}"
 
 
 class FaceDetectionConfig(_Strict):
@@ -322,6 +339,60 @@ def validate_preprocessing(preprocessing: Mapping[str, Any]) -> PreprocessingCon
         ConfigError: ``preprocessing (parameters.yml): key 'image_sizes': ...``.
     """
     return _validate_block(PreprocessingConfig, preprocessing, "preprocessing")
+
+
+class DataConfig(_Strict):
+    """The study-wide ``data`` block: where the raw tree is and what its folders are."""
+
+    root: str
+    sources: dict[str, Literal["real", "fake"]]
+    families: dict[str, Any] | None = None  # validate_families checks it against sources where it is used
+
+
+def validate_data(data: Mapping[str, Any]) -> DataConfig:
+    """Validates the ``data`` block before any node reads it (``data.rot`` would otherwise be ignored).
+
+    Raises:
+        ConfigError: ``data (parameters.yml): key 'rot': Extra inputs are not permitted ...; did you mean 'root'?``.
+    """
+    return _validate_block(DataConfig, data, "data")
+
+
+class DownloadConfig(_Strict):
+    """The ``download`` block: which DFF archives to fetch from the Hub, and where the zips are kept."""
+
+    repo_id: str
+    repo_type: Literal["dataset", "model", "space"] = "dataset"
+    revision: str | None = None
+    archives: list[str] | str  # a string is one archive, or several separated by commas
+    archive_dir: str | None = None
+    local_archive_dir: str | None = None
+
+
+def validate_download(download: Mapping[str, Any]) -> DownloadConfig:
+    """Validates the ``download`` block before the download runs (a misspelt folder would be ignored).
+
+    Raises:
+        ConfigError: ``download (parameters.yml): key 'local_archives_dir': ...; did you mean 'local_archive_dir'?``.
+    """
+    return _validate_block(DownloadConfig, download, "download")
+
+
+class EdaConfig(_Strict):
+    """The ``eda`` block: the metadata shortcut's warning level and how many images the figures sample."""
+
+    shortcut_warn_above: float = Field(0.75, ge=0, le=1)
+    colour_images_per_source: int = Field(200, ge=1)
+    grid_images_per_source: int = Field(8, ge=1)
+
+
+def validate_eda(eda: Mapping[str, Any]) -> EdaConfig:
+    """Validates the ``eda`` block before the eda pipeline reads it.
+
+    Raises:
+        ConfigError: ``eda (parameters.yml): key 'shortcut_warn_abov': ...; did you mean 'shortcut_warn_above'?``.
+    """
+    return _validate_block(EdaConfig, eda, "eda")
 
 
 def _known_experiment(reference: Any, phase: str, parameters: Mapping[str, Any]) -> bool:

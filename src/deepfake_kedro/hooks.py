@@ -16,7 +16,10 @@ from deepfake_kedro.config import (
     check_name,
     check_references,
     resolve_experiment,
+    validate_data,
     validate_defaults,
+    validate_download,
+    validate_eda,
     validate_families,
     validate_preprocessing,
 )
@@ -42,8 +45,11 @@ class ValidateExperimentsHook:
         parameters = catalog.load("parameters")
         if "defaults" in parameters:  # preprocessing and eda read the study-wide block too
             validate_defaults(parameters["defaults"])
-        if "preprocessing" in parameters:
-            validate_preprocessing(parameters["preprocessing"])
+        # Every block nodes read by key is strict, so a misspelt key fails here instead of being ignored.
+        for block, validate in (("data", validate_data), ("preprocessing", validate_preprocessing),
+                                ("download", validate_download), ("eda", validate_eda)):
+            if block in parameters:
+                validate(parameters[block])
         namespaces = {n.namespace.split(".")[0] for n in pipeline.nodes if n.namespace}
         checked = 0
         for phase in sorted(namespaces):

@@ -8,8 +8,12 @@ from deepfake_kedro.config import (
     check_references,
     config_fingerprint,
     resolve_experiment,
+    validate_data,
     validate_defaults,
+    validate_download,
+    validate_eda,
     validate_families,
+    validate_preprocessing,
 )
 from deepfake_kedro.config_loader import StudyConfigLoader
 from deepfake_kedro.settings import CONFIG_LOADER_ARGS
@@ -146,6 +150,30 @@ def test_families_map_every_fake_source_in_source_order():
 def test_bad_families_are_rejected_naming_the_key(families, message):
     with pytest.raises(ConfigError, match=message):
         validate_families({**DATA, "families": families})
+
+
+@pytest.mark.parametrize("env", [None, "demo", "faces140k"])
+def test_every_shipped_environment_passes_the_strict_blocks(env):
+    parameters = StudyConfigLoader(str(PROJECT_ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]
+    assert validate_data(parameters["data"]).sources == parameters["data"]["sources"]
+    assert validate_download(parameters["download"]).repo_id == "OpenRL/DeepFakeFace"
+    validate_eda(parameters["eda"])
+    validate_preprocessing(parameters["preprocessing"])
+
+
+@pytest.mark.parametrize(("validate", "block", "message"), [
+    (validate_data, {**DATA, "rot": "/x"}, r"data \(parameters.yml\): key 'rot': Extra inputs .*did you mean 'root'\?"),
+    (validate_data, {**DATA, "sources": {"wiki": "genuine"}}, r"key 'sources.wiki': Input should be 'real' or 'fake'"),
+    (validate_download, {"repo_id": "r", "archives": ["wiki.zip"], "local_archives_dir": "/zips"},
+     r"download \(parameters.yml\): key 'local_archives_dir'.*did you mean 'local_archive_dir'\?"),
+    (validate_eda, {"shortcut_warn_abov": 0.8},
+     r"eda \(parameters.yml\): key 'shortcut_warn_abov'.*'shortcut_warn_above'"),
+    (validate_preprocessing, {"image_sizes": [32], "face_detection": {"batchsize": 8}},
+     r"key 'face_detection.batchsize'.*did you mean 'batch_size'\?"),
+])
+def test_a_misspelt_key_of_a_strict_block_is_named_with_its_close_match(validate, block, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(block)
 
 
 @pytest.mark.parametrize("env", [None, "demo", "faces140k"])

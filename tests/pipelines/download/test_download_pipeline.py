@@ -7,8 +7,10 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+import pytest
 import yaml
 
+from deepfake_kedro.config import ConfigError
 from deepfake_kedro.demo_data import generate_demo_dataset
 from deepfake_kedro.pipelines.download.nodes import plan_download
 from tests.conftest import PROJECT_ROOT
@@ -69,3 +71,14 @@ def test_download_follows_data_root_set_in_an_environments_parameters(kedro_proj
     kedro_project.run("download", env="mydata")
     assert {p.name for p in (tmp_path / "dff").iterdir()} == set(DFF_SOURCES)
     assert not (kedro_project.path / "data/01_raw/dff").exists()
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"data": {"rot": "/x"}}, r"data \(parameters.yml\): key 'rot'.*did you mean 'root'"),
+    ({"download": {"local_archives_dir": "/zips"}}, r"download \(parameters.yml\): key 'local_archives_dir'"),
+])
+def test_a_misspelt_data_or_download_key_stops_the_run_before_any_node(kedro_project, tmp_path, params, message):
+    kedro_project.edit_yaml("conf/base/parameters_download.yml", {"download": {"archive_dir": str(tmp_path / "a")}})
+    with pytest.raises(ConfigError, match=message):
+        kedro_project.run("download", env="base", params=params)
+    assert not (tmp_path / "a").exists() and not (kedro_project.path / "data").exists()
