@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -112,18 +113,25 @@ def extract_archive(zip_path: Path, destination: Path) -> int:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        with zipfile.ZipFile(zip_path) as archive:
-            files = _members(archive, zip_path)
-            for info in progress(files, f"extracting {zip_path.name}", unit="file"):
-                archive.extract(info, staging)
-    except zipfile.BadZipFile as error:
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                files = _members(archive, zip_path)
+                for info in progress(files, f"extracting {zip_path.name}", unit="file"):
+                    archive.extract(info, staging)
+        # A truncated or corrupt download fails in zipfile, in zlib (a broken deflate stream) or as a short read.
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+            raise DownloadError(f"{zip_path} is not a valid zip ({type(error).__name__}: {error}); delete it and "
+                                f"run the download again") from error
+        except OSError as error:
+            raise DownloadError(f"cannot extract {zip_path} into {destination.parent} ({type(error).__name__}: "
+                                f"{error}); if the zip is damaged, delete it and run the download again") from error
+        parts = [PurePosixPath(info.filename).parts for info in files]
+        own_top_folder = bool(parts) and all(len(p) > 1 and p[0] == destination.name for p in parts)
+        # A zip with its own top folder (wiki/...) has that folder moved into place; any other, the staging folder.
+        (staging / destination.name if own_top_folder else staging).rename(destination)
+    finally:
+        # Whatever stopped the extraction, no half-extracted staging folder is left beside the sources.
         shutil.rmtree(staging, ignore_errors=True)
-        raise DownloadError(f"{zip_path} is not a valid zip ({error}); delete it and run the download again") from error
-    parts = [PurePosixPath(info.filename).parts for info in files]
-    own_top_folder = bool(parts) and all(len(p) > 1 and p[0] == destination.name for p in parts)
-    # A zip with its own top folder (wiki/...) has that folder moved into place; any other, the staging folder.
-    (staging / destination.name if own_top_folder else staging).rename(destination)
-    shutil.rmtree(staging, ignore_errors=True)
     logger.info("%s: extracted %d files into %s", zip_path.name, len(files), destination)
     return len(files)
 

@@ -51,11 +51,25 @@ def test_a_broken_zip_leaves_nothing_half_extracted(tmp_path):
     assert not (tmp_path / "dff").exists() or list((tmp_path / "dff").iterdir()) == []
 
 
+def test_a_corrupt_deflate_stream_names_the_zip_and_leaves_no_staging_folder(tmp_path):
+    zip_path = tmp_path / "wiki.zip"
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("wiki/00/a_1_2.jpg", bytes(range(256)) * 64)
+    raw = bytearray(zip_path.read_bytes())
+    start = 30 + len("wiki/00/a_1_2.jpg")  # the local header, then the compressed data
+    raw[start:start + 8] = b"\xff" * 8
+    zip_path.write_bytes(bytes(raw))
+    with pytest.raises(DownloadError, match=r"wiki.zip is not a valid zip \(error: Error -3 .*delete it and run"):
+        extract_archive(zip_path, tmp_path / "dff/wiki")
+    assert list((tmp_path / "dff").iterdir()) == []
+
+
 def test_a_member_outside_the_folder_is_refused(tmp_path):
     zip_path = write_zip(tmp_path / "wiki.zip", {"../evil.jpg": b"x"})
     with pytest.raises(DownloadError, match=r"'\.\./evil\.jpg'.*outside"):
         extract_archive(zip_path, tmp_path / "dff/wiki")
     assert not (tmp_path / "evil.jpg").exists()
+    assert list((tmp_path / "dff").iterdir()) == []  # no .wiki.partial left behind
 
 
 def test_local_copies_are_used_and_counted_per_source(tmp_path):
@@ -99,3 +113,4 @@ def test_zips_from_the_hub_are_kept_beside_the_raw_tree_whatever_the_cwd(tmp_pat
     assert download_dataset(DownloadPlan(archives=("wiki.zip",)), root) == {"wiki": 1}
     assert fetched == [tmp_path / "data/01_raw/dff_archives"]
     assert (tmp_path / "data/01_raw/dff_archives/wiki.zip").is_file() and not any(elsewhere.iterdir())
+
