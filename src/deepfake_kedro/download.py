@@ -8,6 +8,7 @@ stripped; any other zip's content is taken as the source folder itself (``00/...
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import zipfile
@@ -73,6 +74,13 @@ def fetch_archive(plan: DownloadPlan, filename: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id=plan.repo_id, filename=filename, repo_type=plan.repo_type,
                                     revision=plan.revision, local_dir=plan.archive_dir))
+    except _transport_errors() as error:
+        cause = (str(error).splitlines() or [""])[0].rstrip(".")
+        raise DownloadError(
+            f"the download of {filename!r} from the Hugging Face Hub ({plan.repo_type} {plan.repo_id}) broke off: "
+            f"{type(error).__name__}: {cause}. Run the download again: it resumes from the part already in "
+            f"{plan.archive_dir}/"
+        ) from error
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         by_hand = Path(plan.local_archive_dir or plan.archive_dir)
         cause = (str(error).splitlines() or [""])[0].rstrip(".")
@@ -83,6 +91,20 @@ def fetch_archive(plan: DownloadPlan, filename: str) -> Path:
             f"https://huggingface.co/datasets/{plan.repo_id} into {by_hand}/ and set "
             f"download.local_archive_dir: {by_hand}"
         ) from error
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's own errors (a dropped connection, a timeout), which are no ``OSError``.
+
+    huggingface_hub 2.x fetches through ``httpx2``, 1.x through ``httpx`` (0.x's ``requests`` errors are OSErrors).
+    """
+    errors = []
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(module).HTTPError)
+        except ImportError:
+            continue
+    return tuple(errors)
 
 
 def _members(archive: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipInfo]:

@@ -114,3 +114,16 @@ def test_zips_from_the_hub_are_kept_beside_the_raw_tree_whatever_the_cwd(tmp_pat
     assert fetched == [tmp_path / "data/01_raw/dff_archives"]
     assert (tmp_path / "data/01_raw/dff_archives/wiki.zip").is_file() and not any(elsewhere.iterdir())
 
+
+@pytest.mark.parametrize("client", ["httpx2", "httpx"])
+def test_a_dropped_connection_says_that_rerunning_resumes(tmp_path, monkeypatch, client):
+    httpx = pytest.importorskip(client)
+
+    def hub_download(repo_id, filename, repo_type, revision, local_dir):  # the network edge
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", hub_download)
+    plan = DownloadPlan(archives=("wiki.zip",), archive_dir=tmp_path / "archives")
+    with pytest.raises(DownloadError, match=r"'wiki.zip' .* broke off: RemoteProtocolError: peer closed.*"
+                                            r"Run the download again: it resumes"):
+        fetch_archive(plan, "wiki.zip")
