@@ -50,6 +50,25 @@ class DownloadPlan:
     local_archive_dir: Path | None = None
 
 
+def archive_names(archives: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``download.archives`` as file names: a list, or a string of one name or several separated by commas.
+
+    ``--params download.archives=wiki.zip`` arrives as a string, which would otherwise be read letter by letter.
+
+    Raises:
+        DownloadError: A name that is not a ``.zip`` file, or no name at all.
+    """
+    names = tuple(n.strip() for n in archives.split(",")) if isinstance(archives, str) else tuple(archives)
+    bad = [name for name in names if not (isinstance(name, str) and name.endswith(".zip") and len(name) > 4)]
+    if bad or not names:
+        raise DownloadError(
+            f"download.archives: every archive must be a .zip file of the repository (DFF's: "
+            f"{', '.join(DFF_ARCHIVES)}), got {bad or list(names)!r}; pass one as download.archives=wiki.zip or "
+            f"several as a list or a comma-separated string"
+        )
+    return names
+
+
 def archives_beside(root: Path) -> Path:
     """Where zips are kept by default: ``<root>_archives`` next to the raw tree (``data/01_raw/dff_archives``)."""
     return Path(root).with_name(f"{Path(root).name}_archives")

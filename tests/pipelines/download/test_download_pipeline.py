@@ -12,6 +12,7 @@ import yaml
 
 from deepfake_kedro.config import ConfigError
 from deepfake_kedro.demo_data import generate_demo_dataset
+from deepfake_kedro.download import DownloadError
 from deepfake_kedro.pipelines.download.nodes import plan_download
 from tests.conftest import PROJECT_ROOT
 
@@ -82,3 +83,12 @@ def test_a_misspelt_data_or_download_key_stops_the_run_before_any_node(kedro_pro
     with pytest.raises(ConfigError, match=message):
         kedro_project.run("download", env="base", params=params)
     assert not (tmp_path / "a").exists() and not (kedro_project.path / "data").exists()
+
+
+def test_archives_given_as_a_string_are_whole_names():
+    download = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_download.yml").read_text())["download"]
+    assert plan_download({**download, "archives": "wiki.zip"}).archives == ("wiki.zip",)
+    assert plan_download({**download, "archives": "wiki.zip, insight.zip"}).archives == ("wiki.zip", "insight.zip")
+    for archives, bad in [("wiki", "'wiki'"), (["wiki.zip", "insight.tar"], "'insight.tar'"), ([], r"\[\]")]:
+        with pytest.raises(DownloadError, match=rf"download.archives: every archive must be a .zip file.*got .*{bad}"):
+            plan_download({**download, "archives": archives})

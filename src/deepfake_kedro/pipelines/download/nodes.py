@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from deepfake_kedro.download import DownloadPlan
+from deepfake_kedro.download import DownloadPlan, archive_names
 
 logger = logging.getLogger(__name__)
 
@@ -15,7 +15,8 @@ def plan_download(download: dict[str, Any]) -> DownloadPlan:
     """Which archives to fetch and where to keep them, from the ``download`` parameters.
 
     Args:
-        download: ``repo_id``, ``repo_type``, ``revision``, ``archives``, ``archive_dir`` and
+        download: ``repo_id``, ``repo_type``, ``revision``, ``archives`` (a list, or one name or several
+            comma-separated in a string, as ``--params download.archives=wiki.zip`` gives), ``archive_dir`` and
             ``local_archive_dir`` (a folder of zips downloaded by hand, or null). A null ``archive_dir`` keeps
             the zips beside ``data.root`` (``<data.root>_archives``), whichever folder the run starts from.
 
@@ -24,7 +25,7 @@ def plan_download(download: dict[str, Any]) -> DownloadPlan:
     """
     local, archive_dir = download.get("local_archive_dir"), download.get("archive_dir")
     plan = DownloadPlan(
-        archives=tuple(download["archives"]), archive_dir=Path(archive_dir) if archive_dir else None,
+        archives=archive_names(download["archives"]), archive_dir=Path(archive_dir) if archive_dir else None,
         repo_id=download["repo_id"],
         repo_type=download.get("repo_type", "dataset"), revision=download.get("revision"),
         local_archive_dir=Path(local) if local else None,
