@@ -10,6 +10,7 @@ their progress beside the table every minute, and an image cache, quick to rende
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.text import TextDataset
 
+from deepfake_kedro.commands import kedro_run
 from deepfake_kedro.data_index import ImageTree, write_tree
 from deepfake_kedro.download import DownloadPlan, download_dataset
 from deepfake_kedro.image_cache import (
@@ -132,7 +134,7 @@ class ImageCaches(Mapping[str, ImageStack]):
                 raise KeyError(
                     f"no {name!r} cache in {self.path} (it holds {sorted(self) or 'none'}); check that its size is "
                     f"in preprocessing.image_sizes / face_crop_sizes and run the preprocessing pipeline of this "
-                    f"environment (kedro run --env <env> --pipelines preprocessing)"
+                    f"environment ({kedro_run('--pipelines preprocessing')})"
                 )
             self._opened[name] = read_image_stack(self.path / name)
         return self._opened[name]
@@ -201,7 +203,7 @@ class TrainedFoldsDataset(AbstractDataset[Mapping[str, FoldResult | Callable[[],
 def _check_evaluated(label: str, phase: str, fingerprint: str, store: FoldRunStore, metrics: dict[str, Any],
                      files: dict[str, Path]) -> None:
     """Refuses results whose metrics (and so threshold) belong to another config or to older fold runs."""
-    rerun = f"run its phase to evaluate it again (kedro run --pipelines {phase}; finished folds are skipped)"
+    rerun = f"run its phase to evaluate it again ({kedro_run(f'--pipelines {phase}')}; finished folds are skipped)"
     if metrics.get("fingerprint") != fingerprint:
         raise DatasetError(f"{label}: {files['metrics']} was computed for config {metrics.get('fingerprint')!r}, "
                            f"but {files['resolved']} is config {fingerprint!r}; {rerun}")
@@ -237,10 +239,20 @@ class FinishedExperiments:
         files = {"resolved": self.data_dir / "05_model_input" / phase / experiment / "resolved_config.json",
                  "metrics": self.data_dir / "08_reporting" / phase / experiment / "metrics.json",
                  "fold_metrics": self.data_dir / "08_reporting" / phase / experiment / "fold_metrics.csv"}
+        run_phase = kedro_run(f"--pipelines {phase}")
         for path in files.values():
-            if not path.exists():
-                raise DatasetError(f"{label} is not finished: {path} does not exist; run its phase first "
-                                   f"(kedro run --pipelines {phase})")
+            if path.exists():
+                continue
+            hint = ""
+            if not files["resolved"].exists():
+                # Never resolved here: it may be unfinished or misspelt, so name what this phase has resolved.
+                phase_dir = files["resolved"].parent.parent
+                known = sorted(p.name for p in phase_dir.iterdir() if p.is_dir()) if phase_dir.is_dir() else []
+                close = difflib.get_close_matches(experiment, known, n=1)
+                hint = (f" ({phase}'s experiments here: {known or 'none yet'}"
+                        f"{f'; did you mean {phase}.{close[0]}?' if close else ''}); if the name is right,")
+            raise DatasetError(f"{label} is not finished: {path} does not exist;{hint} run its phase first "
+                               f"({run_phase})")
         resolved = ResolvedExperiment.from_json(json.loads(files["resolved"].read_text()), where=str(files["resolved"]))
         store = FoldRunStore(self.data_dir / "06_models" / "runs")
         metrics = json.loads(files["metrics"].read_text())
@@ -438,7 +450,7 @@ class SlideDeckDataset(AbstractDataset[list, Path]):
 
     def load(self) -> Path:
         if not self._filepath.exists():
-            raise DatasetError(f"{self._filepath} does not exist yet; run `kedro run --pipelines reporting`")
+            raise DatasetError(f"{self._filepath} does not exist yet; run `{kedro_run('--pipelines reporting')}`")
         return self._filepath
 
     def _exists(self) -> bool:

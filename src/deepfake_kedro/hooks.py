@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import yaml
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset
 
+from deepfake_kedro.commands import RUN_ENV_VARIABLE
 from deepfake_kedro.config import (
     ConfigError,
     active_experiments,
@@ -128,6 +130,17 @@ class PipelineLayoutHook:
         # Reading context.params builds every pipeline once (Kedro validates parameters against them).
         follow_conf_source(context.config_loader.conf_source)
         follow_run_parameters(context.params)
+
+
+class RunEnvironmentHook:
+    """Records the run's environment, so the ``kedro run`` commands that messages suggest carry its ``--env``."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        loader = context.config_loader
+        env = loader.env or loader.default_run_env
+        # Set on every run (empty for the default environments), so one session never inherits the last one's.
+        os.environ[RUN_ENV_VARIABLE] = "" if env in {loader.base_env, loader.default_run_env} else env
 
 
 class DataRootHook:

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from deepfake_kedro.commands import kedro_run
 from deepfake_kedro.data_index import square_resize
 from deepfake_kedro.face_crops import face_crop
 from deepfake_kedro.models import create_model
@@ -249,7 +250,7 @@ def load_package(directory: Path) -> ModelPackage:
     manifest_path = directory / "package.json"
     if not manifest_path.exists():
         raise FileNotFoundError(f"{manifest_path} does not exist; build the package first "
-                                "(kedro run --pipelines package)")
+                                f"({kedro_run('--pipelines package')})")
     manifest = json.loads(manifest_path.read_text())
     states = []
     for fold in range(manifest["n_folds"]):

@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from deepfake_kedro.commands import kedro_run  # noqa: E402
 from deepfake_kedro.comparison import format_ci  # noqa: E402
 from deepfake_kedro.costs import inference_throughput, model_cost  # noqa: E402
 from deepfake_kedro.models import BACKBONES  # noqa: E402
@@ -63,7 +64,7 @@ def explained_images(explained: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         missing = sorted(ATTENTION_COLUMNS - set(table.columns))
         if missing:
             raise KeyError(f"{key}'s Grad-CAM table (gradcam_examples.csv) lacks {missing}: an older "
-                           f"version wrote it; rerun its phase (kedro run --pipelines {key.split('.')[0]})")
+                           f"version wrote it; rerun its phase ({kedro_run('--pipelines ' + key.split('.')[0])})")
         tables.append(pd.concat([pd.Series(key, index=table.index, name="experiment"), table], axis=1))
     if not tables:
         return pd.DataFrame(columns=["experiment", *sorted(ATTENTION_COLUMNS)])

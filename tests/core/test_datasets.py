@@ -7,6 +7,7 @@ import pytest
 from kedro.io import DatasetError
 from PIL import Image
 
+from deepfake_kedro.commands import RUN_ENV_VARIABLE
 from deepfake_kedro.datasets import (
     FinishedExperiments,
     ImageFolderDataset,
@@ -163,3 +164,15 @@ def test_finished_results_are_refused_when_their_metrics_belong_to_another_confi
     metrics.write_text(json.dumps({"fingerprint": resolved.fingerprint, "data_keys": ["k0", "old"]}))
     with pytest.raises(DatasetError, match=r"fold 1 was retrained on other data .*fold_1"):
         finished.load("phase1.p1_x")
+
+
+def test_a_misspelt_experiment_label_is_named_with_the_phases_experiments(tmp_path, monkeypatch):
+    monkeypatch.delenv(RUN_ENV_VARIABLE, raising=False)  # outside a Kedro run (a run in this process may set it)
+    finished_layout(tmp_path, ["k0", "k1"])
+    finished = FinishedExperiments(tmp_path)
+    with pytest.raises(DatasetError, match=r"phase1's experiments here: \['p1_x'\]; did you mean phase1.p1_x\?\); "
+                                           r"if the name is right, run its phase first \(kedro run --pipelines "
+                                           r"phase1\)"):
+        finished.load("phase1.p1_xx")
+    with pytest.raises(DatasetError, match=r"phase3's experiments here: none yet\); if the name is right"):
+        finished.load("phase3.p1_x")

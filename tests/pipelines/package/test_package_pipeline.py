@@ -33,6 +33,10 @@ def test_package_pipeline_packages_the_experiment_named_by_predict_model(kedro_p
     np.testing.assert_allclose(package.predict_folds(pixels, "cpu")[1], stored["prob"], rtol=1e-5, atol=1e-6)
 
 
-def test_packaging_an_unfinished_experiment_names_the_missing_file(kedro_project):
-    with pytest.raises(Exception, match=r"phase1.p1_resnet18_baseline is not finished: .*resolved_config.json"):
+def test_packaging_an_unfinished_experiment_names_the_missing_file_and_the_runs_environment(kedro_project):
+    with pytest.raises(Exception, match=r"phase1.p1_resnet18_baseline is not finished: .*resolved_config.json.*"
+                                        r"\(kedro run --env demo --pipelines phase1\)"):
         kedro_project.run("package", params={"predict": {"model": "phase1.p1_resnet18_baseline"}})
+    # The default environment's command has no --env, even after a demo run in the same process.
+    with pytest.raises(Exception, match=r"run its phase first \(kedro run --pipelines phase1\)"):
+        kedro_project.run("package", env="base", params={"predict": {"model": "phase1.p1_resnet18_baseline"}})
