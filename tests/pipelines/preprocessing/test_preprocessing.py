@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from deepfake_kedro.config import ConfigError
-from deepfake_kedro.data_index import DataLayoutError
+from deepfake_kedro.data_index import DataLayoutError, ImageTree
+from deepfake_kedro.pipelines.preprocessing.nodes import audit_images
 
 
 def one_class_tree(root, n_real: int = 12):
@@ -148,3 +149,17 @@ def test_a_file_replaced_behind_the_same_size_and_mtime_is_read_again_and_a_touc
     # A touch changes no byte: the file is read again, nothing derived from it is redone.
     os.utime(root / "fake" / "p2.png")
     assert rerun()[:2] == (1, 0)
+
+
+def test_a_relative_data_root_is_read_from_the_project_when_kedro_starts_in_a_subfolder(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    one_class_tree(project / "data/01_raw/mine")
+    (project / "notebooks").mkdir()
+    monkeypatch.chdir(project / "notebooks")
+    tree = ImageTree(project / "data/01_raw/mine")  # as Kedro anchors the catalog's path at the project
+    data = {"root": "data/01_raw/mine", "sources": {"real": "real", "fake": "fake"}}
+    preprocessing = {"min_image_size": 32, "image_sizes": [32]}
+    defaults = {"seed": 0, "cv_folds": 2, "val_ratio": 0.25}
+    assert len(audit_images(tree, data, preprocessing, defaults).keys) == 14
+    with pytest.raises(DataLayoutError, match=r"data.root is 'data/01_raw/other' but the catalog's raw_images reads"):
+        audit_images(tree, {**data, "root": "data/01_raw/other"}, preprocessing, defaults)

@@ -44,6 +44,16 @@ from deepfake_kedro.near_duplicates import merge_groups, merge_summary
 logger = logging.getLogger(__name__)
 
 
+def _reads_root(raw_images: ImageTree, root: str) -> bool:
+    """Whether the catalog's tree is ``data.root``; a relative one is anchored at the project, not at the cwd.
+
+    Kedro (and ``DataRootHook``) anchor relative catalog paths at the project, which is the cwd or, for a
+    ``kedro run`` started in a subfolder, one of its parents.
+    """
+    tree, cwd = raw_images.root.resolve(), Path.cwd()
+    return any((anchor / root).resolve() == tree for anchor in (cwd, *cwd.parents))
+
+
 def audit_images(
     raw_images: ImageTree, data: dict[str, Any], preprocessing: dict[str, Any], defaults: dict[str, Any]
 ) -> TablePlan:
@@ -62,7 +72,7 @@ def audit_images(
     Returns:
         The audit plan for every file of every source folder.
     """
-    if Path(data["root"]).resolve() != raw_images.root.resolve():
+    if not _reads_root(raw_images, data["root"]):
         raise DataLayoutError(
             f"data.root is {data['root']!r} but the catalog's raw_images reads {str(raw_images.root)!r}; "
             f"set data_root in conf/<env>/globals.yml, or pass --params data.root=... (both follow it)"
