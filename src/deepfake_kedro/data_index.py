@@ -209,8 +209,9 @@ def source_files(tree: ImageTree, sources: Mapping[str, str], key: str = "data")
         logger.warning("Excluding %d file(s) whose names are not UTF-8 (rename them to use them): %s",
                        len(bad_names), shown)
         paths = [p for p in paths if _utf8(p)]
-    # Root-level dot files (the demo's .generator.json, .DS_Store) are bookkeeping, not source folders.
-    skipped = sorted({p.split("/", 1)[0] for p in everything if not p.startswith(".")} - set(sources))
+    # Dot entries (the demo's .generator.json, a download's .wiki.partial) are bookkeeping; files at the root
+    # (SOURCE.md) are no source folders at all.
+    skipped = sorted({p.split("/", 1)[0] for p in everything if "/" in p and not p.startswith(".")} - set(sources))
     if skipped:
         logger.warning("Ignoring folders not named in %s.sources: %s", key, skipped)
     return paths

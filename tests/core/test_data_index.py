@@ -260,3 +260,13 @@ def test_symlinked_folders_are_followed_once_and_a_link_loop_ends(tmp_path):
     (root / "real" / "loop").symlink_to(root / "real", target_is_directory=True)
 
     assert ImageTree(root).files() == ["real/a.jpg", "real/linked/x.jpg"]
+
+
+def test_only_folders_not_named_in_sources_are_reported_as_ignored(tmp_path, caplog):
+    for folder in (*SOURCES, "extra"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.jpg").write_bytes(jpeg(seed=1))
+    (tmp_path / "SOURCE.md").write_text("where the images came from")
+
+    assert source_files(ImageTree(tmp_path), SOURCES) == ["fake/a.jpg", "real/a.jpg"]
+    assert "Ignoring folders not named in data.sources: ['extra']" in caplog.text
