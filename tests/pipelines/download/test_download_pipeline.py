@@ -92,3 +92,14 @@ def test_archives_given_as_a_string_are_whole_names():
     for archives, bad in [("wiki", "'wiki'"), (["wiki.zip", "insight.tar"], "'insight.tar'"), ([], r"\[\]")]:
         with pytest.raises(DownloadError, match=rf"download.archives: every archive must be a .zip file.*got .*{bad}"):
             plan_download({**download, "archives": archives})
+
+
+def test_archives_outside_data_sources_are_named_in_a_warning(caplog):
+    download = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_download.yml").read_text())["download"]
+    data = {"root": "data/01_raw/mine", "sources": {"real": "real", "fake": "fake", "wiki": "real"}}
+    plan_download(download, data)
+    assert ("text2img, inpainting, insight will be extracted into data.root but are not in data.sources "
+            "(['fake', 'real', 'wiki'])") in caplog.text
+    caplog.clear()
+    plan_download(download, {**data, "sources": dict.fromkeys(DFF_SOURCES, "fake")})
+    assert "not in data.sources" not in caplog.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deepfake_kedro.download import DownloadPlan, archive_names
@@ -11,7 +11,7 @@ from deepfake_kedro.download import DownloadPlan, archive_names
 logger = logging.getLogger(__name__)
 
 
-def plan_download(download: dict[str, Any]) -> DownloadPlan:
+def plan_download(download: dict[str, Any], data: dict[str, Any] | None = None) -> DownloadPlan:
     """Which archives to fetch and where to keep them, from the ``download`` parameters.
 
     Args:
@@ -19,6 +19,7 @@ def plan_download(download: dict[str, Any]) -> DownloadPlan:
             comma-separated in a string, as ``--params download.archives=wiki.zip`` gives), ``archive_dir`` and
             ``local_archive_dir`` (a folder of zips downloaded by hand, or null). A null ``archive_dir`` keeps
             the zips beside ``data.root`` (``<data.root>_archives``), whichever folder the run starts from.
+        data: ``data.sources``: an archive whose stem is not among them would be extracted but never indexed.
 
     Returns:
         The plan the ``raw_download`` dataset executes into ``data.root`` on save.
@@ -30,6 +31,13 @@ def plan_download(download: dict[str, Any]) -> DownloadPlan:
         repo_type=download.get("repo_type", "dataset"), revision=download.get("revision"),
         local_archive_dir=Path(local) if local else None,
     )
+    sources = (data or {}).get("sources") or {}
+    unlisted = [PurePosixPath(name).stem for name in plan.archives if PurePosixPath(name).stem not in sources]
+    if data is not None and unlisted:
+        logger.warning("%s will be extracted into data.root but %s not in data.sources (%s), so the study will "
+                       "ignore %s; add each with its label (real or fake) to data.sources",
+                       ", ".join(unlisted), "is" if len(unlisted) == 1 else "are", sorted(sources),
+                       "it" if len(unlisted) == 1 else "them")
     logger.info("Fetching %s from %s (%s) into %s", ", ".join(plan.archives), plan.repo_id,
                 f"local copies from {local} first" if local else "Hugging Face Hub",
                 plan.archive_dir or "<data.root>_archives")

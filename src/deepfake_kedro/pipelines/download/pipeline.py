@@ -6,6 +6,7 @@ from .nodes import plan_download
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    node = Node(plan_download, "params:download", "raw_download", name="plan_download")
+    node = Node(plan_download, ["params:download", "params:data"], "raw_download", name="plan_download")
     # Grouped under "download" in kedro viz; the raw tree it fills keeps its catalog name.
-    return Pipeline([node], namespace="download", outputs={"raw_download"}, parameters={"params:download"})
+    return Pipeline([node], namespace="download", outputs={"raw_download"},
+                    parameters={"params:download", "params:data"})
