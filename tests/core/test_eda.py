@@ -1,3 +1,4 @@
+import logging
 from io import BytesIO
 
 import numpy as np
@@ -34,11 +35,15 @@ def audit_for(tmp_path, real_quality: int, fake_quality: int) -> dict:
 
 
 def test_jpeg_quality_shortcut_is_caught(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="deepfake_kedro.eda")
     audit = audit_for(tmp_path, real_quality=95, fake_quality=60)
     assert audit["auc"] > 0.9 and audit["warning"]
     assert audit["auc_ci_low"] <= audit["auc"] <= audit["auc_ci_high"]
     assert "jpeg_quality" in audit["features"]
     assert "SHORTCUT" in caplog.text
+    # One progress line per fold, the slow part (200 trees each).
+    assert [r.getMessage().split(" (")[0] for r in caplog.records if "fold " in r.getMessage()] == [
+        f"Shortcut audit: fold {k}/5" for k in range(1, 6)]
 
 
 def test_no_shortcut_when_formats_match(tmp_path):
