@@ -353,11 +353,41 @@ def check_usable_images(index: pd.DataFrame, root: Path, sources: Mapping[str, s
         )
 
 
+SAME_CONTENT_OTHER_LABEL = "same_content_other_label"
+"""Integrity status of a usable file whose bytes are also a file of the other label (kept: one group holds both)."""
+
+
+def _same_content_other_label(index: pd.DataFrame) -> pd.Series:
+    """For each usable file whose exact bytes also sit under the other label: the other files, else ''."""
+    usable = index[(index["status"] == "ok") & (index["content"].fillna("") != "")]
+    mixed = usable.groupby("content")["label"].transform("nunique") > 1
+    reasons = pd.Series("", index=index.index, dtype=object)
+    for _, same in usable[mixed].groupby("content"):
+        for row in same.itertuples():
+            others = same[same["label"] != row.label]
+            listed = ", ".join(f"{path} ({name})" for path, name in zip(others["path"], others["label_name"]))
+            reasons[row.Index] = f"identical bytes to {listed}"
+    return reasons
+
+
 def integrity_report(index: pd.DataFrame) -> pd.DataFrame:
-    """Every file that was excluded, converted or is otherwise odd, with the reason."""
+    """Every file that was excluded, converted or is otherwise odd, with the reason.
+
+    A usable file whose exact bytes are also a file of the other label is ``same_content_other_label``,
+    naming the other files: it is kept (the near-duplicate groups put both in one fold), but its label is in doubt.
+    """
+    index = index.copy()
+    same = _same_content_other_label(index) if "content" in index.columns else pd.Series("", index=index.index)
+    index.loc[same != "", "status"] = SAME_CONTENT_OTHER_LABEL
+    index["reason"] = [f"{a}; {b}" if a and b else a or b for a, b in zip(same, index["reason"])]
     flagged = (index["status"] != "ok") | (index["reason"] != "")
     report = index.loc[flagged, ["path", "source", "status", "reason", "bytes"]].reset_index(drop=True)
-    report.insert(3, "action", np.where(report["status"] == "ok", "kept", "excluded"))
+    kept = report["status"].isin(["ok", SAME_CONTENT_OTHER_LABEL])
+    report.insert(3, "action", np.where(kept, "kept", "excluded"))
+    n_same = int((report["status"] == SAME_CONTENT_OTHER_LABEL).sum())
+    if n_same:
+        logger.warning("%d usable files have the same bytes as a file of the other label (kept, in one group): "
+                       "see integrity_report.csv, status %s", n_same, SAME_CONTENT_OTHER_LABEL)
     return report
 
 

@@ -270,3 +270,21 @@ def test_only_folders_not_named_in_sources_are_reported_as_ignored(tmp_path, cap
 
     assert source_files(ImageTree(tmp_path), SOURCES) == ["fake/a.jpg", "real/a.jpg"]
     assert "Ignoring folders not named in data.sources: ['extra']" in caplog.text
+
+
+def test_identical_bytes_under_both_labels_are_reported_and_kept(tmp_path):
+    for source in SOURCES:
+        (tmp_path / source).mkdir()
+    (tmp_path / "real/a.jpg").write_bytes(jpeg(seed=1))
+    (tmp_path / "fake/copy_of_a.jpg").write_bytes(jpeg(seed=1))
+    (tmp_path / "fake/b.jpg").write_bytes(jpeg(seed=2))
+    (tmp_path / "fake/same_b.jpg").write_bytes(jpeg(seed=2))  # same bytes, same label: not a label conflict
+
+    index = build_image_index(ImageTree(tmp_path), SOURCES, min_size=8)
+    report = integrity_report(index).set_index("path")
+
+    assert sorted(report.index) == ["fake/copy_of_a.jpg", "real/a.jpg"]
+    assert set(report["status"]) == {"same_content_other_label"} and set(report["action"]) == {"kept"}
+    assert report.loc["real/a.jpg", "reason"] == "identical bytes to fake/copy_of_a.jpg (fake)"
+    assert report.loc["fake/copy_of_a.jpg", "reason"] == "identical bytes to real/a.jpg (real)"
+    assert (index["status"] == "ok").all()  # the index keeps them usable
