@@ -101,19 +101,20 @@ class DaskRunner(AbstractRunner):
 
     def _run(self, pipeline: Pipeline, catalog: Any, hook_manager: Any = None, run_id: str | None = None) -> None:
         """Submits every node as a task depending on its parent nodes' tasks, then waits for all of them."""
-        from distributed import as_completed
+        from distributed import Event, as_completed, wait
         from kedro.framework.project import LOGGING, PACKAGE_NAME
 
         in_memory = {name for name in pipeline.all_outputs() if _is_memory(catalog, name)}
         client, cluster = self._client()
         token = uuid.uuid4().hex[:8]
+        stop = f"stop-nodes-{token}"
         futures: dict[Any, Any] = {}
         try:
             for node in pipeline.nodes:  # topologically sorted: parents are submitted first
                 parents = [futures[parent] for parent in sorted(pipeline.node_dependencies[node], key=str)]
                 futures[node] = client.submit(
                     _run_node, node, catalog, in_memory, self._is_async, run_id, PACKAGE_NAME, LOGGING,
-                    self._torch_threads, *parents, key=f"{node.name}-{token}", pure=False,
+                    self._torch_threads, stop, *parents, key=f"{node.name}-{token}", pure=False,
                 )
             nodes_of = {future.key: node for node, future in futures.items()}
             done = 0
@@ -126,6 +127,15 @@ class DaskRunner(AbstractRunner):
                 for name, data in outputs.items():
                     if name in pipeline.outputs():
                         catalog.save(name, data)
+        except Exception:
+            # As Kedro's ParallelRunner: nodes not started are dropped, running ones finish (and save) first.
+            Event(stop, client=client).set()
+            running = [future for future in futures.values() if not future.done()]
+            if running:
+                self._logger.warning("A node failed: waiting for the nodes still running to finish before "
+                                     "stopping (nodes not started yet are not run)")
+                wait(running)
+            raise
         except BaseException:
             client.cancel(list(futures.values()))
             raise
@@ -133,6 +143,10 @@ class DaskRunner(AbstractRunner):
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+class NotRunError(RuntimeError):
+    """A node or fold task that did not start because another one failed."""
 
 
 def _is_memory(catalog: Any, name: str) -> bool:
@@ -152,15 +166,22 @@ def _configure_worker(package_name: str | None, logging_config: dict[str, Any] |
 
 def _run_node(
     node: Any, catalog: Any, in_memory: set[str], is_async: bool, run_id: str | None,
-    package_name: str | None, logging_config: dict[str, Any] | None, torch_threads: int | None,
+    package_name: str | None, logging_config: dict[str, Any] | None, torch_threads: int | None, stop: str,
     *parent_outputs: Mapping[str, Any],
 ) -> dict[str, Any]:
     """One node on a worker: its in-memory inputs from its parents' results, the rest from the catalog.
 
     Returns:
         The node's in-memory outputs (what its children read).
+
+    Raises:
+        NotRunError: Another node failed before this one started (the Dask event ``stop`` is set).
     """
+    from distributed import Event
     from kedro.framework.project import settings
+
+    if Event(stop).is_set():
+        raise NotRunError(f"{node.name}: not run, another node failed")
 
     _configure_worker(package_name, logging_config)
     _set_torch_threads(torch_threads)
@@ -171,7 +192,12 @@ def _run_node(
     hook_manager = _create_hook_manager()
     _register_hooks(hook_manager, settings.HOOKS)
     _register_hooks_entry_points(hook_manager, (*settings.DISABLE_HOOKS_FOR_PLUGINS, *WORKER_DISABLED_PLUGINS))
-    Task(node=node, catalog=catalog, is_async=is_async, hook_manager=hook_manager, run_id=run_id).execute()
+    try:
+        Task(node=node, catalog=catalog, is_async=is_async, hook_manager=hook_manager, run_id=run_id).execute()
+    except Exception:
+        # Set here, before this thread takes the next task, so no node starts after the failure.
+        Event(stop).set()
+        raise
     return {name: catalog.load(name) for name in node.outputs if name in in_memory}
 
 
@@ -198,7 +224,9 @@ def on_dask_worker() -> bool:
 def save_folds_on_dask(store: FoldRunStore, runs: Mapping[str, FoldResult | Callable[[], FoldResult]]) -> None:
     """``FoldRunStore.save_all`` with one Dask task per fold to train, each written as it returns.
 
-    Called from a task: ``worker_client`` hands the task's thread back to the worker while the folds run.
+    Called from a task: ``worker_client`` hands the task's thread back to the worker while the folds run. When a
+    fold fails, the folds not started yet are not trained, the ones training finish and are written, and then the
+    first error is raised.
     """
     from distributed import as_completed, worker_client
 
@@ -210,22 +238,35 @@ def save_folds_on_dask(store: FoldRunStore, runs: Mapping[str, FoldResult | Call
     if not lazy:
         return
     threads = _current_torch_threads()
+    stop = f"stop-folds-{uuid.uuid4().hex[:8]}"
     with worker_client() as client:
         # Each task trains and writes its fold under the fold's lock: another experiment with the same
         # fingerprint, running at once, waits for it and then finds the fold done.
-        futures = {client.submit(_train_and_write, store.root, key, run, threads,
+        futures = {client.submit(_train_and_write, store.root, key, run, threads, stop,
                                  key=f"train-{key}-{uuid.uuid4().hex[:8]}", pure=False): key for key, run in lazy}
         logger.info("Dask: %d folds submitted (%s)", len(futures), ", ".join(key for key, _ in lazy))
+        errors: list[Exception] = []
         try:
             for future in as_completed(list(futures)):
-                meta = future.result()
+                try:
+                    meta = future.result()
+                except NotRunError:
+                    logger.warning("Dask: %s not trained: another fold failed", futures[future])
+                    continue
+                except Exception as error:
+                    if not errors:
+                        logger.error("Dask: %s failed; folds still training finish and are written, folds not "
+                                     "started are not trained", futures[future])
+                    errors.append(error)
+                    continue
                 if meta is not None:
                     logger.info("Dask: wrote %s (trained on %s in %.0f s)", futures[future], meta["worker"],
                                 meta["finished_at"] - meta["started_at"])
         except BaseException:
             client.cancel(list(futures))
             raise
-
+    if errors:
+        raise errors[0]
 
 def _current_torch_threads() -> int:
     import torch
@@ -233,18 +274,29 @@ def _current_torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _train_and_write(root: Path, key: str, run: Callable[[], FoldResult], torch_threads: int) -> dict | None:
+def _train_and_write(root: Path, key: str, run: Callable[[], FoldResult], torch_threads: int,
+                     stop: str) -> dict | None:
     """One fold on a worker, with the submitting task's torch threads, written to the store under its lock.
 
     Returns:
         The written meta (it records where and when the fold trained), or None when the fold was done by then.
+
+    Raises:
+        NotRunError: Another fold of the same save failed before this one started (the event ``stop`` is set).
     """
-    from distributed import get_worker
+    from distributed import Event, get_worker
 
     def timed() -> FoldResult:
+        if Event(stop).is_set():
+            raise NotRunError(f"{key}: not trained, another fold failed")
         _set_torch_threads(torch_threads)
         started = time.time()
-        result = run()
+        try:
+            result = run()
+        except Exception:
+            # Set before this thread is free for the next fold, so none starts after the failure.
+            Event(stop).set()
+            raise
         result.meta.update(worker=get_worker().address, pid=os.getpid(), started_at=started, finished_at=time.time())
         return result
 

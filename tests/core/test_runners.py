@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import DataCatalog, DatasetError, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro_datasets.pandas import CSVDataset
 
@@ -120,3 +121,80 @@ def test_a_memory_mapped_image_stack_pickles_as_its_file_not_its_pixels(tmp_path
     again = pickle.loads(blob)
     np.testing.assert_array_equal(again.array, pixels)
     assert again.rows(["3.png"]).tolist() == [3]
+
+
+@pytest.fixture(scope="module")
+def process_cluster():
+    """Two worker processes, one thread each, shared by the tests below (each cluster takes seconds to start)."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        yield cluster
+
+
+def wait_for(path: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_failing_fold_lets_the_folds_training_finish_and_starts_no_other(tmp_path, process_cluster):
+    rows = pd.DataFrame({"path": ["a.png"], "group": ["g"], "label": [0], "role": ["train"], "signature": ["s"]})
+    data = FoldData.from_rows(rows)
+
+    def long_fold():
+        (tmp_path / "started_0").touch()
+        wait_for(tmp_path / "started_1")  # both folds train at once
+        time.sleep(2)
+        return result(0)
+
+    def failing_fold():
+        (tmp_path / "started_1").touch()
+        wait_for(tmp_path / "started_0")
+        raise RuntimeError("fold 1: CUDA out of memory")
+
+    def later_fold():
+        (tmp_path / "trained_2").touch()
+        return result(2)
+
+    runs = {"abc/fold_0": FoldPlan(data, long_fold, "x"), "abc/fold_1": FoldPlan(data, failing_fold, "x"),
+            "abc/fold_2": FoldPlan(data, later_fold, "x")}
+    store = FoldRunStore(tmp_path / "runs")
+    with distributed.Client(process_cluster) as client:
+        future = client.submit(TrainedFoldsDataset(str(tmp_path / "runs")).save, runs, pure=False)
+        with pytest.raises(DatasetError, match="fold 1: CUDA out of memory"):
+            future.result()
+    # The error comes only once the running fold is written (a run then closes its cluster, killing the workers).
+    assert store.keys() == ["abc/fold_0"]
+    assert not (tmp_path / "trained_2").exists()
+
+
+def slow(numbers: pd.DataFrame, markers: list[str]) -> pd.DataFrame:
+    Path(markers[0]).touch()
+    wait_for(Path(markers[1]))  # both nodes run at once, whatever each worker's start-up costs
+    time.sleep(1.5)
+    return numbers
+
+
+def fail_after(numbers: pd.DataFrame, markers: list[str]) -> None:
+    Path(markers[1]).touch()
+    wait_for(Path(markers[0]))
+    raise ValueError("node failed")
+
+
+def test_a_failing_node_lets_running_nodes_finish_and_starts_no_other(tmp_path, process_cluster):
+    catalog = DataCatalog({
+        "numbers": MemoryDataset(pd.DataFrame({"value": [1]})),
+        "params:markers": MemoryDataset([str(tmp_path / "slow_started"), str(tmp_path / "fail_started")]),
+        "slow_output": CSVDataset(filepath=str(tmp_path / "slow.csv")),
+        "after_output": CSVDataset(filepath=str(tmp_path / "after.csv")),
+    })
+    pipeline = Pipeline([
+        Node(slow, ["numbers", "params:markers"], "slow_output", name="a_slow"),
+        Node(fail_after, ["numbers", "params:markers"], "never", name="b_fail"),
+        Node(double, "slow_output", "after_output", name="c_after_slow"),
+    ])
+    with pytest.raises(ValueError, match="node failed"):
+        DaskRunner(address=process_cluster.scheduler_address).run(pipeline, catalog)
+    # Checked as the error arrives: a run that starts its own cluster closes it then, killing the workers.
+    assert (tmp_path / "slow.csv").exists(), "the node running when the other failed finished and saved"
+    assert not (tmp_path / "after.csv").exists(), "no node starts after the failure"
