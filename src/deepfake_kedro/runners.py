@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -35,6 +37,9 @@ logger = logging.getLogger(__name__)
 # kedro-mlflow's hook keeps its run in the driver; on a worker it would open stray runs of its own.
 WORKER_DISABLED_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
+# torch's random state is one per process: two folds training at once in one process would draw from it in turn.
+_ONE_FOLD_PER_PROCESS = threading.Lock()
+
 
 class DaskRunner(AbstractRunner):
     """Runs a pipeline's nodes as tasks of a dask.distributed cluster (a LocalCluster by default).
@@ -45,8 +50,10 @@ class DaskRunner(AbstractRunner):
         cluster: Import path of the local cluster class: ``distributed.LocalCluster`` or, one worker per
             GPU, ``dask_cuda.LocalCUDACluster``.
         n_workers: Workers of the local cluster (default: one per core, or one per GPU for dask-cuda).
-        threads_per_worker: Tasks one worker runs at once (1: one fold per worker, the fold uses its cores).
-        processes: Workers as processes (True) or threads of this process (``distributed.LocalCluster`` only).
+        threads_per_worker: Tasks one worker runs at once (1: one fold per worker, the fold uses its cores). Folds
+            in one process train one at a time whatever this is, so that each is reproducible.
+        processes: Workers as processes (True) or threads of this process (``distributed.LocalCluster`` only;
+            with False, folds train one at a time).
         torch_threads: ``torch.set_num_threads`` in every task (None: the worker's default, which Dask sets
             to one thread per worker thread through ``OMP_NUM_THREADS``).
         is_async: Load and save node inputs and outputs with threads.
@@ -106,6 +113,7 @@ class DaskRunner(AbstractRunner):
 
         in_memory = {name for name in pipeline.all_outputs() if _is_memory(catalog, name)}
         client, cluster = self._client()
+        _warn_shared_processes(client)
         token = uuid.uuid4().hex[:8]
         stop = f"stop-nodes-{token}"
         futures: dict[Any, Any] = {}
@@ -143,6 +151,23 @@ class DaskRunner(AbstractRunner):
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def _process_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _warn_shared_processes(client: Any) -> None:
+    """Warns when worker threads share a process: folds there train one at a time, not side by side."""
+    threads: dict[str, int] = {}
+    for address, process in client.run(_process_id).items():
+        threads[process] = threads.get(process, 0) + client.nthreads().get(address, 0)
+    shared = {process: count for process, count in threads.items() if count > 1}
+    if shared:
+        logger.warning("Dask: %s worker threads share a process (%s); folds in one process train one at a time "
+                       "(torch's random state is per process). For folds side by side, run one single-threaded "
+                       "worker process per core or GPU (threads_per_worker=1, processes=true; dask worker "
+                       "--nthreads 1).", max(shared.values()), ", ".join(sorted(shared)))
 
 
 class NotRunError(RuntimeError):
@@ -287,16 +312,17 @@ def _train_and_write(root: Path, key: str, run: Callable[[], FoldResult], torch_
     from distributed import Event, get_worker
 
     def timed() -> FoldResult:
-        if Event(stop).is_set():
-            raise NotRunError(f"{key}: not trained, another fold failed")
-        _set_torch_threads(torch_threads)
-        started = time.time()
-        try:
-            result = run()
-        except Exception:
-            # Set before this thread is free for the next fold, so none starts after the failure.
-            Event(stop).set()
-            raise
+        with _ONE_FOLD_PER_PROCESS:
+            if Event(stop).is_set():
+                raise NotRunError(f"{key}: not trained, another fold failed")
+            _set_torch_threads(torch_threads)
+            started = time.time()
+            try:
+                result = run()
+            except Exception:
+                # Set before this thread is free for the next fold, so none starts after the failure.
+                Event(stop).set()
+                raise
         result.meta.update(worker=get_worker().address, pid=os.getpid(), started_at=started, finished_at=time.time())
         return result
 

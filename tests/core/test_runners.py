@@ -198,3 +198,49 @@ def test_a_failing_node_lets_running_nodes_finish_and_starts_no_other(tmp_path, 
     # Checked as the error arrives: a run that starts its own cluster closes it then, killing the workers.
     assert (tmp_path / "slow.csv").exists(), "the node running when the other failed finished and saved"
     assert not (tmp_path / "after.csv").exists(), "no node starts after the failure"
+
+
+TINY_CNN = dict(backbone="simple_cnn", pretrained=False, cnn_preset="micro", image_size=32, epochs=1, batch_size=16,
+                num_workers=0, dropout=0.5, scheduler={"type": "none", "T_max": 1},
+                augment={"hflip_p": 0.5, "brightness": 0.2})
+
+
+def train_tiny_fold(fold: int):
+    import torch
+
+    from deepfake_kedro.config import ExperimentConfig
+    from deepfake_kedro.run_store import FoldResult
+    from deepfake_kedro.training import train_fold
+
+    images = np.random.default_rng(0).integers(0, 255, (64, 32, 32, 3), dtype=np.uint8)
+    order = np.random.default_rng(fold).permutation(64)
+    state, history, test, _, _ = train_fold(ExperimentConfig(**TINY_CNN), images, {
+        "train": order[:40], "val": order[40:52], "test": order[52:]}, np.tile([0, 1], 32), fold, torch.device("cpu"))
+    return FoldResult(state, history, pd.DataFrame({"prob": test}), {"fold": fold})
+
+
+def tiny_fold_plans(_) -> dict[str, FoldPlan]:
+    rows = pd.DataFrame({"path": ["a.png"], "group": ["g"], "label": [0], "role": ["train"], "signature": ["s"]})
+    return {f"abc/fold_{k}": FoldPlan(FoldData.from_rows(rows), lambda k=k: train_tiny_fold(k), "x") for k in (0, 1)}
+
+
+def test_folds_on_threads_of_one_worker_train_the_weights_the_sequential_runner_trains(tmp_path, caplog):
+    import torch
+    from kedro.runner import SequentialRunner
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # CPU reductions depend on the thread count; Dask's tasks use one
+    stores = {}
+    try:
+        for name, runner in (("sequential", SequentialRunner()), ("threads", DaskRunner(
+                n_workers=1, threads_per_worker=2, processes=False, torch_threads=1))):
+            catalog = DataCatalog({"x": MemoryDataset(1), "runs": TrainedFoldsDataset(str(tmp_path / name))})
+            runner.run(Pipeline([Node(tiny_fold_plans, "x", "runs", name="plan")]), catalog)
+            stores[name] = FoldRunStore(tmp_path / name)
+    finally:
+        torch.set_num_threads(threads)
+    assert stores["threads"].keys() == ["abc/fold_0", "abc/fold_1"]
+    for key in stores["sequential"].keys():
+        sequential, threaded = (stores[name].read(key).load_state_dict() for name in ("sequential", "threads"))
+        assert all(torch.equal(sequential[name], threaded[name]) for name in sequential), key
+    assert "2 worker threads share a process" in caplog.text
