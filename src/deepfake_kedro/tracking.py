@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -40,27 +41,52 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
             yield name, value
 
 
+_NOT_IN_METRIC_NAMES = re.compile(r"[^\w.\- :]")
+"""What MLflow rejects in a metric name (mlflow.utils.validation allows ``[/\\w.\\- :]``; ``/`` makes a name a path)."""
+
+
+def mlflow_metric_names(names: Iterable[str]) -> dict[str, str]:
+    """Each metric name as MLflow accepts it: a character it rejects becomes ``_``, e.g. ``auc:fake (sd)`` ->
+    ``auc:fake _sd_``; two names that would then clash get ``_2``, ``_3`` ... in sorted order of the originals.
+    """
+    mapping: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in sorted(set(names), key=lambda name: (_NOT_IN_METRIC_NAMES.search(name) is not None, name)):
+        safe = candidate = _NOT_IN_METRIC_NAMES.sub("_", name)
+        suffix = 1
+        while candidate in taken:
+            suffix += 1
+            candidate = f"{safe}_{suffix}"
+        mapping[name] = candidate
+        taken.add(candidate)
+    return mapping
+
+
 def experiment_metrics(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, list[float]]]:
     """An experiment's ``metrics.json`` as MLflow metrics: summary values, and per-fold series.
 
     Returns:
         ``{"auc": mean, "auc_std": ..., "auc_ci_low": ..., "auc_ci_high": ..., "pooled_auc": ...}`` for every
-        metric, and ``{"fold_auc": [fold 0, fold 1, ...]}`` (logged with the fold as the step).
+        metric, and ``{"fold_auc": [fold 0, fold 1, ...]}`` (logged with the fold as the step). Names are those
+        of ``mlflow_metric_names`` (per-source metrics carry the user's folder names).
     """
+    metrics = summary.get("metrics", {})
+    pooled = summary.get("pooled") or {}
+    names = mlflow_metric_names([*metrics, *pooled])
     summary_metrics: dict[str, float] = {}
-    for metric, stats in summary.get("metrics", {}).items():
+    for metric, stats in metrics.items():
         for stat, suffix in (("mean", ""), ("std", "_std"), ("ci_low", "_ci_low"), ("ci_high", "_ci_high")):
             if stats.get(stat) is not None:
-                summary_metrics[f"{metric}{suffix}"] = float(stats[stat])
-    for key, value in (summary.get("pooled") or {}).items():
+                summary_metrics[f"{names[metric]}{suffix}"] = float(stats[stat])
+    for key, value in pooled.items():
         if value is not None:
-            summary_metrics[f"pooled_{key}"] = float(value)
+            summary_metrics[f"pooled_{names[key]}"] = float(value)
     folds = sorted(summary.get("folds", []), key=lambda row: row["fold"])
     per_fold: dict[str, list[float]] = {}
-    for metric in summary.get("metrics", {}):
+    for metric in metrics:
         series = [row.get(metric) for row in folds]
         if series and all(isinstance(v, int | float) and v == v for v in series):  # skip NaN / missing
-            per_fold[f"fold_{metric}"] = [float(v) for v in series]
+            per_fold[f"fold_{names[metric]}"] = [float(v) for v in series]
     return summary_metrics, per_fold
 
 
@@ -177,6 +203,15 @@ class ExperimentTrackingHook:
         labels = tracked_experiments(pipeline.all_outputs())
         env = run_params.get("env") or ""
         for label in labels:
-            run_id = log_experiment(label, catalog.load(f"{label}.resolved_config"), catalog.load(f"{label}.metrics"),
-                                    _reporting_folder(catalog, f"{label}.metrics"), tags={"kedro_env": str(env)})
+            # The run's results are on disk already: one experiment MLflow refuses (a locked store, a bad value)
+            # must neither fail the run nor keep kedro-mlflow's hook from closing the parent run.
+            try:
+                run_id = log_experiment(
+                    label, catalog.load(f"{label}.resolved_config"), catalog.load(f"{label}.metrics"),
+                    _reporting_folder(catalog, f"{label}.metrics"), tags={"kedro_env": str(env)},
+                )
+            except Exception as error:
+                logger.warning("MLflow: %s not logged (%s: %s); its results are on disk, the other experiments "
+                               "are logged", label, type(error).__name__, error)
+                continue
             logger.info("MLflow: logged %s as run %s", label, run_id)

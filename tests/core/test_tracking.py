@@ -1,8 +1,16 @@
+import logging
 import math
+from types import SimpleNamespace
 
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
+
+from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.tracking import (
+    ExperimentTrackingHook,
     experiment_metrics,
     flatten,
+    mlflow_metric_names,
     project_sqlite_uri,
     tracked_experiments,
     tracking_enabled,
@@ -50,3 +58,42 @@ def test_a_relative_sqlite_store_is_placed_in_the_project():
     assert project_sqlite_uri("sqlite:///runs/m.db", "/work/study") == "sqlite:////work/study/runs/m.db"
     for unchanged in ("sqlite:////srv/mlflow.db", "http://tracking:5000", "databricks", "sqlite://"):
         assert project_sqlite_uri(unchanged, "/work/study") == unchanged
+
+
+def test_metric_names_mlflow_rejects_are_mapped_to_names_it_accepts_without_clashes():
+    names = mlflow_metric_names(["auc", "pairwise_auc:fake (sd)", "pairwise_auc:fake _sd_", "pairwise_auc:fake [sd]"])
+    # A name MLflow accepts keeps itself; the others are made valid, the clashing ones numbered in sorted order.
+    assert names == {"auc": "auc", "pairwise_auc:fake _sd_": "pairwise_auc:fake _sd_",
+                     "pairwise_auc:fake (sd)": "pairwise_auc:fake _sd__2",
+                     "pairwise_auc:fake [sd]": "pairwise_auc:fake _sd__3"}
+
+
+def outputs_of(*names: str) -> Pipeline:
+    return Pipeline([Node(lambda x: [x] * len(names), "x", list(names), name="make")])
+
+
+def test_an_experiment_mlflow_cannot_log_is_skipped_with_a_warning_and_the_others_are_logged(tmp_path, caplog):
+    import mlflow
+
+    resolved = SimpleNamespace(config=ExperimentConfig(backbone="simple_cnn", pretrained=False), phase="phase1",
+                               name="p1_a", fingerprint="abc")
+    # A per-source metric carries the user's folder name, "fake (sd)": MLflow rejects the brackets.
+    summary = {"metrics": {"auc": {"mean": 0.8}, "pairwise_auc:fake (sd)": {"mean": 0.7}},
+               "folds": [{"fold": 0, "auc": 0.8, "pairwise_auc:fake (sd)": 0.7}]}
+    catalog = DataCatalog({"phase1.p1_a.resolved_config": MemoryDataset(resolved),
+                           "phase1.p1_a.metrics": MemoryDataset(summary),
+                           "phase1.p1_b.resolved_config": MemoryDataset(),  # its load fails
+                           "phase1.p1_b.metrics": MemoryDataset(summary)})
+    pipeline = outputs_of(*catalog.keys())
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with caplog.at_level(logging.WARNING), mlflow.start_run(run_name="kedro run"):
+            ExperimentTrackingHook().after_pipeline_run({"env": "demo"}, pipeline, catalog)
+        runs = mlflow.search_runs(search_all_experiments=True).set_index("tags.mlflow.runName")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert sorted(runs.index) == ["kedro run", "phase1.p1_a"]
+    assert runs.loc["phase1.p1_a", "status"] == "FINISHED"
+    assert runs.loc["phase1.p1_a", "metrics.pairwise_auc:fake _sd_"] == 0.7
+    assert "phase1.p1_b not logged (DatasetError" in caplog.text
