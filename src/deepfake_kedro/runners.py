@@ -56,7 +56,8 @@ class DaskRunner(AbstractRunner):
             with False, folds train one at a time).
         torch_threads: ``torch.set_num_threads`` in every task (None: the worker's default, which Dask sets
             to one thread per worker thread through ``OMP_NUM_THREADS``).
-        is_async: Load and save node inputs and outputs with threads.
+        is_async: Not supported, always off: saving ``fold_runs`` on Kedro's async thread would not find the Dask
+            worker and would train the folds one after the other inside the node's task.
     """
 
     def __init__(
@@ -69,7 +70,10 @@ class DaskRunner(AbstractRunner):
         torch_threads: int | None = None,
         is_async: bool = False,
     ):
-        super().__init__(is_async=is_async)
+        if is_async:
+            logger.warning("DaskRunner: is_async is ignored: an experiment's folds are sent to the cluster only when "
+                           "fold_runs is saved on the node's own Dask task, not on an async thread")
+        super().__init__(is_async=False)
         self._address = address
         self._cluster = cluster
         self._n_workers = n_workers

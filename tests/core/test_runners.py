@@ -244,3 +244,13 @@ def test_folds_on_threads_of_one_worker_train_the_weights_the_sequential_runner_
         sequential, threaded = (stores[name].read(key).load_state_dict() for name in ("sequential", "threads"))
         assert all(torch.equal(sequential[name], threaded[name]) for name in sequential), key
     assert "2 worker threads share a process" in caplog.text
+
+
+def test_is_async_does_not_stop_the_folds_training_as_dask_tasks(tmp_path):
+    catalog = DataCatalog({"x": MemoryDataset(1), "runs": TrainedFoldsDataset(str(tmp_path / "runs"))})
+    pipeline = Pipeline([Node(lambda _: plans(tmp_path, range(2), refuse=set()), "x", "runs", name="plan")])
+    DaskRunner(n_workers=2, processes=False, is_async=True).run(pipeline, catalog)
+    store = FoldRunStore(tmp_path / "runs")
+    assert store.keys() == ["abc/fold_0", "abc/fold_1"]
+    # A fold trained by its own task records its worker; one trained inside the node's task would not.
+    assert all(store.read(key).meta["worker"].startswith("inproc://") for key in store.keys())
