@@ -129,17 +129,21 @@ def log_experiment(label: str, resolved: Any, summary: Mapping[str, Any], folder
         return run.info.run_id
 
 
-def tracked_experiments(outputs: Iterable[str]) -> list[str]:
-    """The ``<phase>.<experiment>`` labels a run evaluated: those whose metrics and resolved config it wrote.
+def tracked_experiments(outputs: Iterable[str], datasets: Iterable[str]) -> list[str]:
+    """The ``<phase>.<experiment>`` labels a run evaluated: those whose metrics it wrote from a resolved config.
 
-    Attribution's models also write ``attribution.<approach>.metrics``, but multi-class and without one
-    resolved config: they are not binary experiments and are not logged.
+    A run resumed at ``plan_fold_runs`` or ``evaluate_folds`` reads the resolved config from disk rather than
+    writing it, so the config only has to be among the pipeline's datasets. Attribution's models also write
+    ``attribution.<approach>.metrics``, but multi-class and without a resolved config: they are not logged.
+
+    Args:
+        outputs: The datasets the run's pipeline writes.
+        datasets: All its datasets, inputs included.
     """
-    outputs = set(outputs)
-    return sorted(name.rsplit(".", 1)[0] for name in outputs
+    datasets = set(datasets)
+    return sorted(name.rsplit(".", 1)[0] for name in set(outputs)
                   if name.endswith(".metrics") and name.count(".") == 2
-                  and f"{name.rsplit('.', 1)[0]}.resolved_config" in outputs)
-
+                  and f"{name.rsplit('.', 1)[0]}.resolved_config" in datasets)
 
 def _reporting_folder(catalog: Any, name: str) -> Path | None:
     """The folder of a file-backed catalog entry (where the experiment's figures sit beside it)."""
@@ -200,7 +204,7 @@ class ExperimentTrackingHook:
         if mlflow.active_run() is None:
             logger.info("MLflow: no active run (kedro-mlflow off for this pipeline); experiments not logged")
             return
-        labels = tracked_experiments(pipeline.all_outputs())
+        labels = tracked_experiments(pipeline.all_outputs(), pipeline.datasets())
         env = run_params.get("env") or ""
         for label in labels:
             # The run's results are on disk already: one experiment MLflow refuses (a locked store, a bad value)

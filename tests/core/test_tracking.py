@@ -50,7 +50,17 @@ def test_only_experiments_with_metrics_and_a_resolved_config_are_logged():
     outputs = {"phase1.p1_a.metrics", "phase1.p1_a.resolved_config", "phase1.p1_a.oof_predictions",
                "attribution.flat.metrics", "attribution.flat.models", "phase2.comparison", "model_comparison"}
     # attribution.flat has metrics but no resolved config (a multi-class model set): logging it failed the run.
-    assert tracked_experiments(outputs) == ["phase1.p1_a"]
+    assert tracked_experiments(outputs, outputs) == ["phase1.p1_a"]
+
+
+def test_a_run_resumed_after_the_config_was_resolved_still_logs_the_experiments_it_evaluates():
+    from deepfake_kedro.pipelines.experiment.pipeline import experiment_pipeline
+
+    pipeline = experiment_pipeline("phase1", "p1_a") + experiment_pipeline("phase1", "p1_b")
+    # What Kedro's resume hint gives after plan_fold_runs failed: the config is read from disk, not written.
+    resumed = pipeline.from_nodes("phase1.p1_a.plan_fold_runs", "phase1.p1_b.evaluate_folds")
+    assert not any(name.endswith(".resolved_config") for name in resumed.all_outputs())
+    assert tracked_experiments(resumed.all_outputs(), resumed.datasets()) == ["phase1.p1_a", "phase1.p1_b"]
 
 
 def test_a_relative_sqlite_store_is_placed_in_the_project():
