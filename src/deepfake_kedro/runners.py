@@ -147,6 +147,8 @@ class DaskRunner(AbstractRunner):
                 self._logger.warning("A node failed: waiting for the nodes still running to finish before "
                                      "stopping (nodes not started yet are not run)")
                 wait(running)
+            self._suggest_resume_scenario(
+                pipeline, {node for node, future in futures.items() if future.status == "finished"}, catalog)
             raise
         except BaseException:
             client.cancel(list(futures.values()))

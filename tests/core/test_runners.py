@@ -254,3 +254,22 @@ def test_is_async_does_not_stop_the_folds_training_as_dask_tasks(tmp_path):
     assert store.keys() == ["abc/fold_0", "abc/fold_1"]
     # A fold trained by its own task records its worker; one trained inside the node's task would not.
     assert all(store.read(key).meta["worker"].startswith("inproc://") for key in store.keys())
+
+
+def add_one(value: int) -> int:
+    return value + 1
+
+
+def refuse(value: int) -> int:
+    raise ValueError("node failed")
+
+
+def test_a_failed_run_says_which_nodes_to_resume_from(tmp_path, caplog):
+    from kedro_datasets.pickle import PickleDataset
+
+    catalog = DataCatalog({"x": MemoryDataset(1), "y": PickleDataset(filepath=str(tmp_path / "y.pkl"))})
+    pipeline = Pipeline([Node(add_one, "x", "y", name="persist"), Node(refuse, "y", "z", name="fail")])
+    with pytest.raises(ValueError, match="node failed"):
+        DaskRunner(n_workers=1, processes=False).run(pipeline, catalog)
+    # As the SequentialRunner: "persist" saved y, so the run resumes at "fail".
+    assert '--from-nodes "fail"' in caplog.text
