@@ -9,7 +9,8 @@ from deepfake_kedro.tracking import ExperimentTrackingHook, tracking_enabled
 TRACKING = tracking_enabled()
 HOOKS = (ValidateExperimentsHook(), PipelineLayoutHook(), DataRootHook(), RunEnvironmentHook(),
          *((ExperimentTrackingHook(),) if TRACKING else ()))
-# kedro-mlflow registers its own hook (one MLflow run per `kedro run`); off together with ours.
+# kedro-mlflow registers its own hook (one MLflow run per `kedro run`); off together with ours, which also
+# takes `kedro mlflow ui` away (it reads the hook's context.mlflow): keeping the hook would open the store.
 DISABLE_HOOKS_FOR_PLUGINS = () if TRACKING else ("kedro_mlflow", "kedro-mlflow")
 
 CONFIG_LOADER_CLASS = StudyConfigLoader
