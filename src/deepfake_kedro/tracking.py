@@ -162,12 +162,14 @@ def project_sqlite_uri(uri: str, project_path: str | Path) -> str:
 
     kedro-mlflow makes a relative plain path absolute under the project, but leaves a URI with a scheme alone, so
     ``sqlite:///mlflow.db`` would open a new, empty store in notebooks/ or wherever a script runs.
-    ``sqlite:////abs/path.db`` and other schemes (``http://``, ``databricks``) are returned unchanged.
+    ``sqlite:////abs/path.db``, ``sqlite:///:memory:`` and other schemes (``http://``, ``databricks``) are
+    returned unchanged.
     """
     if not uri.startswith(SQLITE_PREFIX):
         return uri
-    database = Path(uri[len(SQLITE_PREFIX):])
-    if not str(database) or database.is_absolute():
+    database = uri[len(SQLITE_PREFIX):]
+    # ":memory:" is SQLite's in-memory database, not a file name.
+    if not database or database == ":memory:" or Path(database).is_absolute():
         return uri
     return SQLITE_PREFIX + (Path(project_path) / database).as_posix()
 

@@ -66,7 +66,8 @@ def test_a_run_resumed_after_the_config_was_resolved_still_logs_the_experiments_
 def test_a_relative_sqlite_store_is_placed_in_the_project():
     assert project_sqlite_uri("sqlite:///mlflow.db", "/work/study") == "sqlite:////work/study/mlflow.db"
     assert project_sqlite_uri("sqlite:///runs/m.db", "/work/study") == "sqlite:////work/study/runs/m.db"
-    for unchanged in ("sqlite:////srv/mlflow.db", "http://tracking:5000", "databricks", "sqlite://"):
+    for unchanged in ("sqlite:////srv/mlflow.db", "http://tracking:5000", "databricks", "sqlite://",
+                      "sqlite:///:memory:"):
         assert project_sqlite_uri(unchanged, "/work/study") == unchanged
 
 
