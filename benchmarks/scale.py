@@ -111,12 +111,45 @@ def _write_identities(root: str, identities: range) -> int:
 
 def generate_tree(root: Path, n_images: int, workers: int) -> dict[str, float]:
     """Writes ``n_images`` (a multiple of 4: one per source per identity) under ``root``."""
+    check_size(n_images)
     identities = n_images // len(SOURCES)
     started = time.perf_counter()
     chunks = [range(start, min(start + 250, identities)) for start in range(0, identities, 250)]
     with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
         written = sum(pool.map(_write_identities, [str(root)] * len(chunks), chunks))
     return {"images": identities * len(SOURCES), "seconds": time.perf_counter() - started, "bytes": written}
+
+
+def check_size(n_images: int) -> None:
+    """Refuses an N the tree cannot have: every identity has one image in each of the 4 sources."""
+    if n_images <= 0 or n_images % len(SOURCES):
+        raise ValueError(f"N = {n_images}: the number of images must be a positive multiple of {len(SOURCES)} "
+                         f"(one image per source per identity), e.g. {max(len(SOURCES), n_images // 4 * 4)}")
+
+
+def tree_marker(root: Path) -> Path:
+    """Written beside a tree once all its files are there (not inside it, where it would be indexed)."""
+    return root.with_name(f"{root.name}.complete.json")
+
+
+def prepare_tree(root: Path, n_images: int, workers: int) -> int:
+    """A complete tree of ``n_images`` under ``root``: reused when its marker and file count say so, else made anew.
+
+    Returns:
+        The number of images in the tree, the N the stages measure.
+    """
+    marker = tree_marker(root)
+    if (marker.exists() and root.is_dir() and json.loads(marker.read_text())["images"] == n_images
+            and sum(1 for path in root.rglob("*") if path.is_file()) == n_images):
+        return n_images
+    # A tree without its marker was cut short (a killed generation) or is another N's: it is made again.
+    marker.unlink(missing_ok=True)
+    shutil.rmtree(root, ignore_errors=True)
+    made = generate_tree(root, n_images, workers)
+    print(f"\nN = {made['images']}: generated in {made['seconds']:.0f} s, {made['bytes'] / 2**30:.2f} GiB of JPEG "
+          f"under {root}")
+    marker.write_text(json.dumps({"images": made["images"]}))
+    return int(made["images"])
 
 
 # One stage, in its own process -------------------------------------------------------------------------------------
@@ -218,15 +251,13 @@ def measure(stage: str, root: Path, data_dir: Path) -> dict[str, object]:
 def benchmark(n_images: int, workdir: Path, workers: int, keep: bool) -> dict[str, list[dict]]:
     root, data_dir = workdir / f"dff_{n_images}", workdir / f"dff_{n_images}_data"
     shutil.rmtree(data_dir, ignore_errors=True)
-    if not root.exists():
-        made = generate_tree(root, n_images, workers)
-        print(f"\nN = {made['images']}: generated in {made['seconds']:.0f} s, {made['bytes'] / 2**30:.2f} GiB of JPEG "
-              f"under {root}")
+    n_images = prepare_tree(root, n_images, workers)
     try:
         floor = measure("decode_only", root, data_dir)
         runs = {run: [measure(stage, root, data_dir) for stage in STAGES] for run in ("first run", "re-run")}
     finally:
         if not keep:
+            tree_marker(root).unlink(missing_ok=True)
             shutil.rmtree(root, ignore_errors=True)
             shutil.rmtree(data_dir, ignore_errors=True)
     print(f"\nN = {n_images} images ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
@@ -282,6 +313,11 @@ def main() -> None:
         return
     if not args.sizes:
         parser.error("give at least one number of images, e.g. 20000")
+    for size in args.sizes:
+        try:
+            check_size(size)
+        except ValueError as error:
+            parser.error(str(error))
     results = {n: benchmark(n, args.workdir, args.workers, args.keep) for n in args.sizes}
     if len(results) > 1:
         growth(results, args.extrapolate)
