@@ -8,7 +8,11 @@ node's in-memory outputs are instead the result of its task, handed by Dask to t
 
 Inside a node, saving ``fold_runs`` (``TrainedFoldsDataset``) finds it runs on a Dask worker and submits one
 task per missing fold (``save_folds_on_dask``), writing each fold as it returns: two folds of one experiment
-train at once. Finished folds are skipped, stale ones retrained, exactly as in the sequential path.
+train at once. Finished folds are skipped, stale ones retrained, exactly as in the sequential path. Folds in
+one worker process train one at a time: torch's random state is per process.
+
+When a node or fold fails, those not started are not run and those running finish and are written, as Kedro's
+ParallelRunner lets running nodes finish; then the failure is raised, with Kedro's ``--from-nodes`` hint.
 """
 
 from __future__ import annotations
@@ -139,7 +143,7 @@ class DaskRunner(AbstractRunner):
                 for name, data in outputs.items():
                     if name in pipeline.outputs():
                         catalog.save(name, data)
-        except Exception:
+        except Exception as error:
             # As Kedro's ParallelRunner: nodes not started are dropped, running ones finish (and save) first.
             Event(stop, client=client).set()
             running = [future for future in futures.values() if not future.done()]
@@ -149,6 +153,10 @@ class DaskRunner(AbstractRunner):
                 wait(running)
             self._suggest_resume_scenario(
                 pipeline, {node for node, future in futures.items() if future.status == "finished"}, catalog)
+            if isinstance(error, NotRunError):
+                # A node the failure stopped can reach the loop before the failing one: raise the failure itself.
+                failures = [future.exception() for future in futures.values() if future.status == "error"]
+                raise next((e for e in failures if not isinstance(e, NotRunError)), error) from None
             raise
         except BaseException:
             client.cancel(list(futures.values()))
@@ -166,8 +174,9 @@ def _process_id() -> str:
 def _warn_shared_processes(client: Any) -> None:
     """Warns when worker threads share a process: folds there train one at a time, not side by side."""
     threads: dict[str, int] = {}
+    nthreads = client.nthreads()
     for address, process in client.run(_process_id).items():
-        threads[process] = threads.get(process, 0) + client.nthreads().get(address, 0)
+        threads[process] = threads.get(process, 0) + nthreads.get(address, 0)
     shared = {process: count for process, count in threads.items() if count > 1}
     if shared:
         logger.warning("Dask: %s worker threads share a process (%s); folds in one process train one at a time "
@@ -298,6 +307,7 @@ def save_folds_on_dask(store: FoldRunStore, runs: Mapping[str, FoldResult | Call
             raise
     if errors:
         raise errors[0]
+
 
 def _current_torch_threads() -> int:
     import torch
