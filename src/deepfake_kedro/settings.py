@@ -3,14 +3,13 @@
 from deepfake_kedro.config_loader import StudyConfigLoader
 from deepfake_kedro.hooks import DataRootHook, PipelineLayoutHook, RunEnvironmentHook, ValidateExperimentsHook
 from deepfake_kedro.known_warnings import silence_known_warnings
-from deepfake_kedro.tracking import ExperimentTrackingHook, tracking_enabled
+from deepfake_kedro.tracking import ExperimentTrackingHook, MlflowSettingsHook, tracking_enabled
 
 # MLflow tracking (conf/base/mlflow.yml) is on unless DEEPFAKE_KEDRO_TRACKING=off, as the tests set it.
 TRACKING = tracking_enabled()
 HOOKS = (ValidateExperimentsHook(), PipelineLayoutHook(), DataRootHook(), RunEnvironmentHook(),
-         *((ExperimentTrackingHook(),) if TRACKING else ()))
-# kedro-mlflow registers its own hook (one MLflow run per `kedro run`); off together with ours, which also
-# takes `kedro mlflow ui` away (it reads the hook's context.mlflow): keeping the hook would open the store.
+         ExperimentTrackingHook() if TRACKING else MlflowSettingsHook())
+# kedro-mlflow registers its own hook (one MLflow run per `kedro run`); off together with ours.
 DISABLE_HOOKS_FOR_PLUGINS = () if TRACKING else ("kedro_mlflow", "kedro-mlflow")
 
 CONFIG_LOADER_CLASS = StudyConfigLoader

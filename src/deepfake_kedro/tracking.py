@@ -174,6 +174,40 @@ def project_sqlite_uri(uri: str, project_path: str | Path) -> str:
     return SQLITE_PREFIX + (Path(project_path) / database).as_posix()
 
 
+def _pin_mlflow_store(context: Any) -> dict[str, Any] | None:
+    """The environment's mlflow.yml with a relative ``sqlite:///`` store pinned to the project (None: no file)."""
+    from kedro.config import MissingConfigException
+
+    loader = context.config_loader
+    loader.config_patterns.setdefault("mlflow", MLFLOW_CONFIG_PATTERNS)
+    try:
+        config = dict(loader["mlflow"])
+    except MissingConfigException:
+        return None  # kedro-mlflow warns and uses its defaults
+    server = dict(config.get("server") or {})
+    uri = server.get("mlflow_tracking_uri")
+    if uri:
+        server["mlflow_tracking_uri"] = project_sqlite_uri(uri, context.project_path)
+        config = {**config, "server": server}
+        # An explicitly set key is what OmegaConfigLoader hands out from now on, kedro-mlflow included.
+        loader["mlflow"] = config
+    return config
+
+
+class MlflowSettingsHook:
+    """With tracking off: kedro-mlflow's settings on the context, so ``kedro mlflow ui`` still opens the store.
+
+    kedro-mlflow's hook, off with tracking, is what sets ``context.mlflow``; this sets it without opening the
+    store or starting a run.
+    """
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+
+        context.__setattr__("mlflow", KedroMlflowConfig.model_validate(_pin_mlflow_store(context) or {}))
+
+
 class ExperimentTrackingHook:
     """After a run, one nested MLflow run per experiment the pipeline evaluated (``<phase>.<experiment>.metrics``).
 
@@ -183,20 +217,7 @@ class ExperimentTrackingHook:
     # tryfirst: kedro-mlflow's own after_context_created opens the store; the path must be fixed before that.
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
-        from kedro.config import MissingConfigException
-
-        loader = context.config_loader
-        loader.config_patterns.setdefault("mlflow", MLFLOW_CONFIG_PATTERNS)
-        try:
-            config = dict(loader["mlflow"])
-        except MissingConfigException:
-            return  # kedro-mlflow warns and uses its defaults
-        server = dict(config.get("server") or {})
-        uri = server.get("mlflow_tracking_uri")
-        if uri:
-            server["mlflow_tracking_uri"] = project_sqlite_uri(uri, context.project_path)
-            # An explicitly set key is what OmegaConfigLoader hands out from now on, kedro-mlflow included.
-            loader["mlflow"] = {**config, "server": server}
+        _pin_mlflow_store(context)
 
     # tryfirst: kedro-mlflow's own after_pipeline_run closes the parent run, so this one must run before it.
     @hook_impl(tryfirst=True)

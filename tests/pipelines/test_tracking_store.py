@@ -31,3 +31,19 @@ def test_a_session_opened_elsewhere_tracks_into_the_projects_mlflow_db(kedro_pro
                                  "print(mlflow.get_experiment_by_name(\"deepfake_kedro\").artifact_location)",
                                  opened.stdout.strip().splitlines()[-1]], capture_output=True, text=True)
     assert experiment.stdout.strip() == (kedro_project.path / "mlruns").as_uri(), experiment.stderr[-2000:]
+
+
+def test_with_tracking_off_kedro_mlflow_ui_still_finds_the_projects_store(kedro_project):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from deepfake_kedro.tracking import tracking_enabled
+
+    assert not tracking_enabled()  # the tests' setting
+    bootstrap_project(kedro_project.path)
+    with KedroSession.create(project_path=kedro_project.path, env="demo") as session:
+        context = session.load_context()
+    # What `kedro mlflow ui` reads; kedro-mlflow's own hook, off with tracking, used to be the only one to set it.
+    assert context.mlflow.server.mlflow_tracking_uri == f"sqlite:///{(kedro_project.path / 'mlflow.db').as_posix()}"
+    assert (context.mlflow.ui.host, context.mlflow.ui.port) == ("127.0.0.1", "5000")
+    assert not (kedro_project.path / "mlflow.db").exists(), "tracking off opens no store"
