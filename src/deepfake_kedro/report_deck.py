@@ -232,12 +232,17 @@ def preprocessing_slide(choice: Mapping[str, Any]) -> Figure:
 
 def ranking_slide(selection: Mapping[str, Any]) -> Figure:
     """Phase 4's ranking of the candidate models, its criteria and the models selected."""
-    shown = pd.DataFrame(selection["candidates"])[RANKING_COLUMNS]
+    candidates = pd.DataFrame(selection["candidates"])
+    shown = candidates[RANKING_COLUMNS].copy()
+    elsewhere = ~candidates.get("on_chosen_preprocessing", pd.Series(True, index=candidates.index)).astype(bool)
+    # A model with no run on the chosen preprocessing is ranked on its best run elsewhere: marked, not hidden.
+    shown.loc[elsewhere, "experiment"] = shown.loc[elsewhere, "experiment"] + " *"
     criteria = ", ".join(f"{c['name']} ({c['direction']} is better, weight {c['weight']:g})"
                          for c in selection["criteria"])
     return table_slide("Phase 4: model ranking", shown,
-                       f"Criteria: {criteria}. Selected ({selection['source']}): "
-                       + ", ".join(s["model"] for s in selection["selected"]))
+                       f"Criteria: {criteria}. Each model on its best run on phase 2's chosen preprocessing"
+                       + (" (* none there: its best run on another)" if elsewhere.any() else "")
+                       + f". Selected ({selection['source']}): " + ", ".join(s["model"] for s in selection["selected"]))
 
 
 def attention_slide(attention: pd.DataFrame) -> Figure:

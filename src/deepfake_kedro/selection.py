@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepfake_kedro.config import STUDY_WIDE_KEYS, deep_merge
+from deepfake_kedro.config import STUDY_WIDE_KEYS, ExperimentConfig, deep_merge
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,9 @@ PREPROCESSING_RULE = (
 )
 
 RANKING_RULE = (
-    "One candidate per model (backbone and preset): its best experiment of phases 1-3 by mean AUC, source "
-    "hold-outs excluded. Each criterion ranks the candidates (1 = best); the score "
+    "One candidate per model (backbone and preset): its best experiment of phases 1-3 by mean AUC among those "
+    "on phase 2's chosen preprocessing (the one phase 4 retrains it on), or among all when it has none there; "
+    "source hold-outs excluded. Each criterion ranks the candidates (1 = best); the score "
     "is the weighted mean rank, lower is better; ties go to the higher mean AUC. The top `top_k` go on."
 )
 
@@ -145,18 +146,32 @@ def model_name(config: Mapping[str, Any]) -> str:
     return f"{backbone}_{config['cnn_preset']}" if backbone == "simple_cnn" else backbone
 
 
+def on_preprocessing(config: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    """Whether an experiment already ran on the preprocessing ``settings`` (laying them over it changes nothing)."""
+    current = ExperimentConfig.model_validate(dict(config))
+    chosen = ExperimentConfig.model_validate(apply_preprocessing(config, {"settings": settings}))
+    return all(getattr(current, key) == getattr(chosen, key) for key in settings)
+
+
 def candidate_table(
-    summaries: Mapping[str, Mapping[str, Any]], costs: Mapping[str, Mapping[str, float]]
+    summaries: Mapping[str, Mapping[str, Any]], costs: Mapping[str, Mapping[str, float]],
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One row per model: its best eligible experiment, mean AUC, worst-source AUC and cost.
+
+    A model's best experiment is taken among those on ``preprocessing`` when it has any: phase 4 retrains
+    it there, and a model's best of many preprocessing variants would otherwise be ranked against models
+    seen on one (its maximum over variants is biased upwards).
 
     Args:
         summaries: ``<phase>.<experiment>`` -> the experiment's metrics summary (with ``config``).
         costs: Same keys -> ``params_m`` and ``gflops`` at the experiment's image size.
+        preprocessing: Phase 2's chosen settings (``image_size``, ``face_crop``, ...); None ranks every
+            experiment alike.
 
     Returns:
-        Candidates with ``model``, ``experiment``, ``auc_mean``, ``worst_source_auc``, ``worst_source``,
-        ``gflops``, ``params_m``.
+        Candidates with ``model``, ``experiment``, ``on_chosen_preprocessing``, ``auc_mean``,
+        ``worst_source_auc``, ``worst_source``, ``gflops``, ``params_m``.
     """
     rows = []
     for name, summary in summaries.items():
@@ -169,13 +184,16 @@ def candidate_table(
                       if key.startswith("pairwise_auc:") and value.get("mean") is not None}
         worst = min(per_source, key=per_source.get) if per_source else None
         rows.append({
-            "model": model_name(config), "experiment": name, "auc_mean": metrics["auc"]["mean"],
+            "model": model_name(config), "experiment": name,
+            "on_chosen_preprocessing": preprocessing is None or on_preprocessing(config, preprocessing),
+            "auc_mean": metrics["auc"]["mean"],
             "auc_ci_low": metrics["auc"]["ci_low"], "auc_ci_high": metrics["auc"]["ci_high"],
             "worst_source_auc": per_source.get(worst, np.nan), "worst_source": worst,
             "gflops": costs[name]["gflops"], "params_m": costs[name]["params_m"],
         })
     table = pd.DataFrame(rows)
-    best = table.sort_values(["auc_mean", "experiment"], ascending=[False, True]).groupby("model", sort=False).head(1)
+    best = (table.sort_values(["on_chosen_preprocessing", "auc_mean", "experiment"], ascending=[False, False, True])
+            .groupby("model", sort=False).head(1))
     return best.reset_index(drop=True)
 
 

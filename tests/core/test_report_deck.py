@@ -13,6 +13,7 @@ from deepfake_kedro.report_deck import (
     decision_line,
     overlay_strip,
     phase2_conclusion,
+    ranking_slide,
     wilcoxon_note,
 )
 from tests import tiny_tables as tt
@@ -120,3 +121,11 @@ def test_overlay_strip_tiles_four_per_row_with_gaps():
     strip = overlay_strip([Image.new("RGB", (20, 10), "red")] * 5)
     assert strip.shape == (2 * (10 + 4), 4 * (20 + 4), 3)
     assert (strip[0, 0] == [255, 0, 0]).all() and (strip[-1, -1] == 255).all()
+
+
+def test_the_ranking_slide_marks_a_model_ranked_on_another_preprocessing():
+    selection = tt.model_selection()
+    assert "*" not in tt.slide_text(ranking_slide(selection))
+    selection["candidates"][0]["on_chosen_preprocessing"] = False
+    text = tt.slide_text(ranking_slide(selection))
+    assert "p3_resnet18 *" in text and "(* none there: its best run on another)" in text

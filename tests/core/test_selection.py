@@ -80,12 +80,39 @@ def test_missing_pair_and_bad_keys_are_named():
 
 
 def summary(backbone: str, auc: float, pairwise: dict[str, float], image_size: int = 224,
-            train_sources="all", preset: str = "medium") -> dict:
+            train_sources="all", preset: str = "medium", **config) -> dict:
     metrics = {"auc": {"mean": auc, "std": 0.01, "ci_low": auc - 0.02, "ci_high": auc + 0.02}}
     metrics.update({f"pairwise_auc:{s}": {"mean": v} for s, v in pairwise.items()})
     config = {"backbone": backbone, "cnn_preset": preset, "image_size": image_size, "train_sources": train_sources,
-              "eval_sources": "all", "subsample": 1.0}
+              "eval_sources": "all", "subsample": 1.0, **config}
     return {"config": config, "metrics": metrics}
+
+
+def test_a_model_is_ranked_on_its_best_experiment_on_the_chosen_preprocessing_when_it_has_one():
+    aug = {"hflip_p": 0.5, "brightness": 0.2}
+    summaries = {
+        "phase1.p1_resnet18_baseline": summary("resnet18", 0.80, {"a": 0.7}, 128),
+        "phase2.p2b_resnet18_224": summary("resnet18", 0.82, {"a": 0.75}),
+        "phase2.p2c_resnet18_facecrop": summary("resnet18", 0.85, {"a": 0.8}, face_crop=True),
+        "phase2.p2d_resnet18_aug": summary("resnet18", 0.84, {"a": 0.8}, augment=aug),
+        "phase3.p3_resnet50": summary("resnet50", 0.83, {"a": 0.82}),
+        "phase1.p1_simplecnn_baseline": summary("simple_cnn", 0.70, {"a": 0.65}, 128, pretrained=False),
+    }
+    costs = {name: {"gflops": 1.0, "params_m": 1.0} for name in summaries}
+    chosen = {"image_size": 224, "face_crop": False, "augment": False, "normalization": "imagenet"}
+    table = candidate_table(summaries, costs, chosen).set_index("model")
+    # ResNet-18's face-crop and augmented runs scored higher, but phase 4 retrains it on the 224 px frame.
+    assert table.loc["resnet18", "experiment"] == "phase2.p2b_resnet18_224"
+    assert table.loc["resnet18", "auc_mean"] == 0.82 and bool(table.loc["resnet18", "on_chosen_preprocessing"])
+    # A model with no run on the chosen preprocessing keeps its best, flagged.
+    assert table.loc["simple_cnn_medium", "experiment"] == "phase1.p1_simplecnn_baseline"
+    assert not table.loc["simple_cnn_medium", "on_chosen_preprocessing"]
+    # Augmentation given as the same settings in another order (or with defaults spelled out) still matches.
+    with_aug = candidate_table(summaries, costs, {**chosen, "augment": {"brightness": 0.2, "hflip_p": 0.5,
+                                                                       "erase_p": 0.0}}).set_index("model")
+    assert with_aug.loc["resnet18", "experiment"] == "phase2.p2d_resnet18_aug"
+    assert candidate_table(summaries, costs).set_index("model").loc["resnet18", "experiment"] == \
+        "phase2.p2c_resnet18_facecrop"
 
 
 def test_candidates_one_per_model_best_experiment_no_holdouts():

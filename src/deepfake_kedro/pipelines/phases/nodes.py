@@ -170,12 +170,13 @@ def gather_explained(**explained: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose_final_models(
-    ranking: dict[str, Any], **phase_metrics: dict[str, dict[str, Any]]
+    ranking: dict[str, Any], preprocessing_choice: dict[str, Any], **phase_metrics: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Ranks every model of phases 1-3 by the documented criteria and picks those phase 4 retrains.
 
     Args:
         ranking: ``phase4.ranking``: ``weights`` per criterion, ``top_k``, ``override`` (model names).
+        preprocessing_choice: Phase 2's choice: each model is ranked on its best experiment there when it has one.
         **phase_metrics: Phase -> its ``gather_metrics`` (``<phase>.<experiment>`` -> metrics summary), phases 1-3.
 
     Returns:
@@ -185,7 +186,7 @@ def choose_final_models(
     experiment_metrics = {name: summary for bundle in phase_metrics.values() for name, summary in bundle.items()}
     costs = {name: model_cost(s["config"]["backbone"], s["config"]["image_size"], s["config"]["cnn_preset"])
              for name, s in experiment_metrics.items()}
-    candidates = candidate_table(experiment_metrics, costs)
+    candidates = candidate_table(experiment_metrics, costs, preprocessing_choice["settings"])
     selection = rank_models(candidates, ranking["weights"], ranking.get("top_k", 3), ranking.get("override"))
     for chosen in selection["selected"]:
         chosen["config"] = experiment_metrics[chosen["experiment"]]["config"]

@@ -3,6 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from deepfake_kedro.pipelines.experiment import experiment_pipeline, final_model_pipeline
+from deepfake_kedro.pipelines.experiment.pipeline import PREPROCESSING_CHOICE
 from deepfake_kedro.study import phase4_slots
 
 from .nodes import (
@@ -82,7 +83,8 @@ def final_models_pipeline(candidate_phases: list[str], top_k: int, scaling: dict
         The phase-4 pipeline.
     """
     bundles = {phase: f"{phase}.experiment_metrics" for phase in candidate_phases}
-    rank = Node(choose_final_models, {"ranking": "params:phase4.ranking", **bundles},
+    rank = Node(choose_final_models,
+                {"ranking": "params:phase4.ranking", "preprocessing_choice": PREPROCESSING_CHOICE, **bundles},
                 ["model_selection", "candidates"], name="choose_final_models")
     full_fraction = max(scaling.values())
     slots = phase4_slots(top_k, scaling)
@@ -98,6 +100,6 @@ def final_models_pipeline(candidate_phases: list[str], top_k: int, scaling: dict
         *gather_nodes("phase4", [slot.name for slot in slots]),
     ]
     # The ranking node sits in the namespace too, so `kedro run --namespaces phase4` runs all of phase 4.
-    ranked = Pipeline([rank, *analysis], namespace="phase4", inputs=set(bundles.values()),
+    ranked = Pipeline([rank, *analysis], namespace="phase4", inputs={*bundles.values(), PREPROCESSING_CHOICE},
                       parameters={"params:phase4", "params:phase4.ranking", "params:data"})
     return ranked + instances
