@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+def draw_offscreen() -> None:
+    """Agg for Kedro runs (nodes draw on worker threads too, where a GUI backend fails); a notebook's kernel
+    keeps its own inline backend, so figures drawn in its cells show."""
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
+
+
+draw_offscreen()
 
 
 def learning_curves(histories: list[pd.DataFrame], title: str) -> Figure:

@@ -9,20 +9,19 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from deepfake_kedro.commands import kedro_run
+from deepfake_kedro.comparison import format_ci
+from deepfake_kedro.costs import inference_throughput, model_cost
+from deepfake_kedro.figures import draw_offscreen
+from deepfake_kedro.models import BACKBONES
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from deepfake_kedro.commands import kedro_run  # noqa: E402
-from deepfake_kedro.comparison import format_ci  # noqa: E402
-from deepfake_kedro.costs import inference_throughput, model_cost  # noqa: E402
-from deepfake_kedro.models import BACKBONES  # noqa: E402
+draw_offscreen()
 
 SLIDE_SIZE = (13.33, 7.5)  # 16:9
 

@@ -48,6 +48,12 @@ def test_notebook_executes_headless_and_shows_the_study(tiny_study, name, monkey
     text = shown_text(notebook)
     reporting = tiny_study.path / "data/demo/08_reporting"
     assert images_shown(notebook) >= 1, f"{name} shows no figure"
+    for number, cell in enumerate(notebook.cells):
+        pngs = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        # A figure drawn in the cell shows (no off-screen backend forced on the kernel), and only once.
+        if cell.cell_type == "code" and "plt.subplots" in cell.source:
+            assert pngs, f"{name} cell {number} draws a figure but shows none"
+        assert len(pngs) == len(set(pngs)), f"{name} cell {number} shows the same figure twice"
     if name in COMPARISON_OF:
         comparison = pd.read_csv(reporting / COMPARISON_OF[name] / "comparison.csv")
         for _, row in comparison.iterrows():
