@@ -21,6 +21,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
+from deepfake_kedro.error_analysis import decision_thresholds
 from deepfake_kedro.image_cache import ImageStack
 from deepfake_kedro.models import cam_target_layer, create_model
 from deepfake_kedro.run_store import FoldRunStore, run_key
@@ -114,8 +115,8 @@ def gradcam_maps(
 
 
 def prediction_types(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray,
-                     threshold: float = 0.5) -> np.ndarray:
-    """``TP`` / ``TN`` / ``FP`` / ``FN`` per image (positive = fake, predicted when prob >= threshold)."""
+                     threshold: float | np.ndarray = 0.5) -> np.ndarray:
+    """``TP`` / ``TN`` / ``FP`` / ``FN`` per image (positive = fake, called fake when prob >= its threshold)."""
     fake = np.asarray(labels) == 1
     called_fake = np.asarray(probs, dtype=float) >= threshold
     return np.select(
@@ -135,12 +136,14 @@ def choose_examples(oof: pd.DataFrame, n_images: int = 16, threshold: float = 0.
     Round-robin over prediction types, and within a type round-robin over its sources, so
     each (type, source) cell gets its turn; within a cell the most confident predictions
     (furthest from the threshold) come first, ties broken by path. Empty or exhausted cells
-    are skipped, so the others fill their places.
+    are skipped, so the others fill their places. Each image is judged at its fold's decision
+    ``threshold`` where ``oof`` has one, as the metrics are.
 
     Args:
-        oof: Out-of-fold predictions: ``path``, ``source``, ``label`` (1 = fake), ``fold``, ``prob``.
+        oof: Out-of-fold predictions: ``path``, ``source``, ``label`` (1 = fake), ``fold``, ``prob``
+            and optionally each fold's ``threshold``.
         n_images: How many to pick (fewer if ``oof`` has fewer rows).
-        threshold: Probability from which an image counts as called fake.
+        threshold: Probability from which an image counts as called fake, for rows without a fold threshold.
 
     Returns:
         The chosen rows of ``oof`` with a ``pred_type`` column, ordered by prediction type, source,
@@ -151,9 +154,11 @@ def choose_examples(oof: pd.DataFrame, n_images: int = 16, threshold: float = 0.
         raise KeyError(f"out-of-fold predictions lack columns {missing}")
     if n_images < 1:
         raise ValueError(f"n_images must be at least 1, got {n_images}")
-    table = oof.reset_index(drop=True).assign(
-        pred_type=lambda t: prediction_types(t["label"], t["prob"], threshold),
-        _confidence=lambda t: (t["prob"].astype(float) - threshold).abs(),
+    table = oof.reset_index(drop=True)
+    cut, _ = decision_thresholds(table, threshold)
+    table = table.assign(
+        pred_type=prediction_types(table["label"], table["prob"], cut.to_numpy()),
+        _confidence=(table["prob"].astype(float) - cut).abs(),
         _type_order=lambda t: t["pred_type"].map(PRED_TYPES.index),
     )
     # Sorting by path first (stable sorts after) makes the choice independent of the input's row order.

@@ -169,6 +169,15 @@ def test_choose_examples_spreads_over_prediction_types_and_sources_most_confiden
             assert cell.loc[picked, "confidence"].min() >= cell.loc[~picked, "confidence"].max()
 
 
+def test_choose_examples_judges_each_image_at_its_folds_threshold():
+    oof = synthetic_oof().assign(threshold=0.8)
+    chosen = choose_examples(oof, n_images=len(oof))
+    assert (chosen["pred_type"].to_numpy() == prediction_types(chosen["label"], chosen["prob"], 0.8)).all()
+    # A real at p = 0.6 is a true negative at 0.8, though it would be a false positive at 0.5.
+    between = chosen[(chosen["label"] == 0) & chosen["prob"].between(0.5, 0.8)]
+    assert len(between) and set(between["pred_type"]) == {"TN"}
+
+
 def test_choose_examples_is_deterministic_and_breaks_ties_by_path():
     oof = synthetic_oof()
     shuffled = oof.sample(frac=1.0, random_state=3)

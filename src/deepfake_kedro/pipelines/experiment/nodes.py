@@ -209,13 +209,14 @@ def analyse_errors(
         evaluation: ``hard_examples``: how many false positives and how many false negatives.
 
     Returns:
-        Hard examples, their gallery, confidence histograms and a reliability diagram.
+        Hard examples (judged at each fold's decision threshold), their gallery, confidence histograms
+        and a reliability diagram.
     """
     cache = resolved_config.cache(image_cache, face_cache)
     name = resolved_config.label
     errors = most_confident_errors(oof_predictions, evaluation.get("hard_examples", 10))
     images = [cache.array[row] for row in cache.rows(errors["path"].tolist())] if len(errors) else []
-    captions = [f"{r.error}\n{r.source}, p(fake)={r.prob:.2f}" for r in errors.itertuples()]
+    captions = [f"{r.error} (t={r.threshold_used:.2f})\n{r.source}, p(fake)={r.prob:.2f}" for r in errors.itertuples()]
     return (errors, image_gallery(images, captions, f"{name}: most confident mistakes (what the model saw)"),
             confidence_histograms(oof_predictions, f"{name}: out-of-fold p(fake) per source"),
             reliability_diagram(oof_predictions, title=f"{name}\nreliability (out of fold)"))
