@@ -34,6 +34,8 @@ BENCHMARK_COLUMNS = ["backbone", "params_m", "gflops", "image_size", "batch_size
                      "precision"]
 MAX_FINDINGS = 14
 MAX_OVERLAYS = 8
+OVERLAY_TYPES = ("TP", "TN", "FP", "FN")
+"""Grad-CAM prediction types in the order the overlay slide takes them (as ``explain.PRED_TYPES``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,9 +255,40 @@ def attention_slide(attention: pd.DataFrame) -> Figure:
 
 
 def overlay_slide(overlays: Sequence[Any], model: str) -> Figure:
-    """Grad-CAM overlays of the top model's full run, four per row (at most ``MAX_OVERLAYS``)."""
+    """Grad-CAM overlays of the top model's full run (as ``spread_overlays`` chose them), four per row."""
     return image_slide(f"Explainability: {model} (phase 4, full run)", overlay_strip(overlays[:MAX_OVERLAYS]),
-                       "Each image explained by the fold model that held it out.")
+                       "Each image explained by the fold model that held it out; TP / TN / FP / FN at that fold's "
+                       "decision threshold, spread over types and sources.")
+
+
+def _round_robin(queues: Sequence[Sequence[str]]) -> list[str]:
+    """The first of every queue, then the second of every queue, skipping exhausted ones."""
+    longest = max((len(q) for q in queues), default=0)
+    return [q[i] for i in range(longest) for q in queues if i < len(q)]
+
+
+def spread_overlays(keys: Sequence[str], n: int = MAX_OVERLAYS) -> list[str]:
+    """Up to ``n`` overlay keys spread evenly over prediction types, and within a type over sources.
+
+    Args:
+        keys: Overlay keys ``<pred_type>/<source>/<image>`` (other keys count as one type and source).
+        n: How many to keep.
+
+    Returns:
+        The chosen keys, grouped by prediction type (TP, TN, FP, FN, then others) and source.
+    """
+    def type_rank(pred_type: str) -> tuple[int, str]:
+        return (OVERLAY_TYPES.index(pred_type) if pred_type in OVERLAY_TYPES else len(OVERLAY_TYPES), pred_type)
+
+    cells: dict[str, dict[str, list[str]]] = {}
+    for key in sorted(keys):
+        parts = key.split("/")
+        pred_type, source = (parts[0], parts[1]) if len(parts) >= 3 else ("", "")
+        cells.setdefault(pred_type, {}).setdefault(source, []).append(key)
+    types = sorted(cells, key=type_rank)
+    per_type = [_round_robin([cells[t][s] for s in sorted(cells[t])]) for t in types]
+    chosen = set(_round_robin(per_type)[:n])
+    return [key for t in types for s in sorted(cells[t]) for key in cells[t][s] if key in chosen]
 
 
 def conclusions(deck: DeckInputs, holdouts: pd.DataFrame | None) -> list[str]:

@@ -14,6 +14,7 @@ from deepfake_kedro.report_deck import (
     overlay_strip,
     phase2_conclusion,
     ranking_slide,
+    spread_overlays,
     wilcoxon_note,
 )
 from tests import tiny_tables as tt
@@ -115,6 +116,19 @@ def test_decision_line_says_why_a_step_did_not_apply():
     applied, skipped = tt.preprocessing_choice()["decisions"]
     assert decision_line(applied) == "p2_a -> p2_b: Δ +0.031, Holm p 0.012 - kept"
     assert decision_line(skipped) == "p2_b -> p2_c: not applicable (no such pair)"
+
+
+def test_overlays_are_spread_over_prediction_types_then_sources():
+    # The demo's top full run: 3 FN, 2 FP, 3 TN first in key order hid its 4 TP.
+    keys = ["FN/inpainting/a", "FN/insight/b", "FN/text2img/c", "FP/wiki/d", "FP/wiki/e", "TN/wiki/f", "TN/wiki/g",
+            "TN/wiki/h", "TP/inpainting/i", "TP/inpainting/j", "TP/insight/k", "TP/text2img/l"]
+    chosen = spread_overlays(keys, 8)
+    assert chosen == ["TP/inpainting/i", "TP/insight/k", "TN/wiki/f", "TN/wiki/g", "FP/wiki/d", "FP/wiki/e",
+                      "FN/inpainting/a", "FN/insight/b"]
+    # An empty type gives its places to the others; fewer keys than places keeps them all.
+    assert [k.split("/")[0] for k in spread_overlays([k for k in keys if k[:2] != "FP"], 8)] == (
+        ["TP"] * 3 + ["TN"] * 3 + ["FN"] * 2)
+    assert sorted(spread_overlays(keys[:3], 8)) == keys[:3]
 
 
 def test_overlay_strip_tiles_four_per_row_with_gaps():

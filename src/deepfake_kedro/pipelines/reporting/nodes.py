@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from deepfake_kedro.demo_check import check_planted_effects
 from deepfake_kedro.figures import attention_bars
-from deepfake_kedro.report_deck import MAX_OVERLAYS, DeckInputs, build_deck
+from deepfake_kedro.report_deck import MAX_OVERLAYS, DeckInputs, build_deck, spread_overlays
 from deepfake_kedro.report_sections import ReportSection
 from deepfake_kedro.reporting import attention_summary, detailed_results, model_benchmark, model_comparison
 from deepfake_kedro.study import PHASES
@@ -130,7 +130,8 @@ def build_report(
         scaling: Phase 4's scaling table.
         attention: Grad-CAM attention summary.
         benchmark: The backbone benchmark.
-        gradcam_overlays: Overlays of the top phase-4 model's full run (partition -> loader).
+        gradcam_overlays: Overlays of the top phase-4 model's full run (``<pred_type>/<source>/<image>`` -> loader);
+            at most ``MAX_OVERLAYS`` are loaded, spread over prediction types and sources.
         sections: Report sections written by pipelines outside the default run (robustness, external, ...).
         demo_check: The demo's planted-effects table (a slide when not empty).
         **phase_tables: ``<phase>_comparison`` and ``<phase>_tests`` for the four phases.
@@ -138,7 +139,8 @@ def build_report(
     Returns:
         One figure per slide (the PDF dataset writes them).
     """
-    overlays = [gradcam_overlays[key]() for key in sorted(gradcam_overlays)[:MAX_OVERLAYS]]
+    # Spread over TP / TN / FP / FN and sources: the first keys in order were all FN, FP and TN.
+    overlays = [gradcam_overlays[key]() for key in spread_overlays(list(gradcam_overlays), MAX_OVERLAYS)]
     return build_deck(DeckInputs(
         data_root=str(data["root"]), sources=data["sources"], cv_folds=defaults["cv_folds"], seed=defaults["seed"],
         val_ratio=defaults["val_ratio"], synthetic=synthetic, fold_table=fold_table, shortcut_audit=shortcut_audit,
