@@ -62,6 +62,7 @@ class DeckInputs:
         tests: Phase -> its paired tests.
         overlays: Grad-CAM overlays (PIL images) of the top phase-4 model's full run, in display order.
         sections: Sections written by pipelines outside the default run (robustness, external sets, ...).
+        reporting_dir: The run's report folder (the catalog's ``08_reporting``), named on the slides.
     """
 
     data_root: str
@@ -83,6 +84,7 @@ class DeckInputs:
     tests: Mapping[str, pd.DataFrame]
     overlays: Sequence[Any] = field(default_factory=list)
     sections: Sequence[ReportSection] = field(default_factory=list)
+    reporting_dir: str = "data/08_reporting"
 
 
 def build_deck(deck: DeckInputs) -> list[Figure]:
@@ -110,7 +112,7 @@ def build_deck(deck: DeckInputs) -> list[Figure]:
     slides.append(image_slide("Phase 4: data scaling",
                               figure_pixels(scaling_curves(deck.scaling, "AUC vs training data")),
                               "Nested subsets of whole groups, same folds."))
-    slides.append(attention_slide(deck.attention))
+    slides.append(attention_slide(deck.attention, deck.reporting_dir))
     if deck.overlays:
         slides.append(overlay_slide(deck.overlays, deck.model_selection["selected"][0]["model"]))
     slides.append(table_slide("Backbone benchmark", deck.benchmark[BENCHMARK_COLUMNS],
@@ -134,7 +136,7 @@ def setup_slide(deck: DeckInputs) -> Figure:
         "test folds are never used for any choice.",
         "Phases: 1 architecture baseline, 2 preprocessing (shortcuts, resolution, face crop, augmentation), "
         "3 architectures on phase 2's preprocessing, 4 final models with data scaling.",
-        "Every number in this deck is read from data/08_reporting (model_comparison.csv, paired_tests.csv, ...).",
+        f"Every number in this deck is read from {deck.reporting_dir} (model_comparison.csv, paired_tests.csv, ...).",
     ])
 
 
@@ -247,11 +249,11 @@ def ranking_slide(selection: Mapping[str, Any]) -> Figure:
                        + f". Selected ({selection['source']}): " + ", ".join(s["model"] for s in selection["selected"]))
 
 
-def attention_slide(attention: pd.DataFrame) -> Figure:
-    """Share of Grad-CAM mass on the detected face per experiment."""
+def attention_slide(attention: pd.DataFrame, reporting_dir: str = "data/08_reporting") -> Figure:
+    """Share of Grad-CAM mass on the detected face per experiment (overlays under ``reporting_dir``/gradcam)."""
     return image_slide("Explainability: where the models look", figure_pixels(attention_bars(attention)),
                        "Grad-CAM share inside MTCNN's face box, in what the model saw; the tick is the box's share of "
-                       "the input (no preference).\nOverlays per experiment under data/08_reporting/gradcam/.")
+                       f"the input (no preference).\nOverlays per experiment under {reporting_dir}/gradcam/.")
 
 
 def overlay_slide(overlays: Sequence[Any], model: str) -> Figure:

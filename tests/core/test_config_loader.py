@@ -67,3 +67,8 @@ def test_an_environments_sources_replace_bases_whole(conf):
     runtime = {"data": {"sources": {"a": "real", "b": "fake"}}}
     assert parameters(conf, "demo", runtime)["data"]["sources"] == {"a": "real", "b": "fake"}
     assert set(parameters(conf, "demo")["data"]["sources"]) == {"wiki", "text2img", "inpainting", "insight"}
+
+
+def test_the_reports_folder_follows_the_environments_data_dir(conf):
+    assert parameters(conf)["reporting"]["folder"] == "data/08_reporting"
+    assert parameters(conf, "demo")["reporting"]["folder"] == "data/demo/08_reporting"

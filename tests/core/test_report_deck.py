@@ -48,6 +48,14 @@ def test_deck_has_one_slide_per_kind_and_reads_numbers_from_the_tables():
     assert "Metadata-only classifier" in texts[3] and "AUC 0.612 [0.550, 0.670]" in texts[3]
 
 
+def test_deck_names_the_runs_report_folder():
+    texts = [tt.slide_text(slide) for slide in build_deck(deck_inputs(reporting_dir="data/demo/08_reporting"))]
+    assert "read from data/demo/08_reporting (model_comparison.csv" in texts[0]
+    attention = next(t for t in texts if t.startswith("Explainability: where the models look"))
+    assert "under data/demo/08_reporting/gradcam/" in attention
+    assert not any("data/08_reporting" in t for t in texts)
+
+
 def test_cv_folds_and_synthetic_flag_reach_the_text():
     real = conclusions(deck_inputs(cv_folds=7, synthetic=False), None)
     demo = conclusions(deck_inputs(cv_folds=7, synthetic=True), None)

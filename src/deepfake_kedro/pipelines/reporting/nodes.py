@@ -111,7 +111,7 @@ def build_report(
     data: dict[str, Any], defaults: dict[str, Any], synthetic: bool, fold_table: pd.DataFrame,
     shortcut_audit: dict[str, Any], near_duplicates: dict[str, Any], preprocessing_choice: dict[str, Any],
     model_selection: dict[str, Any], model_costs: pd.DataFrame, scaling: pd.DataFrame, attention: pd.DataFrame,
-    benchmark: pd.DataFrame, gradcam_overlays: dict[str, Callable[[], Any]],
+    benchmark: pd.DataFrame, gradcam_overlays: dict[str, Callable[[], Any]], reporting_dir: str = "data/08_reporting",
     sections: list[ReportSection] | None = None, demo_check: pd.DataFrame | None = None,
     **phase_tables: pd.DataFrame,
 ) -> list[Figure]:
@@ -132,6 +132,7 @@ def build_report(
         benchmark: The backbone benchmark.
         gradcam_overlays: Overlays of the top phase-4 model's full run (``<pred_type>/<source>/<image>`` -> loader);
             at most ``MAX_OVERLAYS`` are loaded, spread over prediction types and sources.
+        reporting_dir: ``reporting.folder``: where the catalog writes the reports (named on the slides).
         sections: Report sections written by pipelines outside the default run (robustness, external, ...).
         demo_check: The demo's planted-effects table (a slide when not empty).
         **phase_tables: ``<phase>_comparison`` and ``<phase>_tests`` for the four phases.
@@ -148,5 +149,5 @@ def build_report(
         model_costs=model_costs, scaling=scaling, attention=attention, benchmark=benchmark,
         comparisons={p: phase_tables[f"{p}_comparison"] for p in PHASES},
         tests={p: phase_tables[f"{p}_tests"] for p in PHASES}, overlays=overlays,
-        sections=[*_demo_check_section(demo_check), *(sections or [])],
+        sections=[*_demo_check_section(demo_check), *(sections or [])], reporting_dir=reporting_dir,
     ))

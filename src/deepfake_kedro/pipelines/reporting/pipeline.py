@@ -35,7 +35,7 @@ def create_pipeline() -> Pipeline:
             "preprocessing_choice": "phase2.preprocessing_choice", "model_selection": "phase4.model_selection",
             "model_costs": "phase3.model_costs", "scaling": "phase4.scaling", "attention": "attention_summary",
             "benchmark": "model_benchmark", "gradcam_overlays": f"{top_full}.gradcam_overlays",
-            "sections": "report_sections", "demo_check": "demo_check",
+            "sections": "report_sections", "demo_check": "demo_check", "reporting_dir": "params:reporting.folder",
             **{f"{p}_comparison": f"{p}.comparison" for p in PHASES},
             **{f"{p}_tests": f"{p}.paired_tests" for p in PHASES},
         }, "report", name="build_report"),
