@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -276,29 +277,66 @@ def image_gallery(images: list[np.ndarray], captions: list[str], title: str, col
     return figure
 
 
-def attention_bars(attention: pd.DataFrame) -> Figure:
+def attention_rows(attention: pd.DataFrame, label_width: int = 44) -> pd.DataFrame:
+    """One row per distinct model of ``attention_summary``: experiments sharing a fingerprint collapse into one.
+
+    Experiments with one fingerprint train the same folds (phase 4's 100% and full runs always do), so
+    their Grad-CAM is the same; the row keeps the first and is labelled with every name, ``a = b``.
+
+    Args:
+        attention: ``reporting.attention_summary`` (``name`` and ``fingerprint`` when it had the summaries).
+        label_width: Characters per label line before the names wrap.
+
+    Returns:
+        The kept rows, in order, with a ``label`` column.
+    """
+    names = attention["name"] if "name" in attention else attention["experiment"]
+    # Rows without a fingerprint stand for themselves.
+    keys = (attention["fingerprint"].fillna(attention["experiment"]) if "fingerprint" in attention
+            else attention["experiment"])
+    labels = names.groupby(keys, sort=False).agg(lambda group: textwrap.fill(" = ".join(group), label_width))
+    kept = attention.loc[~keys.duplicated()].copy()
+    kept["label"] = keys[kept.index].map(labels).to_numpy()
+    return kept.reset_index(drop=True)
+
+
+def attention_bars(attention: pd.DataFrame, rows_per_panel: int = 14) -> Figure:
     """Mean share of Grad-CAM mass on the face per experiment, against the share of the input the face covers.
 
     A bar past its tick means the model looks at the face more than a map without preference would; experiments
-    without a scored image (no face found, or only all-zero CAMs) are named as such.
+    without a scored image (no face found, or only all-zero CAMs) are named as such. Experiments sharing a
+    fingerprint are one bar (``attention_rows``); more than ``rows_per_panel`` bars go in side-by-side panels,
+    so the figure stays landscape and legible on a slide.
     """
-    attention = attention.iloc[::-1]
-    figure, ax = plt.subplots(figsize=(10, 0.3 * len(attention) + 1.8), constrained_layout=True)
-    positions = np.arange(len(attention))
-    ax.barh(positions, attention["all"].fillna(0.0), color="#4C72B0", label="Grad-CAM mass on the face")
-    if "face_area" in attention:
-        ax.scatter(attention["face_area"], positions, marker="|", s=220, color="black", zorder=3,
-                   label="the face's share of the input (no preference)")
-    labels = [name if pd.notna(mass) else f"{name} (no scored CAM)"
-              for name, mass in zip(attention["experiment"], attention["all"])]
-    ax.set_yticks(positions, labels)
-    ax.set(xlabel="mean share of Grad-CAM mass inside the detected face box", xlim=(0, 1),
-           title="Where the models look (out-of-fold images, each by its own fold's model)")
-    ax.tick_params(axis="y", labelsize=7)
-    if attention.empty:
-        ax.text(0.5, 0.5, "no experiment explained any image", ha="center", va="center", transform=ax.transAxes)
+    rows = attention_rows(attention)
+    panels = max(1, -(-len(rows) // rows_per_panel))
+    chunks = np.array_split(np.arange(len(rows)), panels)
+    lines = max((sum(0.6 + 0.4 * (label.count("\n") + 1) for label in rows["label"].iloc[chunk]) for chunk in chunks),
+                default=1)
+    figure, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 0.32 * max(lines, 3) + 2.0), squeeze=False,
+                                layout="constrained")
+    figure.suptitle("Where the models look (out-of-fold images, each by its own fold's model)", fontsize=13)
+    for ax, chunk in zip(axes[0], chunks):
+        shown = rows.iloc[chunk].iloc[::-1]
+        # A label of several lines gets room in proportion, so it does not run into its neighbours.
+        steps = 0.6 + 0.4 * np.array([label.count("\n") + 1 for label in shown["label"]], dtype=float)
+        positions = np.cumsum(steps) - steps / 2
+        ax.barh(positions, shown["all"].fillna(0.0), height=0.8, color="#4C72B0", label="Grad-CAM mass on the face")
+        if "face_area" in shown:
+            ax.scatter(shown["face_area"], positions, marker="|", s=220, color="black", zorder=3,
+                       label="the face's share of the input (no preference)")
+        labels = [label if pd.notna(mass) else f"{label} (no scored CAM)"
+                  for label, mass in zip(shown["label"], shown["all"])]
+        ax.set_yticks(positions, labels)
+        ax.set(xlim=(0, 1), ylim=(0, max(steps.sum(), 1.0)))
+        ax.set_xlabel("mean share of Grad-CAM mass inside the detected face box", fontsize=10)
+        ax.tick_params(axis="y", labelsize=10)
+    if rows.empty:
+        axes[0, 0].text(0.5, 0.5, "no experiment explained any image", ha="center", va="center",
+                        transform=axes[0, 0].transAxes)
     else:
-        ax.legend(loc="lower right", fontsize=8)
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        figure.legend(handles, names, loc="outside lower center", ncols=2, fontsize=10)
     return figure
 
 

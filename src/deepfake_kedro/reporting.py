@@ -70,18 +70,23 @@ def explained_images(explained: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def attention_summary(explained: pd.DataFrame) -> pd.DataFrame:
+def attention_summary(
+    explained: pd.DataFrame, summaries: Mapping[str, Mapping[str, Any]] | None = None
+) -> pd.DataFrame:
     """Mean share of Grad-CAM mass on the face per experiment: by prediction type, by source and overall.
 
     Args:
         explained: Explained images (``explain.explanation_table``) of every experiment in one table, ``experiment``
             first (``explained_images``).
+        summaries: ``<phase>.<experiment>`` -> its metrics summary, whose ``experiment`` and ``fingerprint`` fill
+            the ``name`` and ``fingerprint`` columns (phase 4's keys are slots, its names are experiments').
 
     Returns:
         One row per experiment: one column per prediction type, one ``source:<name>`` column per source,
         ``all`` (the mean over images with a face and a non-zero CAM), ``face_area`` (the faces' mean share of
         the input: what ``all`` would be without preference), ``n_images`` (explained), ``n_scored`` (the
-        images behind ``all``) and ``n_flat`` (all-zero CAMs: the prediction did not move with the image).
+        images behind ``all``) and ``n_flat`` (all-zero CAMs: the prediction did not move with the image);
+        with ``summaries``, ``name`` and ``fingerprint`` after ``experiment``.
     """
     if explained.empty:
         return pd.DataFrame(columns=["experiment", "all", "face_area", "n_images", "n_scored", "n_flat"])
@@ -97,7 +102,13 @@ def attention_summary(explained: pd.DataFrame) -> pd.DataFrame:
         "n_flat": by_experiment["cam_flat"].sum().astype(int),
     })
     types = by_type.reindex(columns=[t for t in ("TP", "TN", "FP", "FN") if t in by_type.columns])
-    return types.join(by_source.add_prefix("source:")).join(overall).reset_index()
+    table = types.join(by_source.add_prefix("source:")).join(overall).reset_index()
+    if summaries is None:
+        return table
+    known = {key: summaries.get(key, {}) for key in table["experiment"]}
+    table.insert(1, "name", [known[key].get("experiment", key.split(".", 1)[-1]) for key in table["experiment"]])
+    table.insert(2, "fingerprint", [known[key].get("fingerprint") for key in table["experiment"]])
+    return table
 
 
 def model_benchmark(

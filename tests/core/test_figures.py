@@ -86,6 +86,23 @@ def test_prediction_figures_one_panel_per_source_and_calibration_counts():
     assert sum(patch.get_height() for patch in counts.patches) == 8
 
 
+def test_attention_bars_name_experiments_once_per_fingerprint_in_landscape_panels():
+    names = [f"p2_{i:02d}" for i in range(16)] + ["p4a_cnn_100pct", "p4b_cnn_full"]
+    attention = pd.DataFrame({
+        "experiment": [f"phase2.{n}" for n in names[:16]] + ["phase4.top1_100pct", "phase4.top1_full"],
+        "name": names, "fingerprint": [f"fp{i}" for i in range(16)] + ["fp3", "fp3"],
+        "all": [0.1] * 18, "face_area": [0.05] * 18,
+    })
+    figure = attention_bars(attention)
+    # 16 distinct models: two panels side by side, none of phase 4's slot names, the shared model once.
+    assert len(figure.axes) == 2
+    labels = [t.get_text() for ax in figure.axes for t in ax.get_yticklabels()]
+    assert len(labels) == 16 and not any("top1" in label for label in labels)
+    assert "p2_03 = p4a_cnn_100pct = p4b_cnn_full" in labels
+    width, height = figure.get_size_inches()
+    assert width > height
+
+
 def test_attention_bars_and_gallery():
     attention = pd.DataFrame({"experiment": ["a", "b", "c"], "all": [0.3, 0.6, float("nan")],
                               "face_area": [0.1, 0.5, float("nan")]})

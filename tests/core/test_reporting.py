@@ -80,6 +80,17 @@ def test_significant_findings_give_the_verdict_at_005():
     assert significant_findings(tests, metric="f1") == []
 
 
+def test_attention_summary_takes_names_and_fingerprints_from_the_summaries():
+    explained = {key: pd.DataFrame({"pred_type": ["TP"], "source": ["x"], "cam_mass_face": [0.2],
+                                    "face_area_share": [0.1], "cam_flat": [False]})
+                 for key in ("phase1.a", "phase4.top1_full")}
+    summaries = {"phase1.a": {"experiment": "a", "fingerprint": "f1"},
+                 "phase4.top1_full": {"experiment": "p4b_cnn_full", "fingerprint": "f2"}}
+    summary = attention_summary(explained_images(explained), summaries)
+    assert list(summary.columns[:3]) == ["experiment", "name", "fingerprint"]
+    assert summary["name"].tolist() == ["a", "p4b_cnn_full"] and summary["fingerprint"].tolist() == ["f1", "f2"]
+
+
 def test_attention_summary_means_by_prediction_type_source_and_overall():
     nan = float("nan")
     explained = {

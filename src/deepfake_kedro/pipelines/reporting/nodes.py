@@ -54,19 +54,23 @@ def benchmark_backbones(benchmark: dict[str, Any]) -> pd.DataFrame:
     return table
 
 
-def summarize_attention(**explained: pd.DataFrame) -> tuple[pd.DataFrame, Figure]:
+def summarize_attention(**inputs: Any) -> tuple[pd.DataFrame, Figure]:
     """Share of Grad-CAM mass on the detected face, per experiment, prediction type and source.
 
     Args:
-        **explained: Phase -> its gathered explained images (``experiment`` first).
+        **inputs: Phase -> its gathered explained images (``experiment`` first), and optionally
+            ``<phase>_metrics`` (its gathered summaries: experiment names and fingerprints for the figure).
 
     Returns:
         The table and a figure of it.
     """
+    summaries = {name: summary for key, bundle in inputs.items() if key.endswith("_metrics")
+                 for name, summary in bundle.items()}
+    explained = {key: table for key, table in inputs.items() if not key.endswith("_metrics")}
     tables = [table for table in explained.values() if len(table)]
     if not tables:
         logger.warning("No experiment explained any image, so the attention summary is empty")
-    summary = attention_summary(pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
+    summary = attention_summary(pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(), summaries)
     return summary, attention_bars(summary)
 
 

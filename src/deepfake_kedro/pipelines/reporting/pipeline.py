@@ -19,7 +19,8 @@ def create_pipeline() -> Pipeline:
                                **{f"{p}_metrics": f"{p}.experiment_metrics" for p in PHASES}},
              ["model_comparison", "detailed_results"], name="collect_results"),
         Node(benchmark_backbones, "params:reporting.benchmark", "model_benchmark", name="benchmark_backbones"),
-        Node(summarize_attention, {p: f"{p}.explained_images" for p in PHASES},
+        Node(summarize_attention, {**{p: f"{p}.explained_images" for p in PHASES},
+                                   **{f"{p}_metrics": f"{p}.experiment_metrics" for p in PHASES}},
              ["attention_summary", "attention_figure"], name="summarize_attention"),
         # Before build_report (its demo_check input), so the deck carries the slide in the same run.
         Node(planted_effects, {
