@@ -28,6 +28,7 @@ from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.text import TextDataset
 
 from deepfake_kedro.commands import kedro_run
+from deepfake_kedro.config import ConfigError
 from deepfake_kedro.data_index import ImageTree, write_tree
 from deepfake_kedro.download import DownloadPlan, download_dataset
 from deepfake_kedro.image_cache import (
@@ -41,7 +42,7 @@ from deepfake_kedro.image_cache import (
 from deepfake_kedro.model_package import ModelPackage, load_package, save_package
 from deepfake_kedro.report_sections import ReportSection, ordered
 from deepfake_kedro.run_store import FoldResult, FoldRunStore, run_key
-from deepfake_kedro.study import ResolvedExperiment
+from deepfake_kedro.study import ResolvedExperiment, config_changes
 
 logger = logging.getLogger(__name__)
 
@@ -215,22 +216,54 @@ def _check_evaluated(label: str, phase: str, fingerprint: str, store: FoldRunSto
                                f"{files['metrics']} was written; {rerun}")
 
 
+class CurrentResolutions:
+    """What each experiment resolves to under the current parameters, by its own resolve node.
+
+    Each experiment's pipeline resolves it in the node that outputs ``<label>.resolved_config``; running that node
+    again on the current parameters (and on the stored phase-2 choice and phase-4 ranking it reads) says what the
+    experiment would be if its phase ran now. Picklable, so it travels to Dask workers with the catalog.
+    """
+
+    def __init__(self, nodes: Mapping[str, Any], inputs: Mapping[str, Any]):
+        """``nodes``: label -> its resolve node; ``inputs``: each input name -> a value or a dataset to load."""
+        self._nodes = dict(nodes)
+        self._inputs = dict(inputs)
+
+    def resolve(self, label: str) -> ResolvedExperiment | None:
+        """``label`` resolved from the current parameters, or None when no pipeline of the study resolves it.
+
+        Raises:
+            DatasetError: An input it reads (phase 2's choice, phase 4's ranking) cannot be loaded.
+        """
+        node = self._nodes.get(label)
+        if node is None:
+            return None
+        values = [self._inputs[name].load() if isinstance(self._inputs[name], AbstractDataset) else self._inputs[name]
+                  for name in node.inputs]
+        # Called directly, not by node.run, which logs a changed parameter that no longer validates as a failed node.
+        return node.func(*values)
+
+
 class FinishedExperiments:
     """Any finished experiment's results, found by its label ``<phase>.<experiment>`` under the data folder.
 
     The layout is that of catalog.yml's ``{phase}.{experiment}.*`` entries (resolved_config.json, the fold
     runs, metrics.json, fold_metrics.csv), so a run parameter (``predict.model``) can pick the experiment.
+    Given ``current`` (the run's parameters, set by ``hooks.CurrentParametersHook``), an experiment whose
+    parameters changed since its phase ran is refused rather than used stale.
     """
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, current: CurrentResolutions | None = None):
         self.data_dir = Path(data_dir)
+        self.current = current
 
     def load(self, label: str) -> tuple[ResolvedExperiment, FoldRunStore, dict[str, Any], pd.DataFrame]:
         """The resolved config, fold runs, metrics summary and per-fold metrics of ``label``.
 
         Raises:
-            DatasetError: ``label`` is not ``<phase>.<experiment>``, a file is missing (naming it), or the
-                metrics were computed for another config or other fold runs than those now stored.
+            DatasetError: ``label`` is not ``<phase>.<experiment>``, a file is missing (naming it), the
+                metrics were computed for another config or other fold runs than those now stored, or the
+                current parameters resolve the experiment differently (naming the changed keys).
         """
         phase, _, experiment = label.partition(".")
         if not phase or not experiment:
@@ -257,7 +290,27 @@ class FinishedExperiments:
         store = FoldRunStore(self.data_dir / "06_models" / "runs")
         metrics = json.loads(files["metrics"].read_text())
         _check_evaluated(label, phase, resolved.fingerprint, store, metrics, files)
+        self._check_current(label, phase, resolved, files["resolved"])
         return resolved, store, metrics, pd.read_csv(files["fold_metrics"])
+
+    def _check_current(self, label: str, phase: str, stored: ResolvedExperiment, where: Path) -> None:
+        """Refuses an experiment whose parameters changed after its phase ran: its results are no longer theirs."""
+        if self.current is None:
+            return
+        try:
+            current = self.current.resolve(label)
+        except (DatasetError, ConfigError) as error:
+            logger.warning("%s: not checked against the current parameters (%s)", label, error)
+            return
+        if current is None:  # no longer in the study's parameters: the stored experiment is what there is
+            logger.info("%s is not in the current parameters; using it as stored in %s", label, where)
+            return
+        changes = config_changes(stored, current)
+        if changes:
+            raise DatasetError(
+                f"{label} was trained under other parameters than the current ones ({'; '.join(changes)}): its "
+                f"results describe the old ones. Run its phase again ({kedro_run(f'--pipelines {phase}')}; folds "
+                f"still current are skipped), or restore the parameters.")
 
     def shortcut_audit(self) -> dict[str, Any] | None:
         """eda's shortcut audit, or None when the eda pipeline has not run."""
@@ -273,13 +326,14 @@ class FinishedExperiments:
 class FinishedExperimentsDataset(AbstractDataset[None, FinishedExperiments]):
     """Read-only access to every finished experiment's results (``FinishedExperiments``)."""
 
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None, current: CurrentResolutions | None = None):
         # ``path`` is the environment's data_dir (a path key, so Kedro anchors it at the project).
         self._data_dir = Path(path)
         self.metadata = metadata
+        self.current = current
 
     def load(self) -> FinishedExperiments:
-        return FinishedExperiments(self._data_dir)
+        return FinishedExperiments(self._data_dir, self.current)
 
     def save(self, data: None) -> None:
         raise DatasetError("FinishedExperimentsDataset is read-only: experiments write their own results")

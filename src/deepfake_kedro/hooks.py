@@ -132,6 +132,39 @@ class PipelineLayoutHook:
         follow_run_parameters(context.params)
 
 
+class CurrentParametersHook:
+    """Gives ``finished_experiments`` the run's parameters, so an experiment changed since its phase ran is refused.
+
+    predict's package, the external sets and robustness read finished experiments without running their phases;
+    each experiment's own resolve node says what the current parameters make of it (``datasets.CurrentResolutions``).
+    """
+
+    RESOLVED = ".resolved_config"
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any, conf_catalog: dict[str, Any], parameters: dict[str, Any]) -> None:
+        from kedro.framework.project import pipelines
+
+        from deepfake_kedro.datasets import CurrentResolutions, FinishedExperimentsDataset
+
+        dataset = catalog.get("finished_experiments") if "finished_experiments" in conf_catalog else None
+        if not isinstance(dataset, FinishedExperimentsDataset):
+            return
+        nodes: dict[str, Any] = {}
+        for pipeline in pipelines.values():
+            for node in pipeline.nodes:
+                resolved = [out for out in node.outputs if out.endswith(self.RESOLVED)]
+                nodes.update({out.removesuffix(self.RESOLVED): node for out in resolved})
+        inputs: dict[str, Any] = {}
+        for label, node in list(nodes.items()):
+            found = {name: parameters[name] if name in parameters else catalog.get(name) for name in node.inputs}
+            if any(value is None for name, value in found.items() if name not in parameters):
+                del nodes[label]  # reads a dataset this catalog lacks: it cannot be checked
+                continue
+            inputs.update(found)
+        dataset.current = CurrentResolutions(nodes, inputs)
+
+
 class RunEnvironmentHook:
     """Records the run's environment, so the ``kedro run`` commands that messages suggest carry its ``--env``."""
 

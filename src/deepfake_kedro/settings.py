@@ -1,13 +1,19 @@
 """Project settings: configuration loading and the project's Kedro hooks."""
 
 from deepfake_kedro.config_loader import StudyConfigLoader
-from deepfake_kedro.hooks import DataRootHook, PipelineLayoutHook, RunEnvironmentHook, ValidateExperimentsHook
+from deepfake_kedro.hooks import (
+    CurrentParametersHook,
+    DataRootHook,
+    PipelineLayoutHook,
+    RunEnvironmentHook,
+    ValidateExperimentsHook,
+)
 from deepfake_kedro.known_warnings import silence_known_warnings
 from deepfake_kedro.tracking import ExperimentTrackingHook, MlflowSettingsHook, tracking_enabled
 
 # MLflow tracking (conf/base/mlflow.yml) is on unless DEEPFAKE_KEDRO_TRACKING=off, as the tests set it.
 TRACKING = tracking_enabled()
-HOOKS = (ValidateExperimentsHook(), PipelineLayoutHook(), DataRootHook(), RunEnvironmentHook(),
+HOOKS = (ValidateExperimentsHook(), PipelineLayoutHook(), DataRootHook(), RunEnvironmentHook(), CurrentParametersHook(),
          ExperimentTrackingHook() if TRACKING else MlflowSettingsHook())
 # kedro-mlflow registers its own hook (one MLflow run per `kedro run`); off together with ours.
 DISABLE_HOOKS_FOR_PLUGINS = () if TRACKING else ("kedro_mlflow", "kedro-mlflow")

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deepfake_kedro.config import ConfigError, ExperimentConfig, config_fingerprint, resolve_experiment
+from deepfake_kedro.config import EXECUTION_ONLY, ConfigError, ExperimentConfig, config_fingerprint, resolve_experiment
 from deepfake_kedro.image_cache import ImageStack
 
 PHASES = ("phase1", "phase2", "phase3", "phase4")
@@ -167,3 +167,37 @@ def resolve(
     """
     config = resolve_experiment(name, experiments, defaults, data["sources"], preprocessing, label=f"{phase}.{name}")
     return ResolvedExperiment(phase, name, config, config_fingerprint(config, data), **placement)
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(stored: ResolvedExperiment, current: ResolvedExperiment) -> list[str]:
+    """What separates a stored experiment from what the parameters resolve it to now: empty when they train alike.
+
+    Args:
+        stored: The resolution its fold runs and metrics were made with (``resolved_config.json``).
+        current: The same experiment resolved from the current parameters.
+
+    Returns:
+        One ``key: old -> new`` line per changed config key (keys outside the fingerprint left out), the
+        experiment's name when a phase-4 slot now holds another model, or the data settings when only they
+        differ.
+    """
+    if stored.fingerprint == current.fingerprint:
+        return []
+    changes = [f"experiment: {stored.name} -> {current.name}"] if stored.name != current.name else []
+    old = _flatten(stored.config.model_dump(mode="json", exclude=EXECUTION_ONLY))
+    new = _flatten(current.config.model_dump(mode="json", exclude=EXECUTION_ONLY))
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key):
+            changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    # The fingerprint also holds data.root and data.sources, which resolved_config.json does not record.
+    return changes or ["data.root or data.sources"]

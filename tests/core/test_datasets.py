@@ -1,6 +1,7 @@
 """Tests for deepfake_kedro.datasets: the project's own Kedro datasets."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -9,11 +10,13 @@ from PIL import Image
 
 from deepfake_kedro.commands import RUN_ENV_VARIABLE
 from deepfake_kedro.datasets import (
+    CurrentResolutions,
     FinishedExperiments,
     ImageFolderDataset,
     ResolvedExperimentDataset,
     SlideDeckDataset,
 )
+from deepfake_kedro.pipelines.experiment.pipeline import experiment_pipeline
 from deepfake_kedro.study import resolve
 
 DATA = {"root": "data/01_raw/demo", "sources": {"wiki": "real", "insight": "fake"}}
@@ -176,3 +179,28 @@ def test_a_misspelt_experiment_label_is_named_with_the_phases_experiments(tmp_pa
         finished.load("phase1.p1_xx")
     with pytest.raises(DatasetError, match=r"phase3's experiments here: none yet\); if the name is right"):
         finished.load("phase3.p1_x")
+
+
+def test_an_experiment_whose_parameters_changed_since_its_phase_ran_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(RUN_ENV_VARIABLE, raising=False)
+    resolved, metrics = finished_layout(tmp_path, ["k0", "k1"])
+    metrics.write_text(json.dumps({"fingerprint": resolved.fingerprint, "data_keys": ["k0", "k1"]}))
+    # The experiment's own resolve node, as the hook finds it in the registered pipelines.
+    node = next(n for n in experiment_pipeline("phase1", "p1_x").nodes if "phase1.p1_x.resolved_config" in n.outputs)
+
+    def finished(experiments):
+        inputs = {"params:defaults": DEFAULTS, "params:phase1.experiments": experiments, "params:data": DATA,
+                  "params:preprocessing": PREPROCESSING}
+        # It travels to Dask workers inside the catalog.
+        current = pickle.loads(pickle.dumps(CurrentResolutions({"phase1.p1_x": node}, inputs)))
+        return FinishedExperiments(tmp_path, current)
+
+    assert finished({"p1_x": {}}).load("phase1.p1_x")[0] == resolved
+    assert finished({"p1_x": {"num_workers": 4}}).load("phase1.p1_x")[0] == resolved  # runs alike
+    with pytest.raises(DatasetError, match=r"phase1\.p1_x was trained under other parameters than the current ones "
+                                           r"\(batch_size: \d+ -> 8; epochs: \d+ -> 3\).*kedro run --pipelines phase1"):
+        finished({"p1_x": {"epochs": 3, "batch_size": 8}}).load("phase1.p1_x")
+    # Parameters that no longer validate cannot say what the experiment would be: a warning, not a refusal.
+    assert finished({"p1_x": {"image_size": 64}}).load("phase1.p1_x")[0] == resolved
+    # Gone from the parameters: what is stored is all there is, so it is used.
+    assert FinishedExperiments(tmp_path, CurrentResolutions({}, {})).load("phase1.p1_x")[0] == resolved

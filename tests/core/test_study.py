@@ -5,7 +5,7 @@ import pytest
 
 from deepfake_kedro.config import ConfigError, config_fingerprint
 from deepfake_kedro.image_cache import ImageStack
-from deepfake_kedro.study import ResolvedExperiment, Slot, parse_slot, phase4_slots, resolve
+from deepfake_kedro.study import ResolvedExperiment, Slot, config_changes, parse_slot, phase4_slots, resolve
 
 DATA = {"root": "data/01_raw/demo", "sources": {"wiki": "real", "insight": "fake"}}
 PREPROCESSING = {"image_sizes": [64, 128], "face_crop_sizes": [64], "face_crop_margin": 0.6}
@@ -97,3 +97,19 @@ def test_a_slot_beyond_the_selection_says_how_to_fix_it():
     assert Slot(2, "full").chosen_model(selected)["model"] == "simple_cnn"
     with pytest.raises(ConfigError, match=r"'top3_20pct'.*only 2 models.*top_k.*3 or more"):
         Slot(3, "20pct").chosen_model(selected)
+
+
+def test_config_changes_name_each_changed_key_and_ignore_what_does_not_change_training():
+    stored = resolve("phase1", "p1_x", {"p1_x": {}}, DEFAULTS, DATA, PREPROCESSING)
+    same = resolve("phase1", "p1_x", {"p1_x": {"num_workers": 4, "description": "other words"}}, DEFAULTS, DATA,
+                   PREPROCESSING)
+    assert config_changes(stored, same) == []
+    changed = resolve("phase1", "p1_x", {"p1_x": {"epochs": 5, "optimizer": {"lr": 0.01}}}, DEFAULTS, DATA,
+                      PREPROCESSING)
+    lr = stored.config.optimizer.lr
+    assert config_changes(stored, changed) == ["epochs: 2 -> 5", f"optimizer.lr: {lr!r} -> 0.01"]
+    moved = resolve("phase1", "p1_x", {"p1_x": {}}, DEFAULTS, {**DATA, "root": "data/01_raw/other"}, PREPROCESSING)
+    assert config_changes(stored, moved) == ["data.root or data.sources"]
+    renamed = ResolvedExperiment("phase4", "p4b_resnet18_full", stored.config, "another", slot="top1_full")
+    assert config_changes(ResolvedExperiment("phase4", "p4b_simple_cnn_full", stored.config, "one"),
+                          renamed) == ["experiment: p4b_simple_cnn_full -> p4b_resnet18_full"]

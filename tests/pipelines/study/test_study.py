@@ -6,8 +6,10 @@ import json
 
 import pandas as pd
 import pypdf
+import pytest
 import timm
 import yaml
+from kedro.io import DatasetError
 
 from tests.conftest import PROJECT_ROOT
 
@@ -59,6 +61,18 @@ def test_phase4_selection_scaling_and_full_runs(tiny_study):
         assert len(pd.read_csv(slot / "hard_examples.csv")) > 0
         for figure in ("hard_examples.png", "confidence_histograms.png", "reliability.png", "gradcam_gallery.png"):
             assert (slot / figure).stat().st_size > 5_000
+
+
+def test_a_final_model_whose_training_changed_since_phase4_ran_is_refused_before_anything_is_packaged(tiny_study):
+    package = tiny_study.path / "data/demo/06_models/package"
+    before = sorted(package.rglob("*")) if package.exists() else []
+    changed = {"predict": {"model": "phase4.top1_full"},
+               "phase4": {"training": {"epochs": 3, "scheduler": {"T_max": 3}}}}
+    with pytest.raises(DatasetError, match=r"phase4\.top1_full was trained under other parameters than the current "
+                                           r"ones \(epochs: 1 -> 3; scheduler\.T_max: 1 -> 3\).*"
+                                           r"kedro run --env demo --pipelines phase4"):
+        tiny_study.run("package", params=changed)
+    assert (sorted(package.rglob("*")) if package.exists() else []) == before
 
 
 def test_gradcam_overlays_are_organised_by_prediction_type_and_source(tiny_study):
