@@ -13,6 +13,7 @@ from deepfake_kedro.figures import (
     cost_vs_auc,
     image_gallery,
     learning_curves,
+    metadata_distributions,
     metric_bars,
     reliability_diagram,
     scaling_curves,
@@ -115,3 +116,20 @@ def test_attention_bars_and_gallery():
     gallery = image_gallery([np.zeros((8, 8, 3), np.uint8)] * 3, ["one", "two", "three"], "g", columns=2)
     assert len(gallery.axes) == 4
     assert [ax.get_title() for ax in gallery.axes[:3]] == ["one", "two", "three"]
+
+
+def test_metadata_distributions_draw_every_source_even_where_their_values_coincide():
+    # Three fakes with the same width, height and quality: overlaid histograms drew them on one bar.
+    sources = ["fake_a", "fake_b", "fake_c", "real"]
+    index = pd.DataFrame({"source": np.repeat(sources, [5, 5, 5, 3])})
+    features = pd.DataFrame({"width": [128.0] * 15 + [96.0, 120.0, 160.0], "height": 128.0, "aspect": 1.0,
+                             "bytes": np.arange(18.0) * 100, "jpeg_quality": [90.0] * 15 + [70.0, 80.0, 95.0]})
+    figure = metadata_distributions(index, features)
+    drawn = {}
+    for ax in figure.axes:
+        bars = [(c.patches[0].get_label(), sum(p.get_height() for p in c.patches)) for c in ax.containers]
+        assert len(bars) <= 1, f"{len(bars)} sources share one panel: their equal bars hide each other"
+        for source, images in bars:
+            drawn.setdefault(source, []).append(images)
+    # Each source in all five panels, every image counted once per panel.
+    assert drawn == {"fake_a": [5] * 5, "fake_b": [5] * 5, "fake_c": [5] * 5, "real": [3] * 5}
