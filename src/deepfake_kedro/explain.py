@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, TypedDict
 
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 CamTarget = Literal["predicted", "fake", "real"]
 PRED_TYPES = ("TP", "TN", "FP", "FN")
 """Prediction types in display order: correct first, then the two kinds of error."""
+FLAT_CAM_NOTE = "CAM all zero: no class-discriminative gradient at the target layer"
+"""What a figure says under a map that is zero everywhere, so it is not read as an explanation."""
 OOF_COLUMNS = ("path", "source", "label", "fold", "prob")
 
 
@@ -266,9 +269,16 @@ def cam_mass_in_region(cam: np.ndarray, box_fraction: tuple[float, float, float,
     return float(np.sum(inside, dtype=np.float64)) / total
 
 
+def cam_is_flat(cam: np.ndarray) -> bool:
+    """The CAM is zero everywhere: nothing in the image moved the prediction (an overlay would look broken).
+
+    ``gradcam_maps`` scales each map by its own range, so a constant map arrives here as all zero.
+    """
+    return not bool(np.any(np.asarray(cam) > 0))
+
+
 def _flat(explanation: Explanation) -> bool:
-    """The CAM is zero everywhere: nothing in the image moved the prediction (an overlay would look broken)."""
-    return not bool(np.any(np.asarray(explanation["cam"]) > 0))
+    return cam_is_flat(explanation["cam"])
 
 
 def _caption(explanation: Explanation) -> str:
@@ -296,6 +306,28 @@ def gradcam_gallery(explained: Sequence[Explanation], title: str, columns: int =
         correct = explanation["pred_type"] in ("TP", "TN")
         ax.set_xlabel(_caption(explanation), fontsize=8, color="darkgreen" if correct else "firebrick")
     figure.suptitle(title)
+    return figure
+
+
+def cam_comparison_grid(explained_by_model: Mapping[str, Sequence[Explanation]]) -> Figure:
+    """The same images (rows) explained by each model (columns), titled with model, source and p(fake).
+
+    A map that is zero everywhere says ``FLAT_CAM_NOTE`` in its title (in red): its overlay is the bare image.
+    """
+    names = list(explained_by_model)
+    rows = max((len(explained) for explained in explained_by_model.values()), default=0)
+    figure = Figure(figsize=(2.6 * len(names), 3.1 * rows), constrained_layout=True)
+    axes = figure.subplots(max(rows, 1), max(len(names), 1), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for column, name in enumerate(names):
+        for row, explanation in enumerate(explained_by_model[name]):
+            ax = axes[row][column]
+            ax.imshow(overlay(explanation["image"], explanation["cam"]))
+            title = f"{name}\n{explanation['source']} p(fake)={explanation['prob']:.2f}"
+            flat = _flat(explanation)
+            note = "\n" + textwrap.fill(FLAT_CAM_NOTE, 34, break_on_hyphens=False) if flat else ""
+            ax.set_title(title + note, fontsize=8, color="firebrick" if flat else "black")
     return figure
 
 

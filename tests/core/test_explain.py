@@ -8,7 +8,10 @@ from torch import nn
 
 from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.explain import (
+    FLAT_CAM_NOTE,
     PRED_TYPES,
+    cam_comparison_grid,
+    cam_is_flat,
     cam_mass_in_region,
     choose_examples,
     explain_examples,
@@ -315,3 +318,22 @@ def test_explanation_table_scores_each_cam_against_its_own_face_box():
     assert table.loc["uniform.jpg", "face_area_share"] == pytest.approx(0.25)
     assert np.isnan(table.loc["no_face.jpg", "cam_mass_face"]) and not table.loc["no_face.jpg", "cam_flat"]
     assert np.isnan(table.loc["flat.jpg", "cam_mass_face"]) and table.loc["flat.jpg", "cam_flat"]
+
+
+def test_cam_comparison_grid_flags_an_all_zero_map_in_its_panel_title():
+    rng = np.random.default_rng(7)
+
+    def explanation(source: str, cam: np.ndarray) -> dict:
+        return {"path": f"{source}.png", "source": source, "label": 1, "fold": 0, "prob": 0.98, "pred_type": "TP",
+                "image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "cam": cam}
+
+    hot = rng.random((16, 16), dtype=np.float32)
+    zero = np.zeros((16, 16), np.float32)
+    figure = cam_comparison_grid({"resnet": [explanation("insight", hot), explanation("wiki", hot)],
+                                  "efficientnet": [explanation("insight", zero), explanation("wiki", hot)]})
+    titles = [ax.get_title().replace("\n", " ") for ax in figure.axes]
+    # Rows are images, columns models: the row-major axes alternate resnet, efficientnet.
+    assert titles[0] == "resnet insight p(fake)=0.98" and titles[3] == "efficientnet wiki p(fake)=0.98"
+    assert [FLAT_CAM_NOTE in title for title in titles] == [False, True, False, False]
+    assert titles[1].startswith("efficientnet insight")
+    assert cam_is_flat(zero) and not cam_is_flat(hot)
