@@ -19,6 +19,10 @@ TESTED_METRICS = ("auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_thres
 """Compared pair by pair. At p = 0.5 accuracy and F1 also move with calibration (a model that ranks well but
 scores everything below 0.5 reads accuracy 0.5); at each fold's validation-chosen threshold they do not."""
 HELDOUT_FLAG_ABOVE = 0.05
+HOLDOUT_METRIC = "heldout_source_auc"
+HOLDOUT_ROLES = {"baseline": "hold-out", "treatment": "reference"}
+"""A hold-out row's roles as a reader sees them. paired_tests.csv keeps its one layout (baseline = the
+hold-out, treatment = the reference, so treatment - baseline is Δ), which demo_check and attach_holdouts read."""
 
 
 def format_ci(row: Mapping[str, Any], metric: str, with_std: bool = False) -> str:
@@ -113,7 +117,7 @@ def holdout_tests(
             result = paired_comparison(heldout, in_source, _fold_values(summary, "n_train"),
                                        _fold_values(summary, "n_test"))
             rows.append({"question": f"source-specific features ({source} held out)", "baseline": name,
-                         "treatment": reference, "metric": "heldout_source_auc", **result,
+                         "treatment": reference, "metric": HOLDOUT_METRIC, **result,
                          "heldout_source": source, "in_source_auc": float(np.nanmean(in_source)),
                          "heldout_auc": float(np.nanmean(heldout)),
                          "flag": bool(result["diff_mean"] > HELDOUT_FLAG_ABOVE)})
@@ -184,7 +188,7 @@ def attach_holdouts(comparison: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFra
     """Adds each hold-out's Δ against the reference (and its CI and flag) to its comparison row."""
     if tests.empty or "heldout_source" not in tests:
         return comparison
-    holdouts = tests[tests["metric"] == "heldout_source_auc"].rename(columns={
+    holdouts = tests[tests["metric"] == HOLDOUT_METRIC].rename(columns={
         "baseline": "experiment", "in_source_auc": "reference_in_source_auc", "diff_mean": "delta_vs_reference",
         "diff_ci_low": "delta_vs_reference_ci_low", "diff_ci_high": "delta_vs_reference_ci_high",
         "p_holm": "delta_vs_reference_p_holm", "flag": "delta_vs_reference_flag", "treatment": "holdout_reference",
@@ -211,17 +215,33 @@ def comparison_markdown(comparison: pd.DataFrame, title: str, metrics: Sequence[
         holdouts = comparison.dropna(subset=["delta_vs_reference"])
         shown = holdouts[["experiment", "heldout_source", "reference_in_source_auc", "heldout_auc",
                           "delta_vs_reference", "delta_vs_reference_ci_low", "delta_vs_reference_ci_high",
-                          "delta_vs_reference_flag"]]
+                          "delta_vs_reference_flag"]].rename(columns={"experiment": "hold-out"})
         text += "\n" + to_markdown(shown, "Source hold-out: Δ = in-source AUC of the reference - held-out-source AUC")
         text += (f"\nThe reference ({holdouts['holdout_reference'].iloc[0]}) was trained with the source; the hold-out "
                  f"never saw it. Flag: Δ > {HELDOUT_FLAG_ABOVE} (source-specific features).\n")
     return text
 
 
+def holdout_rows(tests: pd.DataFrame) -> pd.DataFrame:
+    """The paired tests' source hold-out rows, their ``baseline`` shown as ``hold-out``, ``treatment`` as ``reference``.
+
+    ``diff_mean`` and its interval keep their sign: Δ = the reference's in-source AUC - the hold-out's AUC on
+    the source it never saw.
+    """
+    if "metric" not in tests:  # a phase without tests saves a table without columns
+        return pd.DataFrame(columns=[HOLDOUT_ROLES.get(c, c) for c in tests.columns])
+    return tests[tests["metric"] == HOLDOUT_METRIC].rename(columns=HOLDOUT_ROLES)
+
+
 def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
-    """A readable Markdown twin of the paired tests."""
+    """A readable Markdown twin of the paired tests; the source hold-outs in a table of their own.
+
+    A hold-out row's baseline is the hold-out and its treatment the reference, so under the first table's
+    headings it would read backwards.
+    """
     columns = ["question", "baseline", "treatment", "metric", "diff_mean", "diff_ci_low", "diff_ci_high",
                "p_paired_t", "p_nadeau_bengio", "p_wilcoxon", "p_holm", "significant_holm"]
+    held = tests["metric"] == HOLDOUT_METRIC
     note = ("Differences are treatment - baseline over the same folds; diff_ci is their 95% interval with "
             "Nadeau-Bengio's corrected variance (it excludes 0 exactly when p_nadeau_bengio < 0.05). "
             "p_holm: Holm adjustment of the "
@@ -229,7 +249,18 @@ def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
             "calibration shift moves them; accuracy_at_threshold and f1_at_threshold use each fold's "
             "validation-chosen threshold. With 5 folds the exact Wilcoxon test "
             "cannot go below p = 0.0625, so it can never be significant at 0.05.")
-    return to_markdown(tests[columns], title) + f"\n{note}\n"
+    text = to_markdown(tests.loc[~held, columns], title) + f"\n{note}\n"
+    if held.any():
+        shown = holdout_rows(tests)[["question", "hold-out", "reference", "heldout_source", "in_source_auc",
+                                     "heldout_auc", "diff_mean", "diff_ci_low", "diff_ci_high", "p_nadeau_bengio",
+                                     "p_holm", "significant_holm", "flag"]]
+        text += "\n" + to_markdown(shown, "Source hold-out: reference in-source AUC vs hold-out AUC on the held-out "
+                                          "source")
+        text += ("\ndiff_mean = Δ = in_source_auc of the reference (trained with the source) - heldout_auc of the "
+                 "hold-out (which never saw it), over the same folds; paired_tests.csv stores the hold-out as "
+                 "baseline and the reference as treatment. p_holm: Holm across the hold-outs. "
+                 f"flag: Δ > {HELDOUT_FLAG_ABOVE} (source-specific features).\n")
+    return text
 
 
 def to_markdown(table: pd.DataFrame, title: str, digits: int = 4) -> str:

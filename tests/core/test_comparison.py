@@ -12,8 +12,10 @@ from deepfake_kedro.comparison import (
     comparison_markdown,
     comparison_table,
     format_ci,
+    holdout_rows,
     holdout_tests,
     paired_tests,
+    paired_tests_markdown,
     to_markdown,
 )
 from tests import tiny_tables as tt
@@ -148,6 +150,24 @@ def test_attach_holdouts_adds_the_delta_to_the_holdout_row_only():
     assert comparison.loc["no_gan", "holdout_reference"] == "reference"
     markdown = comparison_markdown(comparison.reset_index(), "Phase 2")
     assert "Source hold-out" in markdown and "The reference (reference)" in markdown
+
+
+def test_holdout_rows_name_the_hold_out_and_the_reference_in_both_twins():
+    pairs = [{"question": "bigger", "baseline": "reference", "treatment": "bigger"}]
+    summaries = {**holdout_summaries(), "bigger": tt.metrics_summary("b", {"auc": [0.91, 0.92, 0.9]}, image_size=128)}
+    tests = paired_tests(summaries, pairs, metrics=["auc"], holdout_reference="reference", sources=SOURCES)
+    rows = holdout_rows(tests)
+    assert rows[["hold-out", "reference", "heldout_source"]].values.tolist() == [["no_gan", "reference", "gan"]]
+    # Δ keeps its sign: the reference's in-source AUC minus the hold-out's AUC on the source it never saw.
+    assert rows["diff_mean"].iloc[0] == pytest.approx(rows["in_source_auc"].iloc[0] - rows["heldout_auc"].iloc[0])
+    lines = paired_tests_markdown(tests, "Phase 2").splitlines()
+    pairs_header = lines.index("| question | baseline | treatment | metric | diff_mean | diff_ci_low | diff_ci_high "
+                               "| p_paired_t | p_nadeau_bengio | p_wilcoxon | p_holm | significant_holm |")
+    holdout_header = next(i for i, line in enumerate(lines) if line.startswith("| question | hold-out | reference |"))
+    # Under baseline / treatment the hold-out row would read backwards: it sits under its own headings only.
+    assert not any("no_gan" in line for line in lines[pairs_header:holdout_header])
+    assert lines[holdout_header + 2].startswith(
+        "| source-specific features (gan held out) | no_gan | reference | gan |")
 
 
 def test_markdown_twins_show_mean_std_and_ci():
