@@ -11,8 +11,10 @@ from deepfake_kedro.report_deck import (
     build_deck,
     conclusions,
     decision_line,
+    holdout_slide,
     overlay_strip,
     phase2_conclusion,
+    phase2_holdouts,
     ranking_slide,
     spread_overlays,
     wilcoxon_note,
@@ -118,6 +120,22 @@ def test_significant_tests_holdouts_and_overlays_add_slides():
     assert any(t.startswith("Phase 2: source hold-out") and "0.110" in t for t in texts)
     assert any(t.startswith("Explainability: resnet18 (phase 4, full run)") for t in texts)
     assert "Source-specific features (hold-out Δ > 0.05): gan (Δ +0.110)" in texts[-1]
+
+
+def test_holdout_slide_heads_each_column_with_whose_auc_it_holds():
+    phase2 = tt.comparison(["p2_reference", "p2_no_gan"], [0.8, 0.7]).assign(
+        heldout_source=[None, "gan"], holdout_reference=[None, "p2_reference"], reference_in_source_auc=[None, 0.81],
+        heldout_auc=[None, 0.7], delta_vs_reference=[None, 0.11], delta_vs_reference_ci_low=[None, 0.05],
+        delta_vs_reference_ci_high=[None, 0.17], delta_vs_reference_flag=[None, True])
+    slide = holdout_slide(phase2_holdouts(phase2))
+    cells = slide.axes[0].tables[0].get_celld()
+    header = [cells[0, column].get_text().get_text() for column in range(8)]
+    row = [cells[1, column].get_text().get_text() for column in range(8)]
+    assert dict(zip(header, row)) == {
+        "hold-out": "p2_no_gan", "held-out source": "gan", "reference AUC (in-source)": "0.810",
+        "hold-out AUC (held-out source)": "0.700", "Δ": "0.110", "Δ CI low": "0.050", "Δ CI high": "0.170",
+        "flag": "True"}
+    assert "reference (p2_reference)" in tt.slide_text(slide)
 
 
 def test_decision_line_says_why_a_step_did_not_apply():
