@@ -94,6 +94,30 @@ class DemoImageTreeDataset(ImageTreeDataset):
         return {**super()._describe(), "generator_args": self._generator_args}
 
 
+class ProjectPathDataset(AbstractDataset[None, Path]):
+    """The project folder, for parameters that name folders relative to it (``download.archive_dir``).
+
+    Kedro anchors a relative catalog ``path`` at the project (``.`` is the project itself), whichever folder
+    the run or notebook starts from; a node reads it as this dataset rather than from the cwd.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> Path:
+        return self._path
+
+    def save(self, data: None) -> None:
+        raise DatasetError("ProjectPathDataset is read-only: it names the project folder")
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
 class DownloadedImageTreeDataset(AbstractDataset[DownloadPlan, ImageTree]):
     """A raw image tree fetched as archives (DFF's four zips): saving a plan fetches and extracts what is missing.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -72,6 +73,33 @@ def test_download_follows_data_root_set_in_an_environments_parameters(kedro_proj
     kedro_project.run("download", env="mydata")
     assert {p.name for p in (tmp_path / "dff").iterdir()} == set(DFF_SOURCES)
     assert not (kedro_project.path / "data/01_raw/dff").exists()
+
+
+def test_relative_zip_folders_are_read_from_the_project_when_the_run_starts_in_a_subfolder(
+        kedro_project, tmp_path, monkeypatch):
+    write_dff_zips(tmp_path / "hub", n_identities=4)
+    (kedro_project.path / "by_hand").mkdir()
+    for name in ("wiki.zip", "text2img.zip"):
+        shutil.copy(tmp_path / "hub" / name, kedro_project.path / "by_hand" / name)
+    fetched = []
+
+    def hub_download(repo_id, filename, repo_type, revision, local_dir):  # the network edge
+        fetched.append(Path(local_dir))
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        return shutil.copy(tmp_path / "hub" / filename, Path(local_dir) / filename)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", hub_download)
+    notebooks = kedro_project.path / "notebooks"
+    notebooks.mkdir()
+    monkeypatch.chdir(notebooks)  # a notebook's kernel, or kedro run from a subfolder
+    kedro_project.run("download", env="base", params={
+        "download": {"local_archive_dir": "by_hand", "archive_dir": "my_archives"}})
+
+    assert fetched == [kedro_project.path / "my_archives"] * 2
+    assert sorted(p.name for p in (kedro_project.path / "my_archives").glob("*.zip")) == ["inpainting.zip",
+                                                                                         "insight.zip"]
+    assert {p.name for p in (kedro_project.path / "data/01_raw/dff").iterdir()} == set(DFF_SOURCES)
+    assert not any(notebooks.iterdir())
 
 
 @pytest.mark.parametrize(("params", "message"), [

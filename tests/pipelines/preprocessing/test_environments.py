@@ -40,7 +40,7 @@ def output_paths(project, env: str) -> dict[str, Path]:
                 "phase2.comparison", "phase4.model_selection", "phase4.top1_full.gradcam_overlays"]
     with KedroSession.create(project_path=project.path, env=env) as session:
         resolver = session.load_context().catalog.config_resolver
-        names = [n for n in resolver.config if n not in {"raw_images", "raw_download"}] + examples
+        names = [n for n in resolver.config if n not in {"raw_images", "raw_download", "project_path"}] + examples
         configs = {n: resolver.resolve_pattern(n) for n in names}
     return {n: Path(c.get("filepath") or c["path"]) for n, c in configs.items()}
 

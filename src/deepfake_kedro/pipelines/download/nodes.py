@@ -11,7 +11,9 @@ from deepfake_kedro.download import DownloadPlan, archive_names
 logger = logging.getLogger(__name__)
 
 
-def plan_download(download: dict[str, Any], data: dict[str, Any] | None = None) -> DownloadPlan:
+def plan_download(
+    download: dict[str, Any], data: dict[str, Any] | None = None, project_path: Path | None = None
+) -> DownloadPlan:
     """Which archives to fetch and where to keep them, from the ``download`` parameters.
 
     Args:
@@ -20,16 +22,19 @@ def plan_download(download: dict[str, Any], data: dict[str, Any] | None = None) 
             ``local_archive_dir`` (a folder of zips downloaded by hand, or null). A null ``archive_dir`` keeps
             the zips beside ``data.root`` (``<data.root>_archives``), whichever folder the run starts from.
         data: ``data.sources``: an archive whose stem is not among them would be extracted but never indexed.
+        project_path: The project folder (the catalog's ``project_path``): a relative ``archive_dir`` or
+            ``local_archive_dir`` is read from it, as ``data.root`` is, not from the cwd; None: from the cwd.
 
     Returns:
         The plan the ``raw_download`` dataset executes into ``data.root`` on save.
     """
     local, archive_dir = download.get("local_archive_dir"), download.get("archive_dir")
+    anchor = Path(project_path or ".")
     plan = DownloadPlan(
-        archives=archive_names(download["archives"]), archive_dir=Path(archive_dir) if archive_dir else None,
+        archives=archive_names(download["archives"]), archive_dir=anchor / archive_dir if archive_dir else None,
         repo_id=download["repo_id"],
         repo_type=download.get("repo_type", "dataset"), revision=download.get("revision"),
-        local_archive_dir=Path(local) if local else None,
+        local_archive_dir=anchor / local if local else None,
     )
     sources = (data or {}).get("sources") or {}
     unlisted = [PurePosixPath(name).stem for name in plan.archives if PurePosixPath(name).stem not in sources]
@@ -39,6 +44,6 @@ def plan_download(download: dict[str, Any], data: dict[str, Any] | None = None) 
                        ", ".join(unlisted), "is" if len(unlisted) == 1 else "are", sorted(sources),
                        "it" if len(unlisted) == 1 else "them")
     logger.info("Fetching %s from %s (%s) into %s", ", ".join(plan.archives), plan.repo_id,
-                f"local copies from {local} first" if local else "Hugging Face Hub",
+                f"local copies from {plan.local_archive_dir} first" if local else "Hugging Face Hub",
                 plan.archive_dir or "<data.root>_archives")
     return plan
