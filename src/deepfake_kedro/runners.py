@@ -12,7 +12,9 @@ train at once. Finished folds are skipped, stale ones retrained, exactly as in t
 one worker process train one at a time: torch's random state is per process.
 
 When a node or fold fails, those not started are not run and those running finish and are written, as Kedro's
-ParallelRunner lets running nodes finish; then the failure is raised, with Kedro's ``--from-nodes`` hint.
+ParallelRunner lets running nodes finish; then the failure is raised, with Kedro's ``--from-nodes`` hint. Nodes
+and folds share one stop signal per run: a failure in one experiment also stops the folds another experiment's
+node has submitted but not started, and that node fails too, so a rerun trains them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ WORKER_DISABLED_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
 # torch's random state is one per process: two folds training at once in one process would draw from it in turn.
 _ONE_FOLD_PER_PROCESS = threading.Lock()
+
+# The run's stop event while a node runs on this thread, so the folds its save submits stop with the run.
+_node_run = threading.local()
 
 
 class DaskRunner(AbstractRunner):
@@ -232,13 +237,30 @@ def _run_node(
     hook_manager = _create_hook_manager()
     _register_hooks(hook_manager, settings.HOOKS)
     _register_hooks_entry_points(hook_manager, (*settings.DISABLE_HOOKS_FOR_PLUGINS, *WORKER_DISABLED_PLUGINS))
+    _node_run.stop = stop
     try:
         Task(node=node, catalog=catalog, is_async=is_async, hook_manager=hook_manager, run_id=run_id).execute()
-    except Exception:
+    except Exception as error:
         # Set here, before this thread takes the next task, so no node starts after the failure.
         Event(stop).set()
+        if _stopped(error):
+            # Kedro wraps it in a DatasetError: named as a stop, the driver raises the failure that caused it.
+            raise NotRunError(f"{node.name}: stopped, another node or fold failed") from error
         raise
+    finally:
+        _node_run.stop = None
     return {name: catalog.load(name) for name in node.outputs if name in in_memory}
+
+
+def _stopped(error: BaseException | None) -> bool:
+    """Whether ``error`` is, or was caused by, a ``NotRunError`` (a stop, not a failure of its own)."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not earlier for earlier in chain):
+        if isinstance(error, NotRunError):
+            return True
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _set_torch_threads(threads: int | None) -> None:
@@ -266,7 +288,11 @@ def save_folds_on_dask(store: FoldRunStore, runs: Mapping[str, FoldResult | Call
 
     Called from a task: ``worker_client`` hands the task's thread back to the worker while the folds run. When a
     fold fails, the folds not started yet are not trained, the ones training finish and are written, and then the
-    first error is raised.
+    first error is raised. In a ``DaskRunner`` node the folds share the run's stop event, so a failure anywhere in
+    the run also leaves this save's folds not started untrained, and raises ``NotRunError``.
+
+    Raises:
+        NotRunError: Folds were left untrained because another node or fold of the run failed.
     """
     from distributed import as_completed, worker_client
 
@@ -278,7 +304,7 @@ def save_folds_on_dask(store: FoldRunStore, runs: Mapping[str, FoldResult | Call
     if not lazy:
         return
     threads = _current_torch_threads()
-    stop = f"stop-folds-{uuid.uuid4().hex[:8]}"
+    stop = getattr(_node_run, "stop", None) or f"stop-folds-{uuid.uuid4().hex[:8]}"
     with worker_client() as client:
         # Each task trains and writes its fold under the fold's lock: another experiment with the same
         # fingerprint, running at once, waits for it and then finds the fold done.
@@ -286,12 +312,14 @@ def save_folds_on_dask(store: FoldRunStore, runs: Mapping[str, FoldResult | Call
                                  key=f"train-{key}-{uuid.uuid4().hex[:8]}", pure=False): key for key, run in lazy}
         logger.info("Dask: %d folds submitted (%s)", len(futures), ", ".join(key for key, _ in lazy))
         errors: list[Exception] = []
+        not_run: list[str] = []
         try:
             for future in as_completed(list(futures)):
                 try:
                     meta = future.result()
                 except NotRunError:
-                    logger.warning("Dask: %s not trained: another fold failed", futures[future])
+                    logger.warning("Dask: %s not trained: another node or fold failed", futures[future])
+                    not_run.append(futures[future])
                     continue
                 except Exception as error:
                     if not errors:
@@ -307,6 +335,10 @@ def save_folds_on_dask(store: FoldRunStore, runs: Mapping[str, FoldResult | Call
             raise
     if errors:
         raise errors[0]
+    if not_run:
+        # Not a success: the node's children would read an incomplete experiment.
+        raise NotRunError(f"{len(not_run)} folds not trained ({', '.join(sorted(not_run))}): another node or fold "
+                          f"of the run failed; run again to train them (the folds written are kept)")
 
 
 def _current_torch_threads() -> int:
@@ -323,14 +355,15 @@ def _train_and_write(root: Path, key: str, run: Callable[[], FoldResult], torch_
         The written meta (it records where and when the fold trained), or None when the fold was done by then.
 
     Raises:
-        NotRunError: Another fold of the same save failed before this one started (the event ``stop`` is set).
+        NotRunError: Another fold of the same save, or in a ``DaskRunner`` another node or fold of the run, failed
+            before this one started (the event ``stop`` is set).
     """
     from distributed import Event, get_worker
 
     def timed() -> FoldResult:
         with _ONE_FOLD_PER_PROCESS:
             if Event(stop).is_set():
-                raise NotRunError(f"{key}: not trained, another fold failed")
+                raise NotRunError(f"{key}: not trained, another node or fold failed")
             _set_torch_threads(torch_threads)
             started = time.time()
             try:

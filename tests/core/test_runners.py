@@ -200,6 +200,42 @@ def test_a_failing_node_lets_running_nodes_finish_and_starts_no_other(tmp_path, 
     assert not (tmp_path / "after.csv").exists(), "no node starts after the failure"
 
 
+def fail_once_a_fold_trains(numbers: pd.DataFrame, markers: list[str]) -> None:
+    wait_for(Path(markers[0]))
+    raise ValueError("node failed")
+
+
+def folds_outlasting_a_failure(numbers: pd.DataFrame, markers: list[str]) -> dict[str, FoldPlan]:
+    """Three folds; the first to train lets the other node fail, then finishes."""
+    def train(fold: int):
+        (Path(markers[1]) / f"trained_{fold}").touch()
+        Path(markers[0]).touch()
+        time.sleep(2)  # the other node fails meanwhile
+        return result(fold)
+
+    rows = pd.DataFrame({"path": ["a.png"], "group": ["g"], "label": [0], "role": ["train"], "signature": ["s"]})
+    return {f"abc/fold_{k}": FoldPlan(FoldData.from_rows(rows), lambda k=k: train(k), "x") for k in range(3)}
+
+
+def test_a_failing_node_stops_the_folds_another_node_submitted_but_not_started(tmp_path, caplog):
+    catalog = DataCatalog({
+        "numbers": MemoryDataset(pd.DataFrame({"value": [1]})),
+        "params:markers": MemoryDataset([str(tmp_path / "fold_started"), str(tmp_path)]),
+        "runs": TrainedFoldsDataset(str(tmp_path / "runs")),
+    })
+    pipeline = Pipeline([
+        Node(fail_once_a_fold_trains, ["numbers", "params:markers"], "never", name="a_fail"),
+        Node(folds_outlasting_a_failure, ["numbers", "params:markers"], "runs", name="b_train"),
+    ])
+    # One fold trains at a time (one process), so the other two are still queued when node a fails.
+    with pytest.raises(ValueError, match="node failed"):
+        DaskRunner(n_workers=1, threads_per_worker=2, processes=False).run(pipeline, catalog)
+    assert len(list(tmp_path.glob("trained_*"))) == 1, "no fold starts after the other node failed"
+    assert len(FoldRunStore(tmp_path / "runs").keys()) == 1, "the fold training then finished and was written"
+    # Its experiment is unfinished, so the resume hint reruns its node, which trains the two folds left.
+    assert "b_train" in caplog.text.split("--from-nodes")[-1]
+
+
 TINY_CNN = dict(backbone="simple_cnn", pretrained=False, cnn_preset="micro", image_size=32, epochs=1, batch_size=16,
                 num_workers=0, dropout=0.5, scheduler={"type": "none", "T_max": 1},
                 augment={"hflip_p": 0.5, "brightness": 0.2})
