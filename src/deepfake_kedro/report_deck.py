@@ -29,12 +29,13 @@ from deepfake_kedro.study import FINAL_QUESTION, FULL, Slot
 
 PHASE_TITLES = {"phase1": "Phase 1", "phase2": "Phase 2", "phase3": "Phase 3", "phase4": "Phase 4"}
 HOLDOUT_COLUMNS = ["experiment", "heldout_source", "reference_in_source_auc", "heldout_auc", "delta_vs_reference",
-                   "delta_vs_reference_ci_low", "delta_vs_reference_ci_high", "delta_vs_reference_flag"]
+                   "delta_vs_reference_ci_low", "delta_vs_reference_ci_high", "delta_vs_reference_p_holm",
+                   "delta_vs_reference_flag"]
 HOLDOUT_HEADINGS = {"experiment": "hold-out", "heldout_source": "held-out source",
                     "reference_in_source_auc": "reference AUC (in-source)",
                     "heldout_auc": "hold-out AUC (held-out source)", "delta_vs_reference": "Δ",
                     "delta_vs_reference_ci_low": "Δ CI low", "delta_vs_reference_ci_high": "Δ CI high",
-                    "delta_vs_reference_flag": "flag"}
+                    "delta_vs_reference_p_holm": "Holm p", "delta_vs_reference_flag": "flag"}
 RANKING_COLUMNS = ["rank", "model", "experiment", "auc_mean", "worst_source_auc", "worst_source", "gflops", "score"]
 BENCHMARK_COLUMNS = ["backbone", "params_m", "gflops", "image_size", "batch_size", "images_per_s", "device",
                      "precision"]
@@ -221,12 +222,14 @@ def holdout_slide(holdouts: pd.DataFrame) -> Figure:
     """In-source vs held-out-source AUC of each source hold-out, under headings that name whose AUC is whose."""
     references = holdouts["holdout_reference"].dropna().unique() if "holdout_reference" in holdouts else []
     reference = f"The reference ({', '.join(map(str, references))})" if len(references) else "The reference"
+    # Comparisons written before hold-outs were Holm-tested have no p column.
+    columns = [c for c in HOLDOUT_COLUMNS if c in holdouts or c != "delta_vs_reference_p_holm"]
     return table_slide("Phase 2: source hold-out (source-specific features)",
-                       holdouts[HOLDOUT_COLUMNS].rename(columns=HOLDOUT_HEADINGS),
+                       holdouts[columns].rename(columns=HOLDOUT_HEADINGS),
                        f"Δ = reference AUC (in-source) - hold-out AUC (held-out source), same folds, 95% CI. "
                        f"{reference} was trained with every source; each hold-out never saw its held-out source.\n"
-                       f"Δ > {HELDOUT_FLAG_ABOVE} flags a model that relies on features of the sources it was "
-                       "trained on.")
+                       f"flag: Δ > {HELDOUT_FLAG_ABOVE}, a size worth a look; Holm p (Nadeau-Bengio, across the "
+                       "hold-outs) < 0.05 says the model relies on features of the sources it was trained on.")
 
 
 def decision_line(decision: Mapping[str, Any]) -> str:

@@ -126,16 +126,20 @@ def test_holdout_slide_heads_each_column_with_whose_auc_it_holds():
     phase2 = tt.comparison(["p2_reference", "p2_no_gan"], [0.8, 0.7]).assign(
         heldout_source=[None, "gan"], holdout_reference=[None, "p2_reference"], reference_in_source_auc=[None, 0.81],
         heldout_auc=[None, 0.7], delta_vs_reference=[None, 0.11], delta_vs_reference_ci_low=[None, 0.05],
-        delta_vs_reference_ci_high=[None, 0.17], delta_vs_reference_flag=[None, True])
+        delta_vs_reference_ci_high=[None, 0.17], delta_vs_reference_p_holm=[None, 0.012],
+        delta_vs_reference_flag=[None, True])
     slide = holdout_slide(phase2_holdouts(phase2))
     cells = slide.axes[0].tables[0].get_celld()
-    header = [cells[0, column].get_text().get_text() for column in range(8)]
-    row = [cells[1, column].get_text().get_text() for column in range(8)]
+    header = [cells[0, column].get_text().get_text() for column in range(9)]
+    row = [cells[1, column].get_text().get_text() for column in range(9)]
     assert dict(zip(header, row)) == {
         "hold-out": "p2_no_gan", "held-out source": "gan", "reference AUC (in-source)": "0.810",
         "hold-out AUC (held-out source)": "0.700", "Δ": "0.110", "Δ CI low": "0.050", "Δ CI high": "0.170",
-        "flag": "True"}
+        "Holm p": "0.012", "flag": "True"}
     assert "reference (p2_reference)" in tt.slide_text(slide)
+    # A comparison written before the hold-outs were Holm-tested still gets its slide, without the p column.
+    older = holdout_slide(phase2_holdouts(phase2.drop(columns="delta_vs_reference_p_holm")))
+    assert "Holm p" not in [cell.get_text().get_text() for cell in older.axes[0].tables[0].get_celld().values()]
 
 
 def test_decision_line_says_why_a_step_did_not_apply():
