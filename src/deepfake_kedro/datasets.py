@@ -42,7 +42,7 @@ from deepfake_kedro.image_cache import (
 from deepfake_kedro.model_package import ModelPackage, load_package, save_package
 from deepfake_kedro.report_sections import ReportSection, ordered
 from deepfake_kedro.run_store import FoldResult, FoldRunStore, run_key
-from deepfake_kedro.study import ResolvedExperiment, config_changes
+from deepfake_kedro.study import ResolvedExperiment, config_changes, parse_slot
 
 logger = logging.getLogger(__name__)
 
@@ -335,6 +335,37 @@ class FinishedExperiments:
                 f"{label} was trained under other parameters than the current ones ({'; '.join(changes)}): its "
                 f"results describe the old ones. Run its phase again ({kedro_run(f'--pipelines {phase}')}; folds "
                 f"still current are skipped), or restore the parameters.")
+        source = self._ranked_source(stored)
+        if source is None:
+            return
+        source_resolved = self.data_dir / "05_model_input" / source.replace(".", "/", 1) / "resolved_config.json"
+        if not source_resolved.exists():
+            return
+        try:
+            current = self.current.resolve(source)
+        except (DatasetError, ConfigError) as error:
+            logger.warning("%s: its source %s not checked against the current parameters (%s)", label, source, error)
+            return
+        if current is None:
+            return
+        changes = config_changes(ResolvedExperiment.from_json(json.loads(source_resolved.read_text()),
+                                                              where=str(source_resolved)), current)
+        if changes:
+            # Phase 4 copied the ranked experiment's config: its ranking and retraining predate the change.
+            raise DatasetError(
+                f"{label} retrains {source}, ranked by phase 4, whose parameters changed since it ran "
+                f"({'; '.join(changes)}): the ranking and {label} describe the old ones. Run the study up to "
+                f"phase 4 again ({kedro_run('--pipelines phase4')}; folds still current are skipped), or restore "
+                "the parameters.")
+
+    def _ranked_source(self, stored: ResolvedExperiment) -> str | None:
+        """The experiment (``<phase>.<name>``) whose config a phase-4 slot retrains, from phase 4's stored ranking."""
+        path = self.data_dir / "08_reporting" / "phase4" / "selection.json"
+        if stored.slot is None or not path.exists():
+            return None
+        rank = parse_slot(stored.slot).rank
+        selected = json.loads(path.read_text()).get("selected") or []
+        return selected[rank - 1].get("experiment") if rank <= len(selected) else None
 
     def shortcut_audit(self) -> dict[str, Any] | None:
         """eda's shortcut audit, or None when the eda pipeline has not run."""

@@ -16,7 +16,7 @@ from deepfake_kedro.datasets import (
     ResolvedExperimentDataset,
     SlideDeckDataset,
 )
-from deepfake_kedro.pipelines.experiment.pipeline import experiment_pipeline
+from deepfake_kedro.pipelines.experiment.pipeline import experiment_pipeline, final_model_pipeline
 from deepfake_kedro.study import resolve
 
 DATA = {"root": "data/01_raw/demo", "sources": {"wiki": "real", "insight": "fake"}}
@@ -204,3 +204,41 @@ def test_an_experiment_whose_parameters_changed_since_its_phase_ran_is_refused(t
     assert finished({"p1_x": {"image_size": 64}}).load("phase1.p1_x")[0] == resolved
     # Gone from the parameters: what is stored is all there is, so it is used.
     assert FinishedExperiments(tmp_path, CurrentResolutions({}, {})).load("phase1.p1_x")[0] == resolved
+
+
+def test_a_final_model_is_refused_when_the_experiment_it_retrains_changed_since_phase_4_ranked_it(tmp_path):
+    source, metrics = finished_layout(tmp_path, ["k0", "k1"])
+    metrics.write_text(json.dumps({"fingerprint": source.fingerprint, "data_keys": ["k0", "k1"]}))
+    choice = {"settings": {"image_size": 128}, "source": "phase-2 results"}
+    selection = {"selected": [{"slot": "top1", "model": "simple_cnn_small", "experiment": "phase1.p1_x", "rank": 1,
+                               "config": source.config.model_dump(mode="json")}]}
+    (tmp_path / "08_reporting/phase4").mkdir(parents=True)
+    (tmp_path / "08_reporting/phase4/selection.json").write_text(json.dumps(selection))
+    final_node = next(n for n in final_model_pipeline("top1_full", 1.0).nodes
+                      if "phase4.top1_full.resolved_config" in n.outputs)
+    final = final_node.func(DEFAULTS, DATA, PREPROCESSING, choice, selection, {})
+    ResolvedExperimentDataset(str(tmp_path / "05_model_input/phase4/top1_full/resolved_config.json")).save(final)
+    for fold in range(2):
+        meta = tmp_path / "06_models/runs" / final.fingerprint / f"fold_{fold}" / "meta.json"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps({"data_key": f"k{fold}"}))
+    (tmp_path / "08_reporting/phase4/top1_full").mkdir()
+    (tmp_path / "08_reporting/phase4/top1_full/metrics.json").write_text(
+        json.dumps({"fingerprint": final.fingerprint, "data_keys": ["k0", "k1"]}))
+    (tmp_path / "08_reporting/phase4/top1_full/fold_metrics.csv").write_text("fold,auc\n0,0.8\n1,0.9\n")
+    source_node = next(n for n in experiment_pipeline("phase1", "p1_x").nodes
+                       if "phase1.p1_x.resolved_config" in n.outputs)
+
+    def finished(experiments):
+        inputs = {"params:defaults": DEFAULTS, "params:phase1.experiments": experiments, "params:data": DATA,
+                  "params:preprocessing": PREPROCESSING, "phase2.preprocessing_choice": choice,
+                  "phase4.model_selection": selection, "params:phase4.training": {}}
+        nodes = {"phase1.p1_x": source_node, "phase4.top1_full": final_node}
+        return FinishedExperiments(tmp_path, CurrentResolutions(nodes, inputs))
+
+    assert finished({"p1_x": {}}).load("phase4.top1_full")[0] == final
+    # Phase 4 retrains the stored ranking's copy of p1_x's config, so its own resolution has not moved: the
+    # ranked experiment has, and the ranking with it.
+    with pytest.raises(DatasetError, match=r"phase4\.top1_full retrains phase1\.p1_x, ranked by phase 4, whose "
+                                           r"parameters changed since it ran \(epochs: \d+ -> 3\).*--pipelines phase4"):
+        finished({"p1_x": {"epochs": 3}}).load("phase4.top1_full")
