@@ -314,42 +314,24 @@ class FinishedExperiments:
         store = FoldRunStore(self.data_dir / "06_models" / "runs")
         metrics = json.loads(files["metrics"].read_text())
         _check_evaluated(label, phase, resolved.fingerprint, store, metrics, files)
-        self._check_current(label, phase, resolved, files["resolved"])
+        self._check_current(label, phase, resolved)
         return resolved, store, metrics, pd.read_csv(files["fold_metrics"])
 
-    def _check_current(self, label: str, phase: str, stored: ResolvedExperiment, where: Path) -> None:
+    def _check_current(self, label: str, phase: str, stored: ResolvedExperiment) -> None:
         """Refuses an experiment whose parameters changed after its phase ran: its results are no longer theirs."""
         if self.current is None:
             return
-        try:
-            current = self.current.resolve(label)
-        except (DatasetError, ConfigError) as error:
-            logger.warning("%s: not checked against the current parameters (%s)", label, error)
-            return
-        if current is None:  # no longer in the study's parameters: the stored experiment is what there is
-            logger.info("%s is not in the current parameters; using it as stored in %s", label, where)
-            return
-        changes = config_changes(stored, current)
+        changes = self._changes(label, stored)
         if changes:
             raise DatasetError(
                 f"{label} was trained under other parameters than the current ones ({'; '.join(changes)}): its "
                 f"results describe the old ones. Run its phase again ({kedro_run(f'--pipelines {phase}')}; folds "
                 f"still current are skipped), or restore the parameters.")
         source = self._ranked_source(stored)
-        if source is None:
+        resolved = self.data_dir / "05_model_input" / (source or "").replace(".", "/", 1) / "resolved_config.json"
+        if source is None or not resolved.exists():
             return
-        source_resolved = self.data_dir / "05_model_input" / source.replace(".", "/", 1) / "resolved_config.json"
-        if not source_resolved.exists():
-            return
-        try:
-            current = self.current.resolve(source)
-        except (DatasetError, ConfigError) as error:
-            logger.warning("%s: its source %s not checked against the current parameters (%s)", label, source, error)
-            return
-        if current is None:
-            return
-        changes = config_changes(ResolvedExperiment.from_json(json.loads(source_resolved.read_text()),
-                                                              where=str(source_resolved)), current)
+        changes = self._changes(source, ResolvedExperiment.from_json(json.loads(resolved.read_text()), str(resolved)))
         if changes:
             # Phase 4 copied the ranked experiment's config: its ranking and retraining predate the change.
             raise DatasetError(
@@ -357,6 +339,18 @@ class FinishedExperiments:
                 f"({'; '.join(changes)}): the ranking and {label} describe the old ones. Run the study up to "
                 f"phase 4 again ({kedro_run('--pipelines phase4')}; folds still current are skipped), or restore "
                 "the parameters.")
+
+    def _changes(self, label: str, stored: ResolvedExperiment) -> list[str]:
+        """``config_changes`` from ``stored`` to ``label`` resolved now; none when it cannot be resolved now."""
+        try:
+            current = self.current.resolve(label)
+        except (DatasetError, ConfigError) as error:
+            logger.warning("%s: not checked against the current parameters (%s)", label, error)
+            return []
+        if current is None:  # no longer in the study's parameters: the stored experiment is what there is
+            logger.info("%s is not in the current parameters; it is used as stored", label)
+            return []
+        return config_changes(stored, current)
 
     def _ranked_source(self, stored: ResolvedExperiment) -> str | None:
         """The experiment (``<phase>.<name>``) whose config a phase-4 slot retrains, from phase 4's stored ranking."""
