@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -71,3 +72,27 @@ def test_power_table_reads_each_seeds_gain_and_holms_family(tmp_path: Path) -> N
     needed = 100 * (nadeau_bengio_required_gain(0.95, alpha=0.05 / 3) / 3.0) ** 2
     assert table.loc["resolution", "identities for 95%"] == round(needed)
     assert every == pytest.approx((table["power (p < a/2)"] ** 2).prod())
+
+
+def test_a_finished_seed_is_read_and_rerun_only_on_refresh(tmp_path: Path, monkeypatch, capsys) -> None:
+    demo_power = _demo_power()
+    monkeypatch.setattr(demo_power, "PROJECT_ROOT", tmp_path)
+    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf")
+    for folder in ("demo", "demo_seed1"):
+        (tmp_path / f"data/{folder}/08_reporting").mkdir(parents=True)
+        pd.DataFrame({"effect": ["e"], "recovered": [True]}).to_csv(
+            tmp_path / f"data/{folder}/08_reporting/demo_check.csv", index=False)
+    commands = []
+    # The kedro CLI is the edge: the study itself is tested through Kedro elsewhere.
+    monkeypatch.setattr(demo_power.subprocess, "run", lambda command, **kwargs: commands.append(command))
+
+    table, minutes = demo_power.run_seed(1, "kedro")
+    assert commands == [] and minutes != minutes and table["recovered"].tolist() == [True]
+    assert "data/demo_seed1/08_reporting/demo_check.csv, written" in capsys.readouterr().out
+
+    demo_power.run_seed(1, "kedro", refresh=True)
+    demo_power.run_seed(0, "kedro", refresh=True)
+    seed1, seed0 = commands
+    assert seed1[:4] == ["kedro", "run", "--env", "demo"] and seed1[4] == "--conf-source"
+    # Seed 0 is make demo's own study: refreshed in data/demo through the demo environment as it stands.
+    assert seed0 == ["kedro", "run", "--env", "demo"]
