@@ -14,7 +14,7 @@ import difflib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,9 +40,10 @@ from deepfake_kedro.image_cache import (
     write_table,
 )
 from deepfake_kedro.model_package import ModelPackage, load_package, save_package
-from deepfake_kedro.report_sections import ReportSection, ordered
+from deepfake_kedro.report_sections import ReportSection, ordered, out_of_date
 from deepfake_kedro.run_store import FoldResult, FoldRunStore, run_key
-from deepfake_kedro.study import ResolvedExperiment, config_changes, parse_slot
+from deepfake_kedro.selection import is_ranked
+from deepfake_kedro.study import NAMED_PHASES, PHASES, ResolvedExperiment, config_changes, parse_slot
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +268,10 @@ class CurrentResolutions:
         # Called directly, not by node.run, which logs a changed parameter that no longer validates as a failed node.
         return node.func(*values)
 
+    def labels(self) -> list[str]:
+        """Every experiment (``<phase>.<experiment>``) the current parameters resolve, in the pipelines' order."""
+        return list(self._nodes)
+
 
 class FinishedExperiments:
     """Any finished experiment's results, found by its label ``<phase>.<experiment>`` under the data folder.
@@ -280,6 +285,8 @@ class FinishedExperiments:
     def __init__(self, data_dir: Path, current: CurrentResolutions | None = None):
         self.data_dir = Path(data_dir)
         self.current = current
+        # (label, stored fingerprint) -> its changes: several final models check one ranking, warned about once.
+        self._checked: dict[tuple[str, str], list[str]] = {}
 
     def load(self, label: str) -> tuple[ResolvedExperiment, FoldRunStore, dict[str, Any], pd.DataFrame]:
         """The resolved config, fold runs, metrics summary and per-fold metrics of ``label``.
@@ -293,7 +300,7 @@ class FinishedExperiments:
         if not phase or not experiment:
             raise DatasetError(f"predict.model is {label!r}; write it as <phase>.<experiment>, "
                                "e.g. phase4.top1_full or phase1.p1_resnet18_baseline")
-        files = {"resolved": self.data_dir / "05_model_input" / phase / experiment / "resolved_config.json",
+        files = {"resolved": self._resolved_path(label),
                  "metrics": self.data_dir / "08_reporting" / phase / experiment / "metrics.json",
                  "fold_metrics": self.data_dir / "08_reporting" / phase / experiment / "fold_metrics.csv"}
         run_phase = kedro_run(f"--pipelines {phase}")
@@ -327,21 +334,92 @@ class FinishedExperiments:
                 f"{label} was trained under other parameters than the current ones ({'; '.join(changes)}): its "
                 f"results describe the old ones. Run its phase again ({kedro_run(f'--pipelines {phase}')}; folds "
                 f"still current are skipped), or restore the parameters.")
-        source = self._ranked_source(stored)
-        resolved = self.data_dir / "05_model_input" / (source or "").replace(".", "/", 1) / "resolved_config.json"
-        if source is None or not resolved.exists():
-            return
-        changes = self._changes(source, ResolvedExperiment.from_json(json.loads(resolved.read_text()), str(resolved)))
+        source, changes = self._source_changes(stored)
+        rerun = (f"Run the study up to phase 4 again ({kedro_run('--pipelines phase4')}; folds still current are "
+                 "skipped), or restore the parameters.")
         if changes:
             # Phase 4 copied the ranked experiment's config: its ranking and retraining predate the change.
             raise DatasetError(
                 f"{label} retrains {source}, ranked by phase 4, whose parameters changed since it ran "
-                f"({'; '.join(changes)}): the ranking and {label} describe the old ones. Run the study up to "
-                f"phase 4 again ({kedro_run('--pipelines phase4')}; folds still current are skipped), or restore "
-                "the parameters.")
+                f"({'; '.join(changes)}): the ranking and {label} describe the old ones. {rerun}")
+        ranked = self._ranking_changes(stored)
+        if ranked:
+            raise DatasetError(
+                f"{label} was chosen by phase 4's ranking of the experiments of phases 1-3, some of which changed "
+                f"since it ran ({'; '.join(ranked)}): the ranking may no longer choose {source}. {rerun}")
+
+    def refuse_stale(self, labels: Iterable[str], reader: str, alternative: str = "restore the parameters") -> None:
+        """Refuses ``reader`` reading results of ``labels`` that do not match the current parameters.
+
+        Unlike ``load``, every experiment is checked before refusing, so one message names them all: those that
+        resolve differently now (with the changed keys), the final models whose phase-4 ranking read changed
+        experiments, and those that have not run (added to the parameters since their phase ran, or a phase that
+        never ran, named once).
+
+        Raises:
+            DatasetError: Naming each such experiment and the ``kedro run`` that brings them up to date.
+        """
+        if self.current is None:
+            return
+        labels = list(labels)
+        problems, not_run, reranked, ranking = [], [], [], []
+        for label in labels:
+            path = self._resolved_path(label)
+            if not path.exists():
+                not_run.append(label)
+                continue
+            stored = ResolvedExperiment.from_json(json.loads(path.read_text()), str(path))
+            changes = self._changes(label, stored)
+            if not changes:
+                source, source_changes = self._source_changes(stored)
+                changes = [f"retrains {source}, ranked by phase 4, whose parameters changed: "
+                           f"{'; '.join(source_changes)}"] if source_changes else []
+            if changes:
+                problems.append(f"{label}: {'; '.join(changes)}")
+            elif slot_ranking := self._ranking_changes(stored):
+                ranking = slot_ranking
+                reranked.append(label)  # the final models share one ranking: one line for all of them
+        if reranked:
+            problems.append(f"{', '.join(reranked)}: chosen by phase 4's ranking of phases 1-3, some of whose "
+                            f"experiments changed since it ran ({'; '.join(ranking)})")
+        problems += self._not_run_lines(not_run, labels)
+        if not problems:
+            return
+        # The latest phase read, not only the stale one: its pipeline reruns the phases before it, and a later phase
+        # (phase 4's ranking) may rest on a stale one without resolving differently itself.
+        phases = {label.partition(".")[0] for label in labels}
+        study = [phase for phase in PHASES if phase in phases][-1:]
+        rerun = ",".join(study + sorted(phases - set(PHASES)))
+        raise DatasetError(
+            f"{reader} reads results that do not match the current parameters:\n  - " + "\n  - ".join(problems)
+            + f"\nRun {rerun} ({kedro_run(f'--pipelines {rerun}')}; folds still current are skipped), "
+            f"or {alternative}.")
+
+    @staticmethod
+    def _not_run_lines(not_run: list[str], labels: list[str]) -> list[str]:
+        """``<label>: not run yet`` for each, or one line for a phase none of whose experiments has run."""
+        lines = []
+        for phase in dict.fromkeys(label.partition(".")[0] for label in not_run):
+            missing = [label for label in not_run if label.startswith(f"{phase}.")]
+            if len(missing) > 1 and len(missing) == sum(label.startswith(f"{phase}.") for label in labels):
+                lines.append(f"{phase}: not run yet (none of its {len(missing)} experiments)")
+            else:
+                lines += [f"{label}: not run yet" for label in missing]
+        return lines
+
+    def _resolved_path(self, label: str) -> Path:
+        """Where ``label``'s resolved config is stored when its phase has run."""
+        phase, _, experiment = label.partition(".")
+        return self.data_dir / "05_model_input" / phase / experiment / "resolved_config.json"
 
     def _changes(self, label: str, stored: ResolvedExperiment) -> list[str]:
         """``config_changes`` from ``stored`` to ``label`` resolved now; none when it cannot be resolved now."""
+        key = (label, stored.fingerprint)
+        if key not in self._checked:
+            self._checked[key] = self._resolve_changes(label, stored)
+        return self._checked[key]
+
+    def _resolve_changes(self, label: str, stored: ResolvedExperiment) -> list[str]:
         try:
             current = self.current.resolve(label)
         except (DatasetError, ConfigError) as error:
@@ -351,6 +429,36 @@ class FinishedExperiments:
             logger.info("%s is not in the current parameters; it is used as stored", label)
             return []
         return config_changes(stored, current)
+
+    def _source_changes(self, stored: ResolvedExperiment) -> tuple[str | None, list[str]]:
+        """The experiment a phase-4 slot retrains and how its parameters changed since (none for other slots)."""
+        source = self._ranked_source(stored)
+        if source is None or not (resolved := self._resolved_path(source)).exists():
+            return source, []
+        return source, self._changes(source, ResolvedExperiment.from_json(json.loads(resolved.read_text()),
+                                                                          str(resolved)))
+
+    def _ranking_changes(self, stored: ResolvedExperiment) -> list[str]:
+        """For a phase-4 slot, each experiment phase 4 ranked (or would rank now) that changed since it ranked them.
+
+        The ranking takes every model's best experiment of phases 1-3 (hold-outs excluded), so a change to any of
+        them, or an experiment added since, may change what it chooses.
+        """
+        if stored.slot is None or not (self.data_dir / "08_reporting" / "phase4" / "selection.json").exists():
+            return []
+        changed = []
+        for label in self.current.labels():
+            if label.partition(".")[0] not in NAMED_PHASES:
+                continue
+            path = self._resolved_path(label)
+            if not path.exists():
+                changed.append(f"{label}: not run yet")
+                continue
+            ranked = ResolvedExperiment.from_json(json.loads(path.read_text()), str(path))
+            changes = self._changes(label, ranked) if is_ranked(ranked.config.model_dump(mode="json")) else []
+            if changes:
+                changed.append(f"{label}: {', '.join(changes)}")
+        return changed
 
     def _ranked_source(self, stored: ResolvedExperiment) -> str | None:
         """The experiment (``<phase>.<name>``) whose config a phase-4 slot retrains, from phase 4's stored ranking."""
@@ -366,10 +474,21 @@ class FinishedExperiments:
         path = self.data_dir / "08_reporting" / "eda" / "shortcut_audit.json"
         return json.loads(path.read_text()) if path.exists() else None
 
-    def comparison(self, phase: str) -> pd.DataFrame | None:
-        """A phase's comparison table (``<phase>.comparison``), or None when the phase has not run."""
+    def comparison(self, phase: str, reader: str = "", alternative: str = "restore the parameters"
+                   ) -> pd.DataFrame | None:
+        """A phase's comparison table (``<phase>.comparison``), or None when the phase has not run.
+
+        Raises:
+            DatasetError: The phase's experiments changed since it ran (``refuse_stale``, whose message names
+                ``reader`` and offers ``alternative`` besides running the phase again).
+        """
         path = self.data_dir / "08_reporting" / phase / "comparison.csv"
-        return pd.read_csv(path) if path.exists() else None
+        if not path.exists():
+            return None
+        if self.current is not None:
+            self.refuse_stale([label for label in self.current.labels() if label.startswith(f"{phase}.")],
+                              reader or f"{phase}.comparison", alternative)
+        return pd.read_csv(path)
 
 
 class FinishedExperimentsDataset(AbstractDataset[None, FinishedExperiments]):
@@ -582,7 +701,8 @@ class ReportSectionDataset(AbstractDataset[ReportSection, ReportSection]):
         shutil.rmtree(staging, ignore_errors=True)  # left behind by a run killed while writing
         staging.mkdir(parents=True)
         (staging / "section.json").write_text(json.dumps(
-            {"name": section.name, "title": section.title, "caption": section.caption}, indent=2))
+            {"name": section.name, "title": section.title, "caption": section.caption,
+             "experiments": dict(section.experiments)}, indent=2))
         if section.table is not None:
             section.table.to_csv(staging / "table.csv", index=False)
         if section.image is not None:
@@ -616,21 +736,49 @@ def read_section(folder: Path) -> ReportSection:
     table = pd.read_csv(folder / "table.csv") if (folder / "table.csv").exists() else None
     image = np.asarray(Image.open(folder / "figure.png").convert("RGB")) if (folder / "figure.png").exists() \
         else None
-    return ReportSection(meta["name"], meta["title"], meta["caption"], table, image)
+    return ReportSection(meta["name"], meta["title"], meta["caption"], table, image, meta.get("experiments", {}))
 
 
 class ReportSectionsDataset(AbstractDataset[None, list]):
-    """Every report section present under ``path`` (read-only), in the deck's order; none is an empty list."""
+    """Every report section present under ``path`` (read-only), in the deck's order; none is an empty list.
 
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+    Given ``current`` (set by ``hooks.CurrentParametersHook``), a section showing an experiment that the current
+    parameters resolve to another config (a final model retrained since robustness ran) is replaced by a slide
+    saying so (``report_sections.out_of_date``): its numbers describe models the study no longer has.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None, current: CurrentResolutions | None = None):
         self._path = Path(path)
         self.metadata = metadata
+        self.current = current
 
     def load(self) -> list[ReportSection]:
         if not self._path.is_dir():
             return []
-        return ordered(read_section(folder) for folder in sorted(self._path.iterdir())
-                       if (folder / "section.json").exists() and not folder.name.endswith((".partial", ".old")))
+        sections = [read_section(folder) for folder in sorted(self._path.iterdir())
+                    if (folder / "section.json").exists() and not folder.name.endswith((".partial", ".old"))]
+        return ordered(self._up_to_date(section) for section in sections)
+
+    def _up_to_date(self, section: ReportSection) -> ReportSection:
+        """``section``, or the slide leaving it out when experiments it shows resolve otherwise now."""
+        if self.current is None:
+            return section
+        changed = {}
+        for label, fingerprint in section.experiments.items():
+            try:
+                now = self.current.resolve(label)
+            except (DatasetError, ConfigError) as error:
+                logger.warning("report section %s: %s not checked against the current parameters (%s)",
+                               section.name, label, error)
+                continue
+            if now is not None and now.fingerprint != fingerprint:
+                changed[label] = now.fingerprint
+        if not changed:
+            return section
+        rerun = kedro_run(f"--pipelines {section.name}")
+        logger.warning("report section %s is left out: %s changed since it was made; run %s, then the report again",
+                       section.name, ", ".join(changed), rerun)
+        return out_of_date(section, changed, rerun)
 
     def save(self, data: None) -> None:
         raise DatasetError("report_sections is read-only: each pipeline writes its own <name>_report_section")

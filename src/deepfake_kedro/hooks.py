@@ -133,22 +133,31 @@ class PipelineLayoutHook:
 
 
 class CurrentParametersHook:
-    """Gives ``finished_experiments`` the run's parameters, so an experiment changed since its phase ran is refused.
+    """Refuses results that the run's parameters no longer describe, for runs that read them without making them.
 
     predict's package, the external sets and robustness read finished experiments without running their phases;
-    each experiment's own resolve node says what the current parameters make of it (``datasets.CurrentResolutions``).
+    each experiment's own resolve node says what the current parameters make of it (``datasets.CurrentResolutions``),
+    given to ``finished_experiments``. A run that reads a phase's results from the catalog without running that
+    phase (``kedro run --pipelines reporting``, a ``--from-nodes`` run) is checked the same way before any node runs.
+    ``report_sections`` gets the same resolutions: the deck leaves out a section whose experiments changed since.
     """
 
     RESOLVED = ".resolved_config"
+
+    def __init__(self) -> None:
+        self._finished: Any = None
 
     @hook_impl
     def after_catalog_created(self, catalog: Any, conf_catalog: dict[str, Any], parameters: dict[str, Any]) -> None:
         from kedro.framework.project import pipelines
 
-        from deepfake_kedro.datasets import CurrentResolutions, FinishedExperimentsDataset
+        from deepfake_kedro.datasets import CurrentResolutions, FinishedExperimentsDataset, ReportSectionsDataset
 
         dataset = catalog.get("finished_experiments") if "finished_experiments" in conf_catalog else None
-        if not isinstance(dataset, FinishedExperimentsDataset):
+        self._finished = dataset if isinstance(dataset, FinishedExperimentsDataset) else None
+        sections = catalog.get("report_sections") if "report_sections" in conf_catalog else None
+        sections = sections if isinstance(sections, ReportSectionsDataset) else None
+        if self._finished is None and sections is None:
             return
         nodes: dict[str, Any] = {}
         for pipeline in pipelines.values():
@@ -162,7 +171,43 @@ class CurrentParametersHook:
                 del nodes[label]  # reads a dataset this catalog lacks: it cannot be checked
                 continue
             inputs.update(found)
-        dataset.current = CurrentResolutions(nodes, inputs)
+        for checked in (self._finished, sections):
+            if checked is not None:
+                checked.current = CurrentResolutions(nodes, inputs)
+
+    # First among the hooks, so a refused run starts nothing (an MLflow run, a Dask cluster) that it would leave open.
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if self._finished is None:
+            return
+        finished = self._finished.load()
+        if finished.current is None:
+            return
+        made = {name.removesuffix(self.RESOLVED) for name in pipeline.all_outputs() if name.endswith(self.RESOLVED)}
+        read = self.results_read(pipeline.inputs(), finished.current.labels())
+        not_made = [label for label in read if label not in made]
+        if not_made:
+            finished.refuse_stale(not_made, reader=f"This run ({self._described(run_params)})")
+
+    @staticmethod
+    def results_read(inputs: set[str], labels: list[str]) -> list[str]:
+        """The experiments whose results ``inputs`` hold: ``<label>.*`` reads one, ``<phase>.*`` all of its phase's."""
+        read: dict[str, None] = {}
+        for name in sorted(inputs):
+            if name.startswith("params:"):
+                continue
+            parts = name.split(".")
+            if ".".join(parts[:2]) in labels:
+                read[".".join(parts[:2])] = None
+            elif len(parts) > 1:
+                read.update(dict.fromkeys(label for label in labels if label.startswith(f"{parts[0]}.")))
+        return list(read)
+
+    @staticmethod
+    def _described(run_params: dict[str, Any]) -> str:
+        """``--pipelines reporting`` (or the default pipeline): what the user asked to run, for the message."""
+        names = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+        return f"--pipelines {','.join(names)}"
 
 
 class RunEnvironmentHook:

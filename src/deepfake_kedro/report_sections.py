@@ -10,8 +10,8 @@ in report.pdf, and a study that never ran robustness has no such slide.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,8 @@ class ReportSection:
         caption: One or two sentences under the table / figure: what is measured and how to read it.
         table: A table slide (numbers are rounded for reading), or None.
         image: A figure slide as RGB pixels (``reporting.figure_pixels``), or None.
+        experiments: ``<phase>.<experiment>`` -> fingerprint of each experiment whose results it shows; the
+            report leaves the section out once one of them has changed (``out_of_date``).
     """
 
     name: str
@@ -42,12 +44,31 @@ class ReportSection:
     caption: str
     table: pd.DataFrame | None = None
     image: np.ndarray | None = None
+    experiments: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def with_figure(cls, name: str, title: str, caption: str, figure: Figure | None = None,
-                    table: pd.DataFrame | None = None) -> ReportSection:
+                    table: pd.DataFrame | None = None, experiments: Mapping[str, str] | None = None
+                    ) -> ReportSection:
         """A section whose figure is rendered to pixels now (closed to pyplot; it can still be saved)."""
-        return cls(name, title, caption, table, figure_pixels(figure) if figure is not None else None)
+        return cls(name, title, caption, table, figure_pixels(figure) if figure is not None else None,
+                   dict(experiments or {}))
+
+
+def out_of_date(section: ReportSection, changed: Mapping[str, str], rerun: str) -> ReportSection:
+    """The slide that stands in for ``section`` once experiments it shows have changed since it was made.
+
+    Args:
+        section: The section as its pipeline wrote it.
+        changed: Each changed experiment -> the fingerprint the current parameters resolve it to.
+        rerun: The ``kedro run`` that writes the section again.
+    """
+    table = pd.DataFrame([{"experiment": label, "section made from config": section.experiments[label],
+                           "config now": now} for label, now in changed.items()])
+    caption = (f"Left out: this section shows {', '.join(changed)} as trained before the current parameters "
+               f"changed them, so its numbers describe models the study no longer has. Run {rerun}, then the "
+               "report again, to bring it back.")
+    return ReportSection(section.name, f"{section.title}: left out, out of date", caption, table)
 
 
 def section_slides(section: ReportSection) -> list[Figure]:

@@ -153,6 +153,11 @@ def on_preprocessing(config: Mapping[str, Any], settings: Mapping[str, Any]) -> 
     return all(getattr(current, key) == getattr(chosen, key) for key in settings)
 
 
+def is_ranked(config: Mapping[str, Any]) -> bool:
+    """Whether phase 4 ranks an experiment of ``config``: source hold-outs answer another question, not the model's."""
+    return config["train_sources"] == "all" and config["eval_sources"] == "all"
+
+
 def candidate_table(
     summaries: Mapping[str, Mapping[str, Any]], costs: Mapping[str, Mapping[str, float]],
     preprocessing: Mapping[str, Any] | None = None,
@@ -176,8 +181,7 @@ def candidate_table(
     rows = []
     for name, summary in summaries.items():
         config = summary["config"]
-        # Source hold-outs answer another question; their AUC is not the model's.
-        if config["train_sources"] != "all" or config["eval_sources"] != "all":
+        if not is_ranked(config):
             continue
         metrics = summary["metrics"]
         per_source = {key.split(":", 1)[1]: value["mean"] for key, value in metrics.items()

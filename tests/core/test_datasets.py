@@ -151,6 +151,44 @@ def finished_layout(tmp_path, data_keys: list[str]):
     return resolved, reporting / "metrics.json"
 
 
+def final_model_layout(tmp_path):
+    """phase4.top1_full, finished, retraining phase1.p1_x as phase 4's stored ranking chose it.
+
+    Returns:
+        The final model's resolved config, its resolve node and p1_x's, and the inputs they read.
+    """
+    source, metrics = finished_layout(tmp_path, ["k0", "k1"])
+    metrics.write_text(json.dumps({"fingerprint": source.fingerprint, "data_keys": ["k0", "k1"]}))
+    choice = {"settings": {"image_size": 128}, "source": "phase-2 results"}
+    selection = {"selected": [{"slot": "top1", "model": "simple_cnn_small", "experiment": "phase1.p1_x", "rank": 1,
+                               "config": source.config.model_dump(mode="json")}]}
+    (tmp_path / "08_reporting/phase4").mkdir(parents=True)
+    (tmp_path / "08_reporting/phase4/selection.json").write_text(json.dumps(selection))
+    final_node = next(n for n in final_model_pipeline("top1_full", 1.0).nodes
+                      if "phase4.top1_full.resolved_config" in n.outputs)
+    final = final_node.func(DEFAULTS, DATA, PREPROCESSING, choice, selection, {})
+    ResolvedExperimentDataset(str(tmp_path / "05_model_input/phase4/top1_full/resolved_config.json")).save(final)
+    for fold in range(2):
+        meta = tmp_path / "06_models/runs" / final.fingerprint / f"fold_{fold}" / "meta.json"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps({"data_key": f"k{fold}"}))
+    (tmp_path / "08_reporting/phase4/top1_full").mkdir()
+    (tmp_path / "08_reporting/phase4/top1_full/metrics.json").write_text(
+        json.dumps({"fingerprint": final.fingerprint, "data_keys": ["k0", "k1"]}))
+    (tmp_path / "08_reporting/phase4/top1_full/fold_metrics.csv").write_text("fold,auc\n0,0.8\n1,0.9\n")
+    nodes = {"phase1.p1_x": resolve_node("phase1", "p1_x"), "phase4.top1_full": final_node}
+    inputs = {"params:defaults": DEFAULTS, "params:data": DATA, "params:preprocessing": PREPROCESSING,
+              "phase2.preprocessing_choice": choice, "phase4.model_selection": selection,
+              "params:phase4.training": {}}
+    return final, nodes, inputs
+
+
+def resolve_node(phase: str, experiment: str):
+    """An experiment's own resolve node, as the hook finds it in the registered pipelines."""
+    return next(n for n in experiment_pipeline(phase, experiment).nodes
+                if f"{phase}.{experiment}.resolved_config" in n.outputs)
+
+
 def test_finished_results_are_refused_when_their_metrics_belong_to_another_config_or_older_folds(tmp_path):
     resolved, metrics = finished_layout(tmp_path, ["k0", "k1"])
     finished = FinishedExperiments(tmp_path)
@@ -207,34 +245,11 @@ def test_an_experiment_whose_parameters_changed_since_its_phase_ran_is_refused(t
 
 
 def test_a_final_model_is_refused_when_the_experiment_it_retrains_changed_since_phase_4_ranked_it(tmp_path):
-    source, metrics = finished_layout(tmp_path, ["k0", "k1"])
-    metrics.write_text(json.dumps({"fingerprint": source.fingerprint, "data_keys": ["k0", "k1"]}))
-    choice = {"settings": {"image_size": 128}, "source": "phase-2 results"}
-    selection = {"selected": [{"slot": "top1", "model": "simple_cnn_small", "experiment": "phase1.p1_x", "rank": 1,
-                               "config": source.config.model_dump(mode="json")}]}
-    (tmp_path / "08_reporting/phase4").mkdir(parents=True)
-    (tmp_path / "08_reporting/phase4/selection.json").write_text(json.dumps(selection))
-    final_node = next(n for n in final_model_pipeline("top1_full", 1.0).nodes
-                      if "phase4.top1_full.resolved_config" in n.outputs)
-    final = final_node.func(DEFAULTS, DATA, PREPROCESSING, choice, selection, {})
-    ResolvedExperimentDataset(str(tmp_path / "05_model_input/phase4/top1_full/resolved_config.json")).save(final)
-    for fold in range(2):
-        meta = tmp_path / "06_models/runs" / final.fingerprint / f"fold_{fold}" / "meta.json"
-        meta.parent.mkdir(parents=True)
-        meta.write_text(json.dumps({"data_key": f"k{fold}"}))
-    (tmp_path / "08_reporting/phase4/top1_full").mkdir()
-    (tmp_path / "08_reporting/phase4/top1_full/metrics.json").write_text(
-        json.dumps({"fingerprint": final.fingerprint, "data_keys": ["k0", "k1"]}))
-    (tmp_path / "08_reporting/phase4/top1_full/fold_metrics.csv").write_text("fold,auc\n0,0.8\n1,0.9\n")
-    source_node = next(n for n in experiment_pipeline("phase1", "p1_x").nodes
-                       if "phase1.p1_x.resolved_config" in n.outputs)
+    final, nodes, inputs = final_model_layout(tmp_path)
 
     def finished(experiments):
-        inputs = {"params:defaults": DEFAULTS, "params:phase1.experiments": experiments, "params:data": DATA,
-                  "params:preprocessing": PREPROCESSING, "phase2.preprocessing_choice": choice,
-                  "phase4.model_selection": selection, "params:phase4.training": {}}
-        nodes = {"phase1.p1_x": source_node, "phase4.top1_full": final_node}
-        return FinishedExperiments(tmp_path, CurrentResolutions(nodes, inputs))
+        return FinishedExperiments(tmp_path, CurrentResolutions(nodes, {**inputs,
+                                                                        "params:phase1.experiments": experiments}))
 
     assert finished({"p1_x": {}}).load("phase4.top1_full")[0] == final
     # Phase 4 retrains the stored ranking's copy of p1_x's config, so its own resolution has not moved: the
@@ -242,3 +257,70 @@ def test_a_final_model_is_refused_when_the_experiment_it_retrains_changed_since_
     with pytest.raises(DatasetError, match=r"phase4\.top1_full retrains phase1\.p1_x, ranked by phase 4, whose "
                                            r"parameters changed since it ran \(epochs: \d+ -> 3\).*--pipelines phase4"):
         finished({"p1_x": {"epochs": 3}}).load("phase4.top1_full")
+
+
+def test_a_final_model_is_refused_when_an_experiment_its_ranking_passed_over_changed_since(tmp_path, monkeypatch):
+    monkeypatch.delenv(RUN_ENV_VARIABLE, raising=False)
+    final, nodes, inputs = final_model_layout(tmp_path)
+    stored = {"p1_x": {}, "p1_y": {"backbone": "resnet18"},
+              "p1_holdout": {"backbone": "resnet18", "train_sources": ["wiki", "insight"]}}
+    for name in ("p1_y", "p1_holdout"):
+        resolved = resolve("phase1", name, stored, DEFAULTS, DATA, PREPROCESSING)
+        ResolvedExperimentDataset(str(tmp_path / f"05_model_input/phase1/{name}/resolved_config.json")).save(resolved)
+    nodes.update({"phase1.p1_y": resolve_node("phase1", "p1_y"),
+                  "phase1.p1_holdout": resolve_node("phase1", "p1_holdout")})
+
+    def finished(experiments):
+        return FinishedExperiments(tmp_path, CurrentResolutions(nodes, {**inputs, "params:phase1.experiments":
+                                                                        {**stored, **experiments}}))
+
+    assert finished({}).load("phase4.top1_full")[0] == final
+    # A hold-out is not ranked: its change leaves the ranking as it was.
+    assert finished({"p1_holdout": {"backbone": "resnet18", "train_sources": ["wiki", "insight"], "epochs": 3}}
+                    ).load("phase4.top1_full")[0] == final
+    # p1_y lost the ranking to p1_x; trained otherwise, it might win it.
+    with pytest.raises(DatasetError, match=r"phase4\.top1_full was chosen by phase 4's ranking of the experiments of "
+                                           r"phases 1-3, some of which changed since it ran \(phase1\.p1_y: epochs: "
+                                           r"\d+ -> 3\): the ranking may no longer choose phase1\.p1_x.*--pipelines "
+                                           r"phase4"):
+        finished({"p1_y": {"backbone": "resnet18", "epochs": 3}}).load("phase4.top1_full")
+    # An experiment added since the ranking was never a candidate.
+    nodes["phase1.p1_new"] = resolve_node("phase1", "p1_new")
+    with pytest.raises(DatasetError, match=r"phase1\.p1_new: not run yet"):
+        finished({"p1_new": {}}).load("phase4.top1_full")
+
+
+def test_stale_results_are_refused_with_every_stale_experiment_named_in_one_message(tmp_path, monkeypatch):
+    monkeypatch.delenv(RUN_ENV_VARIABLE, raising=False)
+    final, nodes, inputs = final_model_layout(tmp_path)
+    (tmp_path / "08_reporting/phase1/comparison.csv").write_text("experiment,auc_mean\np1_x,0.8\n")
+
+    def finished(experiments):
+        return FinishedExperiments(tmp_path, CurrentResolutions(nodes, {**inputs,
+                                                                        "params:phase1.experiments": experiments}))
+
+    finished({"p1_x": {}}).refuse_stale(["phase1.p1_x", "phase4.top1_full"], "This run (--pipelines reporting)")
+    assert list(finished({"p1_x": {}}).comparison("phase1")["experiment"]) == ["p1_x"]
+
+    # p1_x changed: it is stale, and so is the final model retraining it; the command reruns up to phase 4.
+    with pytest.raises(DatasetError) as refused:
+        finished({"p1_x": {"epochs": 3}}).refuse_stale(["phase1.p1_x", "phase4.top1_full"],
+                                                      "This run (--pipelines reporting)")
+    message = str(refused.value)
+    assert message.startswith("This run (--pipelines reporting) reads results that do not match the "
+                              "current parameters:")
+    assert "\n  - phase1.p1_x: epochs: " in message and " -> 3" in message
+    assert "\n  - phase4.top1_full: retrains phase1.p1_x, ranked by phase 4, whose parameters changed" in message
+    assert "Run phase4 (kedro run --pipelines phase4; folds still current are skipped)" in message
+
+    # A phase that never ran is one line, not one per experiment.
+    with pytest.raises(DatasetError, match=r":\n  - phase2: not run yet \(none of its 2 experiments\)\nRun phase2 "):
+        finished({"p1_x": {}}).refuse_stale(["phase2.p2_a", "phase2.p2_b"], "This run")
+
+    # A phase's comparison read on its own (generalisation's hold-outs) names its reader and the way out.
+    nodes["phase1.p1_new"] = resolve_node("phase1", "p1_new")
+    with pytest.raises(DatasetError, match=r"hold-outs \(from phase1\) reads results .*\n  - phase1\.p1_new: not run "
+                                           r"yet\nRun phase1 \(kedro run "
+                                           r"--pipelines phase1; .*or set holdouts_from: null"):
+        finished({"p1_x": {}, "p1_new": {}}).comparison("phase1", "hold-outs (from phase1)",
+                                                         "set holdouts_from: null")

@@ -4,8 +4,11 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
-from deepfake_kedro.datasets import ReportSectionDataset, ReportSectionsDataset
+from deepfake_kedro.commands import RUN_ENV_VARIABLE
+from deepfake_kedro.datasets import CurrentResolutions, ReportSectionDataset, ReportSectionsDataset
 from deepfake_kedro.report_sections import ReportSection, ordered, section_slides
+from deepfake_kedro.study import resolve
+from tests.core.test_datasets import DATA, DEFAULTS, PREPROCESSING, resolve_node
 
 
 def _figure():
@@ -17,9 +20,11 @@ def _figure():
 def test_section_round_trips_through_its_folder_and_replaces_the_previous_one(tmp_path):
     dataset = ReportSectionDataset(str(tmp_path / "sections" / "robustness"))
     table = pd.DataFrame({"corruption": ["jpeg", "blur"], "auc": [0.91, 0.84]})
-    dataset.save(ReportSection.with_figure("robustness", "Robustness", "AUC per corruption.", _figure(), table))
+    dataset.save(ReportSection.with_figure("robustness", "Robustness", "AUC per corruption.", _figure(), table,
+                                           {"phase4.top1_full": "0123abcd"}))
     loaded = dataset.load()
     assert (loaded.name, loaded.title, loaded.caption) == ("robustness", "Robustness", "AUC per corruption.")
+    assert loaded.experiments == {"phase4.top1_full": "0123abcd"}
     pd.testing.assert_frame_equal(loaded.table, table)
     assert loaded.image.ndim == 3 and loaded.image.shape[2] == 3
     dataset.save(ReportSection("robustness", "Robustness v2", "No figure this time."))
@@ -51,4 +56,34 @@ def test_section_slides_hold_its_table_then_its_figure():
     assert section_slides(ReportSection("x", "X", "c", table.iloc[:0], None)) == []
     assert [s.name for s in ordered([ReportSection("b", "", ""), ReportSection("demo_check", "", "")])] == \
         ["demo_check", "b"]
+    plt.close("all")
+
+
+def test_a_section_showing_an_experiment_that_changed_since_is_left_out_with_the_way_back(tmp_path, monkeypatch):
+    monkeypatch.delenv(RUN_ENV_VARIABLE, raising=False)
+    made = resolve("phase1", "p1_x", {"p1_x": {}}, DEFAULTS, DATA, PREPROCESSING)
+    root = tmp_path / "sections"
+    table = pd.DataFrame({"corruption": ["jpeg"], "auc": [0.91]})
+    ReportSectionDataset(str(root / "robustness")).save(ReportSection.with_figure(
+        "robustness", "Robustness", "AUC per corruption.", _figure(), table, {"phase1.p1_x": made.fingerprint}))
+    ReportSectionDataset(str(root / "attribution")).save(ReportSection("attribution", "Attribution", "c", table))
+
+    def sections(experiments):
+        inputs = {"params:defaults": DEFAULTS, "params:phase1.experiments": experiments, "params:data": DATA,
+                  "params:preprocessing": PREPROCESSING}
+        current = CurrentResolutions({"phase1.p1_x": resolve_node("phase1", "p1_x")}, inputs)
+        return ReportSectionsDataset(str(root), current=current).load()
+
+    robustness, attribution = sections({"p1_x": {"num_workers": 4}})  # trains alike: the section stands
+    assert robustness.title == "Robustness" and robustness.image is not None and attribution.title == "Attribution"
+
+    robustness, attribution = sections({"p1_x": {"epochs": 3}})
+    now = resolve("phase1", "p1_x", {"p1_x": {"epochs": 3}}, DEFAULTS, DATA, PREPROCESSING).fingerprint
+    assert robustness.title == "Robustness: left out, out of date" and robustness.image is None
+    assert robustness.table.to_dict("records") == [
+        {"experiment": "phase1.p1_x", "section made from config": made.fingerprint, "config now": now}]
+    assert "Run kedro run --pipelines robustness, then the report again" in robustness.caption
+    assert len(section_slides(robustness)) == 1 and attribution.title == "Attribution"
+    # Gone from the parameters: the section shows what there is.
+    assert ReportSectionsDataset(str(root), current=CurrentResolutions({}, {})).load()[0].title == "Robustness"
     plt.close("all")

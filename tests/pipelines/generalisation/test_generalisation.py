@@ -38,12 +38,14 @@ def write_finished_experiments(data_dir, cube: np.ndarray) -> None:
         # Per fold 12 real images and 6 of each fake source: a cell's AUC sees 18 of the fold's 30.
         folds = [{"fold": k, "n_train": 90, "n_test": 30, "n:wiki": 12, **{f"n:{t}": 6 for t in FAKES},
                   **{f"pairwise_auc:{t}": cube[i, j, k] for j, t in enumerate(FAKES)}} for k in range(5)]
-        summary = {"experiment": f"gen_{source}", "config": {"train_sources": ["wiki", source]}, "folds": folds}
+        summary = {"experiment": f"gen_{source}", "fingerprint": f"gen{i}",
+                   "config": {"train_sources": ["wiki", source]}, "folds": folds}
         folder = data_dir / "08_reporting" / "generalisation" / f"gen_{source}"
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps(summary))
     (data_dir / "08_reporting" / "phase2").mkdir(parents=True)
-    pd.DataFrame([{"experiment": "p2a_t3_holdout_insight", "heldout_source": "insight", "heldout_auc": 0.7,
+    pd.DataFrame([{"experiment": "p2a_t3_holdout_insight", "fingerprint": "h0", "heldout_source": "insight",
+                   "heldout_auc": 0.7,
                    "reference_in_source_auc": 0.9, "delta_vs_reference": 0.2, "delta_vs_reference_ci_low": 0.1,
                    "delta_vs_reference_ci_high": 0.3, "delta_vs_reference_flag": True}]).to_csv(
         data_dir / "08_reporting" / "phase2" / "comparison.csv", index=False)
@@ -58,6 +60,11 @@ def test_analysis_reads_the_experiments_and_phase2_from_the_catalog_and_writes_t
     cube[0, 1] += 0.15
     cube[1, 0] += 0.15
     write_finished_experiments(data_dir, cube)
+    # Their resolved configs, as their runs left them: a run reading results checks them against the parameters.
+    bootstrap_project(kedro_project.path)
+    for name in ("phase2", "generalisation"):
+        kedro_project.run(name, node_names=[n.name for n in pipelines[name].nodes
+                                            if n.name.startswith(f"{name}.") and n.name.endswith(".resolve_config")])
     kedro_project.run("generalisation", node_names=["generalisation.analyse_transfer"])
 
     out = data_dir / "08_reporting" / "generalisation"
@@ -78,7 +85,11 @@ def test_analysis_reads_the_experiments_and_phase2_from_the_catalog_and_writes_t
     section = data_dir / "08_reporting" / "sections" / "generalisation"
     table = pd.read_csv(section / "table.csv", keep_default_na=False)
     assert table.iloc[-1].tolist()[-1] == "0.70 (Δ +0.20 [+0.10, +0.30])"  # phase 2's hold-out of insight
-    assert f"Δ {(diagonal - off).mean():+.3f}" in json.loads((section / "section.json").read_text())["caption"]
+    written = json.loads((section / "section.json").read_text())
+    assert f"Δ {(diagonal - off).mean():+.3f}" in written["caption"]
+    # What the deck checks it against: the experiments it shows, the hold-out row's included.
+    assert written["experiments"] == {"generalisation.gen_text2img": "gen0", "generalisation.gen_inpainting": "gen1",
+                                      "generalisation.gen_insight": "gen2", "phase2.p2a_t3_holdout_insight": "h0"}
 
 
 def test_a_fake_source_without_a_family_stops_the_run_before_any_cache(tiny_demo):

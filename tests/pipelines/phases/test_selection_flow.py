@@ -8,8 +8,9 @@ import json
 import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 
-from deepfake_kedro.config import resolve_experiment
+from deepfake_kedro.config import active_experiments, resolve_experiment
 from deepfake_kedro.folds import select_fold_rows
 from deepfake_kedro.selection import SelectionError
 
@@ -28,9 +29,19 @@ def seed_phase2_tests(project, gains: dict[str, tuple[float, float]]) -> None:
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
+def resolve_nodes(project, *phases: str) -> list[str]:
+    """The resolve node of every experiment of ``phases``: a run that reads a phase's results checks them against
+    its experiments' resolved configs, which a seeded phase would otherwise lack."""
+    bootstrap_project(project.path)
+    with KedroSession.create(project_path=project.path, env="demo") as session:
+        params = session.load_context().params
+    return [f"{phase}.{name}.{'resolve_with_preprocessing' if phase == 'phase3' else 'resolve_config'}"
+            for phase in phases for name in active_experiments(params[phase]["experiments"])]
+
+
 def phase3_configs(project) -> dict[str, dict]:
-    resolve_nodes = [f"phase3.{n}.resolve_with_preprocessing" for n in PHASE3]
-    project.run("phase3", node_names=["phase2.choose_preprocessing", *resolve_nodes])
+    resolve = [f"phase3.{n}.resolve_with_preprocessing" for n in PHASE3]
+    project.run("phase3", node_names=["phase2.choose_preprocessing", *resolve_nodes(project, "phase2"), *resolve])
     return {n: json.loads((project.path / f"data/demo/05_model_input/phase3/{n}/resolved_config.json").read_text())
             for n in PHASE3}
 
@@ -102,7 +113,8 @@ def test_phase4_ranks_models_and_trains_nested_whole_group_subsets(tiny_demo):
     slots = [f"top{k}_{s}" for k in (1, 2, 3) for s in ("20pct", "50pct", "100pct", "full")]
     # Phase 4 ranks what each phase gathered from its experiments' seeded metrics.
     gathered = [f"phase{k}.gather_metrics" for k in (1, 2, 3)]
-    tiny_demo.run("phase4", node_names=["phase2.choose_preprocessing", *gathered, "phase4.choose_final_models"]
+    tiny_demo.run("phase4", node_names=["phase2.choose_preprocessing", *gathered, "phase4.choose_final_models",
+                                        *resolve_nodes(tiny_demo, "phase1", "phase2", "phase3")]
                   + [f"phase4.{slot}.resolve_final_model" for slot in slots])
 
     selection = json.loads((tiny_demo.path / "data/demo/08_reporting/phase4/selection.json").read_text())

@@ -75,6 +75,57 @@ def test_a_final_model_whose_training_changed_since_phase4_ran_is_refused_before
     assert (sorted(package.rglob("*")) if package.exists() else []) == before
 
 
+def test_a_report_over_results_that_the_parameters_no_longer_describe_is_refused_before_any_node(tiny_study):
+    deck = reporting(tiny_study, "report.pdf")
+    written = deck.stat().st_mtime_ns
+    changed = {"phase1": {"experiments": {"p1_resnet18_baseline": {"epochs": 2, "scheduler": {"T_max": 2}}}}}
+    with pytest.raises(DatasetError) as refused:
+        tiny_study.run("reporting", params=changed)
+    message = str(refused.value)
+    assert message.startswith("This run (--pipelines reporting) reads results that do not match the "
+                              "current parameters:")
+    assert "\n  - phase1.p1_resnet18_baseline: epochs: 6 -> 2; scheduler.T_max: 6 -> 2" in message
+    # Only what changed is named; phase 4 ranked phase 1, so the command reruns the study up to phase 4.
+    assert "phase1.p1_simplecnn_baseline" not in message and "phase2." not in message
+    assert "Run phase4 (kedro run --env demo --pipelines phase4; folds still current are skipped)" in message
+    assert deck.stat().st_mtime_ns == written
+
+
+def test_the_deck_leaves_out_a_section_whose_experiments_changed_since_it_was_made(tiny_study):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    def sections(params):
+        bootstrap_project(tiny_study.path)
+        with KedroSession.create(project_path=tiny_study.path, env="demo", runtime_params=params) as session:
+            return {s.name: s for s in session.load_context().catalog.load("report_sections")}
+
+    made = sections({})
+    title = "Generalisation: train on one fake source, test on each"
+    assert made["generalisation"].title == title and made["generalisation"].image is not None
+    shown = made["generalisation"].experiments
+    assert {"generalisation.gen_insight", "phase2.p2a_t1_original", "phase2.p2a_t3_holdout_insight"} <= set(shown)
+    # generalisation.gen_insight retrained on other settings than the slide shows: a default run would otherwise
+    # put the old matrix beside the new study.
+    changed = sections({"generalisation": {"experiments": {"gen_insight": {"batch_size": 8}}}})
+    left_out = changed["generalisation"]
+    assert left_out.title == f"{title}: left out, out of date" and left_out.image is None
+    assert left_out.table["experiment"].tolist() == ["generalisation.gen_insight"]
+    assert left_out.table["section made from config"].tolist() == [shown["generalisation.gen_insight"]]
+    assert "Run kedro run --env demo --pipelines generalisation, then the report again" in left_out.caption
+    assert changed["attribution"].title == made["attribution"].title
+
+
+def test_results_read_by_a_run_are_its_inputs_experiments_or_their_whole_phase():
+    from deepfake_kedro.hooks import CurrentParametersHook
+
+    labels = ["phase1.p1_a", "phase1.p1_b", "phase4.top1_full", "phase4.top1_50pct", "generalisation.gen_x"]
+    inputs = {"phase4.top1_full.gradcam_overlays", "phase1.comparison", "eda.shortcut_audit", "params:phase4",
+              "fold_table"}
+    assert CurrentParametersHook.results_read(inputs, labels) == ["phase1.p1_a", "phase1.p1_b", "phase4.top1_full"]
+    assert CurrentParametersHook.results_read({"params:phase1.experiments", "raw_images"}, labels) == []
+
+
 def test_gradcam_overlays_are_organised_by_prediction_type_and_source(tiny_study):
     folder = reporting(tiny_study, "gradcam/phase3/p3_convnext_tiny")
     overlays = sorted(folder.glob("*/*/*.png"))

@@ -91,10 +91,10 @@ def summarize_external(
     """
     sets = {s.name: s for s in external_sets(evaluation.get("external"), data["sources"])}
     results: dict[str, dict[str, Any]] = {}
-    cv = {}
+    cv, fingerprints = {}, {}
     for (name, model), part in scores.groupby(["set", "model"], sort=False):
-        _, _, metrics, fold_metrics = finished_experiments.load(model)
-        cv[model] = metrics
+        resolved, _, metrics, fold_metrics = finished_experiments.load(model)
+        cv[model], fingerprints[model] = metrics, resolved.fingerprint
         # The package's threshold (model_package.THRESHOLD_CHOICE): the mean of the fold thresholds.
         threshold = float(fold_metrics["threshold"].mean())
         results.setdefault(name, {})[model] = set_metrics(part, sets[name].real_sources, threshold,
@@ -109,5 +109,5 @@ def summarize_external(
     # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
     figure = external_figure(table)
     section = ReportSection.with_figure("external", "Cross-dataset: external test sets", caption,
-                                        figure if len(table) else None, shown)
+                                        figure if len(table) else None, shown, fingerprints)
     return documents, table, figure, section

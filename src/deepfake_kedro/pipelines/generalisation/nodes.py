@@ -60,7 +60,10 @@ def analyse_transfer(
     tests = transfer_tests(cube, fakes, families, _n_train(experiment_metrics),
                            cell_test_sizes(experiment_metrics, trained_on, data["sources"]))
     phase = generalisation.get("holdouts_from")
-    holdouts = holdouts_beside(finished_experiments.comparison(phase) if phase else None, fakes)
+    comparison = finished_experiments.comparison(
+        phase, reader=f"generalisation's hold-out row (generalisation.holdouts_from: {phase})",
+        alternative="set generalisation.holdouts_from: null to leave the hold-outs out") if phase else None
+    holdouts = holdouts_beside(comparison, fakes)
     summary = summary_sentence(tests) if not tests.empty else "no two cell groups to compare"
     for line in summary.splitlines():
         logger.info("generalisation: %s", line)
@@ -75,7 +78,11 @@ def analyse_transfer(
                + summary)
     # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
     heatmap = transfer_heatmap(matrix, title)
-    section = ReportSection.with_figure(SECTION, title, caption, heatmap, table)
+    shown = {f"{SECTION}.{name}": summary["fingerprint"] for name, summary in experiment_metrics.items()}
+    if len(holdouts):  # the hold-out row rests on the phase's experiments (its hold-outs and their reference)
+        shown.update({f"{phase}.{name}": fingerprint
+                      for name, fingerprint in zip(comparison["experiment"], comparison["fingerprint"], strict=True)})
+    section = ReportSection.with_figure(SECTION, title, caption, heatmap, table, shown)
     return matrix, tests, markdown, heatmap, section
 
 

@@ -82,7 +82,8 @@ def summarize_robustness(
     Returns:
         The table (robustness.csv), the degradation-curve figure and the report section.
     """
-    sizes = {label: finished_experiments.load(label)[3].sort_values("fold") for label in scores["model"].unique()}
+    finished = {label: finished_experiments.load(label) for label in scores["model"].unique()}
+    sizes = {label: fold_metrics.sort_values("fold") for label, (_, _, _, fold_metrics) in finished.items()}
     n_train = {label: folds["n_train"].tolist() for label, folds in sizes.items()}
     # The study's test folds, not the images scored: robustness.max_images subsamples them, not the design.
     n_test = {label: folds["n_test"].tolist() for label, folds in sizes.items()}
@@ -94,5 +95,5 @@ def summarize_robustness(
     # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
     figure = degradation_figure(table)
     section = ReportSection.with_figure("robustness", "Robustness to image corruptions", caption, figure,
-                                        shown_table(table))
+                                        shown_table(table), {label: f[0].fingerprint for label, f in finished.items()})
     return table, figure, section
