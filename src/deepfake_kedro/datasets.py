@@ -28,7 +28,7 @@ from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.text import TextDataset
 
 from deepfake_kedro.commands import kedro_run
-from deepfake_kedro.config import ConfigError
+from deepfake_kedro.config import ConfigError, ExperimentConfig
 from deepfake_kedro.data_index import ImageTree, write_tree
 from deepfake_kedro.download import DownloadPlan, download_dataset
 from deepfake_kedro.image_cache import (
@@ -43,7 +43,14 @@ from deepfake_kedro.model_package import ModelPackage, load_package, save_packag
 from deepfake_kedro.report_sections import ReportSection, ordered, out_of_date
 from deepfake_kedro.run_store import FoldResult, FoldRunStore, run_key
 from deepfake_kedro.selection import is_ranked
-from deepfake_kedro.study import NAMED_PHASES, PHASES, ResolvedExperiment, config_changes, parse_slot
+from deepfake_kedro.study import (
+    NAMED_PHASES,
+    PHASES,
+    ResolvedExperiment,
+    config_changes,
+    config_diff,
+    parse_slot,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -740,15 +747,21 @@ def read_section(folder: Path) -> ReportSection:
 
 
 class ReportSectionsDataset(AbstractDataset[None, list]):
-    """Every report section present under ``path`` (read-only), in the deck's order; none is an empty list.
+    """Every report section present (read-only), in the deck's order; none is an empty list.
 
     Given ``current`` (set by ``hooks.CurrentParametersHook``), a section showing an experiment that the current
     parameters resolve to another config (a final model retrained since robustness ran) is replaced by a slide
     saying so (``report_sections.out_of_date``): its numbers describe models the study no longer has.
     """
 
+    SECTIONS = Path("08_reporting") / "sections"
+    RUNS = Path("06_models") / "runs"
+
     def __init__(self, path: str, metadata: dict[str, Any] | None = None, current: CurrentResolutions | None = None):
-        self._path = Path(path)
+        # ``path`` is the environment's data_dir (a path key, so Kedro anchors it at the project): the sections
+        # lie under SECTIONS, and the fold runs under RUNS keep the config each section was made from.
+        self._path = Path(path) / self.SECTIONS
+        self._runs = Path(path) / self.RUNS
         self.metadata = metadata
         self.current = current
 
@@ -772,13 +785,19 @@ class ReportSectionsDataset(AbstractDataset[None, list]):
                                section.name, label, error)
                 continue
             if now is not None and now.fingerprint != fingerprint:
-                changed[label] = now.fingerprint
+                then = self._config_of(fingerprint)
+                changed[label] = (now.fingerprint, config_diff(then, now.config) if then is not None else [])
         if not changed:
             return section
         rerun = kedro_run(f"--pipelines {section.name}")
         logger.warning("report section %s is left out: %s changed since it was made; run %s, then the report again",
                        section.name, ", ".join(changed), rerun)
         return out_of_date(section, changed, rerun)
+
+    def _config_of(self, fingerprint: str) -> ExperimentConfig | None:
+        """The config a fold run of ``fingerprint`` trained, or None when none is stored."""
+        metas = sorted(self._runs.glob(f"{fingerprint}/fold_*/meta.json"))
+        return ExperimentConfig.model_validate(json.loads(metas[0].read_text())["config"]) if metas else None
 
     def save(self, data: None) -> None:
         raise DatasetError("report_sections is read-only: each pipeline writes its own <name>_report_section")

@@ -10,7 +10,7 @@ in report.pdf, and a study that never ran robustness has no such slide.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,16 +55,18 @@ class ReportSection:
                    dict(experiments or {}))
 
 
-def out_of_date(section: ReportSection, changed: Mapping[str, str], rerun: str) -> ReportSection:
+def out_of_date(section: ReportSection, changed: Mapping[str, tuple[str, Sequence[str]]], rerun: str) -> ReportSection:
     """The slide that stands in for ``section`` once experiments it shows have changed since it was made.
 
     Args:
         section: The section as its pipeline wrote it.
-        changed: Each changed experiment -> the fingerprint the current parameters resolve it to.
+        changed: Each changed experiment -> the fingerprint the current parameters resolve it to, and its
+            ``key: old -> new`` changes (empty when the old config is no longer stored).
         rerun: The ``kedro run`` that writes the section again.
     """
-    table = pd.DataFrame([{"experiment": label, "section made from config": section.experiments[label],
-                           "config now": now} for label, now in changed.items()])
+    table = pd.DataFrame([{"experiment": label, "changed since the section was made": "; ".join(keys) or "?",
+                           "config (then -> now)": f"{section.experiments[label]} -> {now}"}
+                          for label, (now, keys) in changed.items()])
     caption = (f"Left out: this section shows {', '.join(changed)} as trained before the current parameters "
                f"changed them, so its numbers describe models the study no longer has. Run {rerun}, then the "
                "report again, to bring it back.")

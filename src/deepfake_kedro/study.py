@@ -194,10 +194,13 @@ def config_changes(stored: ResolvedExperiment, current: ResolvedExperiment) -> l
     if stored.fingerprint == current.fingerprint:
         return []
     changes = [f"experiment: {stored.name} -> {current.name}"] if stored.name != current.name else []
-    old = _flatten(stored.config.model_dump(mode="json", exclude=EXECUTION_ONLY))
-    new = _flatten(current.config.model_dump(mode="json", exclude=EXECUTION_ONLY))
-    for key in sorted(old.keys() | new.keys()):
-        if old.get(key) != new.get(key):
-            changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
     # The fingerprint also holds data.root and data.sources, which resolved_config.json does not record.
-    return changes or ["data.root or data.sources"]
+    return changes + config_diff(stored.config, current.config) or ["data.root or data.sources"]
+
+
+def config_diff(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """One ``key: old -> new`` line per config key that changes training (keys outside the fingerprint left out)."""
+    before = _flatten(old.model_dump(mode="json", exclude=EXECUTION_ONLY))
+    after = _flatten(new.model_dump(mode="json", exclude=EXECUTION_ONLY))
+    return [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(before.keys() | after.keys())
+            if before.get(key) != after.get(key)]

@@ -1,3 +1,5 @@
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -34,13 +36,13 @@ def test_section_round_trips_through_its_folder_and_replaces_the_previous_one(tm
 
 
 def test_sections_are_read_in_deck_order_and_a_missing_folder_is_no_section(tmp_path):
-    root = tmp_path / "sections"
-    assert ReportSectionsDataset(str(root)).load() == []
+    root = tmp_path / "08_reporting" / "sections"
+    assert ReportSectionsDataset(str(tmp_path)).load() == []
     for name in ("zeta_extra", "attribution", "external"):
         ReportSectionDataset(str(root / name)).save(ReportSection(name, name.title(), "caption"))
-    assert [s.name for s in ReportSectionsDataset(str(root)).load()] == ["external", "attribution", "zeta_extra"]
+    assert [s.name for s in ReportSectionsDataset(str(tmp_path)).load()] == ["external", "attribution", "zeta_extra"]
     with pytest.raises(DatasetError, match="read-only"):
-        ReportSectionsDataset(str(root)).save(["not a section"])
+        ReportSectionsDataset(str(tmp_path)).save(["not a section"])
 
 
 def test_missing_section_names_its_file(tmp_path):
@@ -62,28 +64,40 @@ def test_section_slides_hold_its_table_then_its_figure():
 def test_a_section_showing_an_experiment_that_changed_since_is_left_out_with_the_way_back(tmp_path, monkeypatch):
     monkeypatch.delenv(RUN_ENV_VARIABLE, raising=False)
     made = resolve("phase1", "p1_x", {"p1_x": {}}, DEFAULTS, DATA, PREPROCESSING)
-    root = tmp_path / "sections"
+    root = tmp_path / "08_reporting" / "sections"
     table = pd.DataFrame({"corruption": ["jpeg"], "auc": [0.91]})
     ReportSectionDataset(str(root / "robustness")).save(ReportSection.with_figure(
         "robustness", "Robustness", "AUC per corruption.", _figure(), table, {"phase1.p1_x": made.fingerprint}))
     ReportSectionDataset(str(root / "attribution")).save(ReportSection("attribution", "Attribution", "c", table))
 
+    # The fold run the section was made from keeps its config.
+    meta = tmp_path / "06_models" / "runs" / made.fingerprint / "fold_0" / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"config": made.config.model_dump(mode="json")}))
+
     def sections(experiments):
         inputs = {"params:defaults": DEFAULTS, "params:phase1.experiments": experiments, "params:data": DATA,
                   "params:preprocessing": PREPROCESSING}
         current = CurrentResolutions({"phase1.p1_x": resolve_node("phase1", "p1_x")}, inputs)
-        return ReportSectionsDataset(str(root), current=current).load()
+        return ReportSectionsDataset(str(tmp_path), current=current).load()
 
     robustness, attribution = sections({"p1_x": {"num_workers": 4}})  # trains alike: the section stands
     assert robustness.title == "Robustness" and robustness.image is not None and attribution.title == "Attribution"
 
-    robustness, attribution = sections({"p1_x": {"epochs": 3}})
-    now = resolve("phase1", "p1_x", {"p1_x": {"epochs": 3}}, DEFAULTS, DATA, PREPROCESSING).fingerprint
+    robustness, attribution = sections({"p1_x": {"epochs": 3, "batch_size": 8}})
+    now = resolve("phase1", "p1_x", {"p1_x": {"epochs": 3, "batch_size": 8}}, DEFAULTS, DATA, PREPROCESSING)
     assert robustness.title == "Robustness: left out, out of date" and robustness.image is None
-    assert robustness.table.to_dict("records") == [
-        {"experiment": "phase1.p1_x", "section made from config": made.fingerprint, "config now": now}]
+    assert robustness.table.to_dict("records") == [{
+        "experiment": "phase1.p1_x",
+        "changed since the section was made": f"batch_size: {made.config.batch_size} -> 8; "
+                                              f"epochs: {made.config.epochs} -> 3",
+        "config (then -> now)": f"{made.fingerprint} -> {now.fingerprint}"}]
     assert "Run kedro run --pipelines robustness, then the report again" in robustness.caption
     assert len(section_slides(robustness)) == 1 and attribution.title == "Attribution"
+    # Its fold runs pruned, the old config is unknown; the section is left out all the same.
+    meta.unlink()
+    pruned = sections({"p1_x": {"epochs": 3}})[0]
+    assert pruned.table["changed since the section was made"].tolist() == ["?"]
     # Gone from the parameters: the section shows what there is.
-    assert ReportSectionsDataset(str(root), current=CurrentResolutions({}, {})).load()[0].title == "Robustness"
+    assert ReportSectionsDataset(str(tmp_path), current=CurrentResolutions({}, {})).load()[0].title == "Robustness"
     plt.close("all")
