@@ -275,6 +275,14 @@ class CurrentResolutions:
         # Called directly, not by node.run, which logs a changed parameter that no longer validates as a failed node.
         return node.func(*values)
 
+    def resolve_or_warn(self, label: str, reader: str) -> ResolvedExperiment | None:
+        """``resolve``, or None (with a warning naming ``reader``) when the current parameters cannot say."""
+        try:
+            return self.resolve(label)
+        except (DatasetError, ConfigError) as error:
+            logger.warning("%s: %s not checked against the current parameters (%s)", reader, label, error)
+            return None
+
     def labels(self) -> list[str]:
         """Every experiment (``<phase>.<experiment>``) the current parameters resolve, in the pipelines' order."""
         return list(self._nodes)
@@ -294,6 +302,7 @@ class FinishedExperiments:
         self.current = current
         # (label, stored fingerprint) -> its changes: several final models check one ranking, warned about once.
         self._checked: dict[tuple[str, str], list[str]] = {}
+        self._ranking: list[str] | None = None
 
     def load(self, label: str) -> tuple[ResolvedExperiment, FoldRunStore, dict[str, Any], pd.DataFrame]:
         """The resolved config, fold runs, metrics summary and per-fold metrics of ``label``.
@@ -427,15 +436,11 @@ class FinishedExperiments:
         return self._checked[key]
 
     def _resolve_changes(self, label: str, stored: ResolvedExperiment) -> list[str]:
-        try:
-            current = self.current.resolve(label)
-        except (DatasetError, ConfigError) as error:
-            logger.warning("%s: not checked against the current parameters (%s)", label, error)
-            return []
-        if current is None:  # no longer in the study's parameters: the stored experiment is what there is
+        if label not in self.current.labels():  # no longer in the parameters: the stored one is what there is
             logger.info("%s is not in the current parameters; it is used as stored", label)
             return []
-        return config_changes(stored, current)
+        current = self.current.resolve_or_warn(label, "finished experiments")
+        return config_changes(stored, current) if current is not None else []
 
     def _source_changes(self, stored: ResolvedExperiment) -> tuple[str | None, list[str]]:
         """The experiment a phase-4 slot retrains and how its parameters changed since (none for other slots)."""
@@ -453,6 +458,11 @@ class FinishedExperiments:
         """
         if stored.slot is None or not (self.data_dir / "08_reporting" / "phase4" / "selection.json").exists():
             return []
+        if self._ranking is None:  # one ranking for every final model
+            self._ranking = self._ranked_experiments_changed()
+        return self._ranking
+
+    def _ranked_experiments_changed(self) -> list[str]:
         changed = []
         for label in self.current.labels():
             if label.partition(".")[0] not in NAMED_PHASES:
@@ -761,7 +771,7 @@ class ReportSectionsDataset(AbstractDataset[None, list]):
         # ``path`` is the environment's data_dir (a path key, so Kedro anchors it at the project): the sections
         # lie under SECTIONS, and the fold runs under RUNS keep the config each section was made from.
         self._path = Path(path) / self.SECTIONS
-        self._runs = Path(path) / self.RUNS
+        self._runs = FoldRunStore(Path(path) / self.RUNS)
         self.metadata = metadata
         self.current = current
 
@@ -778,26 +788,17 @@ class ReportSectionsDataset(AbstractDataset[None, list]):
             return section
         changed = {}
         for label, fingerprint in section.experiments.items():
-            try:
-                now = self.current.resolve(label)
-            except (DatasetError, ConfigError) as error:
-                logger.warning("report section %s: %s not checked against the current parameters (%s)",
-                               section.name, label, error)
-                continue
+            now = self.current.resolve_or_warn(label, f"report section {section.name}")
             if now is not None and now.fingerprint != fingerprint:
-                then = self._config_of(fingerprint)
-                changed[label] = (now.fingerprint, config_diff(then, now.config) if then is not None else [])
+                then = self._runs.trained_config(fingerprint)
+                changed[label] = (now.fingerprint, config_diff(ExperimentConfig.model_validate(then), now.config)
+                                  if then is not None else [])
         if not changed:
             return section
         rerun = kedro_run(f"--pipelines {section.name}")
         logger.warning("report section %s is left out: %s changed since it was made; run %s, then the report again",
                        section.name, ", ".join(changed), rerun)
         return out_of_date(section, changed, rerun)
-
-    def _config_of(self, fingerprint: str) -> ExperimentConfig | None:
-        """The config a fold run of ``fingerprint`` trained, or None when none is stored."""
-        metas = sorted(self._runs.glob(f"{fingerprint}/fold_*/meta.json"))
-        return ExperimentConfig.model_validate(json.loads(metas[0].read_text())["config"]) if metas else None
 
     def save(self, data: None) -> None:
         raise DatasetError("report_sections is read-only: each pipeline writes its own <name>_report_section")

@@ -196,6 +196,11 @@ class FoldRunStore:
                              if (directory / "val_predictions.parquet").exists() else None),
         )
 
+    def trained_config(self, fingerprint: str) -> dict[str, Any] | None:
+        """The config the fold runs of ``fingerprint`` trained (a stored fold's meta.json), or None when none is."""
+        keys = [key for key in self.keys() if key.startswith(f"{fingerprint}/")]
+        return json.loads((self.root / keys[0] / "meta.json").read_text())["config"] if keys else None
+
     def stored_rows(self, key: str) -> pd.DataFrame | None:
         """The rows a finished fold used (None for a fold written without them)."""
         path = self.root / key / "rows.parquet"
