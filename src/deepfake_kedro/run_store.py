@@ -198,8 +198,8 @@ class FoldRunStore:
 
     def trained_config(self, fingerprint: str) -> dict[str, Any] | None:
         """The config the fold runs of ``fingerprint`` trained (a stored fold's meta.json), or None when none is."""
-        keys = [key for key in self.keys() if key.startswith(f"{fingerprint}/")]
-        return json.loads((self.root / keys[0] / "meta.json").read_text())["config"] if keys else None
+        metas = sorted(self.root.glob(f"{fingerprint}/fold_*/meta.json"))
+        return json.loads(metas[0].read_text())["config"] if metas else None
 
     def stored_rows(self, key: str) -> pd.DataFrame | None:
         """The rows a finished fold used (None for a fold written without them)."""
