@@ -378,7 +378,9 @@ class FinishedExperiments:
         if self.current is None:
             return
         labels = list(labels)
-        problems, not_run, reranked, ranking = [], [], [], []
+        # Change -> the experiments it applies to: a phase4.training change is one line for all final models.
+        changed: dict[str, list[str]] = {}
+        not_run, reranked, ranking = [], [], []
         for label in labels:
             path = self._resolved_path(label)
             if not path.exists():
@@ -391,10 +393,11 @@ class FinishedExperiments:
                 changes = [f"retrains {source}, ranked by phase 4, whose parameters changed: "
                            f"{'; '.join(source_changes)}"] if source_changes else []
             if changes:
-                problems.append(f"{label}: {'; '.join(changes)}")
+                changed.setdefault("; ".join(changes), []).append(label)
             elif slot_ranking := self._ranking_changes(stored):
                 ranking = slot_ranking
                 reranked.append(label)  # the final models share one ranking: one line for all of them
+        problems = [f"{', '.join(names)}: {change}" for change, names in changed.items()]
         if reranked:
             problems.append(f"{', '.join(reranked)}: chosen by phase 4's ranking of phases 1-3, some of whose "
                             f"experiments changed since it ran ({'; '.join(ranking)})")

@@ -313,6 +313,15 @@ def test_stale_results_are_refused_with_every_stale_experiment_named_in_one_mess
     assert "\n  - phase4.top1_full: retrains phase1.p1_x, ranked by phase 4, whose parameters changed" in message
     assert "Run phase4 (kedro run --pipelines phase4; folds still current are skipped)" in message
 
+    # Experiments changed alike share a line.
+    nodes["phase1.p1_y"] = resolve_node("phase1", "p1_y")
+    resolved = resolve("phase1", "p1_y", {"p1_y": {}}, DEFAULTS, DATA, PREPROCESSING)
+    ResolvedExperimentDataset(str(tmp_path / "05_model_input/phase1/p1_y/resolved_config.json")).save(resolved)
+    with pytest.raises(DatasetError, match=r":\n  - phase1\.p1_x, phase1\.p1_y: epochs: \d+ -> 3\n  - phase4"):
+        finished({"p1_x": {"epochs": 3}, "p1_y": {"epochs": 3}}).refuse_stale(
+            ["phase1.p1_x", "phase1.p1_y", "phase4.top1_full"], "This run")
+    del nodes["phase1.p1_y"]
+
     # A phase that never ran is one line, not one per experiment.
     with pytest.raises(DatasetError, match=r":\n  - phase2: not run yet \(none of its 2 experiments\)\nRun phase2 "):
         finished({"p1_x": {}}).refuse_stale(["phase2.p2_a", "phase2.p2_b"], "This run")
