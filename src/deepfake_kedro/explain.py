@@ -284,7 +284,7 @@ def _flat(explanation: Explanation) -> bool:
 def _caption(explanation: Explanation) -> str:
     label = "fake" if explanation["label"] == 1 else "real"
     return (f"{explanation['pred_type']} · {explanation['source']}\n"
-            f"p(fake)={explanation['prob']:.2f} · label {label}" + (" · CAM zero" if _flat(explanation) else ""))
+            f"p(fake)={explanation['prob']:.2f} · label {label}" + (" · CAM all zero" if _flat(explanation) else ""))
 
 
 def gradcam_gallery(explained: Sequence[Explanation], title: str, columns: int = 4) -> Figure:
@@ -341,7 +341,7 @@ def captioned_overlay(explanation: Explanation, scale_to: int = 192) -> Image.Im
     draw = ImageDraw.Draw(canvas)
     truth = "fake" if explanation["label"] == 1 else "real"
     draw.text((4, side + 3), f"{explanation['pred_type']}  {explanation['source']} ({truth})", fill="black")
-    flat = "  (CAM zero everywhere)" if _flat(explanation) else ""
+    flat = "  (CAM all zero)" if _flat(explanation) else ""
     draw.text((4, side + 18), f"p(fake) = {explanation['prob']:.3f}  fold {explanation['fold']}{flat}", fill="black")
     return canvas
 

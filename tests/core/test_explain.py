@@ -279,10 +279,10 @@ def test_gallery_has_one_captioned_axis_per_image():
     assert "TP" in first.get_xlabel() and "stylegan" in first.get_xlabel()
     assert "p(fake)=0.87" in first.get_xlabel() and "label fake" in first.get_xlabel()
     np.testing.assert_array_equal(first.images[0].get_array(), overlay(explained[0]["image"], explained[0]["cam"]))
-    assert "CAM zero" not in first.get_xlabel()
+    assert "CAM all zero" not in first.get_xlabel()
     # A map with no evidence anywhere says so, instead of showing a plain picture as if it were explained.
     flat = gradcam_gallery([{**explained[0], "cam": np.zeros((32, 32), np.float32)}], "Grad-CAM").axes[0]
-    assert "CAM zero" in flat.get_xlabel()
+    assert "CAM all zero" in flat.get_xlabel()
 
 
 def test_cam_mass_in_region_is_the_share_of_the_map_inside_the_box():
