@@ -253,29 +253,44 @@ class CurrentResolutions:
 
     Each experiment's pipeline resolves it in the node that outputs ``<label>.resolved_config``; running that node
     again on the current parameters (and on the stored phase-2 choice and phase-4 ranking it reads) says what the
-    experiment would be if its phase ran now. Picklable, so it travels to Dask workers with the catalog.
+    experiment would be if its phase ran now. Attribution resolves each approach's models in one node
+    (``attribution.<approach>.models``, as JSON), so its models are found by their label in what those return.
+    Picklable, so it travels to Dask workers with the catalog.
     """
 
-    def __init__(self, nodes: Mapping[str, Any], inputs: Mapping[str, Any]):
-        """``nodes``: label -> its resolve node; ``inputs``: each input name -> a value or a dataset to load."""
+    def __init__(self, nodes: Mapping[str, Any], inputs: Mapping[str, Any], model_lists: Iterable[Any] = ()):
+        """``nodes``: label -> its resolve node; ``inputs``: each input name -> a value or a dataset to load;
+        ``model_lists``: attribution's nodes resolving an approach's models at once."""
         self._nodes = dict(nodes)
         self._inputs = dict(inputs)
+        self._model_lists = list(model_lists)
 
-    def resolve(self, label: str) -> ResolvedExperiment | None:
-        """``label`` resolved from the current parameters, or None when no pipeline of the study resolves it.
+    def resolve(self, label: str) -> Any:
+        """``label`` resolved from the current parameters (a ``ResolvedExperiment``, or an attribution model: both
+        have ``config`` and ``fingerprint``), or None when no pipeline of the study resolves it.
 
         Raises:
             DatasetError: An input it reads (phase 2's choice, phase 4's ranking) cannot be loaded.
         """
         node = self._nodes.get(label)
-        if node is None:
-            return None
+        if node is not None:
+            return self._call(node)
+        if self._model_lists and label.startswith("attribution."):
+            from deepfake_kedro.attribution import AttributionModel  # torch and Grad-CAM: only when asked
+
+            for node in self._model_lists:
+                found = [model for model in map(AttributionModel.from_json, self._call(node)) if model.label == label]
+                if found:
+                    return found[0]
+        return None
+
+    def _call(self, node: Any) -> Any:
         values = [self._inputs[name].load() if isinstance(self._inputs[name], AbstractDataset) else self._inputs[name]
                   for name in node.inputs]
         # Called directly, not by node.run, which logs a changed parameter that no longer validates as a failed node.
         return node.func(*values)
 
-    def resolve_or_warn(self, label: str, reader: str) -> ResolvedExperiment | None:
+    def resolve_or_warn(self, label: str, reader: str) -> Any:
         """``resolve``, or None (with a warning naming ``reader``) when the current parameters cannot say."""
         try:
             return self.resolve(label)
@@ -375,8 +390,20 @@ class FinishedExperiments:
         Raises:
             DatasetError: Naming each such experiment and the ``kedro run`` that brings them up to date.
         """
+        message = self.stale_message(labels, reader, alternative)
+        if message:
+            raise DatasetError(message)
+
+    def phase_labels(self, phases: Iterable[str]) -> list[str]:
+        """Every experiment of ``phases`` that the current parameters resolve (none without them)."""
+        prefixes = tuple(f"{phase}." for phase in phases)
+        return [label for label in self.current.labels() if label.startswith(prefixes)] if self.current else []
+
+    def stale_message(self, labels: Iterable[str], reader: str, alternative: str = "restore the parameters"
+                      ) -> str | None:
+        """What ``refuse_stale`` says about ``labels``, or None when their results match the current parameters."""
         if self.current is None:
-            return
+            return None
         labels = list(labels)
         # Change -> the experiments it applies to: a phase4.training change is one line for all final models.
         changed: dict[str, list[str]] = {}
@@ -403,16 +430,15 @@ class FinishedExperiments:
                             f"experiments changed since it ran ({'; '.join(ranking)})")
         problems += self._not_run_lines(not_run, labels)
         if not problems:
-            return
+            return None
         # The latest phase read, not only the stale one: its pipeline reruns the phases before it, and a later phase
         # (phase 4's ranking) may rest on a stale one without resolving differently itself.
         phases = {label.partition(".")[0] for label in labels}
         study = [phase for phase in PHASES if phase in phases][-1:]
         rerun = ",".join(study + sorted(phases - set(PHASES)))
-        raise DatasetError(
-            f"{reader} reads results that do not match the current parameters:\n  - " + "\n  - ".join(problems)
-            + f"\nRun {rerun} ({kedro_run(f'--pipelines {rerun}')}; folds still current are skipped), "
-            f"or {alternative}.")
+        return (f"{reader} reads results that do not match the current parameters:\n  - " + "\n  - ".join(problems)
+                + f"\nRun {rerun} ({kedro_run(f'--pipelines {rerun}')}; folds still current are skipped), "
+                f"or {alternative}.")
 
     @staticmethod
     def _not_run_lines(not_run: list[str], labels: list[str]) -> list[str]:
@@ -505,9 +531,7 @@ class FinishedExperiments:
         path = self.data_dir / "08_reporting" / phase / "comparison.csv"
         if not path.exists():
             return None
-        if self.current is not None:
-            self.refuse_stale([label for label in self.current.labels() if label.startswith(f"{phase}.")],
-                              reader or f"{phase}.comparison", alternative)
+        self.refuse_stale(self.phase_labels([phase]), reader or f"{phase}.comparison", alternative)
         return pd.read_csv(path)
 
 
@@ -768,13 +792,14 @@ class ReportSectionsDataset(AbstractDataset[None, list]):
     """
 
     SECTIONS = Path("08_reporting") / "sections"
-    RUNS = Path("06_models") / "runs"
+    RUNS = (Path("06_models") / "runs", Path("06_models") / "attribution_runs")
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None, current: CurrentResolutions | None = None):
         # ``path`` is the environment's data_dir (a path key, so Kedro anchors it at the project): the sections
-        # lie under SECTIONS, and the fold runs under RUNS keep the config each section was made from.
+        # lie under SECTIONS, and the fold runs under RUNS (the study's, attribution's) keep the config each
+        # section was made from.
         self._path = Path(path) / self.SECTIONS
-        self._runs = FoldRunStore(Path(path) / self.RUNS)
+        self._runs = [FoldRunStore(Path(path) / runs) for runs in self.RUNS]
         self.metadata = metadata
         self.current = current
 
@@ -793,7 +818,8 @@ class ReportSectionsDataset(AbstractDataset[None, list]):
         for label, fingerprint in section.experiments.items():
             now = self.current.resolve_or_warn(label, f"report section {section.name}")
             if now is not None and now.fingerprint != fingerprint:
-                then = self._runs.trained_config(fingerprint)
+                then = next((config for store in self._runs
+                             if (config := store.trained_config(fingerprint)) is not None), None)
                 changed[label] = (now.fingerprint, config_diff(ExperimentConfig.model_validate(then), now.config)
                                   if then is not None else [])
         if not changed:

@@ -160,20 +160,25 @@ class CurrentParametersHook:
         if self._finished is None and sections is None:
             return
         nodes: dict[str, Any] = {}
+        model_lists: dict[str, Any] = {}
         for pipeline in pipelines.values():
             for node in pipeline.nodes:
                 resolved = [out for out in node.outputs if out.endswith(self.RESOLVED)]
                 nodes.update({out.removesuffix(self.RESOLVED): node for out in resolved})
+                # Attribution resolves each approach's models in one node (``attribution.<approach>.models``).
+                lists = [out for out in node.outputs if out.startswith("attribution.") and out.endswith(".models")]
+                model_lists.update(dict.fromkeys(lists, node))
         inputs: dict[str, Any] = {}
-        for label, node in list(nodes.items()):
-            found = {name: parameters[name] if name in parameters else catalog.get(name) for name in node.inputs}
-            if any(value is None for name, value in found.items() if name not in parameters):
-                del nodes[label]  # reads a dataset this catalog lacks: it cannot be checked
-                continue
-            inputs.update(found)
+        for resolvers in (nodes, model_lists):
+            for name, node in list(resolvers.items()):
+                found = {key: parameters[key] if key in parameters else catalog.get(key) for key in node.inputs}
+                if any(value is None for key, value in found.items() if key not in parameters):
+                    del resolvers[name]  # reads a dataset this catalog lacks: it cannot be checked
+                    continue
+                inputs.update(found)
         for checked in (self._finished, sections):
             if checked is not None:
-                checked.current = CurrentResolutions(nodes, inputs)
+                checked.current = CurrentResolutions(nodes, inputs, model_lists.values())
 
     # First among the hooks, so a refused run starts nothing (an MLflow run, a Dask cluster) that it would leave open.
     @hook_impl(tryfirst=True)

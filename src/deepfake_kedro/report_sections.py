@@ -35,8 +35,10 @@ class ReportSection:
         caption: One or two sentences under the table / figure: what is measured and how to read it.
         table: A table slide (numbers are rounded for reading), or None.
         image: A figure slide as RGB pixels (``reporting.figure_pixels``), or None.
-        experiments: ``<phase>.<experiment>`` -> fingerprint of each experiment whose results it shows; the
-            report leaves the section out once one of them has changed (``out_of_date``).
+        experiments: ``<phase>.<experiment>`` (or an attribution model, ``attribution.<name>``) -> fingerprint of
+            each experiment whose results it shows; the report leaves the section out once one of them has
+            changed (``out_of_date``).
+        left_out: True for the slide that stands in for a section left out as out of date.
     """
 
     name: str
@@ -45,6 +47,7 @@ class ReportSection:
     table: pd.DataFrame | None = None
     image: np.ndarray | None = None
     experiments: Mapping[str, str] = field(default_factory=dict)
+    left_out: bool = False
 
     @classmethod
     def with_figure(cls, name: str, title: str, caption: str, figure: Figure | None = None,
@@ -70,7 +73,8 @@ def out_of_date(section: ReportSection, changed: Mapping[str, tuple[str, Sequenc
     caption = (f"Left out: this section shows {', '.join(changed)} as trained before the current parameters "
                f"changed them, so its numbers describe models the study no longer has. Run {rerun}, then the "
                "report again, to bring it back.")
-    return ReportSection(section.name, f"{section.title}: left out, out of date", caption, table)
+    return ReportSection(section.name, f"{section.title}: left out, out of date", caption, table,
+                         experiments=section.experiments, left_out=True)
 
 
 def section_slides(section: ReportSection) -> list[Figure]:

@@ -101,3 +101,41 @@ def test_a_section_showing_an_experiment_that_changed_since_is_left_out_with_the
     # Gone from the parameters: the section shows what there is.
     assert ReportSectionsDataset(str(tmp_path), current=CurrentResolutions({}, {})).load()[0].title == "Robustness"
     plt.close("all")
+
+
+def test_the_attribution_section_is_left_out_once_its_models_resolve_to_another_config(tmp_path, monkeypatch):
+    from deepfake_kedro.pipelines.attribution.pipeline import approach_pipeline
+
+    monkeypatch.delenv(RUN_ENV_VARIABLE, raising=False)
+    # Attribution's own resolve nodes, as the hook finds them in the registered pipelines.
+    nodes = [next(n for n in approach_pipeline(approach).nodes if f"attribution.{approach}.models" in n.outputs)
+             for approach in ("flat", "hierarchical")]
+
+    data = {**DATA, "families": {"insight": "face_swap"}}
+
+    def current(model):
+        inputs = {"params:defaults": DEFAULTS, "params:data": data, "params:preprocessing": PREPROCESSING,
+                  "params:attribution": {"model": model}}
+        return CurrentResolutions({}, inputs, nodes)
+
+    made = {approach: node.func(DEFAULTS, data, PREPROCESSING, {"model": {"epochs": 2}})
+            for approach, node in zip(("flat", "hierarchical"), nodes, strict=True)}
+    shown = {f"attribution.{m['name']}": m["fingerprint"] for models in made.values() for m in models}
+    assert list(shown) == ["attribution.flat", "attribution.level1"]  # one fake source: no level 2 or 3
+    section = ReportSection("attribution", "Source attribution: flat vs hierarchical", "c",
+                            pd.DataFrame({"metric": ["balanced_accuracy"]}), experiments=shown)
+    ReportSectionDataset(str(tmp_path / "08_reporting" / "sections" / "attribution")).save(section)
+    # Attribution keeps its fold runs apart from the study's; their meta.json keeps the config trained.
+    for models in made.values():
+        meta = tmp_path / "06_models" / "attribution_runs" / models[0]["fingerprint"] / "fold_0" / "meta.json"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps({"config": models[0]["config"]}))
+
+    kept = ReportSectionsDataset(str(tmp_path), current=current({"epochs": 2, "num_workers": 3})).load()
+    assert [s.title for s in kept] == ["Source attribution: flat vs hierarchical"]
+    (left_out,) = ReportSectionsDataset(str(tmp_path), current=current({"epochs": 5})).load()
+    assert left_out.title == "Source attribution: flat vs hierarchical: left out, out of date"
+    assert left_out.table["experiment"].tolist() == ["attribution.flat", "attribution.level1"]
+    assert left_out.table["changed since the section was made"].tolist() == ["epochs: 2 -> 5"] * 2
+    assert "Run kedro run --pipelines attribution, then the report again" in left_out.caption
+    plt.close("all")

@@ -48,6 +48,8 @@ def test_notebook_executes_headless_and_shows_the_study(tiny_study, name, monkey
     text = shown_text(notebook)
     reporting = tiny_study.path / "data/demo/08_reporting"
     assert images_shown(notebook) >= 1, f"{name} shows no figure"
+    # The study as it ran: no notebook warns that its results are out of date.
+    assert "Out of date" not in text, f"{name} calls results out of date that match the parameters"
     for number, cell in enumerate(notebook.cells):
         pngs = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
         # A figure drawn in the cell shows (no off-screen backend forced on the kernel), and only once.

@@ -91,14 +91,19 @@ def test_a_report_over_results_that_the_parameters_no_longer_describe_is_refused
     assert deck.stat().st_mtime_ns == written
 
 
-def test_the_deck_leaves_out_a_section_whose_experiments_changed_since_it_was_made(tiny_study):
+def load_in_session(study, params, load):
+    """``load(catalog)`` in a Kedro session of ``study``'s demo environment, as a notebook's catalog or a run's."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    bootstrap_project(study.path)
+    with KedroSession.create(project_path=study.path, env="demo", runtime_params=params) as session:
+        return load(session.load_context().catalog)
+
+
+def test_the_deck_leaves_out_a_section_whose_experiments_changed_since_it_was_made(tiny_study):
     def sections(params):
-        bootstrap_project(tiny_study.path)
-        with KedroSession.create(project_path=tiny_study.path, env="demo", runtime_params=params) as session:
-            return {s.name: s for s in session.load_context().catalog.load("report_sections")}
+        return load_in_session(tiny_study, params, lambda catalog: {s.name: s for s in catalog.load("report_sections")})
 
     made = sections({})
     title = "Generalisation: train on one fake source, test on each"
@@ -115,6 +120,35 @@ def test_the_deck_leaves_out_a_section_whose_experiments_changed_since_it_was_ma
     assert left_out.table["config (then -> now)"].str.startswith(shown["generalisation.gen_insight"]).all()
     assert "Run kedro run --env demo --pipelines generalisation, then the report again" in left_out.caption
     assert changed["attribution"].title == made["attribution"].title
+    # Attribution's models, resolved by its own nodes: a change to attribution.model leaves its section out alone.
+    shown = made["attribution"].experiments
+    assert {"attribution.flat", "attribution.level1", "attribution.level2"} <= set(shown)
+    retrained = sections({"attribution": {"model": {"batch_size": 8}}})
+    assert retrained["attribution"].title == f"{made['attribution'].title}: left out, out of date"
+    assert retrained["attribution"].table["experiment"].tolist() == list(shown)
+    assert set(retrained["attribution"].table["changed since the section was made"]) == {"batch_size: 32 -> 8"}
+    assert retrained["generalisation"].title == title
+
+
+def test_a_notebook_says_which_of_the_results_it_shows_no_longer_match_the_parameters(tiny_study):
+    from deepfake_kedro.notebook_checks import out_of_date_note
+
+    def note(params):
+        return load_in_session(tiny_study, params, lambda catalog: out_of_date_note(
+            catalog, phases=["phase1"], sections=["attribution", "generalisation"]))
+
+    assert note({}) is None  # as the study left it: nothing to say
+    shown = note({"phase1": {"experiments": {"p1_resnet18_baseline": {"epochs": 2}}},
+                  "attribution": {"model": {"batch_size": 8}}})
+    # The phase's experiments as a kedro run reading them is told, then the sections whose models changed.
+    assert "This notebook reads results that do not match the current parameters:" in shown
+    assert "- phase1.p1_resnet18_baseline: epochs: 6 -> 2\n" in shown
+    assert "p1_simplecnn_baseline" not in shown
+    assert "Run phase1 (kedro run --env demo --pipelines phase1;" in shown
+    assert "The attribution results scored models that the current parameters train otherwise:" in shown
+    assert "- attribution.flat: batch_size: 32 -> 8" in shown
+    assert "Run kedro run --env demo --pipelines attribution to score the current ones." in shown
+    assert "generalisation" not in shown  # its experiments did not change
 
 
 def test_results_read_by_a_run_are_its_inputs_experiments_or_their_whole_phase():

@@ -146,7 +146,10 @@ def report_section(flat_metrics: dict[str, Any], hierarchical_metrics: dict[str,
                f"chance: a guess's balanced accuracy, 1/{n_classes} = {chance:.3f}; "
                f"p: Nadeau-Bengio paired test on the per-fold scores, Holm-adjusted across the two metrics. "
                f"Confusion rows are the true class, normalised to 1.")
+    # Every model behind the numbers, so the report leaves the section out once one of them is retrained otherwise.
+    models = {f"attribution.{model['name']}": model["fingerprint"]
+              for summary in summaries.values() for model in summary["models"]}
     return ReportSection.with_figure(
         "attribution", "Source attribution: flat vs hierarchical", caption,
         core.confusion_figure(summaries, "Attribution: row-normalised confusion matrices (out of fold)", levels=False),
-        core.results_table(summaries, paired_tests))
+        core.results_table(summaries, paired_tests), models)

@@ -1,0 +1,51 @@
+"""What the notebooks show before their tables: whether those tables still describe the current parameters.
+
+A notebook reads each phase's stored results from the catalog (``kedro jupyter``), as the phase last wrote them.
+After a parameter change, until the phase runs again, those results describe the old parameters; a ``kedro run``
+that reads them is refused (``hooks.CurrentParametersHook``), and a notebook says so at its top instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from deepfake_kedro.commands import kedro_run
+
+READER = "This notebook"
+
+
+def out_of_date_note(catalog: Any, phases: Iterable[str] = (), sections: Iterable[str] = ()) -> str | None:
+    """Why the results a notebook shows no longer match the current parameters, as Markdown (None when they do).
+
+    Args:
+        catalog: The notebook's Kedro catalog (its hooks have given it the current parameters' resolutions).
+        phases: Phases whose experiments' results the notebook shows (``phase1``, ``generalisation``).
+        sections: Report sections whose tables it shows (``robustness``, ``external``, ``attribution``): each
+            is out of date once a model it scored resolves to another config.
+    """
+    parts = []
+    finished = catalog.load("finished_experiments")
+    message = finished.stale_message(finished.phase_labels(phases), READER)
+    if message:
+        head, *problems, rerun = message.splitlines()
+        parts.append("\n".join([head, "", *(line.strip() for line in problems), "", rerun]))
+    wanted = set(sections)
+    for section in catalog.load("report_sections") if wanted else []:
+        if section.left_out and section.name in wanted:
+            changes = [f"- {row['experiment']}: {row['changed since the section was made']}"
+                       for row in section.table.to_dict("records")]
+            parts.append("\n".join([f"The {section.name} results scored models that the current parameters "
+                                    "train otherwise:", "", *changes, "",
+                                    f"Run {kedro_run(f'--pipelines {section.name}')} to score the current ones."]))
+    return "\n\n".join(parts) or None
+
+
+def show_if_out_of_date(catalog: Any, phases: Iterable[str] = (), sections: Iterable[str] = ()) -> str | None:
+    """Shows ``out_of_date_note`` as a warning at the notebook's top, and returns it (None: nothing shown)."""
+    note = out_of_date_note(catalog, phases, sections)
+    if note:
+        from IPython.display import Markdown, display
+
+        display(Markdown("> **Out of date.** " + note.replace("\n", "\n> ")))
+    return note
