@@ -51,6 +51,7 @@ from deepfake_kedro.study import (
     config_diff,
     parse_slot,
 )
+from deepfake_kedro.thresholds import threshold_rule
 
 logger = logging.getLogger(__name__)
 
@@ -255,15 +256,19 @@ class CurrentResolutions:
     again on the current parameters (and on the stored phase-2 choice and phase-4 ranking it reads) says what the
     experiment would be if its phase ran now. Attribution resolves each approach's models in one node
     (``attribution.<approach>.models``, as JSON), so its models are found by their label in what those return.
-    Picklable, so it travels to Dask workers with the catalog.
+    The ``evaluation`` block says how a phase would evaluate them now (the threshold rule), which no fingerprint
+    holds. Picklable, so it travels to Dask workers with the catalog.
     """
 
-    def __init__(self, nodes: Mapping[str, Any], inputs: Mapping[str, Any], model_lists: Iterable[Any] = ()):
+    def __init__(self, nodes: Mapping[str, Any], inputs: Mapping[str, Any], model_lists: Iterable[Any] = (),
+                 evaluation: Mapping[str, Any] | None = None):
         """``nodes``: label -> its resolve node; ``inputs``: each input name -> a value or a dataset to load;
-        ``model_lists``: attribution's nodes resolving an approach's models at once."""
+        ``model_lists``: attribution's nodes resolving an approach's models at once; ``evaluation``: the
+        ``evaluation`` parameters (None: not known, so not compared)."""
         self._nodes = dict(nodes)
         self._inputs = dict(inputs)
         self._model_lists = list(model_lists)
+        self._evaluation = dict(evaluation) if evaluation is not None else None
 
     def resolve(self, label: str) -> Any:
         """``label`` resolved from the current parameters (a ``ResolvedExperiment``, or an attribution model: both
@@ -302,6 +307,16 @@ class CurrentResolutions:
         """Every experiment (``<phase>.<experiment>``) the current parameters resolve, in the pipelines' order."""
         return list(self._nodes)
 
+    def threshold_rule(self) -> str | None:
+        """The rule choosing each fold's threshold now, as metrics.json records it (None: unknown or invalid)."""
+        if self._evaluation is None:
+            return None
+        try:
+            return threshold_rule(self._evaluation.get("threshold")).describe()
+        except ValueError as error:  # the phase's own run names it; here it cannot say what would change
+            logger.warning("evaluation.threshold not compared with the stored metrics (%s)", error)
+            return None
+
 
 class FinishedExperiments:
     """Any finished experiment's results, found by its label ``<phase>.<experiment>`` under the data folder.
@@ -319,13 +334,20 @@ class FinishedExperiments:
         self._checked: dict[tuple[str, str], list[str]] = {}
         self._ranking: list[str] | None = None
 
-    def load(self, label: str) -> tuple[ResolvedExperiment, FoldRunStore, dict[str, Any], pd.DataFrame]:
+    def load(self, label: str, thresholds: bool = True
+             ) -> tuple[ResolvedExperiment, FoldRunStore, dict[str, Any], pd.DataFrame]:
         """The resolved config, fold runs, metrics summary and per-fold metrics of ``label``.
+
+        Args:
+            label: ``<phase>.<experiment>``.
+            thresholds: Whether the reader applies the stored fold thresholds (the package, the external
+                sets); robustness reports AUC only, so a changed ``evaluation.threshold`` leaves it unaffected.
 
         Raises:
             DatasetError: ``label`` is not ``<phase>.<experiment>``, a file is missing (naming it), the
-                metrics were computed for another config or other fold runs than those now stored, or the
-                current parameters resolve the experiment differently (naming the changed keys).
+                metrics were computed for another config or other fold runs than those now stored, the
+                current parameters resolve the experiment differently (naming the changed keys), or, with
+                ``thresholds``, the thresholds were chosen by another rule than ``evaluation.threshold``'s.
         """
         phase, _, experiment = label.partition(".")
         if not phase or not experiment:
@@ -353,6 +375,13 @@ class FinishedExperiments:
         metrics = json.loads(files["metrics"].read_text())
         _check_evaluated(label, phase, resolved.fingerprint, store, metrics, files)
         self._check_current(label, phase, resolved)
+        if thresholds and (changes := self._evaluation_changes(metrics)):
+            # The threshold is no part of the fingerprint: the package and the external sets would apply the old one.
+            raise DatasetError(
+                f"{label} was evaluated under other settings than the current ones ({'; '.join(changes)}): its "
+                f"thresholds, and every metric taken at them, describe the old ones. Run its phase again "
+                f"({kedro_run(f'--pipelines {phase}')}; finished folds are skipped, the evaluation reruns), or "
+                "restore the parameters.")
         return resolved, store, metrics, pd.read_csv(files["fold_metrics"])
 
     def _check_current(self, label: str, phase: str, stored: ResolvedExperiment) -> None:
@@ -419,6 +448,8 @@ class FinishedExperiments:
                 source, source_changes = self._source_changes(stored)
                 changes = [f"retrains {source}, ranked by phase 4, whose parameters changed: "
                            f"{'; '.join(source_changes)}"] if source_changes else []
+            if not changes:
+                changes = self._evaluation_changes(self._stored_metrics(label))
             if changes:
                 changed.setdefault("; ".join(changes), []).append(label)
             elif slot_ranking := self._ranking_changes(stored):
@@ -451,6 +482,18 @@ class FinishedExperiments:
             else:
                 lines += [f"{label}: not run yet" for label in missing]
         return lines
+
+    def _evaluation_changes(self, metrics: Mapping[str, Any]) -> list[str]:
+        """How the current evaluation settings differ from those ``metrics`` (a stored summary) were computed with."""
+        now = self.current.threshold_rule() if self.current is not None else None
+        then = metrics.get("threshold_rule")
+        return [f"evaluation.threshold: {then} -> {now}"] if now and then and then != now else []
+
+    def _stored_metrics(self, label: str) -> dict[str, Any]:
+        """``label``'s metrics.json, or nothing when it has not been evaluated."""
+        phase, _, experiment = label.partition(".")
+        path = self.data_dir / "08_reporting" / phase / experiment / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def _resolved_path(self, label: str) -> Path:
         """Where ``label``'s resolved config is stored when its phase has run."""

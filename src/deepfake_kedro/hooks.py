@@ -178,7 +178,8 @@ class CurrentParametersHook:
                 inputs.update(found)
         for checked in (self._finished, sections):
             if checked is not None:
-                checked.current = CurrentResolutions(nodes, inputs, model_lists.values())
+                checked.current = CurrentResolutions(nodes, inputs, model_lists.values(),
+                                                     parameters.get("params:evaluation"))
 
     # First among the hooks, so a refused run starts nothing (an MLflow run, a Dask cluster) that it would leave open.
     @hook_impl(tryfirst=True)

@@ -244,6 +244,36 @@ def test_an_experiment_whose_parameters_changed_since_its_phase_ran_is_refused(t
     assert FinishedExperiments(tmp_path, CurrentResolutions({}, {})).load("phase1.p1_x")[0] == resolved
 
 
+def test_thresholds_chosen_by_another_rule_than_the_current_one_are_refused_where_they_are_applied(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv(RUN_ENV_VARIABLE, raising=False)
+    resolved, metrics = finished_layout(tmp_path, ["k0", "k1"])
+    metrics.write_text(json.dumps({"fingerprint": resolved.fingerprint, "data_keys": ["k0", "k1"],
+                                   "threshold_rule": "youden"}))
+    inputs = {"params:defaults": DEFAULTS, "params:phase1.experiments": {"p1_x": {}}, "params:data": DATA,
+              "params:preprocessing": PREPROCESSING}
+
+    def finished(evaluation):
+        current = CurrentResolutions({"phase1.p1_x": resolve_node("phase1", "p1_x")}, inputs, evaluation=evaluation)
+        return FinishedExperiments(tmp_path, pickle.loads(pickle.dumps(current)))
+
+    assert finished({"threshold": {"rule": "youden"}, "n_bootstrap": 10}).load("phase1.p1_x")[0] == resolved
+    assert finished(None).load("phase1.p1_x")[0] == resolved  # no evaluation block known: nothing to compare
+    # The fingerprint holds no threshold rule: the package would carry youden's thresholds under an eer study.
+    with pytest.raises(DatasetError, match=r"phase1\.p1_x was evaluated under other settings than the current ones "
+                                           r"\(evaluation\.threshold: youden -> eer\).*kedro run --pipelines "
+                                           r"phase1; finished folds are skipped, the evaluation reruns"):
+        finished({"threshold": {"rule": "eer"}}).load("phase1.p1_x")
+    # A reader of AUC alone (robustness) is unaffected.
+    assert finished({"threshold": {"rule": "eer"}}).load("phase1.p1_x", thresholds=False)[0] == resolved
+    # A run or notebook reading the phase's tables is told, as for a changed config.
+    message = finished({"threshold": {"rule": "target_fpr", "target_fpr": 0.05}}).stale_message(
+        ["phase1.p1_x"], "This run")
+    assert "\n  - phase1.p1_x: evaluation.threshold: youden -> target_fpr (FPR <= 0.05)\n" in message
+    # A rule that does not validate cannot say what would change: the phase's own run rejects it.
+    assert finished({"threshold": {"rule": "median"}}).stale_message(["phase1.p1_x"], "This run") is None
+
+
 def test_a_final_model_is_refused_when_the_experiment_it_retrains_changed_since_phase_4_ranked_it(tmp_path):
     final, nodes, inputs = final_model_layout(tmp_path)
 

@@ -101,6 +101,27 @@ def load_in_session(study, params, load):
         return load(session.load_context().catalog)
 
 
+def test_thresholds_chosen_by_another_rule_than_the_current_one_are_refused_by_the_report_and_the_package(
+        tiny_study):
+    deck = reporting(tiny_study, "report.pdf")
+    package = tiny_study.path / "data/demo/06_models/package"
+    written, packaged = deck.stat().st_mtime_ns, sorted(package.rglob("*")) if package.exists() else []
+    changed = {"evaluation": {"threshold": {"rule": "eer"}}}
+    with pytest.raises(DatasetError) as refused:
+        tiny_study.run("reporting", params=changed)
+    # Every experiment was evaluated by youden: one line names them all, and the command re-evaluates them.
+    (line,) = [line for line in str(refused.value).splitlines() if line.startswith("  - ")]
+    assert line.endswith(": evaluation.threshold: youden -> eer")
+    assert "phase1.p1_resnet18_baseline" in line and "phase4.top1_full" in line
+    assert "Run phase4 (kedro run --env demo --pipelines phase4; folds still current are skipped)" in str(
+        refused.value)
+    with pytest.raises(DatasetError, match=r"phase4\.top1_full was evaluated under other settings than the current "
+                                           r"ones \(evaluation\.threshold: youden -> eer\)"):
+        tiny_study.run("package", params={**changed, "predict": {"model": "phase4.top1_full"}})
+    assert deck.stat().st_mtime_ns == written
+    assert (sorted(package.rglob("*")) if package.exists() else []) == packaged
+
+
 def test_the_deck_leaves_out_a_section_whose_experiments_changed_since_it_was_made(tiny_study):
     def sections(params):
         return load_in_session(tiny_study, params, lambda catalog: {s.name: s for s in catalog.load("report_sections")})

@@ -56,7 +56,8 @@ def score_corruptions(
     faces = (face_boxes.set_index("key")[BOX_COLUMNS].to_dict(orient="index") if len(face_boxes) else {})
     parts = []
     for label in _models(robustness, phase4):
-        resolved, store, metrics, fold_metrics = finished_experiments.load(label)
+        # Scored by AUC alone: the package's threshold is never applied.
+        resolved, store, metrics, fold_metrics = finished_experiments.load(label, thresholds=False)
         package = build_package(resolved, store, len(fold_metrics), metrics, fold_metrics)
         predictions = pd.concat([store.read(run_key(resolved.fingerprint, fold)).predictions
                                  for fold in range(len(fold_metrics))], ignore_index=True)
@@ -82,7 +83,7 @@ def summarize_robustness(
     Returns:
         The table (robustness.csv), the degradation-curve figure and the report section.
     """
-    finished = {label: finished_experiments.load(label) for label in scores["model"].unique()}
+    finished = {label: finished_experiments.load(label, thresholds=False) for label in scores["model"].unique()}
     sizes = {label: fold_metrics.sort_values("fold") for label, (_, _, _, fold_metrics) in finished.items()}
     n_train = {label: folds["n_train"].tolist() for label, folds in sizes.items()}
     # The study's test folds, not the images scored: robustness.max_images subsamples them, not the design.
