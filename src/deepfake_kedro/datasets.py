@@ -789,7 +789,7 @@ class ReportSectionDataset(AbstractDataset[ReportSection, ReportSection]):
         staging.mkdir(parents=True)
         (staging / "section.json").write_text(json.dumps(
             {"name": section.name, "title": section.title, "caption": section.caption,
-             "experiments": dict(section.experiments)}, indent=2))
+             "experiments": dict(section.experiments), "threshold_rule": section.threshold_rule}, indent=2))
         if section.table is not None:
             section.table.to_csv(staging / "table.csv", index=False)
         if section.image is not None:
@@ -823,15 +823,17 @@ def read_section(folder: Path) -> ReportSection:
     table = pd.read_csv(folder / "table.csv") if (folder / "table.csv").exists() else None
     image = np.asarray(Image.open(folder / "figure.png").convert("RGB")) if (folder / "figure.png").exists() \
         else None
-    return ReportSection(meta["name"], meta["title"], meta["caption"], table, image, meta.get("experiments", {}))
+    return ReportSection(meta["name"], meta["title"], meta["caption"], table, image, meta.get("experiments", {}),
+                         meta.get("threshold_rule"))
 
 
 class ReportSectionsDataset(AbstractDataset[None, list]):
     """Every report section present (read-only), in the deck's order; none is an empty list.
 
     Given ``current`` (set by ``hooks.CurrentParametersHook``), a section showing an experiment that the current
-    parameters resolve to another config (a final model retrained since robustness ran) is replaced by a slide
-    saying so (``report_sections.out_of_date``): its numbers describe models the study no longer has.
+    parameters resolve to another config (a final model retrained since robustness ran), or taken at thresholds
+    chosen by another rule than ``evaluation.threshold``'s, is replaced by a slide saying so
+    (``report_sections.out_of_date``): its numbers no longer describe the study's models.
     """
 
     SECTIONS = Path("08_reporting") / "sections"
@@ -865,6 +867,11 @@ class ReportSectionsDataset(AbstractDataset[None, list]):
                              if (config := store.trained_config(fingerprint)) is not None), None)
                 changed[label] = (now.fingerprint, config_diff(ExperimentConfig.model_validate(then), now.config)
                                   if then is not None else [])
+        rule = self.current.threshold_rule()
+        if not changed and section.threshold_rule and rule and rule != section.threshold_rule:
+            # Same models, other thresholds: the phase re-evaluated them (or will before the section can run).
+            changed = {label: (fingerprint, [f"evaluation.threshold: {section.threshold_rule} -> {rule}"])
+                       for label, fingerprint in section.experiments.items()}
         if not changed:
             return section
         rerun = kedro_run(f"--pipelines {section.name}")

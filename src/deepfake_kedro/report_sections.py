@@ -38,6 +38,9 @@ class ReportSection:
         experiments: ``<phase>.<experiment>`` (or an attribution model, ``attribution.<name>``) -> fingerprint of
             each experiment whose results it shows; the report leaves the section out once one of them has
             changed (``out_of_date``).
+        threshold_rule: The ``evaluation.threshold`` rule of the thresholds its numbers were taken at (the
+            external sets' accuracy at each package threshold), or None when it applies none; the report leaves
+            the section out once the rule is another.
         left_out: True for the slide that stands in for a section left out as out of date.
     """
 
@@ -47,15 +50,16 @@ class ReportSection:
     table: pd.DataFrame | None = None
     image: np.ndarray | None = None
     experiments: Mapping[str, str] = field(default_factory=dict)
+    threshold_rule: str | None = None
     left_out: bool = False
 
     @classmethod
     def with_figure(cls, name: str, title: str, caption: str, figure: Figure | None = None,
-                    table: pd.DataFrame | None = None, experiments: Mapping[str, str] | None = None
-                    ) -> ReportSection:
+                    table: pd.DataFrame | None = None, experiments: Mapping[str, str] | None = None,
+                    threshold_rule: str | None = None) -> ReportSection:
         """A section whose figure is rendered to pixels now (closed to pyplot; it can still be saved)."""
         return cls(name, title, caption, table, figure_pixels(figure) if figure is not None else None,
-                   dict(experiments or {}))
+                   dict(experiments or {}), threshold_rule)
 
 
 def out_of_date(section: ReportSection, changed: Mapping[str, tuple[str, Sequence[str]]], rerun: str) -> ReportSection:
@@ -64,17 +68,18 @@ def out_of_date(section: ReportSection, changed: Mapping[str, tuple[str, Sequenc
     Args:
         section: The section as its pipeline wrote it.
         changed: Each changed experiment -> the fingerprint the current parameters resolve it to, and its
-            ``key: old -> new`` changes (empty when the old config is no longer stored).
+            ``key: old -> new`` changes (empty when the old config is no longer stored; ``evaluation.threshold``
+            when only the threshold rule changed).
         rerun: The ``kedro run`` that writes the section again.
     """
     table = pd.DataFrame([{"experiment": label, "changed since the section was made": "; ".join(keys) or "?",
                            "config (then -> now)": f"{section.experiments[label]} -> {now}"}
                           for label, (now, keys) in changed.items()])
-    caption = (f"Left out: this section shows {', '.join(changed)} as trained before the current parameters "
-               f"changed them, so its numbers describe models the study no longer has. Run {rerun}, then the "
-               "report again, to bring it back.")
+    caption = (f"Left out: this section shows {', '.join(changed)} as trained and evaluated before the current "
+               f"parameters changed them, so its numbers no longer describe the study's models. Run {rerun}, then "
+               "the report again, to bring it back.")
     return ReportSection(section.name, f"{section.title}: left out, out of date", caption, table,
-                         experiments=section.experiments, left_out=True)
+                         experiments=section.experiments, threshold_rule=section.threshold_rule, left_out=True)
 
 
 def section_slides(section: ReportSection) -> list[Figure]:

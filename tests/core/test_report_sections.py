@@ -139,3 +139,36 @@ def test_the_attribution_section_is_left_out_once_its_models_resolve_to_another_
     assert left_out.table["changed since the section was made"].tolist() == ["epochs: 2 -> 5"] * 2
     assert "Run kedro run --pipelines attribution, then the report again" in left_out.caption
     plt.close("all")
+
+
+def test_a_section_taken_at_thresholds_of_another_rule_is_left_out_though_its_models_are_the_same(tmp_path,
+                                                                                                 monkeypatch):
+    monkeypatch.delenv(RUN_ENV_VARIABLE, raising=False)
+    made = resolve("phase1", "p1_x", {"p1_x": {}}, DEFAULTS, DATA, PREPROCESSING)
+    root = tmp_path / "08_reporting" / "sections"
+    table = pd.DataFrame({"set": ["other"], "accuracy": [0.8]})
+    ReportSectionDataset(str(root / "external")).save(ReportSection(
+        "external", "External", "c", table, experiments={"phase1.p1_x": made.fingerprint}, threshold_rule="youden"))
+    # Robustness scores AUC alone: no rule recorded, so a threshold change leaves it standing.
+    ReportSectionDataset(str(root / "robustness")).save(ReportSection(
+        "robustness", "Robustness", "c", table, experiments={"phase1.p1_x": made.fingerprint}))
+    assert ReportSectionDataset(str(root / "external")).load().threshold_rule == "youden"
+
+    def sections(threshold):
+        inputs = {"params:defaults": DEFAULTS, "params:phase1.experiments": {"p1_x": {}}, "params:data": DATA,
+                  "params:preprocessing": PREPROCESSING}
+        current = CurrentResolutions({"phase1.p1_x": resolve_node("phase1", "p1_x")}, inputs,
+                                     evaluation={"threshold": threshold})
+        return ReportSectionsDataset(str(tmp_path), current=current).load()
+
+    assert [s.title for s in sections({"rule": "youden"})] == ["External", "Robustness"]
+    external, robustness = sections({"rule": "target_fpr", "target_fpr": 0.05})
+    assert external.title == "External: left out, out of date" and external.left_out
+    assert external.table.to_dict("records") == [{
+        "experiment": "phase1.p1_x",
+        "changed since the section was made": "evaluation.threshold: youden -> target_fpr (FPR <= 0.05)",
+        "config (then -> now)": f"{made.fingerprint} -> {made.fingerprint}"}]
+    assert "Run kedro run --pipelines external, then the report again" in external.caption
+    assert robustness.title == "Robustness" and not robustness.left_out
+    # An invalid rule is the phase's error to raise; here nothing is compared against it.
+    assert [s.title for s in sections({"rule": "median"})] == ["External", "Robustness"]

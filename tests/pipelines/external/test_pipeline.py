@@ -36,3 +36,11 @@ def test_external_pipeline_scores_the_demo_external_set_and_writes_metrics_table
     assert table.loc[0, "auc"] == tiny["auc"]
     section = ReportSectionDataset(str(kedro_project.path / "data/demo/08_reporting/sections/external")).load()
     assert section.name == "external" and len(section_slides(section)) == 2
+    # Accuracy at each package threshold: the section keeps the rule they were chosen by.
+    assert section.threshold_rule == tiny_metrics_rule(kedro_project) == "youden"
+
+
+def tiny_metrics_rule(kedro_project):
+    phase, experiment = MODEL.split(".")
+    path = kedro_project.path / "data/demo/08_reporting" / phase / experiment / "metrics.json"
+    return json.loads(path.read_text())["threshold_rule"]

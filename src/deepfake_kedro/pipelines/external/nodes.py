@@ -108,6 +108,9 @@ def summarize_external(
     shown = shown_table(table) if len(table) else None
     # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
     figure = external_figure(table)
+    # Every model passed FinishedExperiments' check, so all were evaluated by the current rule.
+    rules = sorted({metrics.get("threshold_rule", "youden") for metrics in cv.values()})
     section = ReportSection.with_figure("external", "Cross-dataset: external test sets", caption,
-                                        figure if len(table) else None, shown, fingerprints)
+                                        figure if len(table) else None, shown, fingerprints,
+                                        rules[0] if len(rules) == 1 else None)
     return documents, table, figure, section
