@@ -408,18 +408,20 @@ class FinishedExperiments:
                 f"{label} was chosen by phase 4's ranking of the experiments of phases 1-3, some of which changed "
                 f"since it ran ({'; '.join(ranked)}): the ranking may no longer choose {source}. {rerun}")
 
-    def refuse_stale(self, labels: Iterable[str], reader: str, alternative: str = "restore the parameters") -> None:
+    def refuse_stale(self, labels: Iterable[str], reader: str, alternative: str = "restore the parameters",
+                     thresholds: bool = True) -> None:
         """Refuses ``reader`` reading results of ``labels`` that do not match the current parameters.
 
         Unlike ``load``, every experiment is checked before refusing, so one message names them all: those that
         resolve differently now (with the changed keys), the final models whose phase-4 ranking read changed
         experiments, and those that have not run (added to the parameters since their phase ran, or a phase that
-        never ran, named once).
+        never ran, named once). With ``thresholds``, also those evaluated by another ``evaluation.threshold``
+        rule (a reader of AUCs alone passes False).
 
         Raises:
             DatasetError: Naming each such experiment and the ``kedro run`` that brings them up to date.
         """
-        message = self.stale_message(labels, reader, alternative)
+        message = self.stale_message(labels, reader, alternative, thresholds)
         if message:
             raise DatasetError(message)
 
@@ -428,8 +430,8 @@ class FinishedExperiments:
         prefixes = tuple(f"{phase}." for phase in phases)
         return [label for label in self.current.labels() if label.startswith(prefixes)] if self.current else []
 
-    def stale_message(self, labels: Iterable[str], reader: str, alternative: str = "restore the parameters"
-                      ) -> str | None:
+    def stale_message(self, labels: Iterable[str], reader: str, alternative: str = "restore the parameters",
+                      thresholds: bool = True) -> str | None:
         """What ``refuse_stale`` says about ``labels``, or None when their results match the current parameters."""
         if self.current is None:
             return None
@@ -448,7 +450,7 @@ class FinishedExperiments:
                 source, source_changes = self._source_changes(stored)
                 changes = [f"retrains {source}, ranked by phase 4, whose parameters changed: "
                            f"{'; '.join(source_changes)}"] if source_changes else []
-            if not changes:
+            if not changes and thresholds:
                 changes = self._evaluation_changes(self._stored_metrics(label))
             if changes:
                 changed.setdefault("; ".join(changes), []).append(label)
@@ -563,18 +565,18 @@ class FinishedExperiments:
         path = self.data_dir / "08_reporting" / "eda" / "shortcut_audit.json"
         return json.loads(path.read_text()) if path.exists() else None
 
-    def comparison(self, phase: str, reader: str = "", alternative: str = "restore the parameters"
-                   ) -> pd.DataFrame | None:
+    def comparison(self, phase: str, reader: str = "", alternative: str = "restore the parameters",
+                   thresholds: bool = True) -> pd.DataFrame | None:
         """A phase's comparison table (``<phase>.comparison``), or None when the phase has not run.
 
         Raises:
             DatasetError: The phase's experiments changed since it ran (``refuse_stale``, whose message names
-                ``reader`` and offers ``alternative`` besides running the phase again).
+                ``reader`` and offers ``alternative`` besides running the phase again; ``thresholds`` as there).
         """
         path = self.data_dir / "08_reporting" / phase / "comparison.csv"
         if not path.exists():
             return None
-        self.refuse_stale(self.phase_labels([phase]), reader or f"{phase}.comparison", alternative)
+        self.refuse_stale(self.phase_labels([phase]), reader or f"{phase}.comparison", alternative, thresholds)
         return pd.read_csv(path)
 
 

@@ -4,6 +4,7 @@ import json
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 from kedro.io import DatasetError
 from PIL import Image
@@ -270,6 +271,12 @@ def test_thresholds_chosen_by_another_rule_than_the_current_one_are_refused_wher
     message = finished({"threshold": {"rule": "target_fpr", "target_fpr": 0.05}}).stale_message(
         ["phase1.p1_x"], "This run")
     assert "\n  - phase1.p1_x: evaluation.threshold: youden -> target_fpr (FPR <= 0.05)\n" in message
+    # generalisation's hold-out row reads the phase's AUCs alone: the table is given to it, and refused otherwise.
+    pd.DataFrame({"experiment": ["p1_x"], "auc_mean": [0.9]}).to_csv(
+        tmp_path / "08_reporting" / "phase1" / "comparison.csv", index=False)
+    assert finished({"threshold": {"rule": "eer"}}).comparison("phase1", thresholds=False)["auc_mean"].tolist() == [0.9]
+    with pytest.raises(DatasetError, match=r"phase1\.p1_x: evaluation\.threshold: youden -> eer"):
+        finished({"threshold": {"rule": "eer"}}).comparison("phase1")
     # A rule that does not validate cannot say what would change: the phase's own run rejects it.
     assert finished({"threshold": {"rule": "median"}}).stale_message(["phase1.p1_x"], "This run") is None
 

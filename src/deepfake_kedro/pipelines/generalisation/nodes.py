@@ -62,7 +62,8 @@ def analyse_transfer(
     phase = generalisation.get("holdouts_from")
     comparison = finished_experiments.comparison(
         phase, reader=f"generalisation's hold-out row (generalisation.holdouts_from: {phase})",
-        alternative="set generalisation.holdouts_from: null to leave the hold-outs out") if phase else None
+        alternative="set generalisation.holdouts_from: null to leave the hold-outs out",
+        thresholds=False) if phase else None  # the hold-out row shows AUCs alone
     holdouts = holdouts_beside(comparison, fakes)
     summary = summary_sentence(tests) if not tests.empty else "no two cell groups to compare"
     for line in summary.splitlines():
