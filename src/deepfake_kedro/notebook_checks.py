@@ -22,7 +22,7 @@ def out_of_date_note(catalog: Any, phases: Iterable[str] = (), sections: Iterabl
         catalog: The notebook's Kedro catalog (its hooks have given it the current parameters' resolutions).
         phases: Phases whose experiments' results the notebook shows (``phase1``, ``generalisation``).
         sections: Report sections whose tables it shows (``robustness``, ``external``, ``attribution``): each
-            is out of date once a model it scored resolves to another config.
+            is out of date once a model it scored resolves to another config, or its thresholds to another rule.
     """
     parts = []
     finished = catalog.load("finished_experiments")
@@ -35,9 +35,10 @@ def out_of_date_note(catalog: Any, phases: Iterable[str] = (), sections: Iterabl
         if section.left_out and section.name in wanted:
             changes = [f"- {row['experiment']}: {row['changed since the section was made']}"
                        for row in section.table.to_dict("records")]
-            parts.append("\n".join([f"The {section.name} results scored models that the current parameters "
-                                    "train otherwise:", "", *changes, "",
-                                    f"Run {kedro_run(f'--pipelines {section.name}')} to score the current ones."]))
+            # A model trained otherwise, or thresholds of another rule (the external sets' accuracy).
+            parts.append("\n".join([f"The {section.name} results were made under other parameters than the "
+                                    "current ones:", "", *changes, "",
+                                    f"Run {kedro_run(f'--pipelines {section.name}')} to make them again."]))
     return "\n\n".join(parts) or None
 
 

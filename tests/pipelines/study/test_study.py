@@ -120,6 +120,12 @@ def test_thresholds_chosen_by_another_rule_than_the_current_one_are_refused_by_t
         tiny_study.run("package", params={**changed, "predict": {"model": "phase4.top1_full"}})
     assert deck.stat().st_mtime_ns == written
     assert (sorted(package.rglob("*")) if package.exists() else []) == packaged
+    # A notebook showing phase 1 says so at its top, as the refused report did.
+    from deepfake_kedro.notebook_checks import out_of_date_note
+
+    note = load_in_session(tiny_study, changed, lambda catalog: out_of_date_note(catalog, phases=["phase1"]))
+    (line,) = [line for line in note.splitlines() if line.startswith("- ")]
+    assert line.endswith(": evaluation.threshold: youden -> eer") and "phase1.p1_resnet18_baseline" in line
 
 
 def test_the_deck_leaves_out_a_section_whose_experiments_changed_since_it_was_made(tiny_study):
@@ -166,9 +172,9 @@ def test_a_notebook_says_which_of_the_results_it_shows_no_longer_match_the_param
     assert "- phase1.p1_resnet18_baseline: epochs: 6 -> 2\n" in shown
     assert "p1_simplecnn_baseline" not in shown
     assert "Run phase1 (kedro run --env demo --pipelines phase1;" in shown
-    assert "The attribution results scored models that the current parameters train otherwise:" in shown
+    assert "The attribution results were made under other parameters than the current ones:" in shown
     assert "- attribution.flat: batch_size: 32 -> 8" in shown
-    assert "Run kedro run --env demo --pipelines attribution to score the current ones." in shown
+    assert "Run kedro run --env demo --pipelines attribution to make them again." in shown
     assert "generalisation" not in shown  # its experiments did not change
 
 
