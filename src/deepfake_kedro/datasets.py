@@ -269,6 +269,8 @@ class CurrentResolutions:
         self._inputs = dict(inputs)
         self._model_lists = list(model_lists)
         self._evaluation = dict(evaluation) if evaluation is not None else None
+        self._rule: str | None = None
+        self._rule_known = False
 
     def resolve(self, label: str) -> Any:
         """``label`` resolved from the current parameters (a ``ResolvedExperiment``, or an attribution model: both
@@ -309,13 +311,14 @@ class CurrentResolutions:
 
     def threshold_rule(self) -> str | None:
         """The rule choosing each fold's threshold now, as metrics.json records it (None: unknown or invalid)."""
-        if self._evaluation is None:
-            return None
-        try:
-            return threshold_rule(self._evaluation.get("threshold")).describe()
-        except ValueError as error:  # the phase's own run names it; here it cannot say what would change
-            logger.warning("evaluation.threshold not compared with the stored metrics (%s)", error)
-            return None
+        if not self._rule_known:  # once: every experiment and section compares against it; an invalid one warns once
+            self._rule_known = True
+            if self._evaluation is not None:
+                try:
+                    self._rule = threshold_rule(self._evaluation.get("threshold")).describe()
+                except ValueError as error:  # the phase's own run names it; here it cannot say what would change
+                    logger.warning("evaluation.threshold not compared with the stored metrics (%s)", error)
+        return self._rule
 
 
 class FinishedExperiments:
@@ -354,8 +357,8 @@ class FinishedExperiments:
             raise DatasetError(f"predict.model is {label!r}; write it as <phase>.<experiment>, "
                                "e.g. phase4.top1_full or phase1.p1_resnet18_baseline")
         files = {"resolved": self._resolved_path(label),
-                 "metrics": self.data_dir / "08_reporting" / phase / experiment / "metrics.json",
-                 "fold_metrics": self.data_dir / "08_reporting" / phase / experiment / "fold_metrics.csv"}
+                 "metrics": self._reporting_dir(label) / "metrics.json",
+                 "fold_metrics": self._reporting_dir(label) / "fold_metrics.csv"}
         run_phase = kedro_run(f"--pipelines {phase}")
         for path in files.values():
             if path.exists():
@@ -493,9 +496,13 @@ class FinishedExperiments:
 
     def _stored_metrics(self, label: str) -> dict[str, Any]:
         """``label``'s metrics.json, or nothing when it has not been evaluated."""
-        phase, _, experiment = label.partition(".")
-        path = self.data_dir / "08_reporting" / phase / experiment / "metrics.json"
+        path = self._reporting_dir(label) / "metrics.json"
         return json.loads(path.read_text()) if path.exists() else {}
+
+    def _reporting_dir(self, label: str) -> Path:
+        """Where ``label``'s evaluation (metrics.json, fold_metrics.csv) is written."""
+        phase, _, experiment = label.partition(".")
+        return self.data_dir / "08_reporting" / phase / experiment
 
     def _resolved_path(self, label: str) -> Path:
         """Where ``label``'s resolved config is stored when its phase has run."""
