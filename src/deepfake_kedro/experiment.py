@@ -214,7 +214,7 @@ def evaluate_runs(
     Returns:
         Out-of-fold predictions (with each fold's ``threshold``), fold metrics (at 0.5 and at the
         fold's threshold), summary (mean / std / 95% CI per metric, pooled AUC with a grouped
-        bootstrap CI, the threshold rule) and per-fold histories.
+        bootstrap CI, the threshold rule, the bootstrap's resamples) and per-fold histories.
 
     Raises:
         StaleRunError: A fold's stored data key differs from its current one.
@@ -241,6 +241,8 @@ def evaluate_runs(
         # Which training data each fold's model saw: users of these results check their folds still match.
         "data_keys": [f.meta.get("data_key") for f in folds],
         "threshold_rule": rule.describe(),
+        # Recorded so an interval can be told apart from one of another run with fewer resamples.
+        "bootstrap_resamples": n_bootstrap,
         "metrics": {m: summarize(fold_metrics[m].to_numpy(dtype=float), bounds=metric_range(m)) for m in numeric},
         "folds": fold_metrics.to_dict(orient="records"),
     }

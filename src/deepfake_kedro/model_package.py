@@ -199,7 +199,8 @@ def model_card(
         _metric_line(metrics, "fpr_at_threshold", "false-alarm rate (FPR) at the fold threshold"),
     ]
     if pooled:
-        lines.append(f"| pooled out-of-fold AUC [grouped bootstrap 95% CI] | {pooled['auc']:.3f} "
+        resamples = f", {metrics['bootstrap_resamples']} resamples" if "bootstrap_resamples" in metrics else ""
+        lines.append(f"| pooled out-of-fold AUC [grouped bootstrap 95% CI{resamples}] | {pooled['auc']:.3f} "
                      f"[{pooled['auc_boot_ci_low']:.3f}, {pooled['auc_boot_ci_high']:.3f}] |")
     lines += [
         "",

@@ -74,6 +74,7 @@ def test_planned_runs_cover_every_image_once_out_of_fold_and_stale_runs_are_refu
     assert sorted(oof["path"]) == sorted(table["path"])
     assert (oof.set_index("path")["fold"] == table.set_index("path")["fold"].loc[oof["path"]]).all()
     assert summary["pooled"]["auc"] == pytest.approx(roc_auc_score(oof["label"], oof["prob"]))
+    assert summary["bootstrap_resamples"] == 20
     assert summary["metrics"]["auc"]["mean"] == pytest.approx(fold_metrics["auc"].mean())
     for name, stats in summary["metrics"].items():  # no interval leaves the range its metric can take
         if metric_range(name) and stats["n"] > 1:
