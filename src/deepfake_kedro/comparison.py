@@ -86,6 +86,17 @@ def _fold_values(summary: Mapping[str, Any], metric: str) -> np.ndarray:
     return np.array([f.get(metric, np.nan) for f in folds], dtype=float)
 
 
+def pairwise_test_sizes(summary: Mapping[str, Any], source: str, sources: Mapping[str, str]) -> np.ndarray:
+    """Per fold, the test images a pairwise AUC (real vs ``source``) sees: the real ones plus ``source``'s.
+
+    They, not the whole test fold, are that AUC's Nadeau-Bengio ``n_test``; nan where a fold has no ``n:<source>``.
+    """
+    reals = [s for s, kind in sources.items() if kind == "real"]
+    folds = sorted(summary["folds"], key=lambda f: f["fold"])
+    return np.array([sum(f.get(f"n:{r}", 0) for r in reals) + f.get(f"n:{source}", np.nan) for f in folds],
+                    dtype=float)
+
+
 def holdout_tests(
     summaries: Mapping[str, Mapping[str, Any]], reference: str, sources: Mapping[str, str]
 ) -> pd.DataFrame:
@@ -93,6 +104,7 @@ def holdout_tests(
 
     Per held-out fake source ``s`` and fold: Δ = pairwise AUC (real vs ``s``) of ``reference`` (trained
     with ``s``) minus that of the hold-out experiment (trained without it), on the same test folds.
+    The Nadeau-Bengio correction takes the images that AUC sees (real + ``s``) as the test size.
 
     Args:
         summaries: Experiment name -> summary; hold-outs are those with ``train_sources`` other than all.
@@ -115,7 +127,7 @@ def holdout_tests(
             metric = f"pairwise_auc:{source}"
             in_source, heldout = _fold_values(summaries[reference], metric), _fold_values(summary, metric)
             result = paired_comparison(heldout, in_source, _fold_values(summary, "n_train"),
-                                       _fold_values(summary, "n_test"))
+                                       pairwise_test_sizes(summary, source, sources))
             rows.append({"question": f"source-specific features ({source} held out)", "baseline": name,
                          "treatment": reference, "metric": HOLDOUT_METRIC, **result,
                          "heldout_source": source, "in_source_auc": float(np.nanmean(in_source)),

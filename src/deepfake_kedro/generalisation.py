@@ -20,6 +20,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from deepfake_kedro.comparison import pairwise_test_sizes
 from deepfake_kedro.config import ConfigError
 from deepfake_kedro.metrics import summarize
 from deepfake_kedro.stats import holm_adjust, paired_comparison
@@ -103,13 +104,9 @@ def cell_test_sizes(summaries: Mapping[str, Mapping[str, Any]], trained_on: Mapp
     Returns:
         An ``S × S × K`` array like ``fold_aucs``, nan where a fold had no image of the tested source.
     """
-    fakes, reals = list(trained_on), [s for s, kind in sources.items() if kind == "real"]
-    cube = []
-    for source in fakes:
-        folds = sorted(summaries[trained_on[source]]["folds"], key=lambda f: f["fold"])
-        cube.append([[sum(f.get(f"n:{r}", 0) for r in reals) + f.get(f"n:{t}", np.nan) for f in folds]
-                     for t in fakes])
-    return np.asarray(cube, dtype=float)
+    fakes = list(trained_on)
+    return np.asarray([[pairwise_test_sizes(summaries[trained_on[source]], tested, sources) for tested in fakes]
+                       for source in fakes], dtype=float)
 
 
 def relation(trained: str, tested: str, families: Mapping[str, str]) -> str:

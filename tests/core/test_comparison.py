@@ -124,8 +124,11 @@ def test_paired_tests_name_the_bad_experiment_and_refuse_identical_configs():
 def holdout_summaries() -> dict:
     reference = tt.metrics_summary("r", {"auc": [0.9, 0.9, 0.9], "pairwise_auc:gan": [0.95, 0.93, 0.94],
                                          "pairwise_auc:diffusion": [0.9, 0.9, 0.9]})
+    # Test images per source and fold (n_test 200 in all): a pairwise AUC sees only real's and its source's.
+    counts = {"n:real": [100, 100, 100], "n:gan": [50, 40, 60], "n:diffusion": [50, 60, 40]}
     holdout = tt.metrics_summary("h", {"auc": [0.8, 0.8, 0.8], "pairwise_auc:gan": [0.80, 0.85, 0.81],
-                                       "pairwise_auc:diffusion": [0.9, 0.9, 0.9]}, train_sources=["real", "diffusion"])
+                                       "pairwise_auc:diffusion": [0.9, 0.9, 0.9], **counts},
+                                 train_sources=["real", "diffusion"])
     return {"reference": reference, "no_gan": holdout}
 
 
@@ -138,6 +141,10 @@ def test_holdout_delta_is_in_source_minus_heldout_auc_on_the_left_out_source():
     assert row["in_source_auc"] == pytest.approx(0.94)
     assert row["heldout_auc"] == pytest.approx(np.mean([0.8, 0.85, 0.81]))
     assert bool(row["flag"])  # Δ 0.12 > 0.05
+    # Nadeau-Bengio on the images that AUC saw: n_test = real + gan = 150 on average (not the fold's 200), n_train 800.
+    diff = np.array([0.15, 0.08, 0.13])
+    t = diff.mean() / np.sqrt((1 / 3 + 150 / 800) * diff.var(ddof=1))
+    assert row["p_nadeau_bengio"] == pytest.approx(2 * stats.t.sf(abs(t), df=2))
     with pytest.raises(KeyError, match="holdout_reference 'p2_missing'"):
         holdout_tests(holdout_summaries(), "p2_missing", SOURCES)
 
