@@ -335,7 +335,7 @@ def final_model_overrides(
     Args:
         config: The resolved config of the model's best experiment.
         choice: Output of ``select_preprocessing``.
-        subsample: Fraction of the training groups.
+        subsample: Fraction of each fold's train, val and test groups (``folds.subsample_groups``).
         training: ``phase4.training``: training settings every final model uses (nested keys merged), so a
             model ranked from a short-budget experiment is retrained on the final budget.
 
