@@ -31,7 +31,7 @@ test: install
 
 viz: install
 	@echo "The study's map (datasets hidden): http://127.0.0.1:4141/?pid=__default__&types=task,modularPipeline"
-	$(BIN)/kedro viz run --env demo
+	$(BIN)/kedro viz run --env demo --include-hooks
 
 # What a lent GPU machine lacks to run benchmarks/gpu_check.sh (docs/benchmarks.md): wheels for its Python 3.12,
 # fetched here (it has no network), and the shared limit script. Its image has torch, timm, numpy, pandas,
