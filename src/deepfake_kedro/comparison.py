@@ -74,9 +74,6 @@ def comparison_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame
         if "threshold_rule" in summary:
             row["threshold_rule"] = summary["threshold_rule"]
         row.update({f"pooled_{k}": v for k, v in summary.get("pooled", {}).items()})
-        if "heldout_delta" in summary["metrics"]:
-            # Source hold-out: in-source minus held-out-source AUC; above 0.05 = source-specific features.
-            row["heldout_flag"] = bool(summary["metrics"]["heldout_delta"]["mean"] > HELDOUT_FLAG_ABOVE)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -127,7 +127,8 @@ def holdout_summaries() -> dict:
     # Test images per source and fold (n_test 200 in all): a pairwise AUC sees only real's and its source's.
     counts = {"n:real": [100, 100, 100], "n:gan": [50, 40, 60], "n:diffusion": [50, 60, 40]}
     holdout = tt.metrics_summary("h", {"auc": [0.8, 0.8, 0.8], "pairwise_auc:gan": [0.80, 0.85, 0.81],
-                                       "pairwise_auc:diffusion": [0.9, 0.9, 0.9], **counts},
+                                       "pairwise_auc:diffusion": [0.9, 0.9, 0.9], "heldout_delta": [0.1, 0.05, 0.09],
+                                       **counts},
                                  train_sources=["real", "diffusion"])
     return {"reference": reference, "no_gan": holdout}
 
@@ -155,6 +156,9 @@ def test_attach_holdouts_adds_the_delta_to_the_holdout_row_only():
     assert np.isnan(comparison.loc["reference", "delta_vs_reference"])
     assert comparison.loc["no_gan", "delta_vs_reference"] == pytest.approx(np.mean([0.15, 0.08, 0.13]))
     assert comparison.loc["no_gan", "holdout_reference"] == "reference"
+    # One flag, the spec's: the reference's in-source AUC minus the hold-out's (not heldout_delta, within one model).
+    assert [c for c in comparison.columns if c.endswith("flag")] == ["delta_vs_reference_flag"]
+    assert comparison.loc["no_gan", "delta_vs_reference_flag"]
     markdown = comparison_markdown(comparison.reset_index(), "Phase 2")
     assert "Source hold-out" in markdown and "The reference (reference)" in markdown
 
