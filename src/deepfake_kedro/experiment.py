@@ -160,7 +160,11 @@ def _source_split_auc(predictions: pd.DataFrame, fake_sources: list[str]) -> flo
 def fold_metrics_row(
     predictions: pd.DataFrame, meta: Mapping[str, Any], sources: Mapping[str, str], threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Every per-fold metric of one fold's test predictions (at 0.5, and at ``threshold`` when given)."""
+    """Every per-fold metric of one fold's test predictions (at 0.5, and at ``threshold`` when given).
+
+    At ``threshold`` the per-source rates are ``detection_rate_at_threshold:<fake>`` and
+    ``false_alarm_rate_at_threshold:<real>``: the rates the package and the external sets apply.
+    """
     real_sources = [s for s, kind in sources.items() if kind == "real"]
     row: dict[str, Any] = {
         "fold": meta["fold"], "n_train": meta["n_train"], "n_val": meta["n_val"], "n_test": meta["n_test"],
@@ -173,6 +177,12 @@ def fold_metrics_row(
     if threshold is not None:
         row.update(metrics_at_threshold(predictions["label"], predictions["prob"], threshold))
     row.update(per_source_metrics(predictions["label"], predictions["prob"], predictions["source"], real_sources))
+    if threshold is not None:
+        # Rates at 0.5 move with calibration alone; at the fold's threshold they compare with the external sets'.
+        at_threshold = per_source_metrics(predictions["label"], predictions["prob"], predictions["source"],
+                                          real_sources, threshold=threshold)
+        row.update({f"{kind}_at_threshold:{source}": value for key, value in at_threshold.items()
+                    for kind, _, source in [key.partition(":")] if kind in ("detection_rate", "false_alarm_rate")})
     trained = meta["config"]["train_sources"]
     if trained != "all":
         fakes_in = [s for s in trained if sources[s] == "fake"]

@@ -160,8 +160,10 @@ def build_package(
 
 def _metric_line(metrics: Mapping[str, Any], name: str, label: str) -> str:
     stats = metrics.get("metrics", {}).get(name)
-    if not stats:
+    if not stats or stats.get("mean") is None:
         return f"| {label} | n/a |"
+    if stats.get("std") is None or stats.get("ci_low") is None:  # one fold with a value: no spread to give
+        return f"| {label} | {stats['mean']:.3f} (1 fold) |"
     return f"| {label} | {stats['mean']:.3f} ± {stats['std']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}] |"
 
 
@@ -198,6 +200,11 @@ def model_card(
         _metric_line(metrics, "tpr_at_threshold", "detection rate (TPR) at the fold threshold"),
         _metric_line(metrics, "fpr_at_threshold", "false-alarm rate (FPR) at the fold threshold"),
     ]
+    for name in metrics.get("metrics", {}):
+        kind, _, source = name.partition(":")
+        if kind in ("detection_rate_at_threshold", "false_alarm_rate_at_threshold"):
+            what = "detection rate" if kind.startswith("detection") else "false-alarm rate"
+            lines.append(_metric_line(metrics, name, f"{what} of {source} at the fold threshold"))
     if pooled:
         resamples = f", {metrics['bootstrap_resamples']} resamples" if "bootstrap_resamples" in metrics else ""
         lines.append(f"| pooled out-of-fold AUC [grouped bootstrap 95% CI{resamples}] | {pooled['auc']:.3f} "

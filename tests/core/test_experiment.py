@@ -48,6 +48,14 @@ def test_fold_metrics_row_matches_sklearn_and_splits_held_out_sources():
     assert row["in_source_auc"] == pytest.approx(roc_auc_score(seen["label"], seen["prob"]))
     assert row["heldout_auc"] == pytest.approx(roc_auc_score(held_out["label"], held_out["prob"]))
     assert row["heldout_delta"] == pytest.approx(row["in_source_auc"] - row["heldout_auc"])
+    assert row["detection_rate:text2img"] == 0.5 and "detection_rate_at_threshold:text2img" not in row
+
+    at_threshold = fold_metrics_row(predictions, meta, {"wiki": "real", "text2img": "fake", "insight": "fake"}, 0.25)
+    # At the fold's threshold: p >= 0.25 is called fake, per source.
+    assert at_threshold["detection_rate:text2img"] == 0.5  # the rate at 0.5 stays beside it
+    assert at_threshold["detection_rate_at_threshold:text2img"] == 1.0
+    assert at_threshold["detection_rate_at_threshold:insight"] == 0.5
+    assert at_threshold["false_alarm_rate_at_threshold:wiki"] == pytest.approx(2 / 3)
 
 
 def test_fold_data_key_follows_the_rows_and_the_pixels(table):

@@ -70,6 +70,9 @@ def test_package_round_trips_and_carries_threshold_preprocessing_and_card(finish
     card = (tmp_path / "package" / "model_card.md").read_text()
     assert "youden" in card and "WARNING: file metadata alone separates" in card and "ROC AUC" in card
     assert "grouped bootstrap 95% CI, 20 resamples" in card  # the evaluation's n_bootstrap, as metrics.json records it
+    for source, kind in SOURCES.items():  # each source's rate at the threshold the package applies
+        what = "detection rate" if kind == "fake" else "false-alarm rate"
+        assert f"| {what} of {source} at the fold threshold | " in card
 
 
 def test_loading_a_missing_package_names_the_file(tmp_path):
