@@ -218,6 +218,9 @@ def model_card(
         f"- {threshold['value']:.4f}: the {threshold['choice']}, each chosen by `{threshold['rule']}` on its fold's "
         f"inner validation predictions, never on test (fold thresholds: "
         f"{', '.join(f'{t:.3f}' for t in threshold['fold_thresholds'])}).",
+        "- The package applies it to the ensemble's p(fake), the mean over the fold models. The rates at the fold "
+        "threshold above are each fold model's at its own threshold, so the ensemble's can differ: "
+        "`kedro run --pipelines external` measures the ensemble's on other data.",
         "",
         "## Known shortcuts",
     ]

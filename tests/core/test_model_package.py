@@ -73,6 +73,7 @@ def test_package_round_trips_and_carries_threshold_preprocessing_and_card(finish
     for source, kind in SOURCES.items():  # each source's rate at the threshold the package applies
         what = "detection rate" if kind == "fake" else "false-alarm rate"
         assert f"| {what} of {source} at the fold threshold | " in card
+    assert "applies it to the ensemble's p(fake)" in card  # the fold models' rates are not the ensemble's
 
 
 def test_loading_a_missing_package_names_the_file(tmp_path):
