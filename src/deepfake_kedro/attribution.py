@@ -231,7 +231,8 @@ def plan_model_runs(
     config, n_folds = model.config, fold_count(fold_table)
 
     def run(fold: int) -> FoldResult:
-        selected = select_fold_rows(fold_table, fold, config.subsample, list(model.target.class_of_source), None)
+        selected = select_fold_rows(fold_table, fold, config.subsample, list(model.target.class_of_source), None,
+                                    config.subsample_test)
         rows = {role: cache_rows[getattr(selected, role)] for role in ("train", "val", "test")}
         logger.info("%s fold %d (folds 0-%d): %d train, %d val, %d test images, %d classes", model.label, fold,
                     n_folds - 1, len(rows["train"]), len(rows["val"]), len(rows["test"]), config.num_classes)

@@ -100,6 +100,9 @@ class ExperimentConfig(_Strict):
     augment: Literal[False] | AugmentConfig = False
     normalization: Literal["imagenet", "real_norm"] = "imagenet"
     subsample: float = Field(0.2, gt=0, le=1)
+    subsample_test: bool = True
+    """Whether ``subsample`` thins the test part too (phases 1-3 share those smaller test folds); phase 4's
+    data scaling sets False below 1.0, so every fraction is tested on the same whole test fold."""
     train_sources: list[str] | Literal["all"] = "all"
     eval_sources: list[str] | Literal["all"] = "all"
     num_classes: int = Field(1, ge=1)
@@ -463,7 +466,9 @@ def config_fingerprint(config: ExperimentConfig, data: Mapping[str, Any]) -> str
     """
     # num_classes enters only when it is not the binary default, so the binary runs keep their fingerprints.
     binary_default = {"num_classes"} if config.num_classes == 1 else set()
-    payload = config.model_dump(mode="json", exclude=EXECUTION_ONLY | binary_default)
+    # Likewise subsample_test where it changes nothing (its default, or no subsample): stored runs keep theirs.
+    test_default = {"subsample_test"} if config.subsample_test or config.subsample >= 1 else set()
+    payload = config.model_dump(mode="json", exclude=EXECUTION_ONLY | binary_default | test_default)
     # One folder spelt "/x/tree/" or "/x/./tree" is the same data (normpath leaves clean spellings as they are).
     payload["data"] = {"root": os.path.normpath(str(data.get("root"))), "sources": dict(data.get("sources", {}))}
     blob = json.dumps(payload, sort_keys=True).encode()

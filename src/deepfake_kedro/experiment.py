@@ -49,7 +49,8 @@ def fold_data(
     eval_sources = _sources(config.eval_sources, sources)
     data = {}
     for fold in range(fold_count(fold_table)):
-        selected = select_fold_rows(fold_table, fold, config.subsample, train_sources, eval_sources)
+        selected = select_fold_rows(fold_table, fold, config.subsample, train_sources, eval_sources,
+                                    config.subsample_test)
         parts = []
         for role in ("train", "val", "test"):
             positions = getattr(selected, role)
@@ -99,7 +100,8 @@ def plan_fold_runs(
     n_folds = fold_count(fold_table)
 
     def run(fold: int) -> FoldResult:
-        selected = select_fold_rows(fold_table, fold, config.subsample, train_sources, eval_sources)
+        selected = select_fold_rows(fold_table, fold, config.subsample, train_sources, eval_sources,
+                                    config.subsample_test)
         rows = {role: cache_rows[getattr(selected, role)] for role in ("train", "val", "test")}
         logger.info(
             "%s fold %d (folds 0-%d): %d train, %d val, %d test images at %d px",
@@ -144,7 +146,7 @@ def predict_validation(
         As the predictions training stores: ``PREDICTION_COLUMNS``, ``fold``, ``prob``.
     """
     selected = select_fold_rows(fold_table, fold, config.subsample, _sources(config.train_sources, sources),
-                                _sources(config.eval_sources, sources))
+                                _sources(config.eval_sources, sources), config.subsample_test)
     model, normalizer = load_fold_model(store, fingerprint, fold, device)
     rows = cache.rows(fold_table["path"].iloc[selected.val].tolist())
     device = next(model.parameters()).device

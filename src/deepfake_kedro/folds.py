@@ -186,16 +186,18 @@ def select_fold_rows(
     subsample: float,
     train_sources: Sequence[str] | None = None,
     eval_sources: Sequence[str] | None = None,
+    subsample_test: bool = True,
 ) -> FoldRows:
     """The images one experiment uses in one fold.
 
     Args:
         table: The fold table.
         fold: The outer (test) fold.
-        subsample: Share of whole groups kept in each of the fold's train, val and test parts (see
-            ``subsample_groups``).
+        subsample: Share of whole groups kept in each of the fold's train, val and (with ``subsample_test``)
+            test parts (see ``subsample_groups``).
         train_sources: Sources allowed in train and val (None = all).
         eval_sources: Sources evaluated on the test fold (None = all).
+        subsample_test: Whether ``subsample`` thins the test part too; False tests on the whole test fold.
 
     Returns:
         The row positions per role.
@@ -211,7 +213,7 @@ def select_fold_rows(
     rows = FoldRows(
         train=np.flatnonzero(kept & in_train & (role == "train")),
         val=np.flatnonzero(kept & in_train & (role == "val")),
-        test=np.flatnonzero(kept & in_eval & (role == "test")),
+        test=np.flatnonzero((kept | (not subsample_test)) & in_eval & (role == "test")),
     )
     empty = [name for name in ("train", "val", "test") if len(getattr(rows, name)) == 0]
     if empty:

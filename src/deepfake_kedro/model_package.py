@@ -187,7 +187,9 @@ def model_card(
         "",
         "## Data and protocol",
         f"- Trained on sources: {config.train_sources}; evaluated on: {config.eval_sources}; "
-        f"{config.subsample:.0%} of each fold's groups (train, val and test parts alike).",
+        f"{config.subsample:.0%} of each fold's "
+        + ("train, val and test groups." if config.subsample_test else "train and val groups, tested on the whole "
+           "test fold."),
         f"- Grouped {len(folds)}-fold cross-validation (near-duplicates and identities kept in one fold), "
         f"an inner validation split per fold for early stopping and the threshold; {n_test} out-of-fold test images.",
         "",

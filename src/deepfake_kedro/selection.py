@@ -299,7 +299,8 @@ def rank_models(
     }
 
 
-FINAL_RUN_KEYS = (*STUDY_WIDE_KEYS, "subsample", "description", "train_sources", "eval_sources", "extends")
+FINAL_RUN_KEYS = (*STUDY_WIDE_KEYS, "subsample", "subsample_test", "description", "train_sources", "eval_sources",
+                  "extends")
 """Keys phase 4 sets itself: ``phase4.training`` may not."""
 
 
@@ -335,7 +336,8 @@ def final_model_overrides(
     Args:
         config: The resolved config of the model's best experiment.
         choice: Output of ``select_preprocessing``.
-        subsample: Fraction of each fold's train, val and test groups (``folds.subsample_groups``).
+        subsample: Fraction of each fold's train and val groups (``folds.subsample_groups``); the test part
+            stays whole (``subsample_test`` False), so the fractions share one test set.
         training: ``phase4.training``: training settings every final model uses (nested keys merged), so a
             model ranked from a short-budget experiment is retrained on the final budget.
 
@@ -349,4 +351,7 @@ def final_model_overrides(
     overrides = {k: copy.deepcopy(v) for k, v in config.items() if k not in FINAL_RUN_KEYS}
     overrides = apply_preprocessing(deep_merge(overrides, training or {}), choice)
     overrides["subsample"] = subsample
+    if subsample < 1:
+        # A scaling curve varies the training data alone: every fraction is tested on the whole test fold.
+        overrides["subsample_test"] = False
     return overrides

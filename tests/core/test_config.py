@@ -188,8 +188,10 @@ def test_a_binary_config_keeps_the_fingerprint_it_had_before_num_classes_existed
     import json
 
     config = resolve({"e": {"backbone": "resnet34", "epochs": 3}})
-    # The fingerprint as computed before the field: every other field, without num_classes.
-    payload = config.model_dump(mode="json", exclude={"description", "num_workers", "num_classes", "compile"})
+    # The fingerprint as computed before the field: every other field, without num_classes (nor subsample_test,
+    # added later and left out at its default likewise).
+    payload = config.model_dump(mode="json", exclude={"description", "num_workers", "num_classes", "compile",
+                                                      "subsample_test"})
     payload["data"] = {"root": DATA["root"], "sources": SOURCES}
     before = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     assert config.num_classes == 1
@@ -211,6 +213,14 @@ def test_execution_only_settings_leave_the_fingerprint_of_stored_runs_unchanged(
     assert config_fingerprint(config, {"root": "data/01_raw/dff", "sources": sources}) == "cfbe2ab3ad4f461a"
     compiled = config.model_copy(update={"compile": True, "num_workers": 0})
     assert config_fingerprint(compiled, DATA) == config_fingerprint(config, DATA)
+
+
+def test_subsample_test_enters_the_fingerprint_only_where_it_changes_the_test_rows():
+    config = ExperimentConfig()  # subsample 0.2, subsample_test True: the golden fingerprint above holds
+    whole_test = config.model_copy(update={"subsample_test": False})
+    assert config_fingerprint(whole_test, DATA) != config_fingerprint(config, DATA)
+    full = config.model_copy(update={"subsample": 1.0})
+    assert config_fingerprint(full.model_copy(update={"subsample_test": False}), DATA) == config_fingerprint(full, DATA)
 
 
 def test_one_folder_spelt_differently_keeps_one_fingerprint():

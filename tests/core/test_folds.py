@@ -89,6 +89,16 @@ def test_subsample_keeps_whole_groups_nested_and_per_source(table):
     assert abs(len(selected[0.2]) / table["group"].nunique() - 0.2) < 0.05
 
 
+def test_subsample_can_leave_the_test_fold_whole(table):
+    whole, thinned = select_fold_rows(table, 0, 1.0), select_fold_rows(table, 0, 0.2)
+    kept = select_fold_rows(table, 0, 0.2, subsample_test=False)
+    # Train and val are thinned alike; the test part is the whole fold's, as at 1.0.
+    np.testing.assert_array_equal(kept.train, thinned.train)
+    np.testing.assert_array_equal(kept.val, thinned.val)
+    np.testing.assert_array_equal(kept.test, whole.test)
+    assert len(thinned.test) < len(whole.test)
+
+
 def single_source_table() -> pd.DataFrame:
     """148 identities, each with one source (a real or a fake face, never both)."""
     images = dff_like_images(160)

@@ -163,6 +163,12 @@ def test_final_model_overrides_resolve_with_chosen_preprocessing():
     config = resolve_experiment("p4a", {"p4a": overrides}, defaults)
     assert (config.backbone, config.dropout, config.image_size, config.face_crop, config.normalization,
             config.subsample) == ("resnet50", 0.2, 224, True, "real_norm", 0.5)
+    # A scaling fraction thins training alone: it is tested on the whole test fold, as 1.0 is.
+    assert best.subsample_test and not config.subsample_test
+    full = resolve_experiment("p4b", {"p4b": final_model_overrides(best.model_dump(mode="json"), choice, 1.0)},
+                              defaults)
+    assert full.subsample_test and "subsample_test" not in final_model_overrides(best.model_dump(mode="json"),
+                                                                                 choice, 1.0)
 
 
 def test_phase4_training_retrains_a_short_budget_model_on_the_final_budget():
@@ -184,7 +190,7 @@ def test_phase4_training_retrains_a_short_budget_model_on_the_final_budget():
 
 @pytest.mark.parametrize("training, named", [
     ({"image_size": 64}, "'image_size'"), ({"face_crop_margin": 0.5, "epochs": 3}, "'face_crop_margin'"),
-    ({"subsample": 0.5}, "'subsample'"), ({"seed": 3}, "'seed'"),
+    ({"subsample": 0.5}, "'subsample'"), ({"subsample_test": True}, "'subsample_test'"), ({"seed": 3}, "'seed'"),
 ])
 def test_phase4_training_may_not_set_what_phase4_decides(training, named):
     choice = {"settings": {"image_size": 224, "face_crop": True, "face_crop_margin": 0.3}}

@@ -56,6 +56,7 @@ def test_phase4_selection_scaling_and_full_runs(tiny_study):
         rows = scaling[scaling["model"] == model].sort_values("subsample")
         assert list(rows["subsample"]) == [0.2, 0.5, 1.0]
         assert rows["n_train_mean"].is_monotonic_increasing
+        assert rows["n_test_mean"].nunique() == 1  # every fraction is tested on the whole test fold
     for k in (1, 2, 3):
         slot = reporting(tiny_study, f"phase4/top{k}_full")
         assert len(pd.read_csv(slot / "hard_examples.csv")) > 0

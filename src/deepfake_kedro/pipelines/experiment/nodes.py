@@ -100,7 +100,7 @@ def resolve_final_model(
         model_selection: Output of phase 4's ranking node.
         training: ``phase4.training``: settings laid over the model's best experiment (e.g. ``epochs``).
         slot: ``top<k>_<suffix>``, e.g. ``top1_20pct``.
-        subsample: Fraction of each fold's train, val and test groups.
+        subsample: Fraction of each fold's train and val groups (the test fold stays whole).
 
     Returns:
         As ``resolve_config``, named ``p4a_<model>_<suffix>`` or ``p4b_<model>_full``, with its slot and model.
@@ -109,8 +109,10 @@ def resolve_final_model(
     chosen = parsed.chosen_model(model_selection["selected"])
     name = parsed.experiment_name(chosen["model"])
     overrides = final_model_overrides(chosen["config"], preprocessing_choice, subsample, training)
+    data_share = (f"{subsample:.0%} of each fold's train and val groups, tested on the whole test fold"
+                  if subsample < 1 else "every group")
     overrides["description"] = (f"{chosen['model']} (rank {chosen['rank']}, from {chosen['experiment']}) on the "
-                                f"selected preprocessing, {subsample:.0%} of each fold's groups (train, val and test)")
+                                f"selected preprocessing, {data_share}")
     return resolve("phase4", name, {name: overrides}, defaults, data, preprocessing, slot=slot,
                    model=chosen["model"], preprocessing_source=preprocessing_choice["source"])
 

@@ -77,7 +77,7 @@ def final_model_pipeline(slot: str, subsample: float) -> Pipeline:
 
     Args:
         slot: The slot, also the namespace ``phase4.<slot>``.
-        subsample: Fraction of each fold's train, val and test groups.
+        subsample: Fraction of each fold's train and val groups (the test fold stays whole).
 
     Returns:
         Nodes under the namespace ``phase4.<slot>``.

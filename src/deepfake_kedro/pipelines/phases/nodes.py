@@ -211,7 +211,8 @@ def analyse_scaling(selection: dict[str, Any], **experiment_metrics: dict[str, A
         rows.append({"experiment": summary["experiment"], "model": model_name(summary["config"]),
                      "subsample": summary["config"]["subsample"], "auc_mean": auc["mean"], "auc_std": auc["std"],
                      "auc_ci_low": auc["ci_low"], "auc_ci_high": auc["ci_high"],
-                     "n_train_mean": sum(f["n_train"] for f in summary["folds"]) / len(summary["folds"])})
+                     "n_train_mean": sum(f["n_train"] for f in summary["folds"]) / len(summary["folds"]),
+                     "n_test_mean": sum(f["n_test"] for f in summary["folds"]) / len(summary["folds"])})
     table = pd.DataFrame(rows).sort_values(["model", "subsample"]).reset_index(drop=True)
     models = ", ".join(s["model"] for s in selection["selected"])
     return table, scaling_curves(table, f"Phase 4: data scaling ({models})")

@@ -77,7 +77,8 @@ def final_models_pipeline(candidate_phases: list[str], top_k: int, scaling: dict
     Args:
         candidate_phases: The phases whose experiments are candidates (their ``experiment_metrics``).
         top_k: Number of model slots (``top1`` ...).
-        scaling: Slot suffix -> fraction of each fold's groups (train, val and test), e.g. ``{20pct: 0.2, ...}``.
+        scaling: Slot suffix -> fraction of each fold's train and val groups (tested on the whole fold),
+            e.g. ``{20pct: 0.2, ...}``.
 
     Returns:
         The phase-4 pipeline.
