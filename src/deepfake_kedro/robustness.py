@@ -186,6 +186,9 @@ def rescore_out_of_fold(
                 parts.append(chunk[["path", "source", "label", "group", "fold"]].assign(
                     model=label, corruption=corruption.kind, severity=corruption.severity, level=corruption.level,
                     prob=probs))
+                if corruption.kind == CLEAN:
+                    # At the first chunk that does not reproduce, not after every corruption of every fold.
+                    check_clean(parts[-1], chunk, clean_tolerance, label)
     scores = pd.concat(parts, ignore_index=True)[SCORE_COLUMNS]
     check_clean(scores, predictions, clean_tolerance, label)
     return scores

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,24 @@ def test_a_changed_raw_image_is_an_error_naming_it(finished):
     moved = oof.assign(prob=oof["prob"].where(oof.index != 3, 1 - oof["prob"]))
     with pytest.raises(ValueError, match=rf"clean image '{oof.loc[3, 'path']}'.*stored out-of-fold probability"):
         check_clean(scores, moved, 1e-4, "m")
+
+
+class NotReached(Corruption):
+    """A corruption that fails when applied: it shows how far a re-scoring got."""
+
+    def apply(self, image, seed=0):
+        raise AssertionError("a corruption was scored after a clean pass that did not reproduce")
+
+
+def test_a_clean_pass_that_does_not_reproduce_stops_before_any_corruption_is_scored(finished, tmp_path):
+    root, oof, _, package, _ = finished
+    changed = tmp_path / "raw"
+    shutil.copytree(root, changed)
+    first = oof.loc[oof["fold"] == 0, "path"].iloc[0]  # scored in the first fold's first chunk
+    Image.new("RGB", (18, 18), (250, 250, 250)).save(changed / first, format="PNG")
+    grid = [Corruption(CLEAN, 0, 0), NotReached("jpeg", 90, 1)]
+    with pytest.raises(ValueError, match=rf"clean image '{first}'"):
+        rescore_out_of_fold(package, oof, ImageTree(changed), {}, grid, seed=3, device="cpu", label="m")
 
 
 def test_paired_tests_and_holm_follow_stats_on_the_fold_aucs(finished):
