@@ -4,6 +4,8 @@ Each image is corrupted at its native resolution (where JPEG quality and blur σ
 means), then goes through the study's own preprocessing (``ModelPackage.render``: the square crop, or the
 face crop around the stored MTCNN box) and is scored by the fold model that held it out. Severity 0 (clean)
 takes the identical path without a corruption, so it reproduces the stored out-of-fold probabilities.
+Face boxes are the clean image's, never re-detected: the figures measure the classifier, not MTCNN under
+corruption (a face model in use would also lose or shift some boxes).
 """
 
 from __future__ import annotations

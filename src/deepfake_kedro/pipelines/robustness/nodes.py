@@ -91,7 +91,9 @@ def summarize_robustness(
     table = robustness_table(scores, n_train, n_test, n_bootstrap=n_bootstrap)
     caption = ("Each model's out-of-fold test images (the final models, then robustness.extra_models), "
                "corrupted at native resolution, then cropped as in training and scored by the fold model that "
-               "held them out. AUC [grouped bootstrap 95% CI]; delta = mean fold AUC change vs clean; p: "
+               "held them out. A face-crop model keeps the box MTCNN found on the clean image: a detector missing "
+               "or moving on the corrupted one is not part of these figures. AUC [grouped bootstrap 95% CI]; "
+               "delta = mean fold AUC change vs clean; p: "
                "Nadeau-Bengio paired test, Holm-adjusted across corruptions x severities.")
     # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
     figure = degradation_figure(table)
