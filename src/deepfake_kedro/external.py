@@ -4,7 +4,8 @@ An external set is a tree like the study's data (``root/<source>/**/<image>``) w
 (folder -> real / fake). Every usable image goes through the package's preprocessing (square crop, or the face
 crop around a freshly detected MTCNN box for face-crop models) and is scored by the mean p(fake) of the fold
 models, at the package's threshold. Metrics carry grouped bootstrap CIs (a group = an identity's basename, as
-in the study), so they can be set beside the cross-validated AUC.
+in the study), so they can be set beside the cross-validated AUC. A set's file byte-identical to one of the
+study's own images (same content digest) is left out and listed: a final model may have trained on it.
 """
 
 from __future__ import annotations
@@ -112,11 +113,23 @@ def open_tree(external: ExternalSet) -> ImageTree:
 
 
 def external_index(tree: ImageTree, external: ExternalSet, min_size: int = 32) -> pd.DataFrame:
-    """The set's usable images (``path``, ``source``, ``label``, ``group``), as the study indexes its data."""
+    """The set's usable images (``path``, ``source``, ``label``, ``group``, ``content`` digest), indexed as the
+    study indexes its data."""
     index = usable(build_image_index(tree, external.sources, min_size, key=f"evaluation.external[{external.name}]"))
     if index.empty:
         raise ValueError(f"external set {external.name!r}: no usable image under {external.root}")
-    return index[["path", "source", "label", "group"]]
+    return index[["path", "source", "label", "group", "content"]]
+
+
+def study_copies(index: pd.DataFrame, study_index: pd.DataFrame) -> pd.DataFrame:
+    """The set's images whose bytes are one of the study's own images: ``path`` and the study's ``study_path``.
+
+    Byte-identical copies only (a re-encoded or resized copy has other bytes): what a set shares with the study
+    through a copied folder or a subset of the same download.
+    """
+    known = study_index.loc[study_index["content"].fillna("").astype(str) != "", ["content", "path"]]
+    known = known.drop_duplicates("content").rename(columns={"path": "study_path"})
+    return index[["path", "content"]].merge(known, on="content")[["path", "study_path"]]
 
 
 def score_images(

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from deepfake_kedro.external import (
     score_images,
     set_metrics,
     shown_table,
+    study_copies,
 )
 from tests.core.test_robustness import SOURCES, raw_study, trained_study
 
@@ -33,6 +35,23 @@ def scored(tmp_path_factory):
     tree = open_tree(external)
     index = external_index(tree, external, min_size=8)
     return package, summary, tree, index, score_images(package, index, tree, {}, "cpu", chunk_size=50)
+
+
+def test_a_set_s_byte_identical_copies_of_study_images_are_found_and_re_encoded_ones_are_not(tmp_path):
+    study_root, set_root = tmp_path / "study", tmp_path / "set"
+    raw_study(study_root, n_identities=60, seed=0)
+    raw_study(set_root, n_identities=60, seed=1)
+    study = ExternalSet("study", study_root, SOURCES)
+    study_index = external_index(open_tree(study), study, min_size=8)
+    copied, re_encoded = study_index["path"].iloc[0], study_index["path"].iloc[1]
+    # A copied file under another name and folder, and a copy re-encoded as PNG with one pixel changed.
+    shutil.copy(study_root / copied, set_root / "wiki" / "copied_from_study.png")
+    pixels = np.asarray(Image.open(study_root / re_encoded)).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(set_root / "wiki" / "re_encoded.png")
+    external = ExternalSet("second", set_root, SOURCES)
+    copies = study_copies(external_index(open_tree(external), external, min_size=8), study_index)
+    assert copies.to_dict(orient="records") == [{"path": "wiki/copied_from_study.png", "study_path": copied}]
 
 
 def test_scores_are_the_fold_ensemble_of_the_rendered_raw_images_at_the_package_threshold(scored):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 
+from deepfake_kedro.data_index import content_digest
 from deepfake_kedro.datasets import ReportSectionDataset
 from deepfake_kedro.demo_data import GENERATOR_MARKER
 from deepfake_kedro.report_sections import section_slides
@@ -14,6 +16,7 @@ from tests.pipelines.robustness.test_pipeline import MODEL, finish_tiny_experime
 
 def test_external_pipeline_scores_the_demo_external_set_and_writes_metrics_table_and_slide(kedro_project):
     finish_tiny_experiment(kedro_project)
+    write_study_index(kedro_project)
     kedro_project.edit_yaml("conf/demo/parameters.yml", {"evaluation": {"external_models": [MODEL]}})
     removed_set = kedro_project.path / "data/demo/08_reporting/external/sets/removed_set/metrics.json"
     removed_set.parent.mkdir(parents=True)
@@ -38,6 +41,29 @@ def test_external_pipeline_scores_the_demo_external_set_and_writes_metrics_table
     assert section.name == "external" and len(section_slides(section)) == 2
     # Accuracy at each package threshold: the section keeps the rule they were chosen by.
     assert section.threshold_rule == tiny_metrics_rule(kedro_project) == "youden"
+    assert metrics["left_out_study_copies"] == 0 and pd.read_csv(reporting / "study_copies.csv").empty
+
+    # One of the set's images is also in the study's data (a shared download): left out, counted and listed.
+    shared = sorted(str(p.relative_to(root)) for p in (root / "wiki").rglob("*.jpg"))[0]
+    (kedro_project.path / "data/01_raw/demo/wiki/shared").mkdir(parents=True)
+    shutil.copy(root / shared, kedro_project.path / "data/01_raw/demo/wiki/shared/copy.jpg")
+    write_study_index(kedro_project)
+    kedro_project.run("external")
+    metrics = json.loads((reporting / "sets/demo_external/metrics.json").read_text())
+    assert metrics["left_out_study_copies"] == 1 and metrics["models"][MODEL]["n_images"] == n_files - 1
+    copies = pd.read_csv(reporting / "study_copies.csv")
+    assert copies.to_dict(orient="records") == [{"set": "demo_external", "path": shared,
+                                                  "study_path": "wiki/shared/copy.jpg"}]
+    assert "Left out as byte-identical copies of the study's images: 1 in demo_external" in ReportSectionDataset(
+        str(kedro_project.path / "data/demo/08_reporting/sections/external")).load().caption
+
+
+def write_study_index(kedro_project) -> None:
+    """The study's image index as preprocessing writes it (path and content digest are what external reads)."""
+    raw = kedro_project.path / "data/01_raw/demo"
+    files = sorted(str(p.relative_to(raw)) for p in raw.rglob("*") if p.is_file())
+    index = pd.DataFrame({"path": files, "content": [content_digest((raw / f).read_bytes()) for f in files]})
+    index.to_parquet(kedro_project.path / "data/demo/02_intermediate/image_index.parquet")
 
 
 def tiny_metrics_rule(kedro_project):

@@ -20,6 +20,7 @@ from deepfake_kedro.external import (
     score_images,
     set_metrics,
     shown_table,
+    study_copies,
 )
 from deepfake_kedro.model_package import build_package
 from deepfake_kedro.report_sections import ReportSection
@@ -29,6 +30,8 @@ from deepfake_kedro.study import phase4_slots
 
 logger = logging.getLogger(__name__)
 
+COPY_COLUMNS = ["set", "path", "study_path"]
+
 
 def _models(evaluation: dict[str, Any], phase4: dict[str, Any]) -> list[str]:
     slots = phase4_slots(phase4["ranking"]["top_k"], phase4["scaling"])
@@ -37,34 +40,52 @@ def _models(evaluation: dict[str, Any], phase4: dict[str, Any]) -> list[str]:
 
 
 def score_external_sets(
-    finished_experiments: FinishedExperiments, evaluation: dict[str, Any], data: dict[str, Any],
-    preprocessing: dict[str, Any], phase4: dict[str, Any],
-) -> pd.DataFrame:
+    finished_experiments: FinishedExperiments, image_index: pd.DataFrame, evaluation: dict[str, Any],
+    data: dict[str, Any], preprocessing: dict[str, Any], phase4: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every image of every external set, scored by every final model's fold ensemble.
 
     Args:
         finished_experiments: The study's finished experiments.
+        image_index: The study's image index: a set's file byte-identical to one of its images is left out.
         evaluation: ``external`` (the sets) and ``external_models`` (null: every ``phase4.top<k>_full``).
         data: ``data.sources``, the sets' default sources.
         preprocessing: ``min_image_size`` and ``face_detection`` (MTCNN on the sets' images for face-crop models).
         phase4: ``ranking.top_k`` and ``scaling``, which name the full runs.
 
     Returns:
-        One row per set, model and image (``external.SCORE_COLUMNS``); empty when no set is configured.
+        One row per set, model and image (``external.SCORE_COLUMNS``), empty when no set is configured; and the
+        left-out copies of the study's images (``set``, ``path``, ``study_path``).
+
+    Raises:
+        ValueError: Every usable image of a set is a copy of one of the study's.
     """
     sets = external_sets(evaluation.get("external"), data["sources"])
     if not sets:
         logger.warning("evaluation.external lists no external set: nothing to score")
-        return pd.DataFrame(columns=SCORE_COLUMNS)
+        return pd.DataFrame(columns=SCORE_COLUMNS), pd.DataFrame(columns=COPY_COLUMNS)
     packages = {}
     for label in _models(evaluation, phase4):
         resolved, store, metrics, fold_metrics = finished_experiments.load(label)
         packages[label] = build_package(resolved, store, len(fold_metrics), metrics, fold_metrics)
     detection = preprocessing["face_detection"]
-    parts = []
+    parts, copies = [], []
     for external in sets:
         tree = open_tree(external)
         index = external_index(tree, external, preprocessing.get("min_image_size", 32))
+        copied = study_copies(index, image_index)
+        if len(copied):
+            # The study's models may have trained on these: scoring them would flatter the "never seen" figures.
+            first = copied.iloc[0]
+            logger.warning("external set %r: %d of %d images are byte-identical to the study's own (first: %s = "
+                           "%s); they are left out and listed in external/study_copies.csv", external.name,
+                           len(copied), len(index), first["path"], first["study_path"])
+            if len(copied) == len(index):
+                raise ValueError(f"external set {external.name!r}: every one of its {len(index)} images is a copy of "
+                                 f"one of the study's (first: {first['path']} = {first['study_path']}); an "
+                                 "external set must hold images the study never saw")
+            index = index[~index["path"].isin(copied["path"])].reset_index(drop=True)
+            copies.append(copied.assign(set=external.name)[COPY_COLUMNS])
         faces = {}
         if any(package.needs_faces for package in packages.values()):
             faces = detect_set_faces(tree, index["path"].tolist(), detection)
@@ -72,16 +93,19 @@ def score_external_sets(
             logger.info("%s on external set %r: %d images", label, external.name, len(index))
             scores = score_images(package, index, tree, faces, detection.get("device"))
             parts.append(scores.assign(set=external.name, model=label)[SCORE_COLUMNS])
-    return pd.concat(parts, ignore_index=True)
+    copies_table = pd.concat(copies, ignore_index=True) if copies else pd.DataFrame(columns=COPY_COLUMNS)
+    return pd.concat(parts, ignore_index=True), copies_table
 
 
 def summarize_external(
-    scores: pd.DataFrame, finished_experiments: FinishedExperiments, evaluation: dict[str, Any], data: dict[str, Any],
+    scores: pd.DataFrame, study_copies: pd.DataFrame, finished_experiments: FinishedExperiments,
+    evaluation: dict[str, Any], data: dict[str, Any],
 ) -> tuple[dict[str, dict], pd.DataFrame, Figure, ReportSection]:
     """Per set: metrics.json (every model's metrics with grouped CIs); over all sets: the table, figure and slide.
 
     Args:
         scores: ``score_external_sets``'s rows.
+        study_copies: The sets' images left out as copies of the study's (counted in each set's metrics.json).
         finished_experiments: For each model's cross-validated AUC (its metrics.json) and threshold.
         evaluation: ``external`` and ``n_bootstrap``.
         data: ``data.sources``.
@@ -100,11 +124,16 @@ def summarize_external(
         results.setdefault(name, {})[model] = set_metrics(part, sets[name].real_sources, threshold,
                                                           evaluation.get("n_bootstrap", 1000))
     table = external_table(results, cv)
+    left_out = study_copies.groupby("set").size() if len(study_copies) else pd.Series(dtype=int)
     documents = {name: json_safe({"set": name, "root": str(sets[name].root), "sources": sets[name].sources,
-                                  "models": models}) for name, models in results.items()}
+                                  "left_out_study_copies": int(left_out.get(name, 0)), "models": models})
+                 for name, models in results.items()}
     caption = ("Each final model (mean p(fake) of its fold models, at its package threshold) on labelled image "
                "sets the study never saw. External AUC [grouped bootstrap 95% CI] beside the cross-validated AUC "
                "[95% t-interval over folds]; 'in CV CI': the external AUC lies in that interval.")
+    if len(left_out):
+        caption += (" Left out as byte-identical copies of the study's images: "
+                    + ", ".join(f"{count} in {name}" for name, count in left_out.items()) + ".")
     shown = shown_table(table) if len(table) else None
     # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
     figure = external_figure(table)
