@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ class ModelPackage:
     threshold: dict[str, Any]
     fold_states: list[dict[str, torch.Tensor]]
     model_card: str
+    # Fold models built once per device by predict_folds: a set scored in chunks does not rebuild them per chunk.
+    _built: dict[tuple[int, str], nn.Module] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def fingerprint(self) -> str:
@@ -91,7 +93,10 @@ class ModelPackage:
                              f"({self.preprocessing['crop']} crops), got shape {pixels.shape[1:]}")
         device = torch.device(device) if device is not None else select_device()
         rows = np.arange(len(pixels))
-        return np.stack([predict(self.fold_model(k, device), pixels, rows, self.normalizer(k), device,
+        for k in range(len(self.fold_states)):
+            if (k, str(device)) not in self._built:
+                self._built[k, str(device)] = self.fold_model(k, device)
+        return np.stack([predict(self._built[k, str(device)], pixels, rows, self.normalizer(k), device,
                                  description=f"fold {k}") for k in range(len(self.fold_states))])
 
     def predict(self, pixels: np.ndarray, device: torch.device | str | None = None) -> pd.DataFrame:
