@@ -7,16 +7,14 @@ import shutil
 
 import pandas as pd
 
-from deepfake_kedro.data_index import content_digest
 from deepfake_kedro.datasets import ReportSectionDataset
 from deepfake_kedro.demo_data import GENERATOR_MARKER
 from deepfake_kedro.report_sections import section_slides
-from tests.pipelines.robustness.test_pipeline import MODEL, finish_tiny_experiment
+from tests.pipelines.robustness.test_pipeline import MODEL, finish_tiny_experiment, write_study_index
 
 
 def test_external_pipeline_scores_the_demo_external_set_and_writes_metrics_table_and_slide(kedro_project):
     finish_tiny_experiment(kedro_project)
-    write_study_index(kedro_project)
     kedro_project.edit_yaml("conf/demo/parameters.yml", {"evaluation": {"external_models": [MODEL]}})
     removed_set = kedro_project.path / "data/demo/08_reporting/external/sets/removed_set/metrics.json"
     removed_set.parent.mkdir(parents=True)
@@ -56,14 +54,6 @@ def test_external_pipeline_scores_the_demo_external_set_and_writes_metrics_table
                                                   "study_path": "wiki/shared/copy.jpg"}]
     assert "Left out as byte-identical copies of the study's images: 1 in demo_external" in ReportSectionDataset(
         str(kedro_project.path / "data/demo/08_reporting/sections/external")).load().caption
-
-
-def write_study_index(kedro_project) -> None:
-    """The study's image index as preprocessing writes it (path and content digest are what external reads)."""
-    raw = kedro_project.path / "data/01_raw/demo"
-    files = sorted(str(p.relative_to(raw)) for p in raw.rglob("*") if p.is_file())
-    index = pd.DataFrame({"path": files, "content": [content_digest((raw / f).read_bytes()) for f in files]})
-    index.to_parquet(kedro_project.path / "data/demo/02_intermediate/image_index.parquet")
 
 
 def tiny_metrics_rule(kedro_project):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from deepfake_kedro.data_index import content_digest
 from deepfake_kedro.datasets import ReportSectionDataset
 from deepfake_kedro.face_crops import BOX_COLUMNS
 from deepfake_kedro.report_sections import section_slides
@@ -33,9 +34,18 @@ def finish_tiny_experiment(project: KedroProject) -> pd.DataFrame:
     fold_metrics.to_csv(data / "08_reporting/phase4/tiny/fold_metrics.csv", index=False)
     (data / "02_intermediate").mkdir(parents=True)
     pd.DataFrame(columns=["key", *BOX_COLUMNS]).to_parquet(data / "02_intermediate/face_boxes.parquet")
+    write_study_index(project)
     # Only this experiment is finished: the demo's extra robustness model (a phase-2 face-crop run) is not.
     project.edit_yaml("conf/demo/parameters.yml", {"robustness": {"extra_models": []}})
     return oof
+
+
+def write_study_index(project: KedroProject) -> None:
+    """The study's image index as preprocessing writes it (path and content digest are what external reads)."""
+    raw = project.path / "data/01_raw/demo"
+    files = sorted(str(p.relative_to(raw)) for p in raw.rglob("*") if p.is_file())
+    index = pd.DataFrame({"path": files, "content": [content_digest((raw / f).read_bytes()) for f in files]})
+    index.to_parquet(project.path / "data/demo/02_intermediate/image_index.parquet")
 
 
 def test_robustness_pipeline_writes_the_table_curves_and_slide_with_the_clean_auc_reproduced(kedro_project):
