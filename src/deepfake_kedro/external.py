@@ -31,6 +31,7 @@ from deepfake_kedro.model_package import ModelPackage
 logger = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ["set", "model", "path", "source", "label", "group", "p_fake", "spread", "fake"]
+COPY_COLUMNS = ["set", "path", "study_path"]
 _ENTRY_KEYS = {"name", "root", "sources", "generate"}
 
 
@@ -121,15 +122,38 @@ def external_index(tree: ImageTree, external: ExternalSet, min_size: int = 32) -
     return index[["path", "source", "label", "group", "content"]]
 
 
-def study_copies(index: pd.DataFrame, study_index: pd.DataFrame) -> pd.DataFrame:
-    """The set's images whose bytes are one of the study's own images: ``path`` and the study's ``study_path``.
+def leave_out_study_copies(index: pd.DataFrame, study_index: pd.DataFrame, name: str
+                           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The set's index without its files whose bytes are one of the study's own images, and those files.
 
     Byte-identical copies only (a re-encoded or resized copy has other bytes): what a set shares with the study
-    through a copied folder or a subset of the same download.
+    through a copied folder or a subset of the same download. The study's models may have trained on them, so
+    scoring them would flatter figures meant for images the study never saw.
+
+    Args:
+        index: ``external_index``'s rows (with ``content``).
+        study_index: The study's image index (``path``, ``content``).
+        name: The set's name, for the table and messages.
+
+    Returns:
+        The remaining rows, and the copies (``COPY_COLUMNS``: ``set``, ``path``, the study's ``study_path``).
+
+    Raises:
+        ValueError: Every image of the set is such a copy.
     """
     known = study_index.loc[study_index["content"].fillna("").astype(str) != "", ["content", "path"]]
     known = known.drop_duplicates("content").rename(columns={"path": "study_path"})
-    return index[["path", "content"]].merge(known, on="content")[["path", "study_path"]]
+    copies = index[["path", "content"]].merge(known, on="content").assign(set=name)[COPY_COLUMNS]
+    if len(copies):
+        first = copies.iloc[0]
+        if len(copies) == len(index):
+            raise ValueError(f"external set {name!r}: every one of its {len(index)} images is a copy of one of the "
+                             f"study's (first: {first['path']} = {first['study_path']}); an external set must hold "
+                             "images the study never saw")
+        logger.warning("external set %r: %d of %d images are byte-identical to the study's own (first: %s = %s); "
+                       "they are left out and listed in external/study_copies.csv", name, len(copies), len(index),
+                       first["path"], first["study_path"])
+    return index[~index["path"].isin(copies["path"])].reset_index(drop=True), copies
 
 
 def score_images(

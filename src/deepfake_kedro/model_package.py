@@ -45,7 +45,7 @@ class ModelPackage:
     fold_states: list[dict[str, torch.Tensor]]
     model_card: str
     # Fold models built once per device by predict_folds: a set scored in chunks does not rebuild them per chunk.
-    _built: dict[tuple[int, str], nn.Module] = field(default_factory=dict, repr=False, compare=False)
+    _built: dict[tuple[int, str], nn.Module] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def fingerprint(self) -> str:

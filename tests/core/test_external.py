@@ -16,11 +16,11 @@ from deepfake_kedro.external import (
     external_index,
     external_sets,
     external_table,
+    leave_out_study_copies,
     open_tree,
     score_images,
     set_metrics,
     shown_table,
-    study_copies,
 )
 from tests.core.test_robustness import SOURCES, raw_study, trained_study
 
@@ -50,8 +50,11 @@ def test_a_set_s_byte_identical_copies_of_study_images_are_found_and_re_encoded_
     pixels[0, 0] ^= 1
     Image.fromarray(pixels).save(set_root / "wiki" / "re_encoded.png")
     external = ExternalSet("second", set_root, SOURCES)
-    copies = study_copies(external_index(open_tree(external), external, min_size=8), study_index)
-    assert copies.to_dict(orient="records") == [{"path": "wiki/copied_from_study.png", "study_path": copied}]
+    index = external_index(open_tree(external), external, min_size=8)
+    kept, copies = leave_out_study_copies(index, study_index, "second")
+    assert copies.to_dict(orient="records") == [{"set": "second", "path": "wiki/copied_from_study.png",
+                                                 "study_path": copied}]
+    assert sorted(kept["path"]) == sorted(set(index["path"]) - {"wiki/copied_from_study.png"})
 
 
 def test_scores_are_the_fold_ensemble_of_the_rendered_raw_images_at_the_package_threshold(scored):

@@ -10,17 +10,18 @@ from matplotlib.figure import Figure
 
 from deepfake_kedro.datasets import FinishedExperiments
 from deepfake_kedro.external import (
+    COPY_COLUMNS,
     SCORE_COLUMNS,
     detect_set_faces,
     external_figure,
     external_index,
     external_sets,
     external_table,
+    leave_out_study_copies,
     open_tree,
     score_images,
     set_metrics,
     shown_table,
-    study_copies,
 )
 from deepfake_kedro.model_package import build_package
 from deepfake_kedro.report_sections import ReportSection
@@ -29,8 +30,6 @@ from deepfake_kedro.serialization import json_safe
 from deepfake_kedro.study import phase4_slots
 
 logger = logging.getLogger(__name__)
-
-COPY_COLUMNS = ["set", "path", "study_path"]
 
 
 def _models(evaluation: dict[str, Any], phase4: dict[str, Any]) -> list[str]:
@@ -73,19 +72,8 @@ def score_external_sets(
     for external in sets:
         tree = open_tree(external)
         index = external_index(tree, external, preprocessing.get("min_image_size", 32))
-        copied = study_copies(index, image_index)
-        if len(copied):
-            # The study's models may have trained on these: scoring them would flatter the "never seen" figures.
-            first = copied.iloc[0]
-            logger.warning("external set %r: %d of %d images are byte-identical to the study's own (first: %s = "
-                           "%s); they are left out and listed in external/study_copies.csv", external.name,
-                           len(copied), len(index), first["path"], first["study_path"])
-            if len(copied) == len(index):
-                raise ValueError(f"external set {external.name!r}: every one of its {len(index)} images is a copy of "
-                                 f"one of the study's (first: {first['path']} = {first['study_path']}); an "
-                                 "external set must hold images the study never saw")
-            index = index[~index["path"].isin(copied["path"])].reset_index(drop=True)
-            copies.append(copied.assign(set=external.name)[COPY_COLUMNS])
+        index, copied = leave_out_study_copies(index, image_index, external.name)
+        copies.append(copied)
         faces = {}
         if any(package.needs_faces for package in packages.values()):
             faces = detect_set_faces(tree, index["path"].tolist(), detection)
@@ -93,8 +81,7 @@ def score_external_sets(
             logger.info("%s on external set %r: %d images", label, external.name, len(index))
             scores = score_images(package, index, tree, faces, detection.get("device"))
             parts.append(scores.assign(set=external.name, model=label)[SCORE_COLUMNS])
-    copies_table = pd.concat(copies, ignore_index=True) if copies else pd.DataFrame(columns=COPY_COLUMNS)
-    return pd.concat(parts, ignore_index=True), copies_table
+    return pd.concat(parts, ignore_index=True), pd.concat(copies, ignore_index=True)
 
 
 def summarize_external(
