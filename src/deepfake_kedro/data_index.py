@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import shutil
+import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import imagehash
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepfake_kedro.progress import progress
 
@@ -32,12 +33,16 @@ _SUFFIX_FORMATS = {".jpg": {"JPEG", "MPO"}, ".jpeg": {"JPEG", "MPO"}, ".png": {"
                    ".bmp": {"BMP"}, ".tif": {"TIFF"}, ".tiff": {"TIFF"}}
 LABELS = {"real": 0, "fake": 1}
 INDEX_COLUMNS = [
-    "path", "source", "label", "label_name", "basename", "group", "width", "height",
+    "path", "source", "label", "label_name", "basename", "group", "width", "height", "orientation",
     "mode", "format", "bytes", "jpeg_quality", "status", "reason", "content",
 ]
 # The cached audit table: one row per file, reused while the file and the settings in its signature are unchanged.
-AUDIT_COLUMNS = ["key", "signature", "bytes", "width", "height", "mode", "format", "jpeg_quality", "status",
-                 "reason", "phash", "content"]
+AUDIT_COLUMNS = ["key", "signature", "bytes", "width", "height", "orientation", "mode", "format", "jpeg_quality",
+                 "status", "reason", "phash", "content"]
+# Part of every audit row's signature: raising it re-audits every file once (2: orientation, upright sizes).
+AUDIT_VERSION = 2
+# The EXIF tag saying how a viewer turns or mirrors the stored pixels (1-8; 1 = as stored).
+EXIF_ORIENTATION = 0x0112
 # What every cache, face box and fold run derived from a file is keyed by: its bytes, not its size and mtime,
 # which a copy (cp -p, rsync, tar) keeps while the content changes, and a touch changes while it does not.
 # The IJG standard luminance table at quality 50, which libjpeg scales for other qualities.
@@ -133,16 +138,20 @@ def inspect_image(data: bytes, suffix: str, min_size: int, hash_size: int | None
             ``square_<size>`` cache holds) is hashed from the same decode.
 
     Returns:
-        width, height, mode, format, jpeg_quality, status, reason and ``phash`` (the signed 64-bit view of
-        ``perceptual_hash``; 0 when not hashed).
+        width and height as shown (after the EXIF ``orientation``, also returned), mode, format, jpeg_quality,
+        status, reason and ``phash`` (the signed 64-bit view of ``perceptual_hash``; 0 when not hashed).
     """
-    row: dict[str, object] = {"width": 0, "height": 0, "mode": "", "format": "", "jpeg_quality": float("nan"),
-                              "phash": 0}
+    row: dict[str, object] = {"width": 0, "height": 0, "orientation": 1, "mode": "", "format": "",
+                              "jpeg_quality": float("nan"), "phash": 0}
     if not data:
         return {**row, "status": "zero_byte", "reason": "file is empty"}
     try:
         with Image.open(BytesIO(data)) as image:
-            row.update(width=image.width, height=image.height, mode=image.mode, format=image.format or "")
+            orientation = exif_orientation(image)
+            # Orientations 5-8 turn the picture a quarter: shown, its width is the stored height.
+            width, height = (image.height, image.width) if orientation >= 5 else (image.width, image.height)
+            row.update(width=width, height=height, orientation=orientation, mode=image.mode,
+                       format=image.format or "")
             row["jpeg_quality"] = estimate_jpeg_quality(image)
             image.load()  # a full decode is the only way to catch truncated files
             if hash_size and min(image.width, image.height) >= min_size:
@@ -163,6 +172,8 @@ def inspect_image(data: bytes, suffix: str, min_size: int, hash_size: int | None
         notes.append(f"extension {suffix} but {row['format']} data (read as {row['format']})")
     if row["mode"] != "RGB":
         notes.append(f"mode {row['mode']} converted to 8-bit RGB")
+    if row["orientation"] != 1:
+        notes.append(f"EXIF orientation {row['orientation']}: used turned as viewers show it")
     return {**row, "status": "ok", "reason": "; ".join(notes)}
 
 
@@ -243,7 +254,8 @@ class FileAuditor:
         try:
             data = self.tree.read_bytes(relative_path)
         except OSError as error:  # a dangling link, a folder without read permission, a file gone meanwhile
-            return {"bytes": 0, "width": 0, "height": 0, "mode": "", "format": "", "jpeg_quality": float("nan"),
+            return {"bytes": 0, "width": 0, "height": 0, "orientation": 1, "mode": "", "format": "",
+                    "jpeg_quality": float("nan"),
                     "status": "unreadable", "reason": f"cannot read the file: {type(error).__name__}: {error}",
                     "phash": 0, "content": ""}
         row = {"bytes": len(data), **inspect_image(data, suffix, self.min_size, self.hash_size),
@@ -256,7 +268,8 @@ class FileAuditor:
 
     def signature(self, relative_path: str) -> str:
         """When a cached row is read again: the file may have changed (size, mtime, ctime), or the settings did."""
-        return f"{file_signature(self.tree, relative_path)}|min_size={self.min_size}|hash_size={self.hash_size}"
+        return (f"{file_signature(self.tree, relative_path)}|min_size={self.min_size}|hash_size={self.hash_size}"
+                f"|audit={AUDIT_VERSION}")
 
 
 def index_from_audit(audit: pd.DataFrame, sources: Mapping[str, str]) -> pd.DataFrame:
@@ -391,13 +404,47 @@ def integrity_report(index: pd.DataFrame) -> pd.DataFrame:
     return report
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation: 2-8 when a viewer turns or mirrors the stored pixels, else 1."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError, struct.error):
+        return 1  # an unreadable EXIF block: viewers show the pixels as stored, and so does the study
+    return int(value) if isinstance(value, int) and 2 <= value <= 8 else 1
+
+
+def exif_upright(image: Image.Image) -> Image.Image:
+    """The picture as viewers show it: the stored pixels turned by their EXIF orientation.
+
+    Phones store a portrait sideways and tag it; a detector or model fed the stored pixels sees a face lying
+    down. Applying it twice is harmless: Pillow drops the tag from the turned image.
+    """
+    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
+
+
+def render_signatures(images: pd.DataFrame) -> list[str]:
+    """What every cache row, face box and fold run rendered from each image depends on in its file.
+
+    Its bytes (``content``), and the EXIF turn applied to them where there is one: an image audited before
+    orientations were applied is rendered again, and the folds that used it retrain. An image without a turn
+    keeps its bare content digest, so its cached rows stay valid.
+    """
+    orientation = images["orientation"] if "orientation" in images else pd.Series(1, index=images.index)
+    return [content if int(turn) == 1 else f"{content}|orientation={int(turn)}"
+            for content, turn in zip(images["content"], orientation, strict=True)]
+
+
 def to_rgb8(image: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB: grey, palette, RGBA, CMYK, 16-bit and float images included.
+    """Any PIL image as 8-bit RGB, as viewers show it: grey, palette, RGBA, CMYK, 16-bit and float images included.
+
+    The EXIF orientation is applied first (``exif_upright``): every path from a file to the study's pixels (the
+    caches, face detection, predict, the external sets) passes here, so they all see the picture upright.
 
     16-bit greys (0-65535) are divided by 257, the inverse of how 8 bits widen to 16, so the same picture
     saved at either depth gives the same pixels; a per-image stretch would change its contrast. Float
     greys in [0, 1] are scaled by 255, others taken as 0-255; both clip to the range.
     """
+    image = exif_upright(image)
     if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
         # A plain convert("RGB") clips 16-bit values to 255: nearly every pixel would be white.
         values = np.asarray(image, dtype=np.float64) / 257.0

@@ -16,8 +16,11 @@ from deepfake_kedro.data_index import (
     check_usable_images,
     decode_square,
     estimate_jpeg_quality,
+    exif_orientation,
     index_from_audit,
+    inspect_image,
     integrity_report,
+    render_signatures,
     source_files,
     square_resize,
     to_rgb8,
@@ -112,6 +115,38 @@ def test_square_resize_centre_crops_and_converts_modes():
 
 def test_decode_square_reads_through_the_tree(messy_tree):
     assert decode_square(messy_tree, "real/grey.png", 12).shape == (12, 12, 3)
+
+
+def save_sideways(upright: Image.Image, path: Path) -> None:
+    """What a phone writes for a portrait: the pixels stored turned a quarter left, tagged Orientation 6."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # viewers turn the stored pixels 90 degrees clockwise to show them
+    upright.rotate(90, expand=True).save(path, exif=exif.tobytes())  # PNG: lossless, so pixels compare exactly
+
+
+def test_a_sideways_stored_photo_is_indexed_hashed_and_cached_as_viewers_show_it(tmp_path):
+    (tmp_path / "real").mkdir()
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 40, 3), dtype=np.uint8))  # 40 wide
+    upright.save(tmp_path / "real" / "upright.png")
+    save_sideways(upright, tmp_path / "real" / "phone.png")
+    tree = ImageTree(tmp_path)
+    with Image.open(tmp_path / "real" / "phone.png") as stored:
+        assert stored.size == (60, 40) and exif_orientation(stored) == 6
+    phone = inspect_image(tree.read_bytes("real/phone.png"), ".png", min_size=16, hash_size=32)
+    plain = inspect_image(tree.read_bytes("real/upright.png"), ".png", min_size=16, hash_size=32)
+    assert (phone["width"], phone["height"], phone["orientation"]) == (40, 60, 6)
+    assert phone["status"] == "ok" and "EXIF orientation 6" in phone["reason"]
+    assert (plain["width"], plain["height"], plain["orientation"]) == (40, 60, 1)
+    assert phone["phash"] == plain["phash"]
+    # The square the cache holds is the upright picture's, pixel for pixel (the stored one's centre differs).
+    np.testing.assert_array_equal(decode_square(tree, "real/phone.png", 24), decode_square(tree, "real/upright.png", 24))
+    with Image.open(tmp_path / "real" / "phone.png") as stored:
+        as_stored = square_resize(Image.fromarray(np.asarray(stored)), 24)  # the pixels alone, without the tag
+    assert not np.array_equal(as_stored, decode_square(tree, "real/upright.png", 24))
+    index = pd.DataFrame({"content": ["aa", "bb"], "orientation": [1, 6]})
+    # An unturned image keeps its bare digest (its cached rows stay valid); a turned one is rendered anew.
+    assert render_signatures(index) == ["aa", "bb|orientation=6"]
+    assert render_signatures(index.drop(columns="orientation")) == ["aa", "bb"]
 
 
 def test_broken_symlink_is_an_integrity_row_with_its_reason(messy_tree):

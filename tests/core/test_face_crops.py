@@ -127,3 +127,19 @@ def test_face_box_in_view_cuts_the_box_to_the_square_and_is_none_without_a_face(
 def test_detection_batch_size_defaults_to_the_devices_and_follows_a_configured_one(device, requested, expected):
     # No GPU needed: the detector loads MTCNN only when it first detects.
     assert FaceDetector(None, device=device).batch_size(requested) == expected
+
+
+def test_a_sideways_stored_photo_is_detected_and_cropped_upright(tmp_path, detections):
+    from deepfake_kedro.face_crops import render_face_crop
+    from tests.core.test_data_index import save_sideways
+
+    (tmp_path / "real").mkdir()
+    save_sideways(Image.fromarray(data.astronaut()), tmp_path / "real" / "phone.png")
+    tree = ImageTree(tmp_path)
+    face = FaceDetector(tree, device="cpu")(["real/phone.png"])[0]
+    # MTCNN finds no upright face in a face lying on its side: it must be shown the picture as viewers see it.
+    upright = detections["astronaut"]
+    assert face["detected"]
+    assert [face[k] for k in ("x0", "y0", "x1", "y1")] == pytest.approx([upright[k] for k in ("x0", "y0", "x1", "y1")])
+    expected = face_crop(Image.fromarray(data.astronaut()), upright, 0.6, 32)
+    np.testing.assert_array_equal(render_face_crop(tree, {"real/phone.png": face}, "real/phone.png", 0.6, 32), expected)

@@ -98,6 +98,19 @@ def test_ensemble_row_is_the_fold_mean_and_the_decision_uses_the_package_thresho
     assert predictions["decision"].tolist() == expected.tolist()
 
 
+def test_a_photo_stored_sideways_with_its_exif_turn_scores_as_the_upright_picture(finished, tmp_path):
+    from tests.core.test_data_index import save_sideways
+
+    root, _, package = finished
+    with Image.open(sorted((root / "raw" / "wiki").rglob("*.jpg"))[0]) as image:
+        upright = image.convert("RGB")  # 24 wide, 20 high: its centre square moves when turned
+    upright.save(tmp_path / "upright.png")
+    save_sideways(upright, tmp_path / "phone.png")
+    predictions, _ = Predictor(package, device="cpu")([str(tmp_path / "upright.png"), str(tmp_path / "phone.png")])
+    assert (predictions["status"] == "ok").all()
+    assert predictions["p_fake"].iloc[1] == pytest.approx(predictions["p_fake"].iloc[0], abs=1e-6)
+
+
 def write_video(path: Path, frames: list[np.ndarray], codec: str = "mpeg4", rate: int = 5) -> None:
     import av
 

@@ -163,3 +163,34 @@ def test_a_relative_data_root_is_read_from_the_project_when_kedro_starts_in_a_su
     assert len(audit_images(tree, data, preprocessing, defaults).keys) == 14
     with pytest.raises(DataLayoutError, match=r"data.root is 'data/01_raw/other' but the catalog's raw_images reads"):
         audit_images(tree, {**data, "root": "data/01_raw/other"}, preprocessing, defaults)
+
+
+def test_caches_from_before_exif_turns_re_render_only_the_turned_photos(tmp_path):
+    from deepfake_kedro.data_index import ImageTree, decode_square
+    from deepfake_kedro.image_cache import ImageStackPlan, read_image_stack, write_image_stack, write_table
+    from deepfake_kedro.pipelines.preprocessing.nodes import index_images, plan_square_caches
+    from tests.core.test_data_index import save_sideways
+
+    root = tmp_path / "images"
+    for source in ("real", "fake"):
+        (root / source).mkdir(parents=True)
+        for k in range(5):
+            pixels = np.random.default_rng(k + 10 * (source == "fake")).integers(0, 256, (48, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / source / f"p{k}.png")
+    with Image.open(root / "real" / "p0.png") as image:
+        save_sideways(image.convert("RGB"), root / "real" / "p0.png")
+    tree = ImageTree(root)
+    data = {"root": str(root), "sources": {"real": "real", "fake": "fake"}, "families": {"fake": "gan"}}
+    preprocessing, defaults = {"min_image_size": 16, "image_sizes": [16]}, {"cv_folds": 2, "val_ratio": 0.45}
+    write_table(audit_images(tree, data, preprocessing, defaults), tmp_path / "audit.parquet")
+    index, _ = index_images(pd.read_parquet(tmp_path / "audit.parquet"), tree, data, defaults)
+    assert index.set_index("path")["orientation"].to_dict() == {**{p: 1 for p in index["path"]}, "real/p0.png": 6}
+    plan = plan_square_caches(index, tree, preprocessing)["square_16"]
+    # The cache an earlier version left: rows keyed by the bare content digest (stand-in pixels: zeros).
+    old = ImageStackPlan(plan.keys, index["content"].tolist(), 16, lambda key: np.zeros((16, 16, 3), np.uint8))
+    write_image_stack(old, tmp_path / "square_16")
+    assert write_image_stack(plan, tmp_path / "square_16") == 1  # only the turned photo is rendered again
+    stack = read_image_stack(tmp_path / "square_16")
+    turned, other = stack.rows(["real/p0.png", "fake/p1.png"])
+    np.testing.assert_array_equal(stack.array[turned], decode_square(tree, "real/p0.png", 16))
+    assert stack.array[turned].any() and not stack.array[other].any()  # the unturned rows were kept as they were

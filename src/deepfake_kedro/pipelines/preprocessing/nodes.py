@@ -25,7 +25,9 @@ from deepfake_kedro.data_index import (
     decode_square,
     index_from_audit,
     integrity_report,
+    render_signatures,
     source_files,
+    to_rgb8,
     usable,
 )
 from deepfake_kedro.face_crops import (
@@ -171,7 +173,7 @@ def plan_square_caches(
     """
     images = usable(image_index)
     keys = images["path"].tolist()
-    signatures = images["content"].tolist()  # the file's bytes: a touched file is not re-rendered
+    signatures = render_signatures(images)  # the file's bytes (and EXIF turn): a touched file is not re-rendered
     return {
         f"square_{size}": ImageStackPlan(
             keys, signatures, size, partial(decode_square, raw_images, size=size), description=f"square_{size}"
@@ -200,7 +202,7 @@ def plan_face_detection(
     detector = FaceDetector(raw_images, settings["min_confidence"], settings.get("device"))
     batch_size = detector.batch_size(settings.get("batch_size"))
     # A box depends on its file's bytes and on the confidence a detection needs: another threshold re-detects.
-    signatures = [f"{content}|min_confidence={detector.min_confidence}" for content in images["content"]]
+    signatures = [f"{rendered}|min_confidence={detector.min_confidence}" for rendered in render_signatures(images)]
     return TablePlan(keys, signatures, detector, batch_size, "MTCNN faces")
 
 
@@ -224,10 +226,10 @@ def plan_face_caches(
     images = usable(image_index)
     keys = images["path"].tolist()
     faces = face_boxes.set_index("key")[BOX_COLUMNS].to_dict(orient="index")
-    # A crop changes with its file's bytes, its box and the margin: all three make up the signature.
+    # A crop changes with its file's bytes (and EXIF turn), its box and the margin: all make up the signature.
     signatures = [
-        f"{content}|{faces[k]['x0']:.2f},{faces[k]['y0']:.2f},{faces[k]['x1']:.2f},{faces[k]['y1']:.2f}|{margin}"
-        for k, content in zip(keys, images["content"], strict=True)
+        f"{rendered}|{faces[k]['x0']:.2f},{faces[k]['y0']:.2f},{faces[k]['x1']:.2f},{faces[k]['y1']:.2f}|{margin}"
+        for k, rendered in zip(keys, render_signatures(images), strict=True)
     ]
     return {
         f"face_{size}": ImageStackPlan(
@@ -264,7 +266,7 @@ def face_crop_figure(
         chosen = pd.concat([chosen, rows.drop(chosen.index).head(per_source - len(chosen))])
         for face in chosen.to_dict(orient="records"):
             with Image.open(BytesIO(raw_images.read_bytes(face["key"]))) as image:
-                image = image.convert("RGB")
+                image = to_rgb8(image)  # upright, as the detector saw it
                 box = (face["x0"], face["y0"], face["x1"], face["y1"])
                 square = crop_box(box, margin) if face["detected"] else None
                 samples.append((source, np.asarray(image), face, square, face_crop(image, face, margin, 128)))
