@@ -14,7 +14,7 @@ import difflib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -41,6 +41,7 @@ from deepfake_kedro.image_cache import (
 )
 from deepfake_kedro.model_package import ModelPackage, load_package, save_package
 from deepfake_kedro.report_sections import ReportSection, ordered, out_of_date
+from deepfake_kedro.resumable import Part, write_parts
 from deepfake_kedro.run_store import FoldResult, FoldRunStore, run_key
 from deepfake_kedro.selection import is_ranked
 from deepfake_kedro.study import (
@@ -645,6 +646,30 @@ class ComputedTableDataset(AbstractDataset[TablePlan, pd.DataFrame]):
 
     def save(self, data: TablePlan) -> None:
         write_table(data, self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class ResumableTableDataset(AbstractDataset[Sequence[Part], pd.DataFrame]):
+    """A parquet table computed part by part (the robustness re-scores), which an interrupted run resumes.
+
+    Saving a plan (``resumable.Part`` list) computes the parts whose signature is new, keeping each finished
+    one in ``<file>.parts/``, then writes the table; loading reads the table.
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_parquet(self._filepath)
+
+    def save(self, data: Sequence[Part]) -> None:
+        write_parts(data, self._filepath, description=f"{self._filepath.parent.name} {self._filepath.stem}")
 
     def _exists(self) -> bool:
         return self._filepath.exists()

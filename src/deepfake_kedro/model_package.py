@@ -93,11 +93,14 @@ class ModelPackage:
                              f"({self.preprocessing['crop']} crops), got shape {pixels.shape[1:]}")
         device = torch.device(device) if device is not None else select_device()
         rows = np.arange(len(pixels))
-        for k in range(len(self.fold_states)):
-            if (k, str(device)) not in self._built:
-                self._built[k, str(device)] = self.fold_model(k, device)
-        return np.stack([predict(self._built[k, str(device)], pixels, rows, self.normalizer(k), device,
+        return np.stack([predict(self.built_fold_model(k, device), pixels, rows, self.normalizer(k), device,
                                  description=f"fold {k}") for k in range(len(self.fold_states))])
+
+    def built_fold_model(self, fold: int, device: torch.device) -> nn.Module:
+        """``fold_model``, built once per device: a set scored in chunks does not rebuild it per chunk."""
+        if (fold, str(device)) not in self._built:
+            self._built[fold, str(device)] = self.fold_model(fold, device)
+        return self._built[fold, str(device)]
 
     def predict(self, pixels: np.ndarray, device: torch.device | str | None = None) -> pd.DataFrame:
         """Ensemble scores: ``p_fake`` (mean over folds), ``spread`` (their std), ``fake`` (at the threshold)."""

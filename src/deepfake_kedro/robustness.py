@@ -10,11 +10,14 @@ corruption (a face model in use would also lose or shift some boxes).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ from torchvision.transforms.v2 import functional as tvf
 from deepfake_kedro.data_index import ImageTree, to_rgb8
 from deepfake_kedro.metrics import grouped_bootstrap_ci, safe_auc, summarize
 from deepfake_kedro.model_package import ModelPackage
+from deepfake_kedro.resumable import Part
 from deepfake_kedro.stats import holm_adjust, paired_comparison
 from deepfake_kedro.training import predict, select_device
 
@@ -138,12 +142,17 @@ def sample_groups(predictions: pd.DataFrame, max_images: int | None, seed: int =
     return predictions[predictions["group"].isin(kept)]
 
 
-def rescore_out_of_fold(
+def plan_rescoring(
     package: ModelPackage, predictions: pd.DataFrame, tree: ImageTree, faces: Mapping[str, Mapping[str, Any]],
     corruptions: Sequence[Corruption], seed: int = 0, device: torch.device | str | None = None,
     chunk_size: int = 256, clean_tolerance: float = 1e-4, label: str = "",
-) -> pd.DataFrame:
-    """Every out-of-fold test image re-scored under every corruption by the fold model that held it out.
+) -> list[Part]:
+    """Every out-of-fold test image re-scored under every corruption by the fold model that held it out, as parts.
+
+    One part is a chunk of one fold's images under every corruption, the clean pass first: a clean pass that
+    does not reproduce the stored probabilities stops the run at its chunk (``check_clean``). A part is keyed by
+    everything its scores depend on (the model's fingerprint, the images' files and stored probabilities, their
+    face boxes, the corruptions, the seed), so ``resumable.write_parts`` reuses it until one of them changes.
 
     Args:
         package: The final model (its fold models, ``render`` and normalizations).
@@ -156,13 +165,13 @@ def rescore_out_of_fold(
         device: Where to predict (default: CUDA if present).
         chunk_size: Images decoded at once (a multiple of 128 keeps training's prediction batches).
         clean_tolerance: Largest allowed difference between clean re-scores and the stored probabilities.
-        label: The model's name, for the table and errors.
+        label: The model's name, for the table, the parts' names and errors.
 
     Returns:
-        One row per image and corruption: ``SCORE_COLUMNS``.
+        The parts, fold by fold; each computes ``SCORE_COLUMNS`` rows, one per image and corruption.
 
     Raises:
-        ValueError: No clean entry, or the clean path does not reproduce the stored probabilities.
+        ValueError: No clean entry, or a face-crop model without stored boxes for some images (before any part).
     """
     if not any(c.kind == CLEAN for c in corruptions):
         raise ValueError("the corruption list needs the clean entry (severity 0): it is the baseline every "
@@ -172,26 +181,64 @@ def rescore_out_of_fold(
     if missing:
         raise ValueError(f"{label}: no stored face box for {len(missing)} test images (first {missing[0]!r}); "
                          "re-run the preprocessing pipeline (face_boxes) before robustness")
+    # Clean first: a chunk whose clean pass does not reproduce stops before any corruption of it is scored.
+    ordered = sorted(corruptions, key=lambda c: c.kind != CLEAN)
+    settings = {"model": package.fingerprint, "label": label, "preprocessing": package.preprocessing,
+                "corruptions": [[c.kind, c.severity, c.level] for c in ordered], "seed": seed,
+                "clean_tolerance": clean_tolerance}
     parts = []
     for fold, rows in predictions.groupby("fold", sort=True):
-        model, normalizer = package.fold_model(int(fold), device), package.normalizer(int(fold))
         rows = rows.reset_index(drop=True)
         for start in range(0, len(rows), chunk_size):
             chunk = rows.iloc[start:start + chunk_size]
-            raws = [tree.open_image(path) for path in chunk["path"]]
-            for corruption in corruptions:
-                pixels = np.stack([
-                    package.render(corruption.apply(raw, image_seed(seed, path)), faces.get(path))
-                    for raw, path in zip(raws, chunk["path"], strict=True)])
-                probs = predict(model, pixels, np.arange(len(pixels)), normalizer, device,
-                                description=f"{label} fold {fold} {corruption.label}")
-                parts.append(chunk[["path", "source", "label", "group", "fold"]].assign(
-                    model=label, corruption=corruption.kind, severity=corruption.severity, level=corruption.level,
-                    prob=probs))
-                if corruption.kind == CLEAN:
-                    # At the first chunk that does not reproduce, not after every corruption of every fold.
-                    check_clean(parts[-1], chunk, clean_tolerance, label)
-    scores = pd.concat(parts, ignore_index=True)[SCORE_COLUMNS]
+            paths = chunk["path"].tolist()
+            inputs = {"fold": int(fold), "paths": paths, "files": [tree.signature(path) for path in paths],
+                      "probs": [repr(float(prob)) for prob in chunk["prob"]],
+                      "faces": [faces.get(path) for path in paths] if package.needs_faces else None}
+            blob = json.dumps({**settings, **inputs}, sort_keys=True, default=str).encode()
+            parts.append(Part(f"{label}/fold_{int(fold)}/chunk_{start // chunk_size:05d}",
+                              hashlib.sha256(blob).hexdigest(),
+                              partial(_score_chunk, package, int(fold), chunk, tree, faces, ordered, seed, device,
+                                      clean_tolerance, label)))
+    return parts
+
+
+def _score_chunk(package: ModelPackage, fold: int, chunk: pd.DataFrame, tree: ImageTree,
+                 faces: Mapping[str, Mapping[str, Any]], corruptions: Sequence[Corruption], seed: int,
+                 device: torch.device, clean_tolerance: float, label: str) -> pd.DataFrame:
+    """One part of ``plan_rescoring``: the chunk's images under every corruption, the clean pass checked first."""
+    model, normalizer = package.built_fold_model(fold, device), package.normalizer(fold)
+    raws = [tree.open_image(path) for path in chunk["path"]]
+    parts = []
+    for corruption in corruptions:
+        pixels = np.stack([package.render(corruption.apply(raw, image_seed(seed, path)), faces.get(path))
+                           for raw, path in zip(raws, chunk["path"], strict=True)])
+        probs = predict(model, pixels, np.arange(len(pixels)), normalizer, device,
+                        description=f"{label} fold {fold} {corruption.label}")
+        parts.append(chunk[["path", "source", "label", "group", "fold"]].assign(
+            model=label, corruption=corruption.kind, severity=corruption.severity, level=corruption.level,
+            prob=probs))
+        if corruption.kind == CLEAN:
+            check_clean(parts[-1], chunk, clean_tolerance, label)
+    return pd.concat(parts, ignore_index=True)[SCORE_COLUMNS]
+
+
+def rescore_out_of_fold(
+    package: ModelPackage, predictions: pd.DataFrame, tree: ImageTree, faces: Mapping[str, Mapping[str, Any]],
+    corruptions: Sequence[Corruption], seed: int = 0, device: torch.device | str | None = None,
+    chunk_size: int = 256, clean_tolerance: float = 1e-4, label: str = "",
+) -> pd.DataFrame:
+    """``plan_rescoring``'s parts computed at once, in memory (the pipeline saves them one by one instead).
+
+    Returns:
+        One row per image and corruption: ``SCORE_COLUMNS``.
+
+    Raises:
+        ValueError: No clean entry, or the clean path does not reproduce the stored probabilities.
+    """
+    parts = plan_rescoring(package, predictions, tree, faces, corruptions, seed, device, chunk_size,
+                           clean_tolerance, label)
+    scores = pd.concat([part.compute() for part in parts], ignore_index=True)
     check_clean(scores, predictions, clean_tolerance, label)
     return scores
 

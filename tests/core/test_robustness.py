@@ -20,6 +20,7 @@ from deepfake_kedro.robustness import (
     corruption_grid,
     full_models,
     image_seed,
+    plan_rescoring,
     rescore_out_of_fold,
     robustness_table,
     sample_groups,
@@ -115,6 +116,34 @@ def test_a_clean_pass_that_does_not_reproduce_stops_before_any_corruption_is_sco
     grid = [Corruption(CLEAN, 0, 0), NotReached("jpeg", 90, 1)]
     with pytest.raises(ValueError, match=rf"clean image '{first}'"):
         rescore_out_of_fold(package, oof, ImageTree(changed), {}, grid, seed=3, device="cpu", label="m")
+
+
+def test_a_rescoring_part_is_keyed_by_its_images_files_stored_probabilities_and_the_corruptions(finished, tmp_path):
+    root, oof, _, package, scores = finished
+    raw = tmp_path / "raw"
+    shutil.copytree(root, raw, copy_function=shutil.copy2)
+
+    def signatures(predictions=oof, grid=GRID, seed=3) -> dict[str, str]:
+        parts = plan_rescoring(package, predictions, ImageTree(raw), {}, corruption_grid(grid), seed=seed,
+                               device="cpu", chunk_size=8, label="m")
+        return {part.name: part.signature for part in parts}
+
+    before = signatures()
+    assert len(before) == sum(-(-n // 8) for n in oof.groupby("fold").size()) and signatures() == before
+    fold_0 = oof[oof["fold"] == 0].reset_index(drop=True)
+    changed_chunk = f"m/fold_0/chunk_{11 // 8:05d}"
+    (raw / fold_0.loc[11, "path"]).write_bytes((raw / fold_0.loc[11, "path"]).read_bytes())  # written again
+    after = signatures()
+    assert {name for name in before if before[name] != after[name]} == {changed_chunk}
+    moved = oof.assign(prob=oof["prob"].where(oof["path"] != fold_0.loc[2, "path"], 0.5))
+    assert {name for name, sig in signatures(moved).items() if sig != after[name]} == {"m/fold_0/chunk_00000"}
+    # Another corruption list or noise seed changes every image's scores: every part is computed again.
+    assert not set(signatures(grid={**GRID, "jpeg": [90]}).values()) & set(after.values())
+    assert not set(signatures(seed=4).values()) & set(after.values())
+    # Computed part by part, the rows are those of the all-at-once re-scoring.
+    parts = plan_rescoring(package, oof, ImageTree(root), {}, corruption_grid(GRID), seed=3, device="cpu",
+                           label="phase4.top1_full")
+    pd.testing.assert_frame_equal(pd.concat([part.compute() for part in parts], ignore_index=True), scores)
 
 
 def test_paired_tests_and_holm_follow_stats_on_the_fold_aucs(finished):

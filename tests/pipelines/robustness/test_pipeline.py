@@ -68,6 +68,23 @@ def test_robustness_pipeline_writes_the_table_curves_and_slide_with_the_clean_au
     assert list(section.table.columns) == ["corruption", MODEL]
 
 
+def test_a_robustness_run_resumes_from_the_chunks_it_finished(kedro_project):
+    finish_tiny_experiment(kedro_project)
+    kedro_project.edit_yaml("conf/base/parameters_robustness.yml", {"robustness": {
+        "models": [MODEL], "corruptions": {"jpeg": [50], "gaussian_blur": [], "downscale": [], "gaussian_noise": []}}})
+    kedro_project.run("robustness")
+    output = kedro_project.path / "data/demo/07_model_output/robustness"
+    scores = pd.read_parquet(output / "scores.parquet")
+    parts = sorted((output / "scores.parquet.parts").rglob("*.parquet"))
+    assert [p.parent.name for p in parts] == ["fold_0", "fold_1"]  # one chunk per fold of the tiny study
+    written = {p: p.stat().st_mtime_ns for p in parts}
+    # What a run killed in fold 1's chunk leaves: fold 0's part finished, fold 1's never signed.
+    parts[1].with_suffix(".signature").unlink()
+    kedro_project.run("robustness")
+    assert parts[0].stat().st_mtime_ns == written[parts[0]] and parts[1].stat().st_mtime_ns != written[parts[1]]
+    pd.testing.assert_frame_equal(pd.read_parquet(output / "scores.parquet"), scores)
+
+
 def test_robustness_without_a_finished_final_model_names_the_missing_file(kedro_project):
     data = kedro_project.path / "data"
     (data / "01_raw/demo").mkdir(parents=True)

@@ -13,11 +13,12 @@ from deepfake_kedro.datasets import FinishedExperiments
 from deepfake_kedro.face_crops import BOX_COLUMNS
 from deepfake_kedro.model_package import build_package
 from deepfake_kedro.report_sections import ReportSection
+from deepfake_kedro.resumable import Part
 from deepfake_kedro.robustness import (
     corruption_grid,
     degradation_figure,
     full_models,
-    rescore_out_of_fold,
+    plan_rescoring,
     robustness_table,
     sample_groups,
     shown_table,
@@ -37,8 +38,11 @@ def _models(robustness: dict[str, Any], phase4: dict[str, Any]) -> list[str]:
 def score_corruptions(
     finished_experiments: FinishedExperiments, raw_images: ImageTree, face_boxes: pd.DataFrame,
     robustness: dict[str, Any], phase4: dict[str, Any],
-) -> pd.DataFrame:
+) -> list[Part]:
     """Every final model's out-of-fold test images, corrupted and re-scored by the fold that held each out.
+
+    Planned here, computed as the catalog saves it: a chunk of images at a time, each kept once scored, so an
+    interrupted run resumes at the chunk it stopped in (``resumable.write_parts``).
 
     Args:
         finished_experiments: The study's finished experiments.
@@ -50,7 +54,8 @@ def score_corruptions(
         phase4: ``ranking.top_k`` and ``scaling``, which name the full runs.
 
     Returns:
-        One row per model, corruption and image (``robustness.SCORE_COLUMNS``).
+        The parts (``robustness.plan_rescoring``) whose rows, one per model, corruption and image
+        (``robustness.SCORE_COLUMNS``), make up ``robustness.scores``.
     """
     grid = corruption_grid(robustness["corruptions"])
     faces = (face_boxes.set_index("key")[BOX_COLUMNS].to_dict(orient="index") if len(face_boxes) else {})
@@ -64,10 +69,10 @@ def score_corruptions(
         predictions = sample_groups(predictions, robustness.get("max_images"), robustness.get("seed", 0))
         logger.info("%s: re-scoring %d out-of-fold images under %d corruptions", label, len(predictions),
                     len(grid) - 1)
-        parts.append(rescore_out_of_fold(
+        parts.extend(plan_rescoring(
             package, predictions, raw_images, faces, grid, seed=robustness.get("seed", 0),
             device=robustness.get("device"), clean_tolerance=robustness.get("clean_tolerance", 1e-4), label=label))
-    return pd.concat(parts, ignore_index=True)
+    return parts
 
 
 def summarize_robustness(
