@@ -14,7 +14,8 @@ from deepfake_kedro.metrics import safe_auc, summarize
 
 logger = logging.getLogger(__name__)
 
-METADATA_FEATURES = ["width", "height", "aspect", "megapixels", "bytes", "bytes_per_pixel", "jpeg_quality"]
+METADATA_FEATURES = ["width", "height", "aspect", "megapixels", "bytes", "bytes_per_pixel", "jpeg_quality",
+                     "exif_turned"]
 
 
 def counts_per_source(index: pd.DataFrame) -> pd.DataFrame:
@@ -59,6 +60,9 @@ def metadata_features(index: pd.DataFrame) -> pd.DataFrame:
     features["bytes"] = index["bytes"].astype(float)
     features["bytes_per_pixel"] = features["bytes"] / (features["width"] * features["height"]).replace(0, np.nan)
     features["jpeg_quality"] = index["jpeg_quality"].astype(float)
+    # Camera photos carry an EXIF turn, generated images never do: a tag alone can give the label away.
+    orientation = index["orientation"] if "orientation" in index else pd.Series(1, index=index.index)
+    features["exif_turned"] = (orientation.fillna(1).astype(int) != 1).astype(float)
     for column in ("mode", "format"):
         for value in sorted(index[column].fillna("").unique()):
             features[f"{column}={value}"] = (index[column] == value).astype(float)

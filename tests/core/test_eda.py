@@ -46,6 +46,19 @@ def test_jpeg_quality_shortcut_is_caught(tmp_path, caplog):
         f"Shortcut audit: fold {k}/5" for k in range(1, 6)]
 
 
+def test_an_exif_turn_that_only_real_photos_carry_is_caught(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(100):
+        for source, orientation in (("real", 6), ("fake", 1)):  # both tagged: the files differ by the value alone
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            (tmp_path / source).mkdir(exist_ok=True)
+            smooth_image(rng).save(tmp_path / source / f"{i}.jpg", quality=85, exif=exif.tobytes())
+    index = usable(build_image_index(ImageTree(tmp_path), {"real": "real", "fake": "fake"}))
+    audit, _ = shortcut_audit(index, build_fold_table(index, 5, 0.1, seed=0))
+    assert audit["auc"] > 0.95 and audit["warning"] and "exif_turned" in audit["features"]
+
+
 def test_no_shortcut_when_formats_match(tmp_path):
     audit = audit_for(tmp_path, real_quality=85, fake_quality=85)
     assert audit["auc"] < 0.75 and not audit["warning"]
