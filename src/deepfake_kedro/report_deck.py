@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from deepfake_kedro.comparison import HELDOUT_FLAG_ABOVE
+from deepfake_kedro.comparison import HELDOUT_FLAG_ABOVE, holdout_rows
 from deepfake_kedro.figures import attention_bars, cost_vs_auc, metric_bars, scaling_curves, source_heatmap
 from deepfake_kedro.report_sections import ReportSection, section_slides
 from deepfake_kedro.reporting import (
@@ -148,12 +148,13 @@ def setup_slide(deck: DeckInputs) -> Figure:
 
 
 def splits_slide(fold_table: pd.DataFrame) -> Figure:
-    """Test images per fold and source, and identity groups per fold."""
+    """Images per outer fold and source, and identity groups per fold (before any experiment's subsample)."""
     per_fold = fold_table.pivot_table(index="fold", columns="source", values="path", aggfunc="size", fill_value=0)
     per_fold["groups"] = fold_table.groupby("fold")["group"].nunique()
-    return table_slide("Splits: test images per fold and source", per_fold.reset_index(),
-                       "Groups (identity + near-duplicates) never cross folds; checked before every training.",
-                       digits=0)
+    return table_slide("Splits: images per outer fold and source", per_fold.reset_index(),
+                       "Groups (identity + near-duplicates) never cross folds; checked before every training. An "
+                       "experiment with subsample < 1 trains and tests on that share of each fold's groups (its "
+                       "n_test is in its fold_metrics.csv).", digits=0)
 
 
 def wilcoxon_note(cv_folds: int) -> str:
@@ -232,12 +233,12 @@ def holdout_slide(holdouts: pd.DataFrame) -> Figure:
                        "hold-outs) < 0.05 says the model relies on features of the sources it was trained on.")
 
 
-def decision_line(decision: Mapping[str, Any]) -> str:
-    """One phase-2 selection step: its effect and Holm p, or why it did not apply."""
+def decision_line(decision: Mapping[str, Any], metric: str = "auc") -> str:
+    """One phase-2 selection step: its effect on ``metric`` (``phase2.selection.metric``) and Holm p, or why not."""
     step = f"{decision['baseline']} -> {decision['treatment']}: "
     if not decision["applies"]:
         return step + "not applicable (" + decision["reason"] + ")"
-    return step + (f"Δ {decision.get('auc_diff', float('nan')):+.3f}, "
+    return step + (f"Δ {metric} {decision.get(f'{metric}_diff', float('nan')):+.3f}, "
                    f"Holm p {decision.get('p_holm', float('nan')):.3g} - {decision['reason']}")
 
 
@@ -246,7 +247,7 @@ def preprocessing_slide(choice: Mapping[str, Any]) -> Figure:
     settings = ", ".join(f"{k} = {v if not isinstance(v, dict) else 'on'}" for k, v in choice["settings"].items())
     return text_slide("Phase 2 conclusion: preprocessing for phases 3-4", [
         f"Chosen ({choice['source']}): " + settings, "Rule: " + choice["rule"],
-        *(decision_line(d) for d in choice["decisions"])])
+        *(decision_line(d, choice.get("metric", "auc")) for d in choice["decisions"])])
 
 
 def ranking_slide(selection: Mapping[str, Any]) -> Figure:
@@ -308,6 +309,24 @@ def spread_overlays(keys: Sequence[str], n: int = MAX_OVERLAYS) -> list[str]:
     return [key for t in types for s in sorted(cells[t]) for key in cells[t][s] if key in chosen]
 
 
+def flagged_holdouts(tests: pd.DataFrame | None, holdouts: pd.DataFrame | None
+                     ) -> list[tuple[str, float, float | None]] | None:
+    """Each held-out source whose Δ is flagged, with Δ and its Holm p (None if not tested); None: no hold-out.
+
+    Read from phase 2's paired tests, one row per held-out source; the comparison rows (``holdouts``) join a
+    hold-out's several sources into one cell, so they are read only when the tests hold no hold-out rows.
+    """
+    per_source = holdout_rows(tests) if tests is not None else pd.DataFrame()
+    if len(per_source) and "flag" in per_source:
+        return [(r.heldout_source, r.diff_mean, r.p_holm)
+                for r in per_source[per_source["flag"] == True].itertuples()]  # noqa: E712 (object column)
+    if holdouts is None or not len(holdouts):
+        return None
+    held = holdouts[holdouts["delta_vs_reference_flag"] == True]  # noqa: E712 (pandas object column)
+    return [(r.heldout_source, r.delta_vs_reference, getattr(r, "delta_vs_reference_p_holm", None))
+            for r in held.itertuples()]
+
+
 def conclusions(deck: DeckInputs, holdouts: pd.DataFrame | None) -> list[str]:
     """The closing bullets: best models, significant preprocessing effects, shortcuts, the recommendation."""
     lines = []
@@ -316,13 +335,12 @@ def conclusions(deck: DeckInputs, holdouts: pd.DataFrame | None) -> list[str]:
         lines.append(f"{phase}: highest mean AUC {best['experiment']}, {auc_text(best)}"
                      + _versus(deck.tests.get(phase), best["experiment"]) + ".")
     lines.append(phase2_conclusion(deck.tests["phase2"], deck.cv_folds))
-    if holdouts is not None and len(holdouts):
-        flagged = holdouts[holdouts["delta_vs_reference_flag"] == True]  # noqa: E712 (pandas object column)
+    flagged = flagged_holdouts(deck.tests.get("phase2"), holdouts)
+    if flagged is not None:
         lines.append("Source-specific features (hold-out Δ > 0.05): " + (
-            ", ".join(f"{r.heldout_source} (Δ {r.delta_vs_reference:+.3f}"
-                      + (f", Holm p {r.delta_vs_reference_p_holm:.3g})" if "delta_vs_reference_p_holm" in flagged
-                         else ")") for r in flagged.itertuples())
-            if len(flagged) else "no hold-out Δ above 0.05."))
+            ", ".join(f"{source} (Δ {delta:+.3f}" + (f", Holm p {p:.3g})" if p is not None else ")")
+                      for source, delta, p in flagged)
+            if flagged else "no hold-out Δ above 0.05."))
     audit = deck.shortcut_audit
     lines.append(f"Metadata shortcut audit AUC {audit['auc']:.3f}"
                  + (" - a format shortcut exists." if audit["warning"] else " - no format shortcut."))

@@ -14,6 +14,9 @@ from deepfake_kedro.metrics import summarize
 
 logger = logging.getLogger(__name__)
 
+_ROUNDING = 1e-12
+"""A mean fold difference this small is float rounding (AUCs are ratios of counts), not an effect."""
+
 
 def nadeau_bengio_ttest(
     differences: ArrayLike, n_train: ArrayLike, n_test: ArrayLike
@@ -31,7 +34,7 @@ def nadeau_bengio_ttest(
     Returns:
         ``(t, p)`` with a two-sided p-value from Student's t with ``k - 1`` df.
         Zero variance (differences equal up to rounding) gives ``(±inf, 0.0)`` for
-        a non-zero mean and ``(0.0, 1.0)`` otherwise.
+        a non-zero mean and ``(0.0, 1.0)`` for a mean at rounding level (``|mean| <= 1e-12``).
 
     Raises:
         ValueError: If fewer than two folds are given.
@@ -43,7 +46,8 @@ def nadeau_bengio_ttest(
     mean = float(d.mean())
     # Fold differences such as 0.8 - 0.7 and 0.9 - 0.8 differ only by rounding noise.
     if np.allclose(d, d[0], rtol=1e-9, atol=1e-12):
-        return (float(np.copysign(np.inf, mean)), 0.0) if mean != 0 else (0.0, 1.0)
+        # A mean at rounding level (one fold's 0.7 + 0.1 against 0.8) is no difference, not an infinite t.
+        return (float(np.copysign(np.inf, mean)), 0.0) if abs(mean) > _ROUNDING else (0.0, 1.0)
     var = float(d.var(ddof=1))
     ratio = float(np.mean(n_test)) / float(np.mean(n_train))
     t_stat = mean / np.sqrt((1.0 / k + ratio) * var)
@@ -119,7 +123,8 @@ def nadeau_bengio_interval(
     sets overlap.
 
     Returns:
-        ``(low, high)``; ``(mean, mean)`` for differences equal up to rounding; nan below two folds.
+        ``(low, high)``; ``(mean, mean)`` for differences equal up to rounding (``(0, 0)`` when the mean is
+        at rounding level, as the test's p is then 1); nan below two folds.
     """
     d = np.asarray(differences, dtype=float).ravel()
     k = d.size
@@ -127,7 +132,7 @@ def nadeau_bengio_interval(
         return float("nan"), float("nan")
     mean = float(d.mean())
     if np.allclose(d, d[0], rtol=1e-9, atol=1e-12):
-        return mean, mean
+        return (mean, mean) if abs(mean) > _ROUNDING else (0.0, 0.0)
     ratio = float(np.mean(n_test)) / float(np.mean(n_train))
     half = float(stats.t.ppf(0.5 + confidence / 2.0, df=k - 1)) * np.sqrt((1.0 / k + ratio) * float(d.var(ddof=1)))
     return mean - half, mean + half

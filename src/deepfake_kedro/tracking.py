@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kedro.framework.hooks import hook_impl
 
@@ -108,7 +110,10 @@ def log_experiment(label: str, resolved: Any, summary: Mapping[str, Any], folder
     from mlflow.entities import Metric
 
     summary_metrics, per_fold = experiment_metrics(summary)
-    with mlflow.start_run(run_name=label, nested=True) as run:
+    parent = mlflow.active_run()
+    # Beside its parent: without the id, a parent started before `kedro run` leaves it in "Default".
+    experiment_id = parent.info.experiment_id if parent is not None else None
+    with mlflow.start_run(run_name=label, nested=True, experiment_id=experiment_id) as run:
         params = dict(flatten(resolved.config.model_dump(mode="json")))
         params.update(phase=resolved.phase, experiment=resolved.name, fingerprint=resolved.fingerprint)
         mlflow.log_params({name: str(value)[:6000] for name, value in params.items()})
@@ -153,6 +158,8 @@ def _reporting_folder(catalog: Any, name: str) -> Path | None:
 
 
 SQLITE_PREFIX = "sqlite:///"
+FALLBACK_STORE = "sqlite:///mlflow.db"
+"""Where a run is tracked when the configured tracking server does not answer (pinned to the project)."""
 MLFLOW_CONFIG_PATTERNS = ["mlflow*", "mlflow*/**", "**/mlflow*"]
 """Where kedro-mlflow looks for mlflow.yml in each environment (its own default patterns)."""
 
@@ -174,8 +181,25 @@ def project_sqlite_uri(uri: str, project_path: str | Path) -> str:
     return SQLITE_PREFIX + (Path(project_path) / database).as_posix()
 
 
-def _pin_mlflow_store(context: Any) -> dict[str, Any] | None:
-    """The environment's mlflow.yml with a relative ``sqlite:///`` store pinned to the project (None: no file)."""
+def unreachable_server(uri: str, timeout: float = 3.0) -> str | None:
+    """Why an ``http(s)://`` tracking server does not answer; None when it does or the store is no server."""
+    parsed = urlsplit(uri)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return None
+    except (OSError, ValueError) as error:
+        return f"{type(error).__name__}: {error}"
+
+
+def _pin_mlflow_store(context: Any, probe: bool = False) -> dict[str, Any] | None:
+    """The environment's mlflow.yml with a relative ``sqlite:///`` store pinned to the project (None: no file).
+
+    With ``probe``, a tracking server that does not answer is replaced by the project's ``mlflow.db``, with a
+    warning: kedro-mlflow would otherwise retry for minutes, then fail the run before its first node.
+    """
     from kedro.config import MissingConfigException
 
     loader = context.config_loader
@@ -186,6 +210,10 @@ def _pin_mlflow_store(context: Any) -> dict[str, Any] | None:
         return None  # kedro-mlflow warns and uses its defaults
     server = dict(config.get("server") or {})
     uri = server.get("mlflow_tracking_uri")
+    if uri and probe and (reason := unreachable_server(uri)):
+        logger.warning("MLflow: the tracking server %s does not answer (%s); this run is tracked in the project's "
+                       "mlflow.db instead. Start the server, or run with DEEPFAKE_KEDRO_TRACKING=off", uri, reason)
+        uri = FALLBACK_STORE
     if uri:
         server["mlflow_tracking_uri"] = project_sqlite_uri(uri, context.project_path)
         config = {**config, "server": server}
@@ -217,7 +245,7 @@ class ExperimentTrackingHook:
     # tryfirst: kedro-mlflow's own after_context_created opens the store; the path must be fixed before that.
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
-        _pin_mlflow_store(context)
+        _pin_mlflow_store(context, probe=True)
 
     # tryfirst: kedro-mlflow's own after_pipeline_run closes the parent run, so this one must run before it.
     @hook_impl(tryfirst=True)

@@ -144,8 +144,11 @@ def test_holdout_slide_heads_each_column_with_whose_auc_it_holds():
 
 def test_decision_line_says_why_a_step_did_not_apply():
     applied, skipped = tt.preprocessing_choice()["decisions"]
-    assert decision_line(applied) == "p2_a -> p2_b: Δ +0.031, Holm p 0.012 - kept"
+    assert decision_line(applied) == "p2_a -> p2_b: Δ auc +0.031, Holm p 0.012 - kept"
     assert decision_line(skipped) == "p2_b -> p2_c: not applicable (no such pair)"
+    # Chosen on another metric (phase2.selection.metric: f1), the step holds f1_diff and says so.
+    on_f1 = {**{k: v for k, v in applied.items() if k != "auc_diff"}, "f1_diff": 0.08}
+    assert decision_line(on_f1, "f1") == "p2_a -> p2_b: Δ f1 +0.080, Holm p 0.012 - kept"
 
 
 def test_overlays_are_spread_over_prediction_types_then_sources():
@@ -173,3 +176,24 @@ def test_the_ranking_slide_marks_a_model_ranked_on_another_preprocessing():
     selection["candidates"][0]["on_chosen_preprocessing"] = False
     text = tt.slide_text(ranking_slide(selection))
     assert "p3_resnet18 *" in text and "(* none there: its best run on another)" in text
+
+
+def test_a_hold_out_leaving_out_two_sources_is_flagged_for_the_source_it_relies_on():
+    import pandas as pd
+
+    from deepfake_kedro.comparison import HOLDOUT_METRIC, attach_holdouts
+    from deepfake_kedro.report_deck import phase2_holdouts
+
+    # One hold-out trained on real + sA: Δ 0.20 on sB (flagged, Holm p 0.01), 0.01 on sC.
+    holdout_tests = pd.DataFrame([
+        {"question": "hold-out", "baseline": "p2_holdout", "treatment": "p2_a", "metric": HOLDOUT_METRIC,
+         "heldout_source": source, "in_source_auc": 0.9, "heldout_auc": 0.9 - delta, "diff_mean": delta,
+         "diff_ci_low": delta - 0.05, "diff_ci_high": delta + 0.05, "p_holm": p, "flag": delta > 0.05}
+        for source, delta, p in (("sB", 0.20, 0.01), ("sC", 0.01, 0.8))])
+    base = deck_inputs()
+    tests = pd.concat([base.tests["phase2"], holdout_tests], ignore_index=True)
+    phase2 = attach_holdouts(tt.comparison(["p2_a", "p2_holdout"], [0.8, 0.7]), tests)
+    assert phase2.loc[1, "delta_vs_reference_flag"] == "True; False"  # the comparison row joins both sources
+    inputs = deck_inputs(comparisons={**base.comparisons, "phase2": phase2}, tests={**base.tests, "phase2": tests})
+    lines = conclusions(inputs, phase2_holdouts(phase2))
+    assert "Source-specific features (hold-out Δ > 0.05): sB (Δ +0.200, Holm p 0.01)" in lines

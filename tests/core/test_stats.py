@@ -116,6 +116,17 @@ def test_paired_comparison_all_zero_differences():
     assert (out["nb_t_stat"], out["p_nadeau_bengio"]) == (0.0, 1.0)
 
 
+def test_a_difference_of_rounding_noise_alone_is_no_difference():
+    baseline = [0.8, 0.9, 0.7, 0.85, 0.75]
+    treatment = [0.7 + 0.1, 0.9, 0.7, 0.85, 0.75]  # 0.7 + 0.1 is 0.7999999999999999: equal AUCs, other floats
+    differences = np.subtract(treatment, baseline)
+    assert differences[0] != 0 and abs(differences.mean()) < 1e-16
+    out = paired_comparison(baseline, treatment, 90, 10)
+    assert (out["nb_t_stat"], out["p_nadeau_bengio"]) == (0.0, 1.0)
+    assert nadeau_bengio_interval(differences, 90, 10) == (0.0, 0.0)
+    assert holm_adjust([out["p_nadeau_bengio"], 0.5])[0] == 1.0
+
+
 @pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
 def test_paired_comparison_constant_nonzero_difference():
     out = paired_comparison([0.7, 0.8, 0.6], [0.8, 0.9, 0.7], 90, 10)

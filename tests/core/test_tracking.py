@@ -99,12 +99,16 @@ def test_an_experiment_mlflow_cannot_log_is_skipped_with_a_warning_and_the_other
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     try:
-        with caplog.at_level(logging.WARNING), mlflow.start_run(run_name="kedro run"):
+        # The parent in an experiment of its own (a run started before `kedro run`): its children go beside it.
+        study = mlflow.create_experiment("study", artifact_location=(tmp_path / "mlruns").as_uri())
+        with caplog.at_level(logging.WARNING), mlflow.start_run(run_name="kedro run", experiment_id=study):
             ExperimentTrackingHook().after_pipeline_run({"env": "demo"}, pipeline, catalog)
         runs = mlflow.search_runs(search_all_experiments=True).set_index("tags.mlflow.runName")
     finally:
         mlflow.set_tracking_uri(previous)
     assert sorted(runs.index) == ["kedro run", "phase1.p1_a"]
+    assert runs.loc["phase1.p1_a", "experiment_id"] == study
+    assert runs.loc["phase1.p1_a", "tags.mlflow.parentRunId"] == runs.loc["kedro run", "run_id"]
     assert runs.loc["phase1.p1_a", "status"] == "FINISHED"
     assert runs.loc["phase1.p1_a", "metrics.pairwise_auc:fake _sd_"] == 0.7
     assert "phase1.p1_b not logged (DatasetError" in caplog.text

@@ -47,3 +47,18 @@ def test_with_tracking_off_kedro_mlflow_ui_still_finds_the_projects_store(kedro_
     assert context.mlflow.server.mlflow_tracking_uri == f"sqlite:///{(kedro_project.path / 'mlflow.db').as_posix()}"
     assert (context.mlflow.ui.host, context.mlflow.ui.port) == ("127.0.0.1", "5000")
     assert not (kedro_project.path / "mlflow.db").exists(), "tracking off opens no store"
+
+
+def test_a_tracking_server_that_does_not_answer_falls_back_to_the_projects_store_with_a_warning(kedro_project):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kedro_project.edit_yaml("conf/base/mlflow.yml", {"server": {"mlflow_tracking_uri": f"http://127.0.0.1:{port}"}})
+    opened = subprocess.run([sys.executable, "-c", OPEN_SESSION, str(kedro_project.path)], cwd=kedro_project.path,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "DEEPFAKE_KEDRO_TRACKING": "on", "COLUMNS": "400"})  # rich: no wrap
+    assert opened.returncode == 0, opened.stderr[-3000:]
+    assert opened.stdout.strip().splitlines()[-1] == f"sqlite:///{(kedro_project.path / 'mlflow.db').as_posix()}"
+    assert f"tracking server http://127.0.0.1:{port} does not answer" in " ".join((opened.stdout + opened.stderr).split())
