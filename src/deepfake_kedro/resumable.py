@@ -39,9 +39,15 @@ def parts_folder(path: Path) -> Path:
     return path.with_name(path.name + ".parts")
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def _save_table(frame: pd.DataFrame, path: Path) -> None:
     staging = path.with_name(path.name + ".partial")
-    write(staging)
+    frame.to_parquet(staging, index=False)
+    os.replace(staging, path)
+
+
+def _save_text(text: str, path: Path) -> None:
+    staging = path.with_name(path.name + ".partial")
+    staging.write_text(text)
     os.replace(staging, path)
 
 
@@ -83,12 +89,12 @@ def write_parts(parts: Sequence[Part], path: Path, description: str = "parts") -
         signature.unlink(missing_ok=True)
         frame = part.compute()
         table.parent.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(table, lambda staging: frame.to_parquet(staging, index=False))
-        _replace_atomically(signature, lambda staging: staging.write_text(part.signature))
+        _save_table(frame, table)
+        _save_text(part.signature, signature)
         frames.append(frame)
         computed += 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(path, lambda staging: pd.concat(frames, ignore_index=True).to_parquet(staging, index=False))
+    _save_table(pd.concat(frames, ignore_index=True), path)
     logger.info("%s: %d computed, %d reused from an earlier or interrupted run (%s)", description, computed,
                 len(parts) - computed, folder)
     return computed

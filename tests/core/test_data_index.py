@@ -139,10 +139,11 @@ def test_a_sideways_stored_photo_is_indexed_hashed_and_cached_as_viewers_show_it
     assert (plain["width"], plain["height"], plain["orientation"]) == (40, 60, 1)
     assert phone["phash"] == plain["phash"]
     # The square the cache holds is the upright picture's, pixel for pixel (the stored one's centre differs).
-    np.testing.assert_array_equal(decode_square(tree, "real/phone.png", 24), decode_square(tree, "real/upright.png", 24))
+    upright_square = decode_square(tree, "real/upright.png", 24)
+    np.testing.assert_array_equal(decode_square(tree, "real/phone.png", 24), upright_square)
     with Image.open(tmp_path / "real" / "phone.png") as stored:
         as_stored = square_resize(Image.fromarray(np.asarray(stored)), 24)  # the pixels alone, without the tag
-    assert not np.array_equal(as_stored, decode_square(tree, "real/upright.png", 24))
+    assert not np.array_equal(as_stored, upright_square)
     index = pd.DataFrame({"content": ["aa", "bb"], "orientation": [1, 6]})
     # An unturned image keeps its bare digest (its cached rows stay valid); a turned one is rendered anew.
     assert render_signatures(index) == ["aa", "bb|orientation=6"]

@@ -61,4 +61,5 @@ def test_a_tracking_server_that_does_not_answer_falls_back_to_the_projects_store
                             env={**os.environ, "DEEPFAKE_KEDRO_TRACKING": "on", "COLUMNS": "400"})  # rich: no wrap
     assert opened.returncode == 0, opened.stderr[-3000:]
     assert opened.stdout.strip().splitlines()[-1] == f"sqlite:///{(kedro_project.path / 'mlflow.db').as_posix()}"
-    assert f"tracking server http://127.0.0.1:{port} does not answer" in " ".join((opened.stdout + opened.stderr).split())
+    log = " ".join((opened.stdout + opened.stderr).split())
+    assert f"tracking server http://127.0.0.1:{port} does not answer" in log
