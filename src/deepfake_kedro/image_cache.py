@@ -151,7 +151,8 @@ class TablePlan:
     description: str = "rows"
 
 
-def _write_parquet_atomically(table, path: Path) -> None:
+def write_parquet_atomically(table, path: Path) -> None:
+    """Writes a DataFrame to ``path`` through ``<name>.partial``: a reader never sees half a table."""
     staging = path.with_name(path.name + ".partial")
     table.to_parquet(staging, index=False)
     os.replace(staging, path)
@@ -209,12 +210,12 @@ def write_table(plan: TablePlan, path: Path, checkpoint_seconds: float = 60.0) -
             logger.info("%s: computed %d / %d (%.1f img/s)", plan.description, done, len(missing), rate)
         if time.perf_counter() - saved >= checkpoint_seconds and done < len(missing):
             kept = [row for row in reused.values() if row["key"] not in computed]
-            _write_parquet_atomically(pd.DataFrame(kept + rows_of(list(computed))), progress_path)
+            write_parquet_atomically(pd.DataFrame(kept + rows_of(list(computed))), progress_path)
             saved = time.perf_counter()
     bar.close()
     rows = [reused[k] if k in reused else rows_of([k])[0] for k in plan.keys]
     empty = {"key": pd.Series(dtype=str), "signature": pd.Series(dtype=str)}
-    _write_parquet_atomically(pd.DataFrame(rows) if rows else pd.DataFrame(empty), path)
+    write_parquet_atomically(pd.DataFrame(rows) if rows else pd.DataFrame(empty), path)
     progress_path.unlink(missing_ok=True)
     logger.info("%s: %d computed, %d reused", plan.description, len(missing), len(plan.keys) - len(missing))
     return len(missing)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from deepfake_kedro.image_cache import write_parquet_atomically
 from deepfake_kedro.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -37,12 +39,6 @@ def parts_folder(path: Path) -> Path:
     """Where the finished parts of the table at ``path`` are kept."""
     path = Path(path)
     return path.with_name(path.name + ".parts")
-
-
-def _save_table(frame: pd.DataFrame, path: Path) -> None:
-    staging = path.with_name(path.name + ".partial")
-    frame.to_parquet(staging, index=False)
-    os.replace(staging, path)
 
 
 def _save_text(text: str, path: Path) -> None:
@@ -70,9 +66,8 @@ def write_parts(parts: Sequence[Part], path: Path, description: str = "parts") -
     """
     if not parts:
         raise ValueError(f"{description}: nothing to compute (the plan holds no part)")
-    names = [part.name for part in parts]
-    if len(set(names)) != len(names):
-        repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(part.name for part in parts).items() if count > 1)
+    if repeated:
         raise ValueError(f"{description}: the plan names these parts twice: {repeated[:3]}")
     path, folder = Path(path), parts_folder(path)
     frames, computed, logged = [], 0, time.perf_counter()
@@ -89,12 +84,12 @@ def write_parts(parts: Sequence[Part], path: Path, description: str = "parts") -
         signature.unlink(missing_ok=True)
         frame = part.compute()
         table.parent.mkdir(parents=True, exist_ok=True)
-        _save_table(frame, table)
+        write_parquet_atomically(frame, table)
         _save_text(part.signature, signature)
         frames.append(frame)
         computed += 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save_table(pd.concat(frames, ignore_index=True), path)
+    write_parquet_atomically(pd.concat(frames, ignore_index=True), path)
     logger.info("%s: %d computed, %d reused from an earlier or interrupted run (%s)", description, computed,
                 len(parts) - computed, folder)
     return computed
