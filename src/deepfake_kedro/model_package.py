@@ -102,6 +102,10 @@ class ModelPackage:
             self._built[fold, str(device)] = self.fold_model(fold, device)
         return self._built[fold, str(device)]
 
+    def release_fold_model(self, fold: int, device: torch.device) -> None:
+        """Drops ``built_fold_model``'s model of ``fold``: its last chunk is scored, its memory goes back."""
+        self._built.pop((fold, str(device)), None)
+
     def predict(self, pixels: np.ndarray, device: torch.device | str | None = None) -> pd.DataFrame:
         """Ensemble scores: ``p_fake`` (mean over folds), ``spread`` (their std), ``fake`` (at the threshold)."""
         per_fold = self.predict_folds(pixels, device)

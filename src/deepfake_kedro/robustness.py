@@ -199,14 +199,18 @@ def plan_rescoring(
             parts.append(Part(f"{label}/fold_{int(fold)}/chunk_{start // chunk_size:05d}",
                               hashlib.sha256(blob).hexdigest(),
                               partial(_score_chunk, package, int(fold), chunk, tree, faces, ordered, seed, device,
-                                      clean_tolerance, label)))
+                                      clean_tolerance, label, last=start + chunk_size >= len(rows))))
     return parts
 
 
 def _score_chunk(package: ModelPackage, fold: int, chunk: pd.DataFrame, tree: ImageTree,
                  faces: Mapping[str, Mapping[str, Any]], corruptions: Sequence[Corruption], seed: int,
-                 device: torch.device, clean_tolerance: float, label: str) -> pd.DataFrame:
-    """One part of ``plan_rescoring``: the chunk's images under every corruption, the clean pass checked first."""
+                 device: torch.device, clean_tolerance: float, label: str, last: bool = False) -> pd.DataFrame:
+    """One part of ``plan_rescoring``: the chunk's images under every corruption, the clean pass checked first.
+
+    The fold model is built once for all of its fold's chunks, and dropped after the ``last`` one: a run over
+    every final model otherwise holds all their fold models at once.
+    """
     model, normalizer = package.built_fold_model(fold, device), package.normalizer(fold)
     raws = [tree.open_image(path) for path in chunk["path"]]
     parts = []
@@ -220,6 +224,8 @@ def _score_chunk(package: ModelPackage, fold: int, chunk: pd.DataFrame, tree: Im
             prob=probs))
         if corruption.kind == CLEAN:
             check_clean(parts[-1], chunk, clean_tolerance, label)
+    if last:
+        package.release_fold_model(fold, device)
     return pd.concat(parts, ignore_index=True)[SCORE_COLUMNS]
 
 

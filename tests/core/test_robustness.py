@@ -146,6 +146,23 @@ def test_a_rescoring_part_is_keyed_by_its_images_files_stored_probabilities_and_
     pd.testing.assert_frame_equal(pd.concat([part.compute() for part in parts], ignore_index=True), scores)
 
 
+def test_each_fold_model_is_built_once_for_its_chunks_and_dropped_after_its_last(finished, monkeypatch):
+    root, oof, _, package, _ = finished
+    built = []
+    build = ModelPackage.fold_model
+    monkeypatch.setattr(ModelPackage, "fold_model", lambda self, fold, device: built.append(fold) or build(
+        self, fold, device))
+    parts = plan_rescoring(package, oof, ImageTree(root), {}, corruption_grid({"jpeg": [90]}), seed=3,
+                           device="cpu", chunk_size=8, label="m")
+    assert len(parts) > 2 * FOLDS
+    held = []
+    for part in parts:
+        part.compute()
+        held.append(len(package._built))  # models kept built after each part
+    assert built == list(range(FOLDS))
+    assert max(held) == 1 and held[-1] == 0
+
+
 def test_paired_tests_and_holm_follow_stats_on_the_fold_aucs(finished):
     _, _, fold_metrics, _, scores = finished
     n_train, n_test = fold_metrics["n_train"].tolist(), fold_metrics["n_test"].tolist()
