@@ -46,8 +46,8 @@ def design(experiments: Mapping[str, Mapping[str, Any]], sources: Mapping[str, s
         Fake source -> experiment name, in the order of ``data.sources``.
 
     Raises:
-        ConfigError: Naming ``generalisation.experiments.<name>.train_sources``, or the fake source without
-            an experiment.
+        ConfigError: Naming ``generalisation.experiments.<name>.train_sources`` (or its ``eval_sources``, which
+            must be every source), or the fake source without an experiment.
     """
     fakes = [s for s, kind in sources.items() if kind == "fake"]
     reals = [s for s, kind in sources.items() if kind == "real"]
@@ -59,6 +59,12 @@ def design(experiments: Mapping[str, Mapping[str, Any]], sources: Mapping[str, s
             raise ConfigError(f"generalisation.experiments.{name}.train_sources: {chosen!r} holds fake sources "
                               f"{chosen_fakes}; each experiment trains on the real sources and exactly one fake "
                               f"source, e.g. {[*reals, fakes[0]]}")
+        evaluated = config.get("eval_sources", "all")
+        left_out = [] if evaluated == "all" else [s for s in sources if s not in evaluated]
+        if left_out:
+            # A cell of the matrix (or the real side of every cell) would be empty, and its tests run without it.
+            raise ConfigError(f"generalisation.experiments.{name}.eval_sources: {evaluated!r} leaves out "
+                              f"{left_out}; each experiment is tested on every source (eval_sources: all)")
         source = chosen_fakes[0]
         if source in trained_on:
             raise ConfigError(f"generalisation.experiments.{name}.train_sources: {source!r} is also the training "
@@ -181,8 +187,10 @@ def transfer_tests(
         base, treat = _mean_per_fold(cube, base_cells), _mean_per_fold(cube, treat_cells)
         row = {"question": question, "baseline": baseline, "treatment": treatment, "metric": "auc",
                **paired_comparison(base, treat, n_train, _mean_per_fold(n_test, base_cells + treat_cells))}
+        # On the folds compared (both groups present), as the means beside them are.
+        compared = np.isfinite(base) & np.isfinite(treat)
         for role, values in (("baseline", base), ("treatment", treat)):
-            stats = summarize(values, bounds=(0.0, 1.0))
+            stats = summarize(values[compared], bounds=(0.0, 1.0))
             row.update({f"{role}_ci_low": stats["ci_low"], f"{role}_ci_high": stats["ci_high"]})
         rows.append(row)
     table = pd.DataFrame(rows)

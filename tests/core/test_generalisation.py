@@ -54,6 +54,9 @@ def test_design_maps_each_fake_source_to_its_experiment_in_source_order():
     ({**EXPERIMENTS, "gen_insight": {"train_sources": "all"}}, r"gen_insight.train_sources: 'all'"),
     ({**EXPERIMENTS, "gen_insight": {"train_sources": ["wiki", "text2img"]}},
      r"gen_(insight|text2img).train_sources: 'text2img' is also the training source of"),
+    ({**EXPERIMENTS, "gen_insight": {"train_sources": ["wiki", "insight"], "eval_sources": ["wiki", "insight"]}},
+     r"gen_insight.eval_sources: \['wiki', 'insight'\] leaves out \['text2img', 'inpainting'\]; each experiment is "
+     r"tested on every source"),
     ({k: v for k, v in EXPERIMENTS.items() if k != "gen_inpainting"},
      r"no experiment trains on fake source 'inpainting'; add gen_inpainting with train_sources \['wiki', "
      r"'inpainting'\]"),
@@ -119,6 +122,21 @@ def test_tests_pair_group_means_per_fold_with_nadeau_bengio_and_holm():
     for name in p:
         assert tests.loc[name, "p_holm"] == pytest.approx(holm[name])
     assert tests.loc["diagonal", "baseline"] == "off_diagonal"
+
+
+def test_a_group_s_interval_is_taken_on_the_folds_compared_as_its_mean_is():
+    cube = random_cube(1)
+    cube[:, :2, 4] = np.nan  # text2img and inpainting (one family) absent from test fold 4
+    n_test = np.where(np.isnan(cube), np.nan, 25.0)
+    tests = transfer_tests(cube, FAKES, FAMILIES, [100] * 5, n_test).set_index("treatment")
+    same = ((cube[0, 1] + cube[1, 0]) / 2)[:4]
+    row = tests.loc["same_family"]
+    assert row["n_folds"] == 4 and row["treatment_mean"] == pytest.approx(same.mean())
+    half = stats.t.ppf(0.975, df=3) * same.std(ddof=1) / 2
+    assert (row["treatment_ci_low"], row["treatment_ci_high"]) == pytest.approx(
+        (max(0.0, same.mean() - half), min(1.0, same.mean() + half)))
+    # The cross-family mean of fold 4 exists (insight's cells) but is not compared: its interval leaves it out.
+    assert (row["baseline_ci_low"] + row["baseline_ci_high"]) / 2 == pytest.approx(row["baseline_mean"])
 
 
 def test_no_same_family_pair_leaves_that_comparison_out():
