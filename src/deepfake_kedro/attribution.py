@@ -341,11 +341,10 @@ def evaluate_approach(
     """
     sources, families = data["sources"], data.get("families") or {}
     classes, n_folds = attribution_classes(sources), fold_count(fold_table)
-    oofs, sizes = {}, None
+    oofs, sizes = {}, {}
     for model in models:
-        oof, model_sizes = model_oof(store, model, n_folds, (current or {}).get(model.target.name))
+        oof, sizes[model.target.name] = model_oof(store, model, n_folds, (current or {}).get(model.target.name))
         oofs[model.target.name] = oof.sort_values(["fold", "path"], kind="stable").reset_index(drop=True)
-        sizes = model_sizes if sizes is None else sizes  # the first model (flat, or level 1) sees every row
     base = next(iter(oofs.values()))
     for name, oof in oofs.items():
         if not oof["path"].equals(base["path"]):
@@ -361,17 +360,18 @@ def evaluate_approach(
         if approach == "hierarchical":
             table[f"pred:{model.target.name}"] = np.asarray(model.target.classes)[level_preds[model.target.name]]
     rows, confusion = [], {}
+    # End to end: the first model's sizes (flat, or level 1, which trains on every row); a level: its model's.
     views = [(END_TO_END, classes, table["true_index"].to_numpy(), table["pred_index"].to_numpy(),
-              np.ones(len(table), bool))]
+              np.ones(len(table), bool), sizes[models[0].target.name])]
     if approach == "hierarchical":
         for model in models:
             target = oofs[model.target.name]["target"].to_numpy()
             views.append((model.target.name, list(model.target.classes), target, level_preds[model.target.name],
-                          target >= 0))
-    for view, view_classes, y_true, y_pred, mask in views:
+                          target >= 0, sizes[model.target.name]))
+    for view, view_classes, y_true, y_pred, mask, view_sizes in views:
         for fold in range(n_folds):
             in_fold = mask & (table["fold"].to_numpy() == fold)
-            rows.append(_view_rows(fold, view, y_true[in_fold], y_pred[in_fold], view_classes, sizes))
+            rows.append(_view_rows(fold, view, y_true[in_fold], y_pred[in_fold], view_classes, view_sizes))
         confusion[view] = {"classes": list(view_classes),
                            "matrix": normalized_confusion(y_true[mask], y_pred[mask], view_classes).tolist()}
     fold_metrics = pd.DataFrame(rows)

@@ -108,7 +108,7 @@ def test_hierarchical_vs_flat_is_paired_per_fold_with_holm_across_the_two_metric
     assert tests["p_holm"].tolist() == pytest.approx(holm_adjust([e["p_nadeau_bengio"] for e in expected]).tolist())
 
 
-def _perfect_runs(store, models, fold_table):
+def _perfect_runs(store, models, fold_table, n_train=None):
     """Every model's folds as a model that calls every test row's true class would write them."""
     from deepfake_kedro.attribution import _class_labels, class_predictions
     from deepfake_kedro.run_store import FoldResult, run_key
@@ -120,7 +120,8 @@ def _perfect_runs(store, models, fold_table):
             probabilities = np.full((len(positions), len(model.target.classes)), 0.1)
             probabilities[np.arange(len(positions)), np.maximum(truth, 0)] = 0.9
             predictions = class_predictions(fold_table, positions, int(fold), probabilities, model.target)
-            meta = {"fold": int(fold), "n_train": 2 * len(positions), "n_test": len(positions)}
+            size = n_train(model, int(fold)) if n_train else 2 * len(positions)
+            meta = {"fold": int(fold), "n_train": size, "n_test": len(positions)}
             result = FoldResult({}, pd.DataFrame({"epoch": [0]}), predictions, meta)
             store.write(run_key(model.fingerprint, int(fold)), result)
 
@@ -163,6 +164,21 @@ def test_a_level_whose_family_misses_a_fold_s_test_part_scores_that_fold_nan_and
     # A perfect fold missing the diffusion classes is a perfect fold on macro-F1 too.
     end = fold_metrics[fold_metrics["view"] == "end_to_end"]
     assert end["macro_f1"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_each_view_reports_the_training_size_of_the_model_that_made_it(tmp_path):
+    from deepfake_kedro.attribution import evaluate_approach
+    from deepfake_kedro.run_store import FoldRunStore
+
+    fold_table, store = small_family_fold_table(), FoldRunStore(tmp_path)
+    models = resolve_models("hierarchical", None, DEFAULTS, DATA)
+    # Each level trains on the rows that reach it: sizes differ per model (here 100 per level, plus the fold).
+    sizes = {model.target.name: 100 * (number + 1) for number, model in enumerate(models)}
+    _perfect_runs(store, models, fold_table, n_train=lambda model, fold: sizes[model.target.name] + int(fold))
+    _, fold_metrics, _, _ = evaluate_approach("hierarchical", models, store, fold_table, DATA)
+    expected = {"end_to_end": sizes[models[0].target.name], **sizes}
+    for row in fold_metrics.to_dict("records"):
+        assert row["n_train"] == expected[row["view"]] + row["fold"], row
 
 
 def test_the_results_table_and_confusion_panels_give_the_chance_level(tmp_path):
