@@ -302,7 +302,8 @@ def index_from_audit(audit: pd.DataFrame, sources: Mapping[str, str]) -> pd.Data
 
 
 def build_image_index(
-    tree: ImageTree, sources: Mapping[str, str], min_size: int = 32, workers: int | None = None, key: str = "data"
+    tree: ImageTree, sources: Mapping[str, str], min_size: int = 32, workers: int | None = None, key: str = "data",
+    hash_size: int | None = None,
 ) -> pd.DataFrame:
     """Lists and checks every file of every source folder (all decoded; the pipeline reuses an audit table instead).
 
@@ -312,16 +313,22 @@ def build_image_index(
         min_size: Images with a smaller side are flagged ``too_small``.
         workers: Decoding threads (default: CPU count).
         key: Where ``root`` and ``sources`` are configured, for errors (``data``; an external set's entry).
+        hash_size: When given, a ``phash`` column: the pHash of each usable image's square crop at this size,
+            as the study's audit takes it (0 for unusable files).
 
     Returns:
-        One row per file, columns ``INDEX_COLUMNS`` (see ``index_from_audit``).
+        One row per file, columns ``INDEX_COLUMNS`` (see ``index_from_audit``), and ``phash`` with ``hash_size``.
     """
     paths = source_files(tree, sources, key)
     started = time.perf_counter()
-    auditor = FileAuditor(tree, min_size, workers=workers or os.cpu_count() or 1)
+    auditor = FileAuditor(tree, min_size, hash_size, workers=workers or os.cpu_count() or 1)
     rows = list(progress(auditor(paths), "indexing", total=len(paths)))
     logger.info("Decoded %d files in %.1f s", len(paths), time.perf_counter() - started)
-    return index_from_audit(pd.DataFrame(rows).assign(key=paths), sources)
+    audit = pd.DataFrame(rows).assign(key=paths)
+    index = index_from_audit(audit, sources)
+    if hash_size is not None:
+        index["phash"] = index["path"].map(audit.set_index("key")["phash"]).astype(np.int64)
+    return index
 
 
 def check_usable_images(index: pd.DataFrame, root: Path, sources: Mapping[str, str], cv_folds: int,

@@ -3,9 +3,10 @@
 An external set is a tree like the study's data (``root/<source>/**/<image>``) with its own ``sources`` map
 (folder -> real / fake). Every usable image goes through the package's preprocessing (square crop, or the face
 crop around a freshly detected MTCNN box for face-crop models) and is scored by the mean p(fake) of the fold
-models, at the package's threshold. Metrics carry grouped bootstrap CIs (a group = an identity's basename, as
-in the study), so they can be set beside the cross-validated AUC. A set's file byte-identical to one of the
-study's own images (same content digest) is left out and listed: a final model may have trained on it.
+models, at the package's threshold. Metrics carry grouped bootstrap CIs (a group = an identity's basename joined
+with its near-duplicates, as in the study), so they can be set beside the cross-validated AUC. A set's file
+byte-identical to one of the study's own images (same content digest) is left out and listed: a final model may
+have trained on it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score, f1_score
 
-from deepfake_kedro.data_index import ImageTree, build_image_index, usable
+from deepfake_kedro.data_index import DataLayoutError, ImageTree, build_image_index, usable
 from deepfake_kedro.face_crops import FaceDetector
 from deepfake_kedro.metrics import grouped_bootstrap_ci, per_source_metrics, safe_auc
 from deepfake_kedro.model_package import ModelPackage
+from deepfake_kedro.near_duplicates import merge_groups
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +47,14 @@ class ExternalSet:
         sources: Folder -> ``real`` / ``fake``.
         generate: Arguments of ``demo_data.generate_demo_dataset`` when the tree is synthetic and generated on
             first use (the demo's entry); None for real data.
+        own_sources: Whether the entry gave ``sources``; otherwise they are ``data.sources``.
     """
 
     name: str
     root: Path
     sources: dict[str, str]
     generate: dict[str, Any] | None = field(default=None)
+    own_sources: bool = True
 
     @property
     def real_sources(self) -> list[str]:
@@ -88,7 +92,8 @@ def external_sets(entries: Sequence[Mapping[str, Any]] | None, data_sources: Map
         if not kinds <= {"real", "fake"} or kinds != {"real", "fake"}:
             raise ValueError(f"{where} ({entry['name']}): sources must map folders to 'real' / 'fake' with at least "
                              f"one of each, got {sources}")
-        sets.append(ExternalSet(str(entry["name"]), Path(entry["root"]), sources, entry.get("generate")))
+        sets.append(ExternalSet(str(entry["name"]), Path(entry["root"]), sources, entry.get("generate"),
+                                own_sources=bool(entry.get("sources"))))
     names = [s.name for s in sets]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -113,12 +118,38 @@ def open_tree(external: ExternalSet) -> ImageTree:
     return ImageTree(external.root)
 
 
-def external_index(tree: ImageTree, external: ExternalSet, min_size: int = 32) -> pd.DataFrame:
-    """The set's usable images (``path``, ``source``, ``label``, ``group``, ``content`` digest), indexed as the
-    study indexes its data."""
-    index = usable(build_image_index(tree, external.sources, min_size, key=f"evaluation.external[{external.name}]"))
+def external_index(tree: ImageTree, external: ExternalSet, min_size: int = 32, hash_size: int | None = None,
+                   max_distance: int | None = None) -> pd.DataFrame:
+    """The set's usable images (``path``, ``source``, ``label``, ``group``, ``content`` digest), indexed and
+    grouped as the study's are.
+
+    Args:
+        tree: The set's images.
+        external: The set.
+        min_size: Images with a smaller side are left out (``preprocessing.min_image_size``).
+        hash_size: The square crop whose pHash finds near-duplicates (the study's largest ``image_sizes``).
+        max_distance: pHash bits within which images join one group (``preprocessing.near_duplicates``); with
+            ``hash_size``, a face swap carrying another identity's photo shares that identity's group, so the
+            bootstrap resamples them together. None: groups are basenames alone.
+    """
+    grouped = hash_size is not None and max_distance is not None
+    try:
+        index = usable(build_image_index(tree, external.sources, min_size, key=f"evaluation.external[{external.name}]",
+                                         hash_size=hash_size if grouped else None))
+    except DataLayoutError as error:
+        if external.own_sources:
+            raise
+        raise DataLayoutError(f"{error}; this entry sets no sources of its own, so these are data.sources: give "
+                              f"it its own sources (folder: real / fake)") from error
     if index.empty:
         raise ValueError(f"external set {external.name!r}: no usable image under {external.root}")
+    index = index.reset_index(drop=True)
+    if grouped:
+        merged, pairs = merge_groups(index, index["phash"].to_numpy().view(np.uint64), max_distance)
+        if len(pairs):
+            logger.info("external set %r: %d near-duplicate pairs join %d basename groups into %d", external.name,
+                        len(pairs), index["group"].nunique(), merged.nunique())
+        index["group"] = merged
     return index[["path", "source", "label", "group", "content"]]
 
 

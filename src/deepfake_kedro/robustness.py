@@ -353,13 +353,24 @@ def shown_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def full_models(models: Iterable[str] | str | None, full_slots: Iterable[str], key: str = "robustness.models",
-                extra: Iterable[str] | str | None = None) -> list[str]:
+                extra: Iterable[str] | str | None = None, extra_key: str = "robustness.extra_models") -> list[str]:
     """The models to test: the ones named (one label, e.g. from ``--params``, or a list), or else every
     phase-4 full run (``phase4.top<k>_full``); then ``extra`` ones not already listed (e.g. a phase-2 variant
-    whose preprocessing was not adopted, to see whether it changes robustness)."""
+    whose preprocessing was not adopted, to see whether it changes robustness).
+
+    Raises:
+        ValueError: Naming ``key`` (or ``extra_key``) when it is empty without a full run, or names a model
+            other than as ``<phase>.<experiment>``.
+    """
     models = [models] if isinstance(models, str) else models
     extra = [extra] if isinstance(extra, str) else list(extra or [])
     chosen = list(models) if models else [f"phase4.{slot}" for slot in full_slots]
     if not chosen:
         raise ValueError(f"{key} is empty and phase 4 has no full run; name models as <phase>.<experiment>")
+    for where, labels in ((key, chosen), (extra_key, extra)):
+        for label in labels:
+            phase, _, experiment = str(label).partition(".")
+            if not phase or not experiment:
+                raise ValueError(f"{where}: {label!r} is not <phase>.<experiment>; write it e.g. as "
+                                 f"phase4.top1_full or phase2.{label}")
     return chosen + [label for label in dict.fromkeys(extra) if label not in chosen]

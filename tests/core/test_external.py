@@ -133,9 +133,32 @@ def test_a_missing_real_set_is_an_error_and_a_synthetic_one_is_generated_once_pe
     wrong = ExternalSet("demo", tmp_path / "demo", {"wiki": "real", "gan": "fake"})
     with pytest.raises(DataLayoutError, match=r"evaluation.external\[demo\].sources names 'gan', but .*demo/gan"):
         external_index(ImageTree(wrong.root), wrong)
+    # An entry without sources of its own reads data.sources: the error says so, and what to give it.
+    (inherited,) = external_sets([{"name": "demo", "root": str(tmp_path / "demo")}], {"wiki": "real", "gan": "fake"})
+    with pytest.raises(DataLayoutError, match=r"names 'gan', but .*; this entry sets no sources of its own, so these "
+                                              r"are data.sources: give it its own sources"):
+        external_index(ImageTree(inherited.root), inherited)
     # Other settings: the old set must not stay under the new ones' name.
     changed = ExternalSet("demo", tmp_path / "demo", SOURCES, {"n_identities": 7, "seed": 2})
     assert external_index(open_tree(changed), changed)["group"].nunique() == 7
+
+
+def test_a_set_s_near_duplicates_share_a_group_as_in_the_study(tmp_path):
+    face = data.astronaut()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "fake").mkdir()
+    Image.fromarray(face).save(tmp_path / "real" / "anna_1990.png")
+    Image.fromarray(face[::-1]).save(tmp_path / "real" / "bob_1991.png")
+    # A face swap carrying anna's photo under another identity's basename: brightened, re-saved as JPEG.
+    Image.fromarray(np.clip(face.astype(int) + 12, 0, 255).astype(np.uint8)).save(tmp_path / "fake" / "carl_1.jpg",
+                                                                                   quality=90)
+    Image.fromarray(face[:, ::-1]).save(tmp_path / "fake" / "dana_2.png")
+    external = ExternalSet("swaps", tmp_path, {"real": "real", "fake": "fake"})
+    basenames = external_index(ImageTree(tmp_path), external).set_index("path")["group"]
+    assert basenames.nunique() == 4
+    grouped = external_index(ImageTree(tmp_path), external, hash_size=64, max_distance=4).set_index("path")["group"]
+    assert grouped["fake/carl_1.jpg"] == grouped["real/anna_1990.png"] == "anna_1990"
+    assert grouped.nunique() == 3  # the flipped faces are other pictures
 
 
 def test_faces_are_detected_in_batches_and_keyed_by_path():

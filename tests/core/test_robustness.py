@@ -242,6 +242,12 @@ def test_final_models_default_to_phase4_full_runs_and_accept_one_label():
     assert full_models(None, ["top1_full"], extra=["phase2.c", "phase4.top1_full", "phase2.c"]) == [
         "phase4.top1_full", "phase2.c"]
     assert full_models("phase1.a", [], extra="phase2.c") == ["phase1.a", "phase2.c"]
+    # A name without its phase is refused naming the key it came from, not the package's predict.model.
+    with pytest.raises(ValueError, match=r"evaluation.external_models: 'p2a_t2_real_norm' is not "
+                                         r"<phase>\.<experiment>"):
+        full_models(["p2a_t2_real_norm"], [], key="evaluation.external_models")
+    with pytest.raises(ValueError, match=r"robustness.extra_models: 'c' is not <phase>\.<experiment>"):
+        full_models(None, ["top1_full"], extra=["c"])
 
 
 def test_the_report_table_has_a_row_per_corruption_and_a_column_per_model(finished):

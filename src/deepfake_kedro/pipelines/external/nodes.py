@@ -49,7 +49,8 @@ def score_external_sets(
         image_index: The study's image index: a set's file byte-identical to one of its images is left out.
         evaluation: ``external`` (the sets) and ``external_models`` (null: every ``phase4.top<k>_full``).
         data: ``data.sources``, the sets' default sources.
-        preprocessing: ``min_image_size`` and ``face_detection`` (MTCNN on the sets' images for face-crop models).
+        preprocessing: ``min_image_size``, ``image_sizes`` and ``near_duplicates`` (the sets' images grouped as the
+            study's are), and ``face_detection`` (MTCNN on the sets' images for face-crop models).
         phase4: ``ranking.top_k`` and ``scaling``, which name the full runs.
 
     Returns:
@@ -71,7 +72,10 @@ def score_external_sets(
     parts, copies = [], []
     for external in sets:
         tree = open_tree(external)
-        index = external_index(tree, external, preprocessing.get("min_image_size", 32))
+        # Grouped as the study's images are: basenames joined with their near-duplicates.
+        index = external_index(tree, external, preprocessing.get("min_image_size", 32),
+                               hash_size=max(preprocessing["image_sizes"]),
+                               max_distance=preprocessing["near_duplicates"]["max_distance"])
         index, copied = leave_out_study_copies(index, image_index, external.name)
         copies.append(copied)
         faces = {}
