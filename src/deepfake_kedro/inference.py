@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,19 @@ class VideoRule:
     def from_params(cls, params: Mapping[str, Any] | None) -> VideoRule:
         """From ``predict.video`` (``frames``, ``rule``, ``k``); errors name the bad key."""
         params = dict(params or {})
-        rule = cls(int(params.get("frames", 16)), str(params.get("rule", "mean")), int(params.get("k", 4)))
+        unknown = sorted(set(params) - {"frames", "rule", "k"})
+        if unknown:
+            raise ValueError(f"predict.video: unknown keys {unknown}; allowed: frames, rule, k")
+        counts = {}
+        for key, default in (("frames", 16), ("k", 4)):
+            value = params.get(key, default)
+            # bool is an int to Python, and 2.9 would be cut to 2: only whole numbers from 1 up.
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"predict.video.{key} must be a whole number of at least 1, got {value!r}")
+            counts[key] = value
+        rule = cls(counts["frames"], str(params.get("rule", "mean")), counts["k"])
         if rule.rule not in VIDEO_RULES:
             raise ValueError(f"predict.video.rule must be one of {', '.join(VIDEO_RULES)}, got {rule.rule!r}")
-        if rule.frames < 1 or rule.k < 1:
-            raise ValueError(f"predict.video.frames and predict.video.k must be at least 1, got {rule.frames} "
-                             f"and {rule.k}")
         return rule
 
     def counted(self, frame_scores: np.ndarray) -> np.ndarray:
@@ -103,8 +111,19 @@ def media_kind(path: str | Path) -> str:
 
 
 def _walk(folder: Path) -> list[str]:
-    found = []
-    for directory, subfolders, names in os.walk(folder):
+    """Every file under ``folder``; linked folders followed (each real folder once), unlistable ones named."""
+    found, seen = [], set()
+
+    def unlisted(error: OSError) -> None:
+        logger.warning("Cannot list %s (%s): its files are not scored; fix its permissions to score them",
+                       error.filename, error.strerror)
+
+    for directory, subfolders, names in os.walk(folder, followlinks=True, onerror=unlisted):
+        stat = os.stat(directory)
+        if (stat.st_dev, stat.st_ino) in seen:  # reached again through a link: already listed
+            subfolders.clear()
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
         # Hidden folders and files (.git, .DS_Store) are not inputs.
         subfolders[:] = sorted(s for s in subfolders if not s.startswith("."))
         found += [str(Path(directory, name)) for name in sorted(names) if not name.startswith(".")]
@@ -194,9 +213,15 @@ def _even_indices(total: int, n_frames: int) -> list[int]:
     return np.unique(np.linspace(0, max(total - 1, 0), n_frames).round().astype(int)).tolist()
 
 
-def upright(frame) -> Image.Image:
-    """A PyAV frame's pixels as displayed: turned by its rotation (a phone's portrait clip is stored sideways)."""
+def upright(frame, sample_aspect_ratio: Fraction | None = None) -> Image.Image:
+    """A PyAV frame's pixels as displayed: widened by the stream's sample aspect ratio (an anamorphic clip stores
+    each pixel narrower than it is shown), then turned by its rotation (a phone's portrait clip is stored sideways).
+    """
     image = frame.to_image()
+    if sample_aspect_ratio and sample_aspect_ratio != 1:
+        # Faces are squeezed as stored; the models learnt from square-pixel photos.
+        image = image.resize((max(1, round(image.width * sample_aspect_ratio)), image.height),
+                             Image.Resampling.BICUBIC)
     # PyAV's rotation is counterclockwise in degrees, as PIL's rotate takes it.
     return image.rotate(frame.rotation, expand=True) if frame.rotation else image
 
@@ -210,12 +235,13 @@ def _decode_frames(path: str, wanted: Sequence[int]) -> tuple[list[Frame], int, 
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame and slice threads: long videos decode several times faster, in order
+        sample_aspect_ratio = stream.sample_aspect_ratio
         try:
             for frame in progress(container.decode(stream), f"frames of {Path(path).name}", total=last + 1,
                                   unit="frame"):
                 if decoded in wanted_set:
                     time_s = float(frame.time) if frame.time is not None else math.nan
-                    frames.append(Frame(decoded, time_s, upright(frame)))
+                    frames.append(Frame(decoded, time_s, upright(frame, sample_aspect_ratio)))
                 decoded += 1
                 if decoded > last:
                     break

@@ -111,13 +111,16 @@ def test_a_photo_stored_sideways_with_its_exif_turn_scores_as_the_upright_pictur
     assert predictions["p_fake"].iloc[1] == pytest.approx(predictions["p_fake"].iloc[0], abs=1e-6)
 
 
-def write_video(path: Path, frames: list[np.ndarray], codec: str = "mpeg4", rate: int = 5) -> None:
+def write_video(path: Path, frames: list[np.ndarray], codec: str = "mpeg4", rate: int = 5,
+                sample_aspect_ratio=None) -> None:
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
+        if sample_aspect_ratio is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
         for pixels in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode())
@@ -196,6 +199,19 @@ def test_topk_mean_scores_a_video_by_its_most_fake_frames():
     assert VideoRule().counted(np.array([0.3, 0.1])).tolist() == [0, 1]
     with pytest.raises(ValueError, match="predict.video.rule must be one of mean, topk_mean, got 'max'"):
         VideoRule.from_params({"rule": "max"})
+    assert VideoRule.from_params({"frames": 8, "rule": "topk_mean", "k": 2}) == rule
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"frame": 4}, r"predict.video: unknown keys \['frame'\]; allowed: frames, rule, k"),
+    ({"frames": "eight"}, r"predict.video.frames must be a whole number of at least 1, got 'eight'"),
+    ({"frames": None}, r"predict.video.frames must be a whole number of at least 1, got None"),
+    ({"k": 2.9}, r"predict.video.k must be a whole number of at least 1, got 2.9"),
+    ({"k": 0}, r"predict.video.k must be a whole number of at least 1, got 0"),
+])
+def test_a_bad_video_setting_is_refused_naming_its_key(params, message):
+    with pytest.raises(ValueError, match=message):
+        VideoRule.from_params(params)
 
 
 def test_a_list_file_resolves_relative_paths_and_keeps_missing_ones(tmp_path):
@@ -210,6 +226,18 @@ def test_a_list_file_resolves_relative_paths_and_keeps_missing_ones(tmp_path):
     assert list_inputs(tmp_path / "a.png") == [str(tmp_path / "a.png")]
     with pytest.raises(FileNotFoundError, match=r"predict.input: .*nowhere does not exist"):
         list_inputs(tmp_path / "nowhere")
+
+
+def test_a_folder_s_linked_subfolders_are_scored_once_and_a_link_loop_ends(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "face.jpg").write_bytes(b"x")
+    inputs = tmp_path / "inputs"
+    (inputs / "local").mkdir(parents=True)
+    (inputs / "local" / "a.jpg").write_bytes(b"x")
+    (inputs / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "back").symlink_to(inputs, target_is_directory=True)  # a loop through the link
+    assert list_inputs(inputs) == [str(inputs / "linked" / "face.jpg"), str(inputs / "local" / "a.jpg")]
 
 
 def test_gallery_shows_the_most_fake_and_most_real_without_overlap(finished, mixed_folder):
@@ -326,6 +354,17 @@ def test_a_clip_stored_sideways_with_a_rotation_flag_is_decoded_and_scored_uprig
     assert (predictions["status"] == "ok").all() and predictions["face_found"].all()
     boxes = frame_scores["face_box"].str.split(",", expand=True).astype(float).to_numpy()
     np.testing.assert_allclose(boxes[1], boxes[0], atol=4)
+
+
+def test_an_anamorphic_clip_is_scored_as_displayed_not_as_stored(tmp_path):
+    from fractions import Fraction
+
+    shown = np.asarray(Image.fromarray(data.astronaut()).resize((128, 128)))
+    stored = np.asarray(Image.fromarray(shown).resize((64, 128)))  # each stored pixel is shown two wide
+    write_video(tmp_path / "anamorphic.mp4", [stored] * 2, sample_aspect_ratio=Fraction(2, 1))
+    frames, _ = read_video_frames(tmp_path / "anamorphic.mp4", 1)
+    decoded = np.asarray(frames[0].image, dtype=float)
+    assert decoded.shape == shown.shape and np.abs(decoded - shown).mean() < 10
 
 
 def test_an_image_too_small_for_mtcnn_falls_back_to_the_square_crop(finished, tmp_path, caplog):
