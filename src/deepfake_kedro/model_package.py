@@ -250,7 +250,7 @@ def model_card(
 
 
 def save_package(package: ModelPackage, directory: Path) -> None:
-    """Writes the package folder atomically (staged under ``<name>.partial``, then renamed)."""
+    """Writes the package folder atomically (staged under ``<name>.partial``, then renamed over the old one)."""
     directory = Path(directory)
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -261,8 +261,13 @@ def save_package(package: ModelPackage, directory: Path) -> None:
                 "threshold": package.threshold, "n_folds": len(package.fold_states)}
     (staging / "model_card.md").write_text(package.model_card)
     (staging / "package.json").write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(directory, ignore_errors=True)
+    # The old package is moved aside whole, never deleted in place: a failed delete cannot leave half of it.
+    replaced = directory.with_name(directory.name + ".replaced")
+    shutil.rmtree(replaced, ignore_errors=True)
+    if directory.exists():
+        directory.rename(replaced)
     staging.rename(directory)
+    shutil.rmtree(replaced, ignore_errors=True)
 
 
 def load_package(directory: Path) -> ModelPackage:

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,10 @@ def test_package_round_trips_and_carries_threshold_preprocessing_and_card(finish
     for source, kind in SOURCES.items():  # each source's rate at the threshold the package applies
         what = "detection rate" if kind == "fake" else "false-alarm rate"
         assert f"| {what} of {source} at the fold threshold | " in card
+    # Saved again (another threshold): the new package replaces the old whole, nothing is left beside it.
+    save_package(dataclasses.replace(package, threshold={**package.threshold, "value": 0.25}), tmp_path / "package")
+    assert load_package(tmp_path / "package").threshold["value"] == 0.25
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["package"]
     assert "applies it to the ensemble's p(fake)" in card  # the fold models' rates are not the ensemble's
 
 
