@@ -4,8 +4,9 @@ Generates a DFF-shaped tree of N images (``wiki`` real, ``text2img`` / ``inpaint
 each identity's basename, 50 sub-folders per source) and runs the preprocessing nodes on it, stage by stage, each
 in its own process so each stage's peak RSS is its own. The nodes are the pipeline's own functions with its
 datasets' save logic (``kedro run --pipelines preprocessing`` minus the runner): index (one decode per file:
-integrity, metadata and pHash), hashes, near-duplicate grouping, fold table and the square-crop caches
-(128 and 224 px). Then everything runs again on the unchanged tree.
+integrity, metadata and pHash), hashes, near-duplicate grouping, fold table, the square-crop caches
+(128 and 224 px) and the images check a run reading the study's results makes first (``images_check``: the
+tree against the audit, ``hooks.UnchangedImagesHook``). Then everything runs again on the unchanged tree.
 
     python benchmarks/scale.py 20000                 # one size
     python benchmarks/scale.py 5000 20000 --extrapolate 120000   # growth between sizes, extrapolated
@@ -38,7 +39,7 @@ import yaml
 from PIL import Image
 
 SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": "fake"}
-STAGES = ["index", "hashes", "near_duplicates", "folds", "square_caches"]
+STAGES = ["index", "hashes", "near_duplicates", "folds", "square_caches", "images_check"]
 IMAGE_SIZES = [128, 224]  # conf/base preprocessing.image_sizes
 MIN_IMAGE_SIZE = 32
 MAX_DISTANCE = 4
@@ -172,6 +173,7 @@ def run_stage(stage: str, root: Path, data_dir: Path) -> dict[str, object]:
         decode_square,
         index_from_audit,
         source_files,
+        tree_changes,
         usable,
     )
     from deepfake_kedro.folds import build_fold_table, required_groups
@@ -218,6 +220,9 @@ def run_stage(stage: str, root: Path, data_dir: Path) -> dict[str, object]:
             write_image_stack(ImageStackPlan(keys, signatures, size, partial(decode_square, tree, size=size)),
                               data_dir / "image_cache" / f"square_{size}")
             for size in IMAGE_SIZES)
+    elif stage == "images_check":  # hooks.UnchangedImagesHook: what a reporting or package run adds before any node
+        changes = tree_changes(tree, SOURCES, pd.read_parquet(files["image_audit"]))
+        note["changed"] = len(changes.added) + len(changes.removed) + len(changes.replaced)
     elif stage == "decode_only":  # not a pipeline stage: every file decoded once, the floor of a first index
         def decode(path: str) -> None:
             with Image.open(root / path) as image:

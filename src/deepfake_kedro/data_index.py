@@ -272,6 +272,49 @@ class FileAuditor:
                 f"|audit={AUDIT_VERSION}")
 
 
+@dataclass(frozen=True)
+class TreeChanges:
+    """How the raw tree differs from the audit a study's results were computed from (sorted relative paths)."""
+
+    added: list[str]
+    removed: list[str]
+    replaced: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.replaced)
+
+    def summary(self, examples: int = 3) -> str:
+        """``60 added, 0 removed, 3 replaced (e.g. wiki/00/a.jpg, ...)``."""
+        named = (self.added + self.removed + self.replaced)[:examples]
+        more = ", ..." if len(self.added) + len(self.removed) + len(self.replaced) > examples else ""
+        return (f"{len(self.added)} added, {len(self.removed)} removed, {len(self.replaced)} replaced "
+                f"(e.g. {', '.join(named)}{more})")
+
+
+def tree_changes(tree: ImageTree, sources: Mapping[str, str], audit: pd.DataFrame) -> TreeChanges:
+    """Files of the source folders added, removed or replaced since ``audit`` was taken, decoding nothing.
+
+    A file whose size and times match its audit row is unchanged without being read; one whose times moved
+    (a touch, a copy) is read and its digest compared, so only a change of content counts.
+    """
+    stored = dict(zip(audit["key"], audit["signature"].str.split("|").str[0]))
+    content = dict(zip(audit["key"], audit["content"]))
+    paths = source_files(tree, sources)
+    added = [path for path in paths if path not in stored]
+    removed = sorted(set(stored) - set(paths))
+    now = {path: file_signature(tree, path) for path in paths if path in stored}
+    replaced = []
+    for path in progress([path for path, signature in now.items() if signature != stored[path]],
+                         description="checking moved files"):
+        if now[path] == "unreadable" or now[path].split("-")[0] != stored[path].split("-")[0]:
+            same = now[path] == "unreadable" and content[path] == ""  # a size change is a change of content
+        else:
+            same = content_digest(tree.read_bytes(path)) == content[path]
+        if not same:
+            replaced.append(path)
+    return TreeChanges(added, removed, replaced)
+
+
 def index_from_audit(audit: pd.DataFrame, sources: Mapping[str, str]) -> pd.DataFrame:
     """The image index from the audit rows (``key`` = relative path): source, label and group from the path.
 

@@ -71,6 +71,10 @@ class ImageTreeDataset(AbstractDataset[Mapping[str, bytes], ImageTree]):
     def load(self) -> ImageTree:
         return ImageTree(self._path)
 
+    def as_found(self) -> ImageTree:
+        """The folder as it is now, without generating anything (``load`` may, for the demo)."""
+        return ImageTree(self._path)
+
     def save(self, data: Mapping[str, bytes]) -> None:
         if not self._writable:
             raise DatasetError(f"refusing to write into the raw image folder {self._path} (dataset is read-only)")

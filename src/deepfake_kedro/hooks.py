@@ -11,7 +11,7 @@ import yaml
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset
 
-from deepfake_kedro.commands import RUN_ENV_VARIABLE
+from deepfake_kedro.commands import RUN_ENV_VARIABLE, kedro_run
 from deepfake_kedro.config import (
     ConfigError,
     active_experiments,
@@ -25,6 +25,7 @@ from deepfake_kedro.config import (
     validate_families,
     validate_preprocessing,
 )
+from deepfake_kedro.data_index import DataLayoutError, TreeChanges, tree_changes
 from deepfake_kedro.generalisation import design
 from deepfake_kedro.robustness import corruption_grid
 from deepfake_kedro.selection import (
@@ -214,6 +215,67 @@ class CurrentParametersHook:
         """``--pipelines reporting`` (or the default pipeline): what the user asked to run, for the message."""
         names = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
         return f"--pipelines {','.join(names)}"
+
+
+# What a run reads of the study besides the outputs of its pipelines: the stored experiments and report sections.
+STUDY_READERS = {"finished_experiments", "report_sections"}
+
+
+def changed_raw_images(catalog: Any) -> tuple[Path, TreeChanges] | None:
+    """The raw tree's changes since the preprocessing last indexed it, or None (unchanged, or nothing to compare).
+
+    Nothing is compared when the tree has never been indexed here, or is not on this machine (results copied to
+    another one to use the models).
+    """
+    from deepfake_kedro.datasets import ImageTreeDataset
+
+    raw = catalog.get("raw_images") if "raw_images" in catalog else None
+    if not isinstance(raw, ImageTreeDataset) or not catalog.exists("image_audit"):
+        return None
+    tree = raw.as_found()
+    if not tree.root.is_dir():
+        logger.info("The raw images (%s) are not here: results are read as the last indexing left them", tree.root)
+        return None
+    try:
+        changes = tree_changes(tree, catalog.load("parameters")["data"]["sources"], catalog.load("image_audit"))
+    except DataLayoutError as error:
+        raise DataLayoutError(
+            f"The study's results were made from the images under {tree.root}; before they are read, those images "
+            f"are compared with their last indexing, which fails here: {error}. Restore the folder, or run the study "
+            f"again ({kedro_run('').strip()})") from error
+    return (tree.root, changes) if changes else None
+
+
+def changed_images_message(root: Path, changes: TreeChanges, reader: str) -> str:
+    """Why ``reader`` is refused: which images changed, and the run that brings the results up to date."""
+    return (f"{reader} reads results made from the images under {root} as the preprocessing last indexed them, "
+            f"and they changed since: {changes.summary()}. Run the study again ({kedro_run('').strip()}: it "
+            "indexes the images again and retrains only the folds whose images changed), or restore the files.")
+
+
+class UnchangedImagesHook:
+    """Refuses a run that reads the study's results without indexing the images again, once the images changed.
+
+    The phases index the raw tree first, and every fold whose images changed retrains. ``reporting``,
+    ``package``, ``predict``, ``external``, ``robustness`` and ``--from-nodes`` runs read what the last indexing
+    made of the tree: added, removed or replaced images (``data_index.tree_changes``: listing and stat, reading
+    only files whose times moved) would leave them describing images that are no longer there.
+    """
+
+    # First among the hooks, so a refused run starts nothing (an MLflow run, a Dask cluster) that it would leave open.
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        from kedro.framework.project import pipelines
+
+        if "image_audit" in pipeline.all_outputs():
+            return
+        made_by_the_study = pipelines["__default__"].all_outputs() | STUDY_READERS
+        if not pipeline.inputs() & made_by_the_study:
+            return
+        found = changed_raw_images(catalog)
+        if found:
+            reader = f"This run ({CurrentParametersHook._described(run_params)})"
+            raise DataLayoutError(changed_images_message(*found, reader))
 
 
 class RunEnvironmentHook:

@@ -1,8 +1,9 @@
-"""What the notebooks show before their tables: whether those tables still describe the current parameters.
+"""What the notebooks show before their tables: whether those tables still describe the current parameters and images.
 
 A notebook reads each phase's stored results from the catalog (``kedro jupyter``), as the phase last wrote them.
-After a parameter change, until the phase runs again, those results describe the old parameters; a ``kedro run``
-that reads them is refused (``hooks.CurrentParametersHook``), and a notebook says so at its top instead.
+After a parameter change, or images added, removed or replaced, until the phase runs again, those results describe
+the old parameters or images; a ``kedro run`` that reads them is refused (``hooks.CurrentParametersHook``,
+``hooks.UnchangedImagesHook``), and a notebook says so at its top instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ READER = "This notebook"
 
 
 def out_of_date_note(catalog: Any, phases: Iterable[str] = (), sections: Iterable[str] = ()) -> str | None:
-    """Why the results a notebook shows no longer match the current parameters, as Markdown (None when they do).
+    """Why the results a notebook shows no longer match the current parameters or images, as Markdown (or None).
 
     Args:
         catalog: The notebook's Kedro catalog (its hooks have given it the current parameters' resolutions).
@@ -24,7 +25,11 @@ def out_of_date_note(catalog: Any, phases: Iterable[str] = (), sections: Iterabl
         sections: Report sections whose tables it shows (``robustness``, ``external``, ``attribution``): each
             is out of date once a model it scored resolves to another config, or its thresholds to another rule.
     """
+    from deepfake_kedro.hooks import changed_images_message, changed_raw_images
+
     parts = []
+    if found := changed_raw_images(catalog):
+        parts.append(changed_images_message(*found, READER))
     finished = catalog.load("finished_experiments")
     message = finished.stale_message(finished.phase_labels(phases), READER)
     if message:

@@ -6,6 +6,7 @@ from deepfake_kedro.hooks import (
     DataRootHook,
     PipelineLayoutHook,
     RunEnvironmentHook,
+    UnchangedImagesHook,
     ValidateExperimentsHook,
 )
 from deepfake_kedro.known_warnings import silence_known_warnings
@@ -14,6 +15,7 @@ from deepfake_kedro.tracking import ExperimentTrackingHook, MlflowSettingsHook, 
 # MLflow tracking (conf/base/mlflow.yml) is on unless DEEPFAKE_KEDRO_TRACKING=off, as the tests set it.
 TRACKING = tracking_enabled()
 HOOKS = (ValidateExperimentsHook(), PipelineLayoutHook(), DataRootHook(), RunEnvironmentHook(), CurrentParametersHook(),
+         UnchangedImagesHook(),
          ExperimentTrackingHook() if TRACKING else MlflowSettingsHook())
 # kedro-mlflow registers its own hook (one MLflow run per `kedro run`); off together with ours.
 DISABLE_HOOKS_FOR_PLUGINS = () if TRACKING else ("kedro_mlflow", "kedro-mlflow")

@@ -24,6 +24,7 @@ from deepfake_kedro.data_index import (
     source_files,
     square_resize,
     to_rgb8,
+    tree_changes,
 )
 from deepfake_kedro.image_cache import TablePlan, write_table
 
@@ -268,6 +269,37 @@ def test_deleted_file_leaves_the_index_and_a_new_file_enters(messy_tree, table):
     assert "fake/a/good_1.jpg" not in set(index["path"])
     assert index.set_index("path").loc["fake/c/newcomer.jpg", "status"] == "ok"
     assert list(pd.read_parquet(table)["key"]) == source_files(messy_tree, SOURCES)
+
+
+def test_tree_changes_names_files_added_removed_or_replaced_since_the_audit_and_no_other(messy_tree, table):
+    audit_tree(messy_tree, table)
+    audit = pd.read_parquet(table)
+    assert not tree_changes(messy_tree, SOURCES, audit)
+    root = messy_tree.root
+    # A touch and a copy move the times, not the content: read again, found the same, not a change.
+    os.utime(root / "real/a/good_1.jpg", ns=(0, 1_000_000_000))
+    data = (root / "real/b/good_2.jpg").read_bytes()
+    (root / "real/b/good_2.jpg").unlink()
+    (root / "real/b/good_2.jpg").write_bytes(data)
+    assert not tree_changes(messy_tree, SOURCES, audit)
+    # Same byte count, other bytes (only the digest tells), a new size, a file gone and one new.
+    stat = (root / "fake/a/good_1.jpg").stat()
+    (root / "fake/a/good_1.jpg").write_bytes(jpeg(seed=31))
+    assert (root / "fake/a/good_1.jpg").stat().st_size == stat.st_size
+    os.utime(root / "fake/a/good_1.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (root / "real/grey.png").write_bytes(jpeg(seed=32))
+    (root / "fake/tiny.jpg").unlink()
+    (root / "fake/c").mkdir()
+    (root / "fake/c/newcomer.jpg").write_bytes(jpeg(seed=30))
+    (root / "other/also_ignored.jpg").write_bytes(jpeg(seed=33))  # not a source folder
+    changes = tree_changes(messy_tree, SOURCES, audit)
+    assert (changes.added, changes.removed, changes.replaced) == (
+        ["fake/c/newcomer.jpg"], ["fake/tiny.jpg"], ["fake/a/good_1.jpg", "real/grey.png"])
+    assert changes.summary(examples=2) == ("1 added, 1 removed, 2 replaced "
+                                           "(e.g. fake/c/newcomer.jpg, fake/tiny.jpg, ...)")
+    # The next audit records them: the tree is then unchanged again.
+    audit_tree(messy_tree, table)
+    assert not tree_changes(messy_tree, SOURCES, pd.read_parquet(table))
 
 
 def test_a_file_name_that_is_not_utf8_is_excluded_with_a_warning_and_the_index_still_saves(tmp_path, caplog):

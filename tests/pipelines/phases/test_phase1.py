@@ -11,6 +11,7 @@ import pytest
 from kedro.io import DatasetError
 
 from deepfake_kedro.config import ConfigError
+from deepfake_kedro.data_index import DataLayoutError
 from tests.conftest import faces140k_root, full_blocks
 
 EXPERIMENTS = ("p1_simplecnn_baseline", "p1_resnet18_baseline")
@@ -81,6 +82,14 @@ def test_stale_data_retrains_changed_folds(tiny_demo, caplog):
     for path, data in added.items():
         (raw / path).parent.mkdir(parents=True, exist_ok=True)
         (raw / path).write_bytes(data)
+    # Until a phase indexes them, a run that reads phase 1's results without indexing is refused, writing nothing.
+    packaged = {"predict": {"model": "phase1.p1_resnet18_baseline"}}
+    with pytest.raises(DataLayoutError, match=r"This run \(--pipelines package\) reads results made from the images "
+                                              r"under .* 40 added, 0 removed, 0 replaced \(e\.g\. .*Run the study "
+                                              r"again \(kedro run --env demo: it indexes the images again"):
+        tiny_demo.run("package", params=packaged)
+    package = tiny_demo.path / "data/demo/06_models/package"
+    assert not package.exists()
     # Kedro's logging setup replaces the root logger's handlers, so caplog listens on the run store's logger.
     store_logger = logging.getLogger("deepfake_kedro.run_store")
     store_logger.addHandler(caplog.handler)
@@ -100,6 +109,9 @@ def test_stale_data_retrains_changed_folds(tiny_demo, caplog):
     # A record can reach caplog twice (its handler on the logger and pytest's on the root): count distinct lines.
     retrained = {line for line in caplog.text.splitlines() if "retrains: data changed:" in line}
     assert len(retrained) == 10 and all("images added" in line for line in retrained), retrained
+    # Indexed and retrained: the package is made.
+    tiny_demo.run("package", params=packaged)
+    assert "phase1.p1_resnet18_baseline" in (package / "model_card.md").read_text()
 
 
 def test_bad_experiment_config_fails_before_any_training(tiny_demo):

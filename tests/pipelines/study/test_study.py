@@ -179,6 +179,43 @@ def test_a_notebook_says_which_of_the_results_it_shows_no_longer_match_the_param
     assert "generalisation" not in shown  # its experiments did not change
 
 
+def test_a_report_or_notebook_over_images_changed_since_the_indexing_names_them(tiny_study):
+    from deepfake_kedro.data_index import DataLayoutError
+    from deepfake_kedro.notebook_checks import out_of_date_note
+
+    raw = tiny_study.path / "data/01_raw/demo"
+    deck = reporting(tiny_study, "report.pdf")
+    written = deck.stat().st_mtime_ns
+    example = sorted(raw.glob("wiki/**/*.jpg"))[0]
+    data = example.read_bytes()
+    example.unlink()
+    example.write_bytes(data)  # written again unchanged: its times moved, its content did not
+    assert load_in_session(tiny_study, {}, lambda catalog: out_of_date_note(catalog)) is None
+    added = example.with_name("added_since.jpg")
+    added.write_bytes(data)
+    try:
+        with pytest.raises(DataLayoutError) as refused:
+            tiny_study.run("reporting")
+        assert str(refused.value).startswith(
+            f"This run (--pipelines reporting) reads results made from the images under {raw} as the preprocessing "
+            f"last indexed them, and they changed since: 1 added, 0 removed, 0 replaced "
+            f"(e.g. {added.relative_to(raw).as_posix()}). Run the study again (kedro run --env demo: ")
+        assert deck.stat().st_mtime_ns == written
+        note = load_in_session(tiny_study, {}, lambda catalog: out_of_date_note(catalog, phases=["phase1"]))
+        assert note.startswith("This notebook reads results made from the images under") and "1 added" in note
+    finally:
+        added.unlink()
+    assert load_in_session(tiny_study, {}, lambda catalog: out_of_date_note(catalog, phases=["phase1"])) is None
+    # A source folder gone: the comparison itself names it.
+    (raw / "insight").rename(raw / "insight_moved")
+    try:
+        with pytest.raises(DataLayoutError, match=r"compared with their last indexing, which fails here: data\.sources "
+                                                  r"names 'insight', but .* does not exist"):
+            tiny_study.run("reporting")
+    finally:
+        (raw / "insight_moved").rename(raw / "insight")
+
+
 def test_results_read_by_a_run_are_its_inputs_experiments_or_their_whole_phase():
     from deepfake_kedro.hooks import CurrentParametersHook
 
