@@ -150,8 +150,12 @@ class FoldRunStore:
 
     def _write_locked(self, key: str, result: FoldResult, data: FoldData | None) -> None:
         target = self.root / key
+        # A run it replaces is moved here whole before the new one is renamed in, then deleted: deleting it in place
+        # could stop half-way with meta.json still there, and that half would read as a complete fold.
+        replaced = target.with_name(f".{target.name}.replaced")
         # Staging folders of killed runs: only the lock holder writes this fold, so none is in use.
-        for leftover in [*target.parent.glob(f"{target.name}.*.partial"), target.with_name(f"{target.name}.partial")]:
+        for leftover in [*target.parent.glob(f"{target.name}.*.partial"), target.with_name(f"{target.name}.partial"),
+                         replaced]:
             shutil.rmtree(leftover, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".partial", dir=target.parent))
         torch.save(result.state_dict, staging / "model.pt")
@@ -165,8 +169,10 @@ class FoldRunStore:
             meta["data_key"] = data.data_key
         # meta.json is written last: its presence marks the fold as complete.
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        shutil.rmtree(target, ignore_errors=True)
+        if target.exists():
+            target.rename(replaced)
         staging.rename(target)
+        shutil.rmtree(replaced, ignore_errors=True)
 
     def train_and_write(self, key: str, run: FoldResult | Callable[[], FoldResult]) -> FoldResult | None:
         """Under the fold's lock, computes and writes ``run`` unless the fold is done by then (returns None).

@@ -1,4 +1,5 @@
 import multiprocessing
+import os
 import threading
 import time
 
@@ -55,6 +56,25 @@ def test_a_half_written_fold_does_not_count_as_done(tmp_path):
     assert not store.is_complete("f/fold_0")
     with pytest.raises(FileNotFoundError, match="not complete"):
         store.read("f/fold_0")
+
+
+def test_a_run_killed_while_replacing_a_fold_leaves_the_new_fold_whole(tmp_path, monkeypatch):
+    store = FoldRunStore(tmp_path)
+    store.write("f/fold_0", result(0))
+    real_unlink = os.unlink
+
+    def killed(*args, **kwargs):  # the first file deleted is where the user's Ctrl-C lands
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "unlink", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.write("f/fold_0", result(1))
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    # The old fold was moved aside whole before the new one took its place: what reads as complete is the new one.
+    assert store.is_complete("f/fold_0")
+    assert store.read("f/fold_0").predictions["path"].tolist() == ["x1.jpg"]
+    store.write("f/fold_0", result(2))
+    assert sorted(p.name for p in (tmp_path / "f").iterdir() if p.name != "fold_0.lock") == ["fold_0"]
 
 
 def rows(paths: list[str], roles: list[str], signature: str = "10-1") -> pd.DataFrame:
