@@ -95,6 +95,7 @@ class DaskRunner(AbstractRunner):
 
     def _client(self) -> tuple[Any, Any]:
         """A client of the scheduler at ``address``, or of a local cluster started for this run."""
+        import dask
         from distributed import Client
 
         if self._address:
@@ -114,7 +115,9 @@ class DaskRunner(AbstractRunner):
         if self._cluster == "distributed.LocalCluster":
             options["processes"] = self._processes
             options["dashboard_address"] = None  # no port to collide with a second run
-        cluster = cluster_class(**options)
+        # Dask starts workers as daemon processes by default, and a daemon may not start DataLoader processes.
+        with dask.config.set({"distributed.worker.daemon": False}):
+            cluster = cluster_class(**options)
         logger.info("Dask: started %s with %d workers (dashboard: %s)", self._cluster, len(cluster.workers),
                     getattr(cluster, "dashboard_link", "none"))
         return Client(cluster), cluster

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -69,6 +71,13 @@ class CachedBatches(Dataset):
         return torch.from_numpy(pixels), torch.from_numpy(self.labels[positions])
 
 
+@functools.cache
+def _warn_daemon_loading(num_workers: int) -> None:
+    logger.warning("This process is a daemon (a Dask worker started with its default): batches are loaded in it "
+                   "instead of %d loader processes; start workers with DASK_DISTRIBUTED__WORKER__DAEMON=False to use "
+                   "them", num_workers)
+
+
 def batch_loader(
     images: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int,
     shuffle: bool, seed: int = 0, num_workers: int = 0, pin_memory: bool = False,
@@ -83,9 +92,16 @@ def batch_loader(
              else SequentialSampler(dataset))
     # A last training batch of one image breaks BatchNorm: drop it (one image per epoch, reshuffled).
     drop_last = shuffle and len(rows) % batch_size == 1
+    if num_workers and multiprocessing.current_process().daemon:
+        # A daemon process (a Dask worker as dask starts it by default) may not start loader processes.
+        _warn_daemon_loading(num_workers)
+        num_workers = 0
+    # The loader's own generator draws its workers' base seed: from the global stream, that draw (once per epoch
+    # without workers, once with persistent ones) would shift dropout's draws with num_workers.
     return DataLoader(
         dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=drop_last),
         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

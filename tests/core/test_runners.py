@@ -63,6 +63,22 @@ def test_a_node_error_reaches_the_driver_with_its_message(tmp_path):
         DaskRunner(n_workers=1, processes=False).run(pipeline, catalog)
 
 
+def _is_daemon() -> bool:
+    import multiprocessing
+
+    return multiprocessing.current_process().daemon
+
+
+def test_the_runner_s_local_cluster_workers_may_start_data_loader_processes():
+    # Dask starts worker processes as daemons by default, and a daemon may not start any process.
+    client, cluster = DaskRunner(n_workers=1, processes=True)._client()
+    try:
+        assert list(client.run(_is_daemon).values()) == [False]
+    finally:
+        client.close()
+        cluster.close()
+
+
 def test_a_cluster_class_that_cannot_be_imported_names_the_runner_param_and_the_fix():
     pipeline = Pipeline([Node(double, "numbers", "doubled", name="double")])
     catalog = DataCatalog({"numbers": MemoryDataset(pd.DataFrame({"value": [1]}))})

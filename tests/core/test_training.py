@@ -1,3 +1,5 @@
+import multiprocessing
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,6 +74,35 @@ def test_training_is_deterministic_on_cpu_and_learns_the_artefact(study):
     np.testing.assert_array_equal(first[2], again[2])
     test_labels = labels[fold_rows(table)["test"]]
     assert first[2][test_labels == 1].mean() > first[2][test_labels == 0].mean()
+
+
+def test_loader_processes_change_nothing_a_fold_learns_even_with_dropout(study):
+    # num_workers is no part of the fingerprint: runs that differ in it share one stored fold.
+    table, pixels = study
+    labels = table["label"].to_numpy(np.float32)
+    runs = [train_fold(tiny_config(dropout=0.3, num_workers=workers, epochs=2, scheduler={"T_max": 2}), pixels,
+                       fold_rows(table), labels, fold=0, device=torch.device("cpu")) for workers in (0, 2)]
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+    pd.testing.assert_series_equal(runs[0][1]["train_loss"], runs[1][1]["train_loss"])
+
+
+def _batches_in_a_daemon(pixels, labels, queue):
+    loader = batch_loader(pixels, np.arange(len(pixels)), labels, 16, shuffle=True, seed=3, num_workers=2)
+    queue.put([batch.numpy() for batch, _ in loader])
+
+
+def test_a_daemon_process_such_as_a_dask_worker_loads_the_same_batches_itself(study):
+    _, pixels = study
+    labels = np.zeros(len(pixels), np.float32)
+    queue = multiprocessing.get_context("fork").Queue()
+    worker = multiprocessing.get_context("fork").Process(target=_batches_in_a_daemon, args=(pixels, labels, queue),
+                                                         daemon=True)
+    worker.start()
+    in_daemon = queue.get(timeout=60)
+    worker.join(timeout=60)
+    expected = [batch.numpy() for batch, _ in batch_loader(pixels, np.arange(len(pixels)), labels, 16, shuffle=True,
+                                                           seed=3)]
+    assert len(in_daemon) == len(expected) and all(np.array_equal(a, b) for a, b in zip(in_daemon, expected))
 
 
 def test_real_norm_statistics_are_stored_with_the_fold(study):
