@@ -11,7 +11,8 @@ Each entry of the parameter block ``demo.planted_effects`` names one ``check``:
 - ``holdout_flagged`` / ``holdout_small``: the source hold-out ``experiment`` of phase 2 has Δ above the flag
   and a Holm-adjusted p below ``alpha`` / Δ at most the flag.
 - ``significant_gain``: phase ``phase``'s paired test ``baseline`` -> ``treatment`` gains AUC with Holm p < alpha.
-- ``adopted`` / ``not_adopted``: phase 2's preprocessing step with ``treatment`` was / was not adopted.
+- ``adopted`` / ``not_adopted``: phase 2's preprocessing step with ``treatment`` was / was not adopted; a step
+  whose condition was not met is judged by its own paired test (gain with Holm p < alpha: it would be adopted).
 - ``scaling_monotone``: in phase 4 every model's AUC at the largest fraction is at least its AUC at the
   smallest, and each fraction's mean AUC is at least the previous fraction's CI low.
 """
@@ -102,7 +103,8 @@ def _gain(entry: Mapping[str, Any], tests: Mapping[str, pd.DataFrame], alpha: fl
                 (row["diff_ci_low"], row["diff_ci_high"]), p_holm, gain > 0 and p_holm < alpha)
 
 
-def _decision(entry: Mapping[str, Any], choice: Mapping[str, Any], adopted: bool, where: str) -> dict[str, Any]:
+def _decision(entry: Mapping[str, Any], choice: Mapping[str, Any], adopted: bool, tests: pd.DataFrame, alpha: float,
+              where: str) -> dict[str, Any]:
     _require(entry, ["treatment"], where)
     decisions = [d for d in choice.get("decisions", []) if d["treatment"] == entry["treatment"]]
     if not decisions:
@@ -110,11 +112,26 @@ def _decision(entry: Mapping[str, Any], choice: Mapping[str, Any], adopted: bool
                                  f"{entry['treatment']!r}")
     decision = decisions[0]
     expected = "adopted by choose_preprocessing" if adopted else "not adopted"
-    found = ("adopted" if decision["adopted"] else "not adopted") + f" ({decision['reason']})"
-    gain = decision.get(f"{choice.get('metric', 'auc')}_diff", np.nan)
-    ci = decision.get("diff_ci") or (np.nan, np.nan)
-    return _row(entry["effect"], expected, found, gain if gain is not None else np.nan, ci,
-                decision.get("p_holm", np.nan), decision["adopted"] == adopted)
+    metric = choice.get("metric", "auc")
+    if decision.get("applies", True):
+        found = ("adopted" if decision["adopted"] else "not adopted") + f" ({decision['reason']})"
+        gain = decision.get(f"{metric}_diff", np.nan)
+        ci = decision.get("diff_ci") or (np.nan, np.nan)
+        return _row(entry["effect"], expected, found, gain if gain is not None else np.nan, ci,
+                    decision.get("p_holm", np.nan), decision["adopted"] == adopted)
+    # The step did not apply (its condition was not met): its own paired test says what the rule would decide.
+    rows = tests[(tests["baseline"] == decision["baseline"]) & (tests["treatment"] == decision["treatment"])
+                 & (tests["metric"] == metric)] if not tests.empty else tests
+    if rows.empty:
+        return _row(entry["effect"], expected, f"not tested: the step did not apply ({decision['reason']}) and "
+                    f"phase 2 has no {metric} test of {decision['baseline']} -> {decision['treatment']}")
+    row = rows.iloc[0]
+    gain, p_holm = float(row["diff_mean"]), float(row["p_holm"])
+    would = gain > 0 and p_holm < alpha
+    found = (f"the step did not apply ({decision['reason']}); by its paired test it would "
+             f"{'' if would else 'not '}be adopted (Δ{metric} {gain:+.3f}, Holm p {p_holm:.3g})")
+    return _row(entry["effect"], expected, found, gain, (row["diff_ci_low"], row["diff_ci_high"]), p_holm,
+                would == adopted)
 
 
 def _scaling(entry: Mapping[str, Any], scaling: pd.DataFrame, where: str) -> dict[str, Any]:
@@ -170,7 +187,8 @@ def check_planted_effects(
         elif check == "significant_gain":
             rows.append(_gain(entry, tests, alpha, where))
         elif check in ("adopted", "not_adopted"):
-            rows.append(_decision(entry, preprocessing_choice, check == "adopted", where))
+            rows.append(_decision(entry, preprocessing_choice, check == "adopted", tests.get("phase2", pd.DataFrame()),
+                                  alpha, where))
         elif check == "scaling_monotone":
             rows.append(_scaling(entry, scaling, where))
         else:

@@ -25,13 +25,16 @@ PHASE2_TESTS = pd.DataFrame([
     {"baseline": "hold_inpainting", "treatment": "p2b", "metric": "heldout_source_auc", "diff_mean": 0.02,
      "diff_ci_low": -0.01, "diff_ci_high": 0.05, "p_holm": 0.5, "heldout_source": "inpainting",
      "in_source_auc": 0.99, "heldout_auc": 0.97},
+    {"baseline": "p2c_crop", "treatment": "p2e_aug_crop", "metric": "auc", "diff_mean": -0.17, "diff_ci_low": -0.3,
+     "diff_ci_high": -0.04, "p_holm": 0.03},
 ])
 CHOICE = {"metric": "auc", "decisions": [
     {"treatment": "p2c_crop", "adopted": True, "reason": "significant gain", "auc_diff": 0.03, "diff_ci": [0.01, 0.05],
      "p_holm": 0.02},
     {"treatment": "p2d_aug", "adopted": False, "reason": "no gain", "auc_diff": -0.01, "diff_ci": [-0.03, 0.01],
      "p_holm": 1.0},
-    {"treatment": "p2e_aug_crop", "adopted": False, "applies": False, "reason": "condition not met"},
+    {"baseline": "p2c_crop", "treatment": "p2e_aug_crop", "adopted": False, "applies": False,
+     "reason": "condition not met"},
 ]}
 SCALING = pd.DataFrame([
     {"model": "resnet18", "subsample": 0.2, "auc_mean": 0.80, "auc_ci_low": 0.75, "auc_ci_high": 0.85},
@@ -69,6 +72,24 @@ def test_each_check_reads_the_studys_own_numbers_and_says_whether_the_effect_was
     assert (insight["estimate"], insight["ci_low"], insight["p_holm"]) == (0.4, 0.3, 0.001)
     assert table.iloc[5]["p_holm"] == 0.01
     assert table.iloc[7]["estimate"] == 0.03 and table.iloc[7]["ci_high"] == 0.05
+
+
+def test_a_step_that_did_not_apply_is_judged_by_its_own_paired_test_not_passed_for_free():
+    planted = [{"effect": "aug on crops", "check": "not_adopted", "treatment": "p2e_aug_crop"}]
+    # A Holm-significant loss: the rule would not adopt it.
+    row = _check(planted).iloc[0]
+    assert row["recovered"] and (row["estimate"], row["p_holm"]) == (-0.17, 0.03)
+    assert row["found"] == ("the step did not apply (condition not met); by its paired test it would not be adopted "
+                            "(Δauc -0.170, Holm p 0.03)")
+    # A Holm-significant gain: the rule would adopt it, so the planted null was not recovered.
+    gain = PHASE2_TESTS.copy()
+    gain.loc[4, ["diff_mean", "diff_ci_low", "diff_ci_high"]] = [0.17, 0.04, 0.3]
+    table = check_planted_effects(planted, {"phase1": PHASE1}, {"phase2": gain}, CHOICE, SCALING)
+    assert not table.iloc[0]["recovered"] and "it would be adopted" in table.iloc[0]["found"]
+    # No test of the pair: nothing says what the rule would decide.
+    untested = PHASE2_TESTS.drop(index=4)
+    table = check_planted_effects(planted, {"phase1": PHASE1}, {"phase2": untested}, CHOICE, SCALING)
+    assert not table.iloc[0]["recovered"] and table.iloc[0]["found"].startswith("not tested")
 
 
 def test_a_flagged_holdout_needs_the_holm_test_not_only_an_interval_above_zero():
