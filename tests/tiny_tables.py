@@ -43,7 +43,8 @@ def model_selection(model: str = "resnet18") -> dict[str, Any]:
     candidate = {"rank": 1, "model": model, "experiment": f"p3_{model}", "auc_mean": 0.9, "worst_source_auc": 0.85,
                  "worst_source": "gan", "gflops": 1.8, "score": 1.0}
     return {"criteria": [{"name": "auc_mean", "direction": "higher", "weight": 1.0}], "source": "ranking",
-            "candidates": [candidate], "selected": [{"slot": "top1", "model": model, "experiment": f"p3_{model}"}]}
+            "candidates": [candidate],
+            "selected": [{"slot": "top1", "model": model, "experiment": f"p3_{model}", "rank": 1}]}
 
 
 def preprocessing_choice() -> dict[str, Any]:

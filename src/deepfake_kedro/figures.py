@@ -35,7 +35,11 @@ def learning_curves(histories: list[pd.DataFrame], title: str) -> Figure:
             ax.plot(history["epoch"], history[f"val_{metric}"], "-", marker="o", ms=3, color=colour,
                     label=f"fold {fold}")
     loss_ax.set(xlabel="epoch", ylabel="BCE loss", title="loss (dashed: train, solid: val)")
-    auc_ax.set(xlabel="epoch", ylabel="ROC AUC", title="AUC (dashed: train, solid: val)", ylim=(0.4, 1.01))
+    # From 0.4 (chance and just below), lower only when a point would fall off the axis.
+    aucs = np.concatenate([h[["train_auc", "val_auc"]].to_numpy(float).ravel() for h in histories] or [[]])
+    aucs = aucs[np.isfinite(aucs)]
+    auc_ax.set(xlabel="epoch", ylabel="ROC AUC", title="AUC (dashed: train, solid: val)",
+               ylim=(min(0.4, aucs.min() - 0.02) if aucs.size else 0.4, 1.01))
     auc_ax.legend(loc="lower right", fontsize=8)
     figure.suptitle(title)
     return figure

@@ -139,8 +139,10 @@ def setup_slide(deck: DeckInputs) -> Figure:
         "Sources: " + ", ".join(f"{s} ({kind}, {counts.loc[s, 'images']} images)" for s, kind in deck.sources.items()
                                 if s in counts.index),
         f"Protocol: {deck.cv_folds}-fold cross-validation grouped by identity (StratifiedGroupKFold, seed "
-        f"{deck.seed}), inner validation {deck.val_ratio:.0%} of the training groups for early stopping; "
-        "test folds are never used for any choice.",
+        f"{deck.seed}), inner validation {deck.val_ratio:.0%} of the training groups for early stopping, the "
+        "checkpoint and the decision threshold: no test fold chooses them. Phase 2's preprocessing and phase 4's "
+        "models are chosen on the cross-validated results, so the chosen ones' figures carry some selection "
+        "optimism (docs/protocol.md); the external sets choose nothing.",
         "Phases: 1 architecture baseline, 2 preprocessing (shortcuts, resolution, face crop, augmentation), "
         "3 architectures on phase 2's preprocessing, 4 final models with data scaling.",
         f"Every number in this deck is read from {deck.reporting_dir} (model_comparison.csv, paired_tests.csv, ...).",
@@ -153,8 +155,9 @@ def splits_slide(fold_table: pd.DataFrame) -> Figure:
     per_fold["groups"] = fold_table.groupby("fold")["group"].nunique()
     return table_slide("Splits: images per outer fold and source", per_fold.reset_index(),
                        "Groups (identity + near-duplicates) never cross folds; checked before every training. An "
-                       "experiment with subsample < 1 trains and tests on that share of each fold's groups (its "
-                       "n_test is in its fold_metrics.csv).", digits=0)
+                       "experiment with subsample < 1 trains on that share of each fold's groups, and tests on it "
+                       "too unless subsample_test is false, as in phase 4's scaling runs (each experiment's n_test "
+                       "is in its fold_metrics.csv).", digits=0)
 
 
 def wilcoxon_note(cv_folds: int) -> str:
@@ -391,7 +394,11 @@ def recommendation(
     full = final[final["experiment"] == Slot(1, FULL).experiment_name(top["model"])]
     if not len(full):
         return None
-    return (f"Recommended model: {top['model']} (ranked first on phases 1-3) on the chosen preprocessing "
+    # An override may put a model of any rank first: say how it was chosen.
+    chosen = (f"chosen by phase4.ranking.override, rank {top['rank']} on phases 1-3"
+              if str(selection.get("source", "")).startswith("override") else
+              f"ranked {'first' if top['rank'] == 1 else top['rank']} on phases 1-3")
+    return (f"Recommended model: {top['model']} ({chosen}) on the chosen preprocessing "
             f"({choice['source']}), full-data AUC {auc_text(full.iloc[0])}{_against_final_models(tests)}.")
 
 

@@ -76,6 +76,10 @@ def test_learning_curves_train_and_val_lines_per_fold():
     loss_ax, auc_ax = figure.axes
     assert len(loss_ax.lines) == len(auc_ax.lines) == 6
     assert [t.get_text() for t in auc_ax.get_legend().get_texts()] == ["fold 0", "fold 1", "fold 2"]
+    assert auc_ax.get_ylim() == (0.4, 1.01)
+    # A train AUC below chance (0.381, an early epoch) stays on the axis.
+    histories[1].loc[0, "train_auc"] = 0.381
+    assert learning_curves(histories, "lc").axes[1].get_ylim()[0] == pytest.approx(0.361)
 
 
 def test_prediction_figures_one_panel_per_source_and_calibration_counts():

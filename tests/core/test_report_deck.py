@@ -83,6 +83,14 @@ def test_the_recommendation_reports_its_tests_against_the_other_final_models():
         assert verdict in line
 
 
+def test_a_recommendation_chosen_by_override_says_so_and_gives_the_model_s_rank():
+    base = deck_inputs()
+    override = {**base.model_selection, "source": "override (parameter phase4.ranking.override)",
+                "selected": [{**base.model_selection["selected"][0], "rank": 3}]}
+    line = conclusions(deck_inputs(model_selection=override), None)[-2]
+    assert line.startswith("Recommended model: resnet18 (chosen by phase4.ranking.override, rank 3 on phases 1-3)")
+
+
 def test_the_best_experiment_is_only_called_better_when_a_test_says_so():
     base = deck_inputs()
     for diff, p_holm, said in (
