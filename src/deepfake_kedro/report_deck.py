@@ -183,11 +183,11 @@ def metrics_slide(cv_folds: int) -> Figure:
 def audit_slide(audit: Mapping[str, Any], near_duplicates: Mapping[str, Any]) -> Figure:
     """The metadata-only shortcut audit and the near-duplicate merging."""
     return text_slide("Data audit: shortcuts in the files themselves", [
-        f"Metadata-only classifier (size, aspect, file size, JPEG quality, EXIF turn, colour mode, format): "
-        f"AUC {audit['auc']:.3f} "
+        f"Metadata-only classifier: AUC {audit['auc']:.3f} "
         f"[{audit['auc_ci_low']:.3f}, {audit['auc_ci_high']:.3f}] - "
         + ("WARNING: the label leaks through the file format; see the hold-out and normalisation results."
-           if audit["warning"] else "no format shortcut above the warning level."),
+           if audit["warning"] else "no format shortcut above the warning level.")
+        + " Its features: size, aspect, file size, JPEG quality, EXIF turn, colour mode and format.",
         f"Near-duplicates (perceptual hash): {near_duplicates['basename_groups_merged']} identity groups held "
         f"near-copies of each other and were merged, leaving {near_duplicates['merged_groups']} groups "
         f"(the largest joins {near_duplicates['largest_merged_group']} identity groups"
