@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -37,7 +36,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
-from deepfake_kedro.data_index import IMAGE_SUFFIXES, to_rgb8
+from deepfake_kedro.data_index import IMAGE_SUFFIXES, ImageTree, to_rgb8
 from deepfake_kedro.explain import gradcam_maps, overlay
 from deepfake_kedro.face_crops import FaceDetector
 from deepfake_kedro.model_package import ModelPackage
@@ -111,23 +110,10 @@ def media_kind(path: str | Path) -> str:
 
 
 def _walk(folder: Path) -> list[str]:
-    """Every file under ``folder``; linked folders followed (each real folder once), unlistable ones named."""
-    found, seen = [], set()
-
-    def unlisted(error: OSError) -> None:
-        logger.warning("Cannot list %s (%s): its files are not scored; fix its permissions to score them",
-                       error.filename, error.strerror)
-
-    for directory, subfolders, names in os.walk(folder, followlinks=True, onerror=unlisted):
-        stat = os.stat(directory)
-        if (stat.st_dev, stat.st_ino) in seen:  # reached again through a link: already listed
-            subfolders.clear()
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        # Hidden folders and files (.git, .DS_Store) are not inputs.
-        subfolders[:] = sorted(s for s in subfolders if not s.startswith("."))
-        found += [str(Path(directory, name)) for name in sorted(names) if not name.startswith(".")]
-    return found
+    """Every file under ``folder`` as the study lists its tree (``ImageTree.files``: linked folders followed, each
+    real folder once, unlistable ones named), hidden files and folders (.git, .DS_Store) left out."""
+    return [str(folder / path) for path in ImageTree(folder).files()
+            if not any(part.startswith(".") for part in path.split("/"))]
 
 
 def _read_list(source: Path) -> list[str]:
