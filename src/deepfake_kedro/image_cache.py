@@ -130,12 +130,7 @@ def write_image_stack(plan: ImageStackPlan, directory: Path) -> int:
     )
     if previous is not None:
         del previous
-    retired = directory.with_name(directory.name + ".old")
-    shutil.rmtree(retired, ignore_errors=True)
-    if directory.exists():
-        directory.rename(retired)
-    staging.rename(directory)
-    shutil.rmtree(retired, ignore_errors=True)
+    swap_folder_in(staging, directory, directory.with_name(directory.name + ".old"))
     logger.info("%s: %d rendered, %d reused", plan.description, len(missing), len(plan.keys) - len(missing))
     return len(missing)
 
@@ -149,6 +144,19 @@ class TablePlan:
     compute: Callable[[list[str]], list[dict]]
     batch_size: int = 32
     description: str = "rows"
+
+
+def swap_folder_in(staging: Path, target: Path, retired: Path) -> None:
+    """Puts the complete folder ``staging`` at ``target``; an old one is moved to ``retired`` whole, then deleted.
+
+    Never deleted in place: a delete that stops half-way (a kill, a file that will not go) would leave half a
+    folder at ``target`` that may read as complete.
+    """
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def write_parquet_atomically(table, path: Path) -> None:

@@ -27,6 +27,7 @@ from torch import nn
 from deepfake_kedro.commands import kedro_run
 from deepfake_kedro.data_index import square_resize
 from deepfake_kedro.face_crops import face_crop
+from deepfake_kedro.image_cache import swap_folder_in
 from deepfake_kedro.models import create_model
 from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
@@ -261,13 +262,7 @@ def save_package(package: ModelPackage, directory: Path) -> None:
                 "threshold": package.threshold, "n_folds": len(package.fold_states)}
     (staging / "model_card.md").write_text(package.model_card)
     (staging / "package.json").write_text(json.dumps(manifest, indent=2))
-    # The old package is moved aside whole, never deleted in place: a failed delete cannot leave half of it.
-    replaced = directory.with_name(directory.name + ".replaced")
-    shutil.rmtree(replaced, ignore_errors=True)
-    if directory.exists():
-        directory.rename(replaced)
-    staging.rename(directory)
-    shutil.rmtree(replaced, ignore_errors=True)
+    swap_folder_in(staging, directory, directory.with_name(directory.name + ".replaced"))
 
 
 def load_package(directory: Path) -> ModelPackage:

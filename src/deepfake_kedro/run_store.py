@@ -31,6 +31,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from deepfake_kedro.image_cache import swap_folder_in
+
 logger = logging.getLogger(__name__)
 
 
@@ -150,8 +152,7 @@ class FoldRunStore:
 
     def _write_locked(self, key: str, result: FoldResult, data: FoldData | None) -> None:
         target = self.root / key
-        # A run it replaces is moved here whole before the new one is renamed in, then deleted: deleting it in place
-        # could stop half-way with meta.json still there, and that half would read as a complete fold.
+        # Where a run it replaces goes whole before being deleted (swap_folder_in): hidden, no fold_* name.
         replaced = target.with_name(f".{target.name}.replaced")
         # Staging folders of killed runs: only the lock holder writes this fold, so none is in use.
         for leftover in [*target.parent.glob(f"{target.name}.*.partial"), target.with_name(f"{target.name}.partial"),
@@ -169,10 +170,7 @@ class FoldRunStore:
             meta["data_key"] = data.data_key
         # meta.json is written last: its presence marks the fold as complete.
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        if target.exists():
-            target.rename(replaced)
-        staging.rename(target)
-        shutil.rmtree(replaced, ignore_errors=True)
+        swap_folder_in(staging, target, replaced)
 
     def train_and_write(self, key: str, run: FoldResult | Callable[[], FoldResult]) -> FoldResult | None:
         """Under the fold's lock, computes and writes ``run`` unless the fold is done by then (returns None).
