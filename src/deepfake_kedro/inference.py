@@ -219,7 +219,7 @@ def _decode_frames(path: str, wanted: Sequence[int]) -> tuple[list[Frame], int, 
     frames: list[Frame] = []
     decoded, note, wanted_set, last = 0, "", set(wanted), max(wanted)
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = container.streams.best("video")
         stream.thread_type = "AUTO"  # frame and slice threads: long videos decode several times faster, in order
         sample_aspect_ratio = stream.sample_aspect_ratio
         try:
@@ -252,9 +252,10 @@ def read_video_frames(path: str | Path, n_frames: int) -> tuple[list[Frame], str
         raise BadInput("unreadable", "the file does not exist")
     try:
         with av.open(path) as container:
-            if not container.streams.video:
+            # FFmpeg's choice of the main video stream: not a cover picture muxed first (avi, mkv).
+            stream = container.streams.best("video")
+            if stream is None:
                 raise BadInput("no_frames", "the file has no video stream")
-            stream = container.streams.video[0]
             # The header's count when it has one (mp4, mov, avi), else the packets counted (webm), without decoding.
             total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
     except (av.error.FFmpegError, OSError, ValueError) as error:

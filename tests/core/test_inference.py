@@ -367,6 +367,30 @@ def test_an_anamorphic_clip_is_scored_as_displayed_not_as_stored(tmp_path):
     assert decoded.shape == shown.shape and np.abs(decoded - shown).mean() < 10
 
 
+def test_a_cover_picture_muxed_before_the_clip_is_not_taken_for_the_video(tmp_path):
+    import av
+
+    clip = [np.full((64, 64, 3), 40 * i, np.uint8) for i in range(1, 6)]
+    with av.open(str(tmp_path / "covered.avi"), "w") as container:
+        # One still picture in its own stream, first, as a tagging tool adds cover art.
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.height = cover.width = 64
+        cover.pix_fmt = "yuvj420p"
+        main = container.add_stream("mpeg4", rate=5)
+        main.height = main.width = 64
+        main.pix_fmt = "yuv420p"
+        still = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 255, np.uint8), format="rgb24")
+        container.mux(cover.encode(still.reformat(format="yuvj420p")))
+        container.mux(cover.encode())
+        for pixels in clip:
+            container.mux(main.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(main.encode())
+    frames, note = read_video_frames(tmp_path / "covered.avi", 5)
+    assert note == "" and [frame.index for frame in frames] == [0, 1, 2, 3, 4]
+    means = [np.asarray(frame.image, dtype=float).mean() for frame in frames]
+    np.testing.assert_allclose(means, [40, 80, 120, 160, 200], atol=6)
+
+
 def test_an_image_too_small_for_mtcnn_falls_back_to_the_square_crop(finished, tmp_path, caplog):
     _, _, package = finished
     astronaut = Image.fromarray(data.astronaut())
