@@ -2,8 +2,8 @@
 
 An external set is a tree like the study's data (``root/<source>/**/<image>``) with its own ``sources`` map
 (folder -> real / fake). Every usable image goes through the package's preprocessing (square crop, or the face
-crop around a freshly detected MTCNN box for face-crop models) and is scored by the mean p(fake) of the fold
-models, at the package's threshold. Metrics carry grouped bootstrap CIs (a group = an identity's basename joined
+crop around a freshly detected MTCNN box for face-crop models) and is scored by the mean calibrated p(fake) of the
+fold models, at the package's threshold. Metrics carry grouped bootstrap CIs (a group = an identity's basename joined
 with its near-duplicates, as in the study), so they can be set beside the cross-validated AUC. A set's file
 byte-identical to one of the study's own images (same content digest) is left out and listed: a final model may
 have trained on it.
@@ -191,7 +191,8 @@ def score_images(
     package: ModelPackage, index: pd.DataFrame, tree: ImageTree, faces: Mapping[str, Mapping[str, Any]],
     device: torch.device | str | None = None, chunk_size: int = 256,
 ) -> pd.DataFrame:
-    """Ensemble scores of the set's images: ``p_fake`` (mean over folds), ``spread``, ``fake`` (at the threshold).
+    """Ensemble scores of the set's images: ``p_fake`` (mean of the calibrated folds), ``spread``, ``fake`` (at the
+    threshold).
 
     Args:
         package: The model.

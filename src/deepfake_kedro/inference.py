@@ -13,7 +13,8 @@ Every input becomes one row, whatever happens to it, so a bad file never stops t
   face-crop package, frames without a face are skipped (a no-face square would not be what the model saw in
   training). The video's score is a named rule over its frames' ensemble scores: ``mean`` or ``topk_mean``
   (mean of the ``k`` most fake frames).
-- ``p_fake`` is the mean over fold models, ``spread`` their std (for a video: of each fold's video score
+- ``p_fake`` is the mean over fold models of their calibrated p(fake) (``model_package.platt_calibration``),
+  ``spread`` their std (for a video: of each fold's video score
   over the same frames), ``decision`` is ``fake`` from the package's threshold up.
 
 Knows nothing of Kedro.
@@ -323,10 +324,11 @@ class Predictor:
         self.normalizers = [package.normalizer(k) for k in range(len(package.fold_states))]
 
     def score_folds(self, pixels: np.ndarray) -> np.ndarray:
-        """Every fold model's p(fake) for rendered ``(N, size, size, 3)`` uint8 inputs: ``(folds, N)``."""
+        """Every fold model's calibrated p(fake) for rendered ``(N, size, size, 3)`` uint8 inputs: ``(folds, N)``."""
         rows = np.arange(len(pixels))
-        return np.stack([predict(model, pixels, rows, normalizer, self.device, self.batch_size, f"fold {k}")
-                         for k, (model, normalizer) in enumerate(zip(self.models, self.normalizers))])
+        return self.package.calibrate(np.stack([
+            predict(model, pixels, rows, normalizer, self.device, self.batch_size, f"fold {k}")
+            for k, (model, normalizer) in enumerate(zip(self.models, self.normalizers))]))
 
     def prepare(self, path: str) -> Prepared:
         """Decodes and renders one input; a bad input comes back as a row with its status and reason."""

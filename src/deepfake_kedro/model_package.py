@@ -2,7 +2,8 @@
 
 The package is a folder::
 
-    package.json        resolved config, fingerprint, preprocessing, threshold (rule, per fold, chosen)
+    package.json        resolved config, fingerprint, preprocessing, each fold's calibration, threshold (rule, per
+                        fold, chosen)
     model_card.md       data, protocol, CV metrics with CIs, threshold rule, known shortcuts
     folds/fold_<k>.pt   each outer fold's checkpoint (a plain state dict, loaded with weights_only=True)
 
@@ -12,6 +13,7 @@ It is written under ``<folder>.partial`` and renamed at the end, so a half-writt
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from scipy.special import expit, logit
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from deepfake_kedro.commands import kedro_run
@@ -33,7 +37,92 @@ from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
 from deepfake_kedro.training import Normalizer, predict, select_device
 
-THRESHOLD_CHOICE = "mean of the fold thresholds"
+logger = logging.getLogger(__name__)
+
+CALIBRATION_METHOD = "Platt scaling on its fold's inner validation predictions"
+THRESHOLD_CHOICE = "mean of the fold thresholds on the calibrated scale"
+# Probabilities are clipped this far from 0 and 1 before the logit: a saturated float32 sigmoid gives exactly 1.
+_EPSILON = 1e-7
+
+
+def platt_calibration(val_predictions: pd.DataFrame) -> dict[str, Any]:
+    """A fold model's Platt scaling, ``p -> sigmoid(slope * logit(p) + intercept)``, fitted on its validation rows.
+
+    Fold models of one experiment come out on different scales (one fold's Youden threshold 0.15, another's
+    0.95): averaged raw, the most confident fold outvotes the others. Calibrated, their mean is a probability
+    and their thresholds can be averaged. scikit-learn's logistic regression on the logit does the fit; its L2
+    penalty keeps the slope finite when the validation rows separate perfectly.
+
+    Args:
+        val_predictions: The fold's inner-validation predictions (``label``, ``prob``).
+
+    Returns:
+        ``slope``, ``intercept``, ``n_val`` and ``note`` (why the fit was replaced, or empty). A one-class
+        validation set keeps the identity (slope 1, intercept 0); a slope of 0 or below (validation scores no
+        better than chance) becomes 0, so the fold gives every image its validation fake share rather than a
+        reversed ranking.
+    """
+    y = val_predictions["label"].to_numpy(dtype=int)
+    x = logit(np.clip(val_predictions["prob"].to_numpy(dtype=float), _EPSILON, 1 - _EPSILON))
+    if len(np.unique(y)) < 2:
+        return {"slope": 1.0, "intercept": 0.0, "n_val": int(len(y)),
+                "note": "one class in validation: not calibrated"}
+    fit = LogisticRegression().fit(x.reshape(-1, 1), y)
+    slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if slope <= 0:
+        share = float(np.clip(y.mean(), _EPSILON, 1 - _EPSILON))
+        return {"slope": 0.0, "intercept": float(logit(share)), "n_val": int(len(y)),
+                "note": "validation scores no better than chance: every image gets the validation fake share"}
+    return {"slope": slope, "intercept": intercept, "n_val": int(len(y)), "note": ""}
+
+
+def calibrate(probabilities: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
+    """Raw p(fake) of one fold model mapped through its ``platt_calibration``."""
+    x = logit(np.clip(np.asarray(probabilities, dtype=float), _EPSILON, 1 - _EPSILON))
+    return expit(calibration["slope"] * x + calibration["intercept"])
+
+
+def package_threshold(resolved: ResolvedExperiment, store: FoldRunStore, metrics: Mapping[str, Any],
+                      fold_metrics: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each fold's calibration and the package threshold: the mean of the fold thresholds, each calibrated.
+
+    Calibration is monotone, so a fold's threshold mapped through it is the one its rule picks on the fold's
+    calibrated validation predictions: the folds' thresholds then sit on one scale and their mean means something.
+
+    Args:
+        resolved: The experiment's resolved config.
+        store: Its trained folds, with their validation predictions.
+        metrics: Its metrics summary (``metrics.json``, with ``threshold_rule``).
+        fold_metrics: Its per-fold metrics, with each fold's ``threshold`` on its raw p(fake).
+
+    Returns:
+        The per-fold calibrations, and the threshold (``rule``, ``choice``, ``fold_thresholds`` raw,
+        ``calibrated_fold_thresholds``, ``value``).
+
+    Raises:
+        ValueError: The evaluation has no per-fold thresholds (re-run the experiment's evaluation).
+        FileNotFoundError: A fold run has no stored validation predictions (trained before they were stored).
+    """
+    if "threshold" not in fold_metrics.columns:
+        raise ValueError(f"{resolved.label}: fold_metrics.csv has no 'threshold' column; re-run its evaluate_folds "
+                         "node (thresholds are chosen there, on validation predictions)")
+    fold_thresholds = fold_metrics.sort_values("fold")["threshold"].astype(float).tolist()
+    calibrations = []
+    for fold in range(len(fold_thresholds)):
+        stored = store.read(run_key(resolved.fingerprint, fold))
+        if stored.val_predictions is None:
+            raise FileNotFoundError(
+                f"{resolved.label}: fold run {stored.directory} has no val_predictions.parquet (trained before "
+                "validation predictions were stored), so its model cannot be calibrated; move that folder aside "
+                "and run its phase again to retrain the fold")
+        calibrations.append(platt_calibration(stored.val_predictions))
+        if calibrations[-1]["note"]:
+            logger.warning("%s fold %d: %s", resolved.label, fold, calibrations[-1]["note"])
+    calibrated = [float(calibrate(np.array([t]), c)[0]) for t, c in zip(fold_thresholds, calibrations, strict=True)]
+    threshold = {"rule": metrics.get("threshold_rule", "youden"), "choice": THRESHOLD_CHOICE,
+                 "fold_thresholds": fold_thresholds, "calibrated_fold_thresholds": calibrated,
+                 "value": float(np.mean(calibrated))}
+    return calibrations, threshold
 
 
 @dataclass
@@ -45,6 +134,8 @@ class ModelPackage:
     threshold: dict[str, Any]
     fold_states: list[dict[str, torch.Tensor]]
     model_card: str
+    calibration: list[dict[str, Any]]
+    """Each fold model's ``platt_calibration``: ``predict_folds`` returns calibrated probabilities."""
     # Fold models built once per device by predict_folds: a set scored in chunks does not rebuild them per chunk.
     _built: dict[tuple[int, str], nn.Module] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -86,16 +177,26 @@ class ModelPackage:
         model.load_state_dict(self.fold_states[fold])
         return model.to(torch.device(device) if device is not None else select_device()).eval()
 
-    def predict_folds(self, pixels: np.ndarray, device: torch.device | str | None = None) -> np.ndarray:
-        """Every fold model's p(fake) for preprocessed ``(N, size, size, 3)`` uint8 images: ``(folds, N)``."""
+    def predict_folds(self, pixels: np.ndarray, device: torch.device | str | None = None,
+                      calibrated: bool = True) -> np.ndarray:
+        """Every fold model's p(fake) for preprocessed ``(N, size, size, 3)`` uint8 images: ``(folds, N)``.
+
+        Calibrated (each fold's ``platt_calibration``) unless ``calibrated`` is False, which gives the raw
+        probabilities the fold's own evaluation saw.
+        """
         size = self.preprocessing["image_size"]
         if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
             raise ValueError(f"the package expects ({size}, {size}, 3) uint8 images "
                              f"({self.preprocessing['crop']} crops), got shape {pixels.shape[1:]}")
         device = torch.device(device) if device is not None else select_device()
         rows = np.arange(len(pixels))
-        return np.stack([predict(self.built_fold_model(k, device), pixels, rows, self.normalizer(k), device,
-                                 description=f"fold {k}") for k in range(len(self.fold_states))])
+        raw = np.stack([predict(self.built_fold_model(k, device), pixels, rows, self.normalizer(k), device,
+                                description=f"fold {k}") for k in range(len(self.fold_states))])
+        return self.calibrate(raw) if calibrated else raw
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Raw per-fold p(fake) ``(folds, N)`` mapped through each fold's calibration."""
+        return np.stack([calibrate(p, c) for p, c in zip(raw, self.calibration, strict=True)])
 
     def built_fold_model(self, fold: int, device: torch.device) -> nn.Module:
         """``fold_model``, built once per device: a set scored in chunks does not rebuild it per chunk."""
@@ -108,7 +209,8 @@ class ModelPackage:
         self._built.pop((fold, str(device)), None)
 
     def predict(self, pixels: np.ndarray, device: torch.device | str | None = None) -> pd.DataFrame:
-        """Ensemble scores: ``p_fake`` (mean over folds), ``spread`` (their std), ``fake`` (at the threshold)."""
+        """Ensemble scores: ``p_fake`` (mean of the calibrated folds), ``spread`` (their std), ``fake`` (at the
+        threshold)."""
         per_fold = self.predict_folds(pixels, device)
         p_fake = per_fold.mean(axis=0)
         return pd.DataFrame({"p_fake": p_fake, "spread": per_fold.std(axis=0),
@@ -158,17 +260,13 @@ def build_package(
 
     Raises:
         ValueError: The evaluation has no per-fold thresholds (re-run the experiment's evaluation).
+        FileNotFoundError: A fold run has no stored validation predictions (``package_threshold``).
     """
-    if "threshold" not in fold_metrics.columns:
-        raise ValueError(f"{resolved.label}: fold_metrics.csv has no 'threshold' column; re-run its evaluate_folds "
-                         "node (thresholds are chosen there, on validation predictions)")
+    calibration, threshold = package_threshold(resolved, store, metrics, fold_metrics)
     folds = [store.read(run_key(resolved.fingerprint, fold)) for fold in range(n_folds)]
-    fold_thresholds = fold_metrics.sort_values("fold")["threshold"].astype(float).tolist()
-    threshold = {"rule": metrics.get("threshold_rule", "youden"), "choice": THRESHOLD_CHOICE,
-                 "fold_thresholds": fold_thresholds, "value": float(np.mean(fold_thresholds))}
     preprocessing = package_preprocessing(resolved, [f.meta for f in folds], face_detection)
-    card = model_card(resolved, preprocessing, threshold, metrics, shortcut_audit)
-    return ModelPackage(resolved, preprocessing, threshold, [f.load_state_dict() for f in folds], card)
+    card = model_card(resolved, preprocessing, threshold, metrics, shortcut_audit, calibration)
+    return ModelPackage(resolved, preprocessing, threshold, [f.load_state_dict() for f in folds], card, calibration)
 
 
 def _metric_line(metrics: Mapping[str, Any], name: str, label: str) -> str:
@@ -183,8 +281,9 @@ def _metric_line(metrics: Mapping[str, Any], name: str, label: str) -> str:
 def model_card(
     resolved: ResolvedExperiment, preprocessing: Mapping[str, Any], threshold: Mapping[str, Any],
     metrics: Mapping[str, Any], shortcut_audit: Mapping[str, Any] | None,
+    calibration: list[Mapping[str, Any]] | None = None,
 ) -> str:
-    """A short ``model_card.md``: data, protocol, CV metrics with CIs, threshold rule, known shortcuts."""
+    """A short ``model_card.md``: data, protocol, CV metrics with CIs, calibration, threshold rule, shortcuts."""
     config = resolved.config
     crop = (f"face crop (MTCNN, margin {preprocessing['face_crop_margin']})" if preprocessing["crop"] == "face"
             else "square centre crop")
@@ -196,7 +295,7 @@ def model_card(
         "",
         f"Fingerprint `{resolved.fingerprint}`; {config.backbone} at {config.image_size} px, {crop}, "
         f"{preprocessing['normalization']} normalization; an ensemble of {len(folds)} fold models "
-        "(p(fake) = mean over folds, spread = their std).",
+        "(p(fake) = mean of their calibrated probabilities, spread = their std).",
         "",
         "## Data and protocol",
         f"- Trained on sources: {config.train_sources}; evaluated on: {config.eval_sources}; "
@@ -229,13 +328,19 @@ def model_card(
         "A model chosen among others by these same folds' results (phase 4 ranks models by them) has "
         "optimistic figures here; `kedro run --pipelines external` scores it on data that chose nothing.",
         "",
-        "## Decision threshold",
-        f"- {threshold['value']:.4f}: the {threshold['choice']}, each chosen by `{threshold['rule']}` on its fold's "
-        f"inner validation predictions, never on test (fold thresholds: "
-        f"{', '.join(f'{t:.3f}' for t in threshold['fold_thresholds'])}).",
-        "- The package applies it to the ensemble's p(fake), the mean over the fold models. The rates at the fold "
-        "threshold above are each fold model's at its own threshold, so the ensemble's can differ: "
-        "`kedro run --pipelines external` measures the ensemble's on other data.",
+        "## Calibration and decision threshold",
+        f"- Each fold model's p(fake) is calibrated by {CALIBRATION_METHOD} (sigmoid(slope * logit(p) + intercept), "
+        "scikit-learn's logistic regression): fold models come out on different scales, and the ensemble "
+        "averages probabilities.",
+        *[f"  - fold {k}: slope {c['slope']:.3f}, intercept {c['intercept']:+.3f} ({c['n_val']} validation images)"
+          + (f"; {c['note']}" if c["note"] else "") for k, c in enumerate(calibration or [])],
+        f"- Threshold {threshold['value']:.4f}: the {threshold['choice']}. Each fold's was chosen by "
+        f"`{threshold['rule']}` on its inner validation predictions, never on test "
+        f"({', '.join(f'{t:.3f}' for t in threshold['fold_thresholds'])} raw; "
+        f"{', '.join(f'{t:.3f}' for t in threshold.get('calibrated_fold_thresholds', []))} calibrated).",
+        "- The package applies it to the ensemble's p(fake). The rates at the fold threshold above are each fold "
+        "model's at its own threshold, so the ensemble's can differ: `kedro run --pipelines external` measures "
+        "the ensemble's on other data.",
         "",
         "## Known shortcuts",
     ]
@@ -259,7 +364,8 @@ def save_package(package: ModelPackage, directory: Path) -> None:
     for fold, state in enumerate(package.fold_states):
         torch.save(state, staging / "folds" / f"fold_{fold}.pt")
     manifest = {"resolved": package.resolved.to_json(), "preprocessing": package.preprocessing,
-                "threshold": package.threshold, "n_folds": len(package.fold_states)}
+                "calibration": package.calibration, "threshold": package.threshold,
+                "n_folds": len(package.fold_states)}
     (staging / "model_card.md").write_text(package.model_card)
     (staging / "package.json").write_text(json.dumps(manifest, indent=2))
     swap_folder_in(staging, directory, directory.with_name(directory.name + ".replaced"))
@@ -270,6 +376,7 @@ def load_package(directory: Path) -> ModelPackage:
 
     Raises:
         FileNotFoundError: No ``package.json`` (or a fold checkpoint) under ``directory``.
+        ValueError: The package predates fold calibration (rebuild it).
     """
     directory = Path(directory)
     manifest_path = directory / "package.json"
@@ -277,6 +384,9 @@ def load_package(directory: Path) -> ModelPackage:
         raise FileNotFoundError(f"{manifest_path} does not exist; build the package first "
                                 f"({kedro_run('--pipelines package')})")
     manifest = json.loads(manifest_path.read_text())
+    if "calibration" not in manifest:
+        raise ValueError(f"{directory} was packaged before fold models were calibrated: its threshold sits on "
+                         f"uncalibrated probabilities; rebuild it ({kedro_run('--pipelines package')})")
     states = []
     for fold in range(manifest["n_folds"]):
         path = directory / "folds" / f"fold_{fold}.pt"
@@ -285,4 +395,4 @@ def load_package(directory: Path) -> ModelPackage:
         states.append(torch.load(path, map_location="cpu", weights_only=True))
     resolved = ResolvedExperiment.from_json(manifest["resolved"], where=str(manifest_path))
     return ModelPackage(resolved, manifest["preprocessing"], manifest["threshold"], states,
-                        (directory / "model_card.md").read_text())
+                        (directory / "model_card.md").read_text(), manifest["calibration"])

@@ -25,7 +25,7 @@ from deepfake_kedro.inference import (
     media_kind,
     read_video_frames,
 )
-from deepfake_kedro.model_package import ModelPackage, build_package
+from deepfake_kedro.model_package import ModelPackage, build_package, calibrate
 from deepfake_kedro.pipelines.predict.nodes import _predictor, predict_inputs
 from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
@@ -73,17 +73,19 @@ def finished(tmp_path_factory):
 def only_fold(package: ModelPackage, fold: int) -> ModelPackage:
     """The package reduced to its fold ``fold``: its ensemble score is that fold model's score."""
     preprocessing = {**package.preprocessing, "fold_normalization": [package.preprocessing["fold_normalization"][fold]]}
-    return replace(package, fold_states=[package.fold_states[fold]], preprocessing=preprocessing)
+    return replace(package, fold_states=[package.fold_states[fold]], preprocessing=preprocessing,
+                   calibration=[package.calibration[fold]])
 
 
-def test_fold_k_through_the_predict_path_reproduces_its_out_of_fold_probabilities(finished):
+def test_fold_k_through_the_predict_path_reproduces_its_calibrated_out_of_fold_probabilities(finished):
     root, store, package = finished
     for fold in range(FOLDS):
         stored = store.read(run_key("fp", fold)).predictions
         paths = [str(root / "raw" / p) for p in stored["path"]]
         predictions, _ = Predictor(only_fold(package, fold), device="cpu")(paths, chunk_size=7)
         assert predictions["path"].tolist() == paths and (predictions["status"] == "ok").all()
-        np.testing.assert_allclose(predictions["p_fake"], stored["prob"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(predictions["p_fake"], calibrate(stored["prob"], package.calibration[fold]),
+                                   rtol=1e-5, atol=1e-6)
         assert (predictions["spread"] == 0).all() and predictions["face_found"].isna().all()
 
 

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,17 @@ import torch
 from deepfake_kedro.experiment import evaluate_runs, plan_fold_runs
 from deepfake_kedro.folds import build_fold_table
 from deepfake_kedro.image_cache import ImageStack
-from deepfake_kedro.model_package import build_package, load_package, package_preprocessing, save_package
+from deepfake_kedro.model_package import (
+    build_package,
+    calibrate,
+    load_package,
+    package_preprocessing,
+    platt_calibration,
+    save_package,
+)
 from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
+from deepfake_kedro.thresholds import ThresholdRule, choose_threshold
 from tests.core.test_folds import dff_like_images
 from tests.core.test_training import tiny_config
 
@@ -42,12 +51,62 @@ def finished(tmp_path_factory):
     return store, cache, fold_metrics, build_package(resolved, store, FOLDS, summary, fold_metrics, audit)
 
 
-def test_fold_k_of_the_package_reproduces_its_out_of_fold_probabilities(finished):
+def test_fold_k_of_the_package_reproduces_its_out_of_fold_probabilities_then_calibrates_them(finished):
     store, cache, _, package = finished
     for fold in range(FOLDS):
         stored = store.read(run_key("fp", fold)).predictions
         pixels = np.asarray(cache.array[cache.rows(stored["path"].tolist())])
-        np.testing.assert_allclose(package.predict_folds(pixels, "cpu")[fold], stored["prob"], rtol=1e-5, atol=1e-6)
+        raw = package.predict_folds(pixels, "cpu", calibrated=False)[fold]
+        np.testing.assert_allclose(raw, stored["prob"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(package.predict_folds(pixels, "cpu")[fold],
+                                   calibrate(stored["prob"], package.calibration[fold]), rtol=1e-5, atol=1e-6)
+
+
+def test_each_fold_threshold_on_the_calibrated_scale_is_the_one_its_rule_picks_there(finished):
+    store, _, fold_metrics, package = finished
+    calibrated = []
+    for fold in range(FOLDS):
+        val = store.read(run_key("fp", fold)).val_predictions
+        on_scale = calibrate(val["prob"], package.calibration[fold])
+        # The fit is a strictly increasing map: the ROC curve, and so the rule's choice, move with it.
+        assert package.calibration[fold]["slope"] > 0 and package.calibration[fold]["n_val"] == len(val)
+        picked = choose_threshold(val["label"], on_scale, ThresholdRule("youden"))
+        assert calibrate(np.array([fold_metrics["threshold"].iloc[fold]]), package.calibration[fold])[0] == \
+            pytest.approx(picked, rel=1e-9)
+        calibrated.append(picked)
+    assert package.threshold["calibrated_fold_thresholds"] == pytest.approx(calibrated, rel=1e-9)
+    assert package.threshold["value"] == pytest.approx(np.mean(calibrated), rel=1e-9)
+    assert package.threshold["fold_thresholds"] == pytest.approx(fold_metrics["threshold"].tolist())
+
+
+def simulated_fold(n: int, slope: float, intercept: float, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A fold model whose raw p(fake) is off-scale: the truth is sigmoid(slope * logit(p) + intercept)."""
+    rng = np.random.default_rng(seed)
+    raw = rng.uniform(0.001, 0.999, n)
+    truth = 1 / (1 + np.exp(-(slope * np.log(raw / (1 - raw)) + intercept)))
+    return pd.DataFrame({"label": rng.binomial(1, truth), "prob": raw}), truth
+
+
+def test_platt_calibration_recovers_a_fold_s_scale_and_its_probabilities_become_honest():
+    val, truth = simulated_fold(20000, 0.4, -1.0, seed=3)  # overconfident and biased towards fake
+    fit = platt_calibration(val)
+    assert fit["slope"] == pytest.approx(0.4, abs=0.03) and fit["intercept"] == pytest.approx(-1.0, abs=0.06)
+    assert fit["note"] == "" and fit["n_val"] == 20000
+    test, test_truth = simulated_fold(20000, 0.4, -1.0, seed=4)
+    calibrated = calibrate(test["prob"], fit)
+    np.testing.assert_allclose(calibrated, test_truth, atol=0.03)
+    brier = lambda p: float(np.mean((p - test["label"]) ** 2))  # noqa: E731
+    assert brier(calibrated) < brier(test["prob"].to_numpy()) - 0.05
+
+
+def test_a_fold_no_better_than_chance_is_not_reversed_and_one_class_is_left_as_it_is():
+    val, _ = simulated_fold(400, -1.0, 0.0, seed=5)  # ranks reals above fakes
+    fit = platt_calibration(val)
+    assert fit["slope"] == 0 and "no better than chance" in fit["note"]
+    np.testing.assert_allclose(calibrate(np.array([0.01, 0.99]), fit), val["label"].mean(), rtol=1e-6)
+    one_class = platt_calibration(pd.DataFrame({"label": [1, 1, 1], "prob": [0.2, 0.5, 0.9]}))
+    assert (one_class["slope"], one_class["intercept"]) == (1.0, 0.0) and "one class" in one_class["note"]
+    np.testing.assert_allclose(calibrate(np.array([0.2, 0.9]), one_class), [0.2, 0.9], rtol=1e-6)
 
 
 def test_package_round_trips_and_carries_threshold_preprocessing_and_card(finished, tmp_path):
@@ -62,7 +121,7 @@ def test_package_round_trips_and_carries_threshold_preprocessing_and_card(finish
     np.testing.assert_allclose(after["spread"], per_fold.std(axis=0))
 
     assert loaded.fingerprint == "fp" and loaded.resolved.config == package.resolved.config
-    assert loaded.threshold["value"] == pytest.approx(fold_metrics["threshold"].mean())
+    assert loaded.threshold == package.threshold and loaded.calibration == package.calibration
     assert loaded.threshold["rule"] == "youden"
     # real_norm: each fold's own statistics of its real training images, as training stored them.
     for fold in range(FOLDS):
@@ -79,6 +138,18 @@ def test_package_round_trips_and_carries_threshold_preprocessing_and_card(finish
     assert load_package(tmp_path / "package").threshold["value"] == 0.25
     assert sorted(p.name for p in tmp_path.iterdir()) == ["package"]
     assert "applies it to the ensemble's p(fake)" in card  # the fold models' rates are not the ensemble's
+    for fold, fit in enumerate(package.calibration):
+        assert f"  - fold {fold}: slope {fit['slope']:.3f}, intercept {fit['intercept']:+.3f}" in card
+
+
+def test_a_package_built_before_calibration_is_refused_with_the_command_that_rebuilds_it(finished, tmp_path):
+    *_, package = finished
+    save_package(package, tmp_path / "package")
+    manifest = json.loads((tmp_path / "package" / "package.json").read_text())
+    del manifest["calibration"]
+    (tmp_path / "package" / "package.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"packaged before fold models were calibrated.*kedro run --pipelines package"):
+        load_package(tmp_path / "package")
 
 
 def test_loading_a_missing_package_names_the_file(tmp_path):

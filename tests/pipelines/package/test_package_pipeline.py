@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from deepfake_kedro.datasets import ModelPackageDataset
+from deepfake_kedro.model_package import calibrate
 from deepfake_kedro.run_store import run_key
 from deepfake_kedro.serialization import json_safe
 from tests.core.test_model_package import FOLDS, finished_experiment
@@ -27,10 +28,12 @@ def test_package_pipeline_packages_the_experiment_named_by_predict_model(kedro_p
     assert "# Model card: phase1.tiny" in (folder / "model_card.md").read_text()
     package = ModelPackageDataset(str(folder)).load()
     assert package.fingerprint == "fp" and len(package.fold_states) == FOLDS
-    assert package.threshold["value"] == pytest.approx(fold_metrics["threshold"].mean())
+    on_scale = [calibrate(np.array([t]), c)[0] for t, c in zip(fold_metrics["threshold"], package.calibration)]
+    assert package.threshold["value"] == pytest.approx(np.mean(on_scale))
     stored = store.read(run_key("fp", 1)).predictions
     pixels = np.asarray(cache.array[cache.rows(stored["path"].tolist())])
-    np.testing.assert_allclose(package.predict_folds(pixels, "cpu")[1], stored["prob"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(package.predict_folds(pixels, "cpu", calibrated=False)[1], stored["prob"],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_packaging_an_unfinished_experiment_names_the_missing_file_and_the_runs_environment(kedro_project):

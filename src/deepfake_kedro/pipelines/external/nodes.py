@@ -23,7 +23,7 @@ from deepfake_kedro.external import (
     set_metrics,
     shown_table,
 )
-from deepfake_kedro.model_package import build_package
+from deepfake_kedro.model_package import build_package, package_threshold
 from deepfake_kedro.report_sections import ReportSection
 from deepfake_kedro.robustness import full_models
 from deepfake_kedro.serialization import json_safe
@@ -108,10 +108,10 @@ def summarize_external(
     results: dict[str, dict[str, Any]] = {}
     cv, fingerprints = {}, {}
     for (name, model), part in scores.groupby(["set", "model"], sort=False):
-        resolved, _, metrics, fold_metrics = finished_experiments.load(model)
+        resolved, store, metrics, fold_metrics = finished_experiments.load(model)
         cv[model], fingerprints[model] = metrics, resolved.fingerprint
-        # The package's threshold (model_package.THRESHOLD_CHOICE): the mean of the fold thresholds.
-        threshold = float(fold_metrics["threshold"].mean())
+        # The package's own threshold, which made the scores' `fake` column.
+        threshold = package_threshold(resolved, store, metrics, fold_metrics)[1]["value"]
         results.setdefault(name, {})[model] = set_metrics(part, sets[name].real_sources, threshold,
                                                           evaluation.get("n_bootstrap", 1000))
     table = external_table(results, cv)
@@ -119,8 +119,8 @@ def summarize_external(
     documents = {name: json_safe({"set": name, "root": str(sets[name].root), "sources": sets[name].sources,
                                   "left_out_study_copies": int(left_out.get(name, 0)), "models": models})
                  for name, models in results.items()}
-    caption = ("Each final model (mean p(fake) of its fold models, at its package threshold) on labelled image "
-               "sets the study never saw. External AUC [grouped bootstrap 95% CI] beside the cross-validated AUC "
+    caption = ("Each final model (mean calibrated p(fake) of its fold models, at its package threshold) on labelled "
+               "image sets the study never saw. External AUC [grouped bootstrap 95% CI] beside the cross-validated AUC "
                "[95% t-interval over folds]; 'in CV CI': the external AUC lies in that interval.")
     if len(left_out):
         caption += (" Left out as byte-identical copies of the study's images: "
