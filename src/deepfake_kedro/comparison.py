@@ -20,6 +20,8 @@ TESTED_METRICS = ("auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_thres
 scores everything below 0.5 reads accuracy 0.5); at each fold's validation-chosen threshold they do not."""
 HELDOUT_FLAG_ABOVE = 0.05
 HOLDOUT_METRIC = "heldout_source_auc"
+SOURCE_METRIC_PREFIX = "pairwise_auc:"
+"""Per-source rows of the paired tests: AUC of the real images against one fake source's, per fold."""
 HOLDOUT_ROLES = {"baseline": "hold-out", "treatment": "reference"}
 """A hold-out row's roles as a reader sees them. paired_tests.csv keeps its one layout (baseline = the
 hold-out, treatment = the reference, so treatment - baseline is Δ), which demo_check and attach_holdouts read."""
@@ -139,6 +141,7 @@ def paired_tests(
     metrics: Sequence[str] = TESTED_METRICS,
     holdout_reference: str | None = None,
     sources: Mapping[str, str] | None = None,
+    per_source: bool = False,
 ) -> pd.DataFrame:
     """Paired fold-wise tests for each (baseline, treatment) pair and metric, Holm-adjusted per metric.
 
@@ -147,11 +150,15 @@ def paired_tests(
         comparisons: ``{question, baseline, treatment}`` entries of the comparison map.
         metrics: Metrics to compare; one that neither experiment of a pair records is left out for that pair.
         holdout_reference: When given, adds ``holdout_tests`` rows (in-source vs held-out-source AUC).
-        sources: ``data.sources`` (needed with ``holdout_reference``).
+        sources: ``data.sources`` (needed with ``holdout_reference`` or ``per_source``).
+        per_source: Also test each pair on every fake source its two experiments both evaluate (metric
+            ``pairwise_auc:<source>``: which sources a change helps); Nadeau-Bengio's test size is then the
+            real and that source's test images (``pairwise_test_sizes``).
 
     Returns:
         One row per pair and metric: difference (treatment - baseline) with CI, each test's p,
-        and ``p_holm`` (Holm over all pairs of the phase for that metric, on the Nadeau-Bengio p).
+        and ``p_holm`` (Holm over all pairs of the phase for that metric, on the Nadeau-Bengio p; so each
+        source is its own family).
 
     Raises:
         KeyError: A comparison names an experiment that is not in the phase.
@@ -170,10 +177,17 @@ def paired_tests(
                              f"have identical configs; there is nothing to compare")
         n_train = _fold_values(base, "n_train")
         n_test = _fold_values(base, "n_test")
-        for metric in metrics:
-            if not any(metric in fold for summary in (base, treat) for fold in summary["folds"]):
-                continue  # neither experiment records it (e.g. summaries written before thresholds existed)
-            result = paired_comparison(_fold_values(base, metric), _fold_values(treat, metric), n_train, n_test)
+        tested = [(metric, n_test) for metric in metrics
+                  # neither experiment may record it (e.g. summaries written before thresholds existed)
+                  if any(metric in fold for summary in (base, treat) for fold in summary["folds"])]
+        if per_source:
+            tested += [(f"{SOURCE_METRIC_PREFIX}{source}", pairwise_test_sizes(base, source, sources or {}))
+                       for source, kind in (sources or {}).items() if kind == "fake"
+                       # both must evaluate the source (an eval_sources subset may leave it out)
+                       and all(any(f"{SOURCE_METRIC_PREFIX}{source}" in fold for fold in summary["folds"])
+                               for summary in (base, treat))]
+        for metric, test_sizes in tested:
+            result = paired_comparison(_fold_values(base, metric), _fold_values(treat, metric), n_train, test_sizes)
             bounds = metric_range(metric)
             if bounds is not None:  # a difference of two [0, 1] metrics lies in [-1, 1]: so does its interval
                 span = bounds[1] - bounds[0]
@@ -243,7 +257,8 @@ def holdout_rows(tests: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
-    """A readable Markdown twin of the paired tests; the source hold-outs in a table of their own.
+    """A readable Markdown twin of the paired tests; the per-source rows and the source hold-outs in tables of their
+    own.
 
     A hold-out row's baseline is the hold-out and its treatment the reference, so under the first table's
     headings it would read backwards.
@@ -251,6 +266,7 @@ def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
     columns = ["question", "baseline", "treatment", "metric", "diff_mean", "diff_ci_low", "diff_ci_high",
                "p_paired_t", "p_nadeau_bengio", "p_wilcoxon", "p_holm", "significant_holm"]
     held = tests["metric"] == HOLDOUT_METRIC
+    per_source = tests["metric"].astype(str).str.startswith(SOURCE_METRIC_PREFIX)
     note = ("Differences are treatment - baseline over the same folds; diff_ci is their 95% interval with "
             "Nadeau-Bengio's corrected variance (it excludes 0 exactly when p_nadeau_bengio < 0.05). "
             "p_holm: Holm adjustment of the "
@@ -258,7 +274,17 @@ def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
             "calibration shift moves them; accuracy_at_threshold and f1_at_threshold use each fold's "
             "validation-chosen threshold. With 5 folds the exact Wilcoxon test "
             "cannot go below p = 0.0625, so it can never be significant at 0.05.")
-    text = to_markdown(tests.loc[~held, columns], title) + f"\n{note}\n"
+    text = to_markdown(tests.loc[~held & ~per_source, columns], title) + f"\n{note}\n"
+    if per_source.any():
+        shown = tests.loc[per_source].assign(source=tests.loc[per_source, "metric"].str.removeprefix(
+            SOURCE_METRIC_PREFIX))[["question", "baseline", "treatment", "source", "baseline_mean", "treatment_mean",
+                                    "diff_mean", "diff_ci_low", "diff_ci_high", "p_nadeau_bengio", "p_holm",
+                                    "significant_holm"]]
+        text += "\n" + to_markdown(shown, "Which sources each change helps: AUC of the real images against one "
+                                          "fake source")
+        text += ("\nPer fold, the AUC of the real test images against that source's (metric pairwise_auc:<source> "
+                 "in paired_tests.csv); Nadeau-Bengio's test size is those images. p_holm: Holm over the phase's "
+                 "pairs, per source.\n")
     if held.any():
         shown = holdout_rows(tests)[["question", "hold-out", "reference", "heldout_source", "in_source_auc",
                                      "heldout_auc", "diff_mean", "diff_ci_low", "diff_ci_high", "p_nadeau_bengio",

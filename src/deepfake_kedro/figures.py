@@ -199,6 +199,41 @@ def source_heatmap(comparison: pd.DataFrame, title: str = "") -> Figure:
     return figure
 
 
+def source_effects(tests: pd.DataFrame, title: str = "") -> Figure:
+    """Which sources each comparison helps: Δ AUC of the real images against each fake source (treatment -
+    baseline, mean over folds) with its Nadeau-Bengio 95% interval; * marks Holm p < 0.05 within the source."""
+    per_source = tests[tests["metric"].astype(str).str.startswith("pairwise_auc:")] if len(tests) else tests
+    if per_source.empty:
+        figure, ax = plt.subplots(figsize=(6, 2), constrained_layout=True)
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no per-source tests (no comparison with per-source AUCs on both sides)",
+                ha="center", va="center")
+        return figure
+    per_source = per_source.assign(source=per_source["metric"].str.removeprefix("pairwise_auc:"),
+                                   pair=[q or f"{t} vs {b}" for q, b, t in
+                                         zip(per_source["question"], per_source["baseline"], per_source["treatment"])])
+    pairs, sources = list(dict.fromkeys(per_source["pair"])), list(dict.fromkeys(per_source["source"]))
+    cells = per_source.set_index(["pair", "source"])
+    values = np.array([[cells["diff_mean"].get((p, s), np.nan) for s in sources] for p in pairs], dtype=float)
+    limit = max(0.05, float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.05)
+    figure, ax = plt.subplots(figsize=(2.0 * len(sources) + 5, 0.55 * len(pairs) + 1.8), constrained_layout=True)
+    image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        if np.isnan(value):
+            continue
+        cell = cells.loc[(pairs[row], sources[column])]
+        star = "*" if cell["p_holm"] < 0.05 else ""
+        red, green, blue, _ = image.cmap(image.norm(value))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text where the cell is dark
+        ax.text(column, row, f"{value:+.3f}{star}\n[{cell['diff_ci_low']:+.3f}, {cell['diff_ci_high']:+.3f}]",
+                ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(len(sources)), [f"real vs {s}" for s in sources])
+    ax.set_yticks(range(len(pairs)), [textwrap.shorten(p, 60) for p in pairs])
+    figure.colorbar(image, ax=ax, label="Δ AUC, treatment - baseline")
+    ax.set_title(title or "which sources each change helps")
+    return figure
+
+
 def cost_vs_auc(table: pd.DataFrame, title: str = "") -> Figure:
     """Mean AUC (95% CI) against parameter count and GFLOPs, one point per experiment named in a shared legend
     (labels beside the points collide where models of similar cost score alike)."""

@@ -13,8 +13,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from deepfake_kedro.comparison import HELDOUT_FLAG_ABOVE, holdout_rows
-from deepfake_kedro.figures import attention_bars, cost_vs_auc, metric_bars, scaling_curves, source_heatmap
+from deepfake_kedro.comparison import HELDOUT_FLAG_ABOVE, SOURCE_METRIC_PREFIX, holdout_rows
+from deepfake_kedro.figures import (
+    attention_bars,
+    cost_vs_auc,
+    metric_bars,
+    scaling_curves,
+    source_effects,
+    source_heatmap,
+)
 from deepfake_kedro.report_sections import ReportSection, section_slides
 from deepfake_kedro.reporting import (
     auc_text,
@@ -202,7 +209,8 @@ def best_experiment(comparison: pd.DataFrame) -> pd.Series:
 
 
 def comparison_slides(comparison: pd.DataFrame, tests: pd.DataFrame, title: str, cv_folds: int) -> list[Figure]:
-    """A phase's results table, its metric bars beside the per-source heatmap, and its significant tests."""
+    """A phase's results table, its metric bars beside the per-source heatmap, its significant tests and which
+    sources each compared change helps."""
     best = best_experiment(comparison)
     note = (f"Best {title} AUC: {best['experiment']} {auc_text(best)}. Mean over {cv_folds} outer folds, "
             "95% t-interval; every metric with std and CI in model_comparison.csv.")
@@ -215,6 +223,10 @@ def comparison_slides(comparison: pd.DataFrame, tests: pd.DataFrame, title: str,
     if findings:
         slides.append(text_slide(f"{title}: paired tests (Nadeau-Bengio, Holm across the phase)",
                                  findings[:MAX_FINDINGS]))
+    if len(tests) and tests["metric"].astype(str).str.startswith(SOURCE_METRIC_PREFIX).any():
+        slides.append(image_slide(f"{title}: which sources each change helps", figure_pixels(source_effects(tests)),
+                                  "Δ AUC of real vs each fake source (treatment - baseline, fold mean), Nadeau-Bengio "
+                                  "95% CI; * Holm p < 0.05 per source over the phase's pairs."))
     return slides
 
 

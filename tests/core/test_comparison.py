@@ -181,6 +181,46 @@ def test_holdout_rows_name_the_hold_out_and_the_reference_in_both_twins():
         "| source-specific features (gan held out) | no_gan | reference | gan |")
 
 
+def per_source_summaries() -> dict:
+    # Test images per source and fold (n_test 200 in all): a pairwise AUC sees only real's and its source's.
+    counts = {"n:real": [100, 100, 100], "n:gan": [50, 40, 60], "n:diffusion": [50, 60, 40]}
+    base = tt.metrics_summary("b", {"auc": [0.80, 0.82, 0.78], "pairwise_auc:gan": [0.80, 0.82, 0.78],
+                                    "pairwise_auc:diffusion": [0.90, 0.91, 0.89], **counts})
+    crop = tt.metrics_summary("c", {"auc": [0.85, 0.86, 0.84], "pairwise_auc:gan": [0.90, 0.93, 0.86],
+                                    "pairwise_auc:diffusion": [0.88, 0.90, 0.89], **counts}, face_crop=True)
+    aug = tt.metrics_summary("a", {"auc": [0.81, 0.84, 0.79], "pairwise_auc:gan": [0.81, 0.84, 0.78],
+                                   "pairwise_auc:diffusion": [0.91, 0.90, 0.90], **counts}, augment=True)
+    # Evaluated on real and gan only (eval_sources): it has no diffusion AUC to compare.
+    gan_only = tt.metrics_summary("g", {"auc": [0.84, 0.85, 0.83], "pairwise_auc:gan": [0.84, 0.85, 0.83],
+                                        "n:real": [100] * 3, "n:gan": [50, 40, 60]}, image_size=128)
+    return {"base": base, "crop": crop, "aug": aug, "gan_only": gan_only}
+
+
+def test_per_source_rows_test_each_fake_source_on_the_images_its_auc_sees_with_holm_per_source():
+    pairs = [{"question": f"{name}", "baseline": "base", "treatment": name} for name in ("crop", "aug", "gan_only")]
+    assert paired_tests(per_source_summaries(), pairs, metrics=["auc"], sources=SOURCES)["metric"].eq("auc").all()
+    tests = paired_tests(per_source_summaries(), pairs, metrics=["auc"], sources=SOURCES, per_source=True)
+    rows = tests[tests["metric"].str.startswith("pairwise_auc:")].set_index(["treatment", "metric"])
+    assert sorted(rows.index) == [("aug", "pairwise_auc:diffusion"), ("aug", "pairwise_auc:gan"),
+                                  ("crop", "pairwise_auc:diffusion"), ("crop", "pairwise_auc:gan"),
+                                  ("gan_only", "pairwise_auc:gan")]  # no diffusion AUC on one side: not tested
+    gan = rows.loc[("crop", "pairwise_auc:gan")]
+    diff = np.array([0.10, 0.11, 0.08])
+    assert gan["diff_mean"] == pytest.approx(diff.mean())
+    # Nadeau-Bengio on the images that AUC saw: real + gan = 150 on average (not the fold's 200), n_train 800.
+    t = diff.mean() / np.sqrt((1 / 3 + 150 / 800) * diff.var(ddof=1))
+    assert gan["p_nadeau_bengio"] == pytest.approx(2 * stats.t.sf(abs(t), df=2))
+    # Holm within each source's family: gan has three pairs, diffusion two.
+    for metric, size in (("pairwise_auc:gan", 3), ("pairwise_auc:diffusion", 2)):
+        family = tests[tests["metric"] == metric].sort_values("p_nadeau_bengio")
+        stepped = np.maximum.accumulate(family["p_nadeau_bengio"].to_numpy() * np.arange(size, 0, -1))
+        np.testing.assert_allclose(family["p_holm"], np.minimum(stepped, 1.0))
+    lines = paired_tests_markdown(tests, "Phase 2").splitlines()
+    title = lines.index("# Which sources each change helps: AUC of the real images against one fake source")
+    assert not any("pairwise_auc" in line for line in lines[:title])  # not mixed into the headline table
+    assert any(line.startswith("| crop | base | crop | gan | ") for line in lines[title:])
+
+
 def test_markdown_twins_show_mean_std_and_ci():
     table = comparison_table(summaries())
     markdown = comparison_markdown(table, "Phase 1")

@@ -17,6 +17,7 @@ from deepfake_kedro.figures import (
     metric_bars,
     reliability_diagram,
     scaling_curves,
+    source_effects,
     source_heatmap,
 )
 from tests import tiny_tables as tt
@@ -43,6 +44,29 @@ def test_source_heatmap_one_column_per_fake_source_and_annotated_cells():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["real vs gan", "real vs diffusion"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
     assert [t.get_text() for t in ax.texts] == ["0.810", "0.790", "0.710", "0.690"]
+
+
+def test_source_effects_one_row_per_pair_one_column_per_source_and_a_star_where_holm_says_so():
+    tests = pd.DataFrame([
+        {"question": "face crop", "baseline": "b", "treatment": "c", "metric": "pairwise_auc:gan", "diff_mean": 0.1,
+         "diff_ci_low": 0.05, "diff_ci_high": 0.15, "p_holm": 0.01},
+        {"question": "face crop", "baseline": "b", "treatment": "c", "metric": "pairwise_auc:diffusion",
+         "diff_mean": -0.02, "diff_ci_low": -0.06, "diff_ci_high": 0.02, "p_holm": 0.4},
+        {"question": "", "baseline": "b", "treatment": "a", "metric": "pairwise_auc:gan", "diff_mean": 0.01,
+         "diff_ci_low": -0.01, "diff_ci_high": 0.03, "p_holm": 0.3},
+        {"question": "face crop", "baseline": "b", "treatment": "c", "metric": "auc", "diff_mean": 0.05,
+         "diff_ci_low": 0.0, "diff_ci_high": 0.1, "p_holm": 0.04},
+    ])
+    ax = source_effects(tests, "Phase 2").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["real vs gan", "real vs diffusion"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["face crop", "a vs b"]
+    assert [t.get_text() for t in ax.texts] == ["+0.100*\n[+0.050, +0.150]", "-0.020\n[-0.060, +0.020]",
+                                                "+0.010\n[-0.010, +0.030]"]  # the pair a-b has no diffusion row
+    # Centred on no change, the colour scale is symmetric.
+    low, high = ax.images[0].get_clim()
+    assert low == -high
+    empty = source_effects(tests[tests["metric"] == "auc"])
+    assert "no per-source tests" in empty.axes[0].texts[0].get_text()
 
 
 def test_cost_vs_auc_two_log_axes_one_legend_entry_per_experiment():

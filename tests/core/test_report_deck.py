@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -205,3 +206,14 @@ def test_a_hold_out_leaving_out_two_sources_is_flagged_for_the_source_it_relies_
     inputs = deck_inputs(comparisons={**base.comparisons, "phase2": phase2}, tests={**base.tests, "phase2": tests})
     lines = conclusions(inputs, phase2_holdouts(phase2))
     assert "Source-specific features (hold-out Δ > 0.05): sB (Δ +0.200, Holm p 0.01)" in lines
+
+
+def test_a_phase_whose_pairs_were_tested_per_source_gets_the_which_sources_slide():
+    per_source = tt.paired_tests("p2_a", "p2_b", 0.03, 0.2).assign(metric="pairwise_auc:gan")
+    tests = {**tt.deck_fields()["tests"],
+             "phase2": pd.concat([tt.paired_tests("p2_a", "p2_b", 0.03, 0.2), per_source], ignore_index=True)}
+    texts = [tt.slide_text(slide) for slide in build_deck(deck_inputs(tests=tests))]
+    assert len(texts) == BASE_SLIDES + 1
+    slide = next(t for t in texts if t.startswith("Phase 2: which sources each change helps"))
+    assert "Δ AUC of real vs each fake source" in slide
+    assert not any(t.startswith("Phase 1: which sources") for t in texts)  # phase 1's tests have no such rows

@@ -29,7 +29,8 @@ def _close_figures():
 
 def summary(fingerprint: str, aucs: list[float], **config) -> dict:
     per_fold = {"auc": aucs, "accuracy": [a - 0.1 for a in aucs], "f1": [a - 0.2 for a in aucs],
-                "pairwise_auc:gan": aucs, "pairwise_auc:diffusion": [a - 0.05 for a in aucs]}
+                "pairwise_auc:gan": aucs, "pairwise_auc:diffusion": [a - 0.05 for a in aucs],
+                "n:real": [100] * len(aucs), "n:gan": [50] * len(aucs), "n:diffusion": [50] * len(aucs)}
     return tt.metrics_summary(fingerprint, per_fold, **config)
 
 
@@ -37,7 +38,7 @@ def test_compare_experiments_tables_own_experiments_and_tests_pairs_across_phase
     phase = {"title": "Phase 2", "comparisons": [
         {"question": "size", "baseline": "phase1.p1_a", "treatment": "p2_big"},
         {"question": "flip", "baseline": "p2_big", "treatment": "p2_flip"}]}
-    comparison, comparison_md, tests, tests_md, bars, heatmap = compare_experiments(
+    comparison, comparison_md, tests, tests_md, bars, heatmap, effects = compare_experiments(
         phase, DATA, **{"phase1.p1_a": summary("a", [0.7, 0.72, 0.71]), "p2_big": summary("b", [0.8, 0.83, 0.81]),
                         "p2_flip": summary("c", [0.82, 0.84, 0.85])})
     assert list(comparison["experiment"]) == ["p2_big", "p2_flip"]  # earlier phases serve comparisons only
@@ -46,13 +47,20 @@ def test_compare_experiments_tables_own_experiments_and_tests_pairs_across_phase
     assert comparison_md.startswith("# Phase 2: comparison") and tests_md.startswith("# Phase 2: paired tests")
     assert bars._suptitle.get_text() == "Phase 2"
     assert heatmap.axes[0].get_title() == "Phase 2: per-source AUC"
+    # Every pair is tested on each fake source too: which sources a change helps.
+    per_source = tests[tests["metric"].str.startswith("pairwise_auc:")]
+    assert sorted(zip(per_source["question"], per_source["metric"])) == [
+        ("flip", "pairwise_auc:diffusion"), ("flip", "pairwise_auc:gan"),
+        ("size", "pairwise_auc:diffusion"), ("size", "pairwise_auc:gan")]
+    assert per_source["p_nadeau_bengio"].notna().all()
+    assert effects.axes[0].get_title() == "Phase 2: which sources each change helps"
 
 
 def test_compare_final_models_tests_each_fraction_against_the_full_run():
     phase = {"title": "Phase 4", "scaling": {"20pct": 0.2, "full": 1.0}}
     metrics = {"top1_20pct": {**summary("s", [0.7, 0.71, 0.69]), "experiment": "p4a_resnet18_20pct"},
                "top1_full": {**summary("f", [0.8, 0.82, 0.81]), "experiment": "p4b_resnet18_full"}}
-    comparison, _, tests, _, _, _ = compare_final_models(phase, DATA, **metrics)
+    comparison, _, tests, _, _, _, _ = compare_final_models(phase, DATA, **metrics)
     assert list(comparison["experiment"]) == ["p4a_resnet18_20pct", "p4b_resnet18_full"]
     assert set(tests["question"]) == {"data scaling 20pct -> full (resnet18)"}
     assert set(tests["baseline"]) == {"p4a_resnet18_20pct"} and set(tests["treatment"]) == {"p4b_resnet18_full"}
@@ -68,7 +76,7 @@ def test_compare_final_models_tests_the_top_models_full_run_against_each_others(
             slot = f"top{rank}_{suffix}"
             experiment = f"p4b_{model}_full" if suffix == "full" else f"p4a_{model}_{suffix}"
             metrics[slot] = {**summary(slot, [a + shift for a in aucs], backbone=model), "experiment": experiment}
-    _, _, tests, _, _, _ = compare_final_models(phase, DATA, **metrics)
+    _, _, tests, _, _, _, _ = compare_final_models(phase, DATA, **metrics)
     final = tests[(tests["metric"] == "auc") & tests["question"].str.startswith("final model")].set_index("baseline")
     assert list(final.index) == ["p4b_convnext_tiny_full", "p4b_resnet50_full"]
     assert set(final["treatment"]) == {"p4b_resnet18_full"}

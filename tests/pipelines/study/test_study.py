@@ -30,7 +30,8 @@ def test_phase2_tables_hold_every_experiment_pair_and_holdout(tiny_study):
     pairs = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_phase2.yml").read_text())["phase2"]["comparisons"]
     for pair in pairs:
         rows = tests[(tests["baseline"] == pair["baseline"]) & (tests["treatment"] == pair["treatment"])]
-        assert set(rows["metric"]) == {"auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_threshold"}
+        assert set(rows["metric"]) == {"auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_threshold",
+                                       "pairwise_auc:text2img", "pairwise_auc:inpainting", "pairwise_auc:insight"}
     for _metric, rows in tests.groupby("metric"):
         # Holm over the phase's pairs for that metric: never below the raw p, monotone in it.
         ordered = rows.sort_values("p_nadeau_bengio")

@@ -17,7 +17,7 @@ from deepfake_kedro.comparison import (
     paired_tests_markdown,
 )
 from deepfake_kedro.costs import experiment_costs, model_cost
-from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, source_heatmap
+from deepfake_kedro.figures import cost_vs_auc, metric_bars, scaling_curves, source_effects, source_heatmap
 from deepfake_kedro.reporting import explained_images
 from deepfake_kedro.selection import candidate_table, model_name, rank_models, select_preprocessing
 from deepfake_kedro.serialization import json_safe
@@ -34,8 +34,10 @@ def _display_names(experiment_metrics: dict[str, Any]) -> dict[str, Any]:
 
 def compare_experiments(
     phase: dict[str, Any], data: dict[str, Any], **experiment_metrics: dict[str, Any]
-) -> tuple[pd.DataFrame, str, pd.DataFrame, str, Figure, Figure]:
+) -> tuple[pd.DataFrame, str, pd.DataFrame, str, Figure, Figure, Figure]:
     """Puts every experiment of a phase side by side and runs the comparison map's paired tests.
+
+    Each pair is tested on the headline metrics and on every fake source (which sources a change helps).
 
     Args:
         phase: The phase's parameters (``comparisons``: baseline / treatment pairs; ``holdout_reference``).
@@ -43,21 +45,22 @@ def compare_experiments(
         **experiment_metrics: Experiment name -> metrics summary.
 
     Returns:
-        Comparison table, its Markdown, paired tests, their Markdown, a bar figure with CIs and a
-        per-source AUC heatmap.
+        Comparison table, its Markdown, paired tests, their Markdown, a bar figure with CIs, a
+        per-source AUC heatmap and the per-source effects of each pair.
     """
     experiment_metrics = _display_names(experiment_metrics)
     # Experiments of earlier phases (named <phase>.<experiment>) serve comparisons only.
     own = {k: v for k, v in experiment_metrics.items() if "." not in k}
     comparisons = list(phase.get("comparisons", []))
     tests = paired_tests(experiment_metrics, comparisons, holdout_reference=phase.get("holdout_reference"),
-                         sources=data["sources"])
+                         sources=data["sources"], per_source=True)
     comparison = attach_holdouts(comparison_table(own), tests)
     _log_results(comparison, tests)
     name = phase.get("title", "")
     tests_md = paired_tests_markdown(tests, f"{name}: paired tests") if not tests.empty else ""
     return (comparison, comparison_markdown(comparison, f"{name}: comparison"), tests, tests_md,
-            metric_bars(comparison, title=name), source_heatmap(comparison, f"{name}: per-source AUC"))
+            metric_bars(comparison, title=name), source_heatmap(comparison, f"{name}: per-source AUC"),
+            source_effects(tests, f"{name}: which sources each change helps"))
 
 
 def _log_results(comparison: pd.DataFrame, tests: pd.DataFrame) -> None:
@@ -74,7 +77,7 @@ def _log_results(comparison: pd.DataFrame, tests: pd.DataFrame) -> None:
 
 def compare_final_models(
     phase: dict[str, Any], data: dict[str, Any], **experiment_metrics: dict[str, Any]
-) -> tuple[pd.DataFrame, str, pd.DataFrame, str, Figure, Figure]:
+) -> tuple[pd.DataFrame, str, pd.DataFrame, str, Figure, Figure, Figure]:
     """Phase 4's comparison: every slot under its model's name, each smaller fraction tested against 100%,
     and the top-ranked model's full run against each other model's (the recommendation's test).
 

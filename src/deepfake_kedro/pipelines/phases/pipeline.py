@@ -18,7 +18,7 @@ from .nodes import (
 )
 
 COMPARISON_OUTPUTS = ["comparison", "comparison_md", "paired_tests", "paired_tests_md", "comparison_figure",
-                      "source_heatmap"]
+                      "source_heatmap", "source_effects"]
 
 
 def phase_pipeline(
