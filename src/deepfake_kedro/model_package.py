@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 
 CALIBRATION_METHOD = "Platt scaling on its fold's inner validation predictions"
 THRESHOLD_CHOICE = "mean of the fold thresholds on the calibrated scale"
-# Probabilities are clipped this far from 0 and 1 before the logit: a saturated float32 sigmoid gives exactly 1.
-_EPSILON = 1e-7
+# The logit of a float32 probability, with exact 0 and 1 (a saturated sigmoid) moved to the nearest float32 inside:
+# nothing a fold model can tell apart is tied.
+_LOWEST, _HIGHEST = float(np.finfo(np.float32).tiny), 1.0 - float(np.finfo(np.float32).epsneg)
 
 
 def platt_calibration(val_predictions: pd.DataFrame) -> dict[str, Any]:
@@ -63,23 +64,25 @@ def platt_calibration(val_predictions: pd.DataFrame) -> dict[str, Any]:
         reversed ranking.
     """
     y = val_predictions["label"].to_numpy(dtype=int)
-    x = logit(np.clip(val_predictions["prob"].to_numpy(dtype=float), _EPSILON, 1 - _EPSILON))
+    x = _logit(val_predictions["prob"].to_numpy(dtype=float))
     if len(np.unique(y)) < 2:
         return {"slope": 1.0, "intercept": 0.0, "n_val": int(len(y)),
                 "note": "one class in validation: not calibrated"}
     fit = LogisticRegression().fit(x.reshape(-1, 1), y)
     slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
-    if slope <= 0:
-        share = float(np.clip(y.mean(), _EPSILON, 1 - _EPSILON))
-        return {"slope": 0.0, "intercept": float(logit(share)), "n_val": int(len(y)),
+    if slope <= 0:  # both classes are present, so the fake share lies strictly between 0 and 1
+        return {"slope": 0.0, "intercept": float(logit(y.mean())), "n_val": int(len(y)),
                 "note": "validation scores no better than chance: every image gets the validation fake share"}
     return {"slope": slope, "intercept": intercept, "n_val": int(len(y)), "note": ""}
 
 
+def _logit(probabilities: np.ndarray) -> np.ndarray:
+    return logit(np.clip(np.asarray(probabilities, dtype=float), _LOWEST, _HIGHEST))
+
+
 def calibrate(probabilities: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
     """Raw p(fake) of one fold model mapped through its ``platt_calibration``."""
-    x = logit(np.clip(np.asarray(probabilities, dtype=float), _EPSILON, 1 - _EPSILON))
-    return expit(calibration["slope"] * x + calibration["intercept"])
+    return expit(calibration["slope"] * _logit(probabilities) + calibration["intercept"])
 
 
 def package_threshold(resolved: ResolvedExperiment, store: FoldRunStore, metrics: Mapping[str, Any],

@@ -99,6 +99,12 @@ def test_platt_calibration_recovers_a_fold_s_scale_and_its_probabilities_become_
     assert brier(calibrated) < brier(test["prob"].to_numpy()) - 0.05
 
 
+def test_calibration_keeps_apart_whatever_a_float32_fold_model_tells_apart():
+    # Confident reals reach 1e-30 and saturated fakes exactly 1.0: the map keeps every one of them in order.
+    raw = np.array([0.0, 1e-30, 1e-20, 1e-10, 0.5, 1 - 1e-7, 1.0], dtype=np.float32)
+    assert (np.diff(calibrate(raw, {"slope": 0.5, "intercept": 0.0})) > 0).all()
+
+
 def test_a_fold_no_better_than_chance_is_not_reversed_and_one_class_is_left_as_it_is():
     val, _ = simulated_fold(400, -1.0, 0.0, seed=5)  # ranks reals above fakes
     fit = platt_calibration(val)
