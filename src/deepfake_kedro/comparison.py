@@ -256,6 +256,14 @@ def holdout_rows(tests: pd.DataFrame) -> pd.DataFrame:
     return tests[tests["metric"] == HOLDOUT_METRIC].rename(columns=HOLDOUT_ROLES)
 
 
+def source_effect_rows(tests: pd.DataFrame) -> pd.DataFrame:
+    """The paired tests' per-source rows (``paired_tests(per_source=True)``), with the fake ``source`` named."""
+    if "metric" not in tests:  # a phase without tests saves a table without columns
+        return pd.DataFrame(columns=[*tests.columns, "source"])
+    rows = tests[tests["metric"].astype(str).str.startswith(SOURCE_METRIC_PREFIX)]
+    return rows.assign(source=rows["metric"].str.removeprefix(SOURCE_METRIC_PREFIX))
+
+
 def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
     """A readable Markdown twin of the paired tests; the per-source rows and the source hold-outs in tables of their
     own.
@@ -266,7 +274,7 @@ def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
     columns = ["question", "baseline", "treatment", "metric", "diff_mean", "diff_ci_low", "diff_ci_high",
                "p_paired_t", "p_nadeau_bengio", "p_wilcoxon", "p_holm", "significant_holm"]
     held = tests["metric"] == HOLDOUT_METRIC
-    per_source = tests["metric"].astype(str).str.startswith(SOURCE_METRIC_PREFIX)
+    per_source = source_effect_rows(tests)
     note = ("Differences are treatment - baseline over the same folds; diff_ci is their 95% interval with "
             "Nadeau-Bengio's corrected variance (it excludes 0 exactly when p_nadeau_bengio < 0.05). "
             "p_holm: Holm adjustment of the "
@@ -274,12 +282,11 @@ def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
             "calibration shift moves them; accuracy_at_threshold and f1_at_threshold use each fold's "
             "validation-chosen threshold. With 5 folds the exact Wilcoxon test "
             "cannot go below p = 0.0625, so it can never be significant at 0.05.")
-    text = to_markdown(tests.loc[~held & ~per_source, columns], title) + f"\n{note}\n"
-    if per_source.any():
-        shown = tests.loc[per_source].assign(source=tests.loc[per_source, "metric"].str.removeprefix(
-            SOURCE_METRIC_PREFIX))[["question", "baseline", "treatment", "source", "baseline_mean", "treatment_mean",
-                                    "diff_mean", "diff_ci_low", "diff_ci_high", "p_nadeau_bengio", "p_holm",
-                                    "significant_holm"]]
+    text = to_markdown(tests.loc[~held].drop(index=per_source.index)[columns], title) + f"\n{note}\n"
+    if len(per_source):
+        shown = per_source[["question", "baseline", "treatment", "source", "baseline_mean", "treatment_mean",
+                            "diff_mean", "diff_ci_low", "diff_ci_high", "p_nadeau_bengio", "p_holm",
+                            "significant_holm"]]
         text += "\n" + to_markdown(shown, "Which sources each change helps: AUC of the real images against one "
                                           "fake source")
         text += ("\nPer fold, the AUC of the real test images against that source's (metric pairwise_auc:<source> "

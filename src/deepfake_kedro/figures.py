@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from deepfake_kedro.comparison import source_effect_rows
+
 
 def draw_offscreen() -> None:
     """Agg for Kedro runs (nodes draw on worker threads too, where a GUI backend fails); a notebook's kernel
@@ -202,15 +204,14 @@ def source_heatmap(comparison: pd.DataFrame, title: str = "") -> Figure:
 def source_effects(tests: pd.DataFrame, title: str = "") -> Figure:
     """Which sources each comparison helps: Δ AUC of the real images against each fake source (treatment -
     baseline, mean over folds) with its Nadeau-Bengio 95% interval; * marks Holm p < 0.05 within the source."""
-    per_source = tests[tests["metric"].astype(str).str.startswith("pairwise_auc:")] if len(tests) else tests
+    per_source = source_effect_rows(tests)
     if per_source.empty:
         figure, ax = plt.subplots(figsize=(6, 2), constrained_layout=True)
         ax.axis("off")
         ax.text(0.5, 0.5, "no per-source tests (no comparison with per-source AUCs on both sides)",
                 ha="center", va="center")
         return figure
-    per_source = per_source.assign(source=per_source["metric"].str.removeprefix("pairwise_auc:"),
-                                   pair=[q or f"{t} vs {b}" for q, b, t in
+    per_source = per_source.assign(pair=[q or f"{t} vs {b}" for q, b, t in
                                          zip(per_source["question"], per_source["baseline"], per_source["treatment"])])
     pairs, sources = list(dict.fromkeys(per_source["pair"])), list(dict.fromkeys(per_source["source"]))
     cells = per_source.set_index(["pair", "source"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from deepfake_kedro.data_index import square_resize
 from deepfake_kedro.face_crops import face_crop
 from deepfake_kedro.image_cache import swap_folder_in
 from deepfake_kedro.models import create_model
-from deepfake_kedro.run_store import FoldRunStore, run_key
+from deepfake_kedro.run_store import FoldRunStore, StoredFold, run_key
 from deepfake_kedro.study import ResolvedExperiment
 from deepfake_kedro.training import Normalizer, predict, select_device
 
@@ -85,7 +85,12 @@ def calibrate(probabilities: np.ndarray, calibration: Mapping[str, Any]) -> np.n
     return expit(calibration["slope"] * _logit(probabilities) + calibration["intercept"])
 
 
-def package_threshold(resolved: ResolvedExperiment, store: FoldRunStore, metrics: Mapping[str, Any],
+def read_folds(resolved: ResolvedExperiment, store: FoldRunStore, n_folds: int) -> list[StoredFold]:
+    """The experiment's stored fold runs, in fold order."""
+    return [store.read(run_key(resolved.fingerprint, fold)) for fold in range(n_folds)]
+
+
+def package_threshold(resolved: ResolvedExperiment, folds: Sequence[StoredFold], metrics: Mapping[str, Any],
                       fold_metrics: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each fold's calibration and the package threshold: the mean of the fold thresholds, each calibrated.
 
@@ -94,7 +99,7 @@ def package_threshold(resolved: ResolvedExperiment, store: FoldRunStore, metrics
 
     Args:
         resolved: The experiment's resolved config.
-        store: Its trained folds, with their validation predictions.
+        folds: Its stored folds in order (``read_folds``), with their validation predictions.
         metrics: Its metrics summary (``metrics.json``, with ``threshold_rule``).
         fold_metrics: Its per-fold metrics, with each fold's ``threshold`` on its raw p(fake).
 
@@ -111,8 +116,7 @@ def package_threshold(resolved: ResolvedExperiment, store: FoldRunStore, metrics
                          "node (thresholds are chosen there, on validation predictions)")
     fold_thresholds = fold_metrics.sort_values("fold")["threshold"].astype(float).tolist()
     calibrations = []
-    for fold in range(len(fold_thresholds)):
-        stored = store.read(run_key(resolved.fingerprint, fold))
+    for fold, stored in enumerate(folds):
         if stored.val_predictions is None:
             raise FileNotFoundError(
                 f"{resolved.label}: fold run {stored.directory} has no val_predictions.parquet (trained before "
@@ -265,8 +269,8 @@ def build_package(
         ValueError: The evaluation has no per-fold thresholds (re-run the experiment's evaluation).
         FileNotFoundError: A fold run has no stored validation predictions (``package_threshold``).
     """
-    calibration, threshold = package_threshold(resolved, store, metrics, fold_metrics)
-    folds = [store.read(run_key(resolved.fingerprint, fold)) for fold in range(n_folds)]
+    folds = read_folds(resolved, store, n_folds)
+    calibration, threshold = package_threshold(resolved, folds, metrics, fold_metrics)
     preprocessing = package_preprocessing(resolved, [f.meta for f in folds], face_detection)
     card = model_card(resolved, preprocessing, threshold, metrics, shortcut_audit, calibration)
     return ModelPackage(resolved, preprocessing, threshold, [f.load_state_dict() for f in folds], card, calibration)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from deepfake_kedro.comparison import HELDOUT_FLAG_ABOVE, SOURCE_METRIC_PREFIX, holdout_rows
+from deepfake_kedro.comparison import HELDOUT_FLAG_ABOVE, holdout_rows, source_effect_rows
 from deepfake_kedro.figures import (
     attention_bars,
     cost_vs_auc,
@@ -223,7 +223,7 @@ def comparison_slides(comparison: pd.DataFrame, tests: pd.DataFrame, title: str,
     if findings:
         slides.append(text_slide(f"{title}: paired tests (Nadeau-Bengio, Holm across the phase)",
                                  findings[:MAX_FINDINGS]))
-    if len(tests) and tests["metric"].astype(str).str.startswith(SOURCE_METRIC_PREFIX).any():
+    if len(source_effect_rows(tests)):
         slides.append(image_slide(f"{title}: which sources each change helps", figure_pixels(source_effects(tests)),
                                   "Δ AUC of real vs each fake source (treatment - baseline, fold mean), Nadeau-Bengio "
                                   "95% CI; * Holm p < 0.05 per source over the phase's pairs."))
