@@ -40,18 +40,18 @@ def fold_table(folds: int = 3) -> pd.DataFrame:
 
 def model_selection(model: str = "resnet18") -> dict[str, Any]:
     """Phase 4's selection with one candidate."""
-    candidate = {"rank": 1, "model": model, "experiment": f"p3_{model}", "auc_mean": 0.9, "worst_source_auc": 0.85,
+    candidate = {"rank": 1, "model": model, "experiment": f"p3_{model}", "val_auc": 0.9, "worst_source_val_auc": 0.85,
                  "worst_source": "gan", "gflops": 1.8, "score": 1.0}
-    return {"criteria": [{"name": "auc_mean", "direction": "higher", "weight": 1.0}], "source": "ranking",
+    return {"criteria": [{"name": "val_auc", "direction": "higher", "weight": 1.0}], "source": "ranking",
             "candidates": [candidate],
             "selected": [{"slot": "top1", "model": model, "experiment": f"p3_{model}", "rank": 1}]}
 
 
 def preprocessing_choice() -> dict[str, Any]:
     """Phase 2's choice with one applied and one skipped step."""
-    return {"source": "selection", "rule": "keep a change when Holm p < 0.05",
+    return {"source": "selection", "rule": "keep a change when Holm p < 0.05", "metric": "val_auc",
             "settings": {"image_size": 64, "augment": {"flip": True}},
-            "decisions": [{"baseline": "p2_a", "treatment": "p2_b", "applies": True, "auc_diff": 0.031,
+            "decisions": [{"baseline": "p2_a", "treatment": "p2_b", "applies": True, "val_auc_diff": 0.031,
                            "p_holm": 0.012, "reason": "kept"},
                           {"baseline": "p2_b", "treatment": "p2_c", "applies": False, "reason": "no such pair"}]}
 

@@ -15,9 +15,13 @@ HEADLINE_METRICS = ("auc", "accuracy", "f1", "average_precision", "eer", "brier"
 THRESHOLD_METRICS = ("threshold", "accuracy_at_threshold", "f1_at_threshold", "tpr_at_threshold",
                      "fpr_at_threshold", "tpr", "fpr")
 """Metrics at each fold's validation-chosen threshold, then TPR / FPR at 0.5, next to the headline ones."""
-TESTED_METRICS = ("auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_threshold")
+TESTED_METRICS = ("auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_threshold", "val_auc")
 """Compared pair by pair. At p = 0.5 accuracy and F1 also move with calibration (a model that ranks well but
-scores everything below 0.5 reads accuracy 0.5); at each fold's validation-chosen threshold they do not."""
+scores everything below 0.5 reads accuracy 0.5); at each fold's validation-chosen threshold they do not.
+``val_auc`` (each fold's inner-validation AUC) is what phase 2's preprocessing choice reads: no test fold
+chooses anything."""
+VALIDATION_METRIC_PREFIX = "val_"
+"""Metrics measured on each fold's inner validation rows; Nadeau-Bengio's test size for them is ``n_val``."""
 HELDOUT_FLAG_ABOVE = 0.05
 HOLDOUT_METRIC = "heldout_source_auc"
 SOURCE_METRIC_PREFIX = "pairwise_auc:"
@@ -176,8 +180,8 @@ def paired_tests(
             raise ValueError(f"comparison {pair.get('question', '')!r}: {pair['baseline']} and {pair['treatment']} "
                              f"have identical configs; there is nothing to compare")
         n_train = _fold_values(base, "n_train")
-        n_test = _fold_values(base, "n_test")
-        tested = [(metric, n_test) for metric in metrics
+        n_test, n_val = _fold_values(base, "n_test"), _fold_values(base, "n_val")
+        tested = [(metric, n_val if metric.startswith(VALIDATION_METRIC_PREFIX) else n_test) for metric in metrics
                   # neither experiment may record it (e.g. summaries written before thresholds existed)
                   if any(metric in fold for summary in (base, treat) for fold in summary["folds"])]
         if per_source:
@@ -280,7 +284,9 @@ def paired_tests_markdown(tests: pd.DataFrame, title: str) -> str:
             "p_holm: Holm adjustment of the "
             "Nadeau-Bengio p over the phase's pairs, per metric. accuracy and f1 are at p = 0.5, so a "
             "calibration shift moves them; accuracy_at_threshold and f1_at_threshold use each fold's "
-            "validation-chosen threshold. With 5 folds the exact Wilcoxon test "
+            "validation-chosen threshold. val_auc is each fold's inner-validation AUC (n_test = its validation "
+            "images): the metric phase 2's preprocessing choice reads, so that no test fold chooses anything. "
+            "With 5 folds the exact Wilcoxon test "
             "cannot go below p = 0.0625, so it can never be significant at 0.05.")
     text = to_markdown(tests.loc[~held].drop(index=per_source.index)[columns], title) + f"\n{note}\n"
     if len(per_source):

@@ -15,7 +15,14 @@ from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.explain import load_fold_model
 from deepfake_kedro.folds import fold_count, select_fold_rows
 from deepfake_kedro.image_cache import ImageStack
-from deepfake_kedro.metrics import binary_metrics, grouped_bootstrap_ci, metric_range, per_source_metrics, summarize
+from deepfake_kedro.metrics import (
+    VALIDATION_SOURCE_PREFIX,
+    binary_metrics,
+    grouped_bootstrap_ci,
+    metric_range,
+    per_source_metrics,
+    summarize,
+)
 from deepfake_kedro.run_store import FoldData, FoldPlan, FoldResult, FoldRunStore, StoredFold, run_key
 from deepfake_kedro.thresholds import ThresholdRule, choose_threshold, metrics_at_threshold
 from deepfake_kedro.training import predict, train_fold
@@ -159,13 +166,26 @@ def _source_split_auc(predictions: pd.DataFrame, fake_sources: list[str]) -> flo
     return binary_metrics(chosen["label"], chosen["prob"])["auc"]
 
 
+def validation_source_aucs(val_predictions: pd.DataFrame, sources: Mapping[str, str]) -> dict[str, float]:
+    """``val_pairwise_auc:<fake>`` for every fake source among a fold's inner-validation predictions."""
+    real_sources = [s for s, kind in sources.items() if kind == "real"]
+    metrics = per_source_metrics(val_predictions["label"], val_predictions["prob"], val_predictions["source"],
+                                 real_sources)
+    return {f"{VALIDATION_SOURCE_PREFIX}{key.removeprefix('pairwise_auc:')}": value for key, value in metrics.items()
+            if key.startswith("pairwise_auc:")}
+
+
 def fold_metrics_row(
     predictions: pd.DataFrame, meta: Mapping[str, Any], sources: Mapping[str, str], threshold: float | None = None,
+    val_predictions: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Every per-fold metric of one fold's test predictions (at 0.5, and at ``threshold`` when given).
 
     At ``threshold`` the per-source rates are ``detection_rate_at_threshold:<fake>`` and
     ``false_alarm_rate_at_threshold:<real>``: the rates the package and the external sets apply.
+    With ``val_predictions`` (the checkpoint's inner-validation predictions) the row also has
+    ``val_pairwise_auc:<fake>``: with ``val_auc``, what choices between experiments read, so that no test fold
+    chooses anything.
     """
     real_sources = [s for s, kind in sources.items() if kind == "real"]
     row: dict[str, Any] = {
@@ -185,6 +205,8 @@ def fold_metrics_row(
                                           real_sources, threshold=threshold)
         row.update({f"{kind}_at_threshold:{source}": value for key, value in at_threshold.items()
                     for kind, _, source in [key.partition(":")] if kind in ("detection_rate", "false_alarm_rate")})
+    if val_predictions is not None:
+        row.update(validation_source_aucs(val_predictions, sources))
     trained = meta["config"]["train_sources"]
     if trained != "all":
         fakes_in = [s for s in trained if sources[s] == "fake"]
@@ -235,7 +257,7 @@ def evaluate_runs(
         store.check_current(run_key(fingerprint, fold), data, label or fingerprint)
     rule = rule or ThresholdRule()
     folds = [store.read(run_key(fingerprint, fold)) for fold in range(n_folds)]
-    thresholds = []
+    thresholds, validations = [], []
     for f in folds:
         val = f.val_predictions if f.val_predictions is not None else validation(f) if validation else None
         if val is None:
@@ -243,10 +265,11 @@ def evaluate_runs(
                                     "pass validation= (predict_validation) or retrain the fold")
         # Chosen on the fold's inner validation rows only: test labels never move it.
         thresholds.append(choose_threshold(val["label"], val["prob"], rule))
+        validations.append(val)
     oof = pd.concat([f.predictions.assign(threshold=t) for f, t in zip(folds, thresholds, strict=True)],
                     ignore_index=True)
-    fold_metrics = pd.DataFrame([fold_metrics_row(f.predictions, f.meta, sources, t)
-                                 for f, t in zip(folds, thresholds, strict=True)])
+    fold_metrics = pd.DataFrame([fold_metrics_row(f.predictions, f.meta, sources, t, val)
+                                 for f, t, val in zip(folds, thresholds, validations, strict=True)])
     numeric = [c for c in fold_metrics.columns if c != "fold" and pd.api.types.is_numeric_dtype(fold_metrics[c])]
     summary: dict[str, Any] = {
         "fingerprint": fingerprint,

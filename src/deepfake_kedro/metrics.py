@@ -230,9 +230,13 @@ def per_source_metrics(
     return out
 
 
+VALIDATION_SOURCE_PREFIX = "val_pairwise_auc:"
+"""Per fold, the inner-validation AUC of the real images against one fake source (phase 4's worst-source criterion)."""
+
 UNIT_INTERVAL_METRICS = frozenset({
     "auc", "accuracy", "f1", "average_precision", "eer", "brier", "threshold", "tpr", "fpr", "train_auc", "val_auc",
-    "detection_rate", "false_alarm_rate", "pairwise_auc", "balanced_accuracy", "macro_f1", "recall",
+    "detection_rate", "false_alarm_rate", "pairwise_auc", "val_pairwise_auc", "balanced_accuracy", "macro_f1",
+    "recall",
 })
 """Metrics every value of which lies in [0, 1]; ``name:source`` and ``name_at_threshold`` variants count too."""
 

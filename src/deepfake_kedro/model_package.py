@@ -332,8 +332,9 @@ def model_card(
                      f"[{pooled['auc_boot_ci_low']:.3f}, {pooled['auc_boot_ci_high']:.3f}] |")
     lines += [
         "",
-        "A model chosen among others by these same folds' results (phase 4 ranks models by them) has "
-        "optimistic figures here; `kedro run --pipelines external` scores it on data that chose nothing.",
+        "Phase 4 ranked this model among others on its folds' inner validation images, not on these test "
+        "figures, so they are not inflated by that choice; they come from the study's own data, and "
+        "`kedro run --pipelines external` scores the model on another labelled set.",
         "",
         "## Calibration and decision threshold",
         f"- Each fold model's p(fake) is calibrated by {CALIBRATION_METHOD} (sigmoid(slope * logit(p) + intercept), "

@@ -43,7 +43,7 @@ HOLDOUT_HEADINGS = {"experiment": "hold-out", "heldout_source": "held-out source
                     "heldout_auc": "hold-out AUC (held-out source)", "delta_vs_reference": "Δ",
                     "delta_vs_reference_ci_low": "Δ CI low", "delta_vs_reference_ci_high": "Δ CI high",
                     "delta_vs_reference_p_holm": "Holm p", "delta_vs_reference_flag": "flag"}
-RANKING_COLUMNS = ["rank", "model", "experiment", "auc_mean", "worst_source_auc", "worst_source", "gflops", "score"]
+RANKING_COLUMNS = ["rank", "model", "experiment", "val_auc", "worst_source_val_auc", "worst_source", "gflops", "score"]
 BENCHMARK_COLUMNS = ["backbone", "params_m", "gflops", "image_size", "batch_size", "images_per_s", "device",
                      "precision"]
 MAX_FINDINGS = 14
@@ -147,9 +147,8 @@ def setup_slide(deck: DeckInputs) -> Figure:
                                 if s in counts.index),
         f"Protocol: {deck.cv_folds}-fold cross-validation grouped by identity (StratifiedGroupKFold, seed "
         f"{deck.seed}), inner validation {deck.val_ratio:.0%} of the training groups for early stopping, the "
-        "checkpoint and the decision threshold: no test fold chooses them. Phase 2's preprocessing and phase 4's "
-        "models are chosen on the cross-validated results, so the chosen ones' figures carry some selection "
-        "optimism (docs/protocol.md); the external sets choose nothing.",
+        "checkpoint, the decision threshold, phase 2's preprocessing and phase 4's models: no test fold chooses "
+        "anything, so the test figures of what was chosen are not inflated by the choosing (docs/protocol.md).",
         "Phases: 1 architecture baseline, 2 preprocessing (shortcuts, resolution, face crop, augmentation), "
         "3 architectures on phase 2's preprocessing, 4 final models with data scaling.",
         f"Every number in this deck is read from {deck.reporting_dir} (model_comparison.csv, paired_tests.csv, ...).",
@@ -249,7 +248,7 @@ def holdout_slide(holdouts: pd.DataFrame) -> Figure:
                        "hold-outs) < 0.05 says the model relies on features of the sources it was trained on.")
 
 
-def decision_line(decision: Mapping[str, Any], metric: str = "auc") -> str:
+def decision_line(decision: Mapping[str, Any], metric: str = "val_auc") -> str:
     """One phase-2 selection step: its effect on ``metric`` (``phase2.selection.metric``) and Holm p, or why not."""
     step = f"{decision['baseline']} -> {decision['treatment']}: "
     if not decision["applies"]:
@@ -263,7 +262,7 @@ def preprocessing_slide(choice: Mapping[str, Any]) -> Figure:
     settings = ", ".join(f"{k} = {v if not isinstance(v, dict) else 'on'}" for k, v in choice["settings"].items())
     return text_slide("Phase 2 conclusion: preprocessing for phases 3-4", [
         f"Chosen ({choice['source']}): " + settings, "Rule: " + choice["rule"],
-        *(decision_line(d, choice.get("metric", "auc")) for d in choice["decisions"])])
+        *(decision_line(d, choice.get("metric", "val_auc")) for d in choice["decisions"])])
 
 
 def ranking_slide(selection: Mapping[str, Any]) -> Figure:
@@ -276,7 +275,8 @@ def ranking_slide(selection: Mapping[str, Any]) -> Figure:
     criteria = ", ".join(f"{c['name']} ({c['direction']} is better, weight {c['weight']:g})"
                          for c in selection["criteria"])
     return table_slide("Phase 4: model ranking", shown,
-                       f"Criteria: {criteria}. Each model on its best run on phase 2's chosen preprocessing"
+                       f"Criteria: {criteria}; the AUCs are the folds' inner-validation ones, not their test folds'. "
+                       "Each model on its best run on phase 2's chosen preprocessing"
                        + (" (* none there: its best run on another)" if elsewhere.any() else "")
                        + f". Selected ({selection['source']}): " + ", ".join(s["model"] for s in selection["selected"]))
 

@@ -1,7 +1,9 @@
 """Data-driven choices between phases: phase 2 -> preprocessing, phases 1-3 -> the final models.
 
 Both choices are written as data (with the evidence that decided them) so that later phases read
-them from the catalog, and both can be overridden by a parameter.
+them from the catalog, and both can be overridden by a parameter. Both read each fold's inner-validation
+results (``val_auc``, ``val_pairwise_auc:<source>``), never its test fold: the test figures of what they
+choose are not inflated by the choosing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake_kedro.config import STUDY_WIDE_KEYS, ExperimentConfig, deep_merge
+from deepfake_kedro.metrics import VALIDATION_SOURCE_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +27,20 @@ PREPROCESSING_KEYS = ("image_size", "face_crop", "augment", "normalization")
 PREPROCESSING_RULE = (
     "Start from `start` (the phase-2 reference preprocessing). Walk the steps in order; a step applies when "
     "its `when` settings hold, and its change is adopted when the treatment's fold-wise {metric} is higher "
-    "than the baseline's and the Holm-adjusted Nadeau-Bengio p-value is below {alpha}."
+    "than the baseline's and the Holm-adjusted Nadeau-Bengio p-value is below {alpha}. {metric} is measured on "
+    "each fold's inner validation images: no test fold takes part in the choice."
 )
 
 RANKING_RULE = (
-    "One candidate per model (backbone and preset): its best experiment of phases 1-3 by mean AUC among those "
-    "on phase 2's chosen preprocessing (the one phase 4 retrains it on), or among all when it has none there; "
-    "source hold-outs excluded. Each criterion ranks the candidates (1 = best); the score "
-    "is the weighted mean rank, lower is better; ties go to the higher mean AUC. The top `top_k` go on."
+    "One candidate per model (backbone and preset): its best experiment of phases 1-3 by mean inner-validation "
+    "AUC among those on phase 2's chosen preprocessing (the one phase 4 retrains it on), or among all when it "
+    "has none there; source hold-outs excluded. Each criterion (validation AUC and worst-source validation AUC, "
+    "not the test folds') ranks the candidates (1 = best); the score is the weighted mean rank, lower is "
+    "better; ties go to the higher validation AUC. The top `top_k` go on."
 )
+
+SELECTION_METRICS = ("val_auc",)
+"""Metrics phase 2's choice may read: measured on the inner validation rows, so the test folds choose nothing."""
 
 
 class SelectionError(ValueError):
@@ -46,7 +54,14 @@ def _check_settings(settings: Mapping[str, Any], where: str) -> None:
 
 
 def check_selection_params(selection: Mapping[str, Any]) -> None:
-    """Rejects a ``phase2.selection`` block whose keys are not preprocessing settings, naming the key."""
+    """Rejects a ``phase2.selection`` block whose keys are not preprocessing settings, or whose metric is measured
+    on the test folds, naming the key."""
+    metric = selection.get("metric") or SELECTION_METRICS[0]
+    if metric not in SELECTION_METRICS:
+        raise SelectionError(
+            f"phase2.selection.metric is {metric!r}, which the test folds measure; the choice reads an "
+            f"inner-validation metric ({', '.join(SELECTION_METRICS)}) so that no test fold chooses anything"
+        )
     if "start" not in selection:
         raise SelectionError("phase2.selection: key 'start' (the reference preprocessing) is missing")
     _check_settings(selection["start"], "phase2.selection.start")
@@ -65,7 +80,7 @@ def select_preprocessing(
     start: Mapping[str, Any],
     steps: Sequence[Mapping[str, Any]],
     alpha: float = 0.05,
-    metric: str = "auc",
+    metric: str = "val_auc",
     override: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The preprocessing later phases use, decided step by step from phase 2's paired tests.
@@ -76,16 +91,17 @@ def select_preprocessing(
         start: The reference preprocessing (``image_size``, ``face_crop``, ``augment``, ``normalization``).
         steps: Each ``{set, baseline, treatment, when?}``: adopt ``set`` when the treatment wins.
         alpha: Significance level for the Holm-adjusted p-value.
-        metric: The metric that decides.
+        metric: The metric that decides: an inner-validation one (``SELECTION_METRICS``).
         override: When given, these settings replace the result (the decisions are still recorded).
 
     Returns:
         ``settings``, ``source`` (``phase-2 results`` or ``override``), the rule and one decision per step.
 
     Raises:
-        SelectionError: A step names a pair phase 2 did not test, or a key that is not preprocessing.
+        SelectionError: A step names a pair phase 2 did not test, a key that is not preprocessing, or a
+            test-fold metric.
     """
-    check_selection_params({"start": start, "steps": steps, "override": override})
+    check_selection_params({"start": start, "steps": steps, "override": override, "metric": metric})
     settings = copy.deepcopy(dict(start))
     decisions = []
     for number, step in enumerate(steps):
@@ -162,11 +178,13 @@ def candidate_table(
     summaries: Mapping[str, Mapping[str, Any]], costs: Mapping[str, Mapping[str, float]],
     preprocessing: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """One row per model: its best eligible experiment, mean AUC, worst-source AUC and cost.
+    """One row per model: its best eligible experiment, mean and worst-source validation AUC, and cost.
 
-    A model's best experiment is taken among those on ``preprocessing`` when it has any: phase 4 retrains
-    it there, and a model's best of many preprocessing variants would otherwise be ranked against models
-    seen on one (its maximum over variants is biased upwards).
+    Every figure that ranks is measured on the folds' inner validation rows (``val_auc``,
+    ``val_pairwise_auc:<source>``), never on their test rows: the chosen models' test figures are then
+    not inflated by the choosing. A model's best experiment is taken among those on ``preprocessing`` when it
+    has any: phase 4 retrains it there, and a model's best of many preprocessing variants would otherwise be
+    ranked against models seen on one (its maximum over variants is biased upwards).
 
     Args:
         summaries: ``<phase>.<experiment>`` -> the experiment's metrics summary (with ``config``).
@@ -175,8 +193,9 @@ def candidate_table(
             experiment alike.
 
     Returns:
-        Candidates with ``model``, ``experiment``, ``on_chosen_preprocessing``, ``auc_mean``,
-        ``worst_source_auc``, ``worst_source``, ``gflops``, ``params_m``.
+        Candidates with ``model``, ``experiment``, ``on_chosen_preprocessing``, ``val_auc`` (fold mean) with
+        ``val_auc_ci_low`` / ``val_auc_ci_high``, ``worst_source_val_auc``, ``worst_source``, ``gflops``,
+        ``params_m``.
     """
     rows = []
     for name, summary in summaries.items():
@@ -184,35 +203,42 @@ def candidate_table(
         if not is_ranked(config):
             continue
         metrics = summary["metrics"]
-        per_source = {key.split(":", 1)[1]: value["mean"] for key, value in metrics.items()
-                      if key.startswith("pairwise_auc:") and value.get("mean") is not None}
+        per_source = {key.removeprefix(VALIDATION_SOURCE_PREFIX): value["mean"] for key, value in metrics.items()
+                      if key.startswith(VALIDATION_SOURCE_PREFIX) and value.get("mean") is not None}
         worst = min(per_source, key=per_source.get) if per_source else None
         rows.append({
             "model": model_name(config), "experiment": name,
             "on_chosen_preprocessing": preprocessing is None or on_preprocessing(config, preprocessing),
-            "auc_mean": metrics["auc"]["mean"],
-            "auc_ci_low": metrics["auc"]["ci_low"], "auc_ci_high": metrics["auc"]["ci_high"],
-            "worst_source_auc": per_source.get(worst, np.nan), "worst_source": worst,
+            "val_auc": metrics["val_auc"]["mean"],
+            "val_auc_ci_low": metrics["val_auc"]["ci_low"], "val_auc_ci_high": metrics["val_auc"]["ci_high"],
+            "worst_source_val_auc": per_source.get(worst, np.nan), "worst_source": worst,
             "gflops": costs[name]["gflops"], "params_m": costs[name]["params_m"],
         })
     table = pd.DataFrame(rows)
-    best = (table.sort_values(["on_chosen_preprocessing", "auc_mean", "experiment"], ascending=[False, False, True])
+    best = (table.sort_values(["on_chosen_preprocessing", "val_auc", "experiment"], ascending=[False, False, True])
             .groupby("model", sort=False).head(1))
     return best.reset_index(drop=True)
 
 
-CRITERIA_DIRECTIONS = {"auc_mean": "higher", "worst_source_auc": "higher", "gflops": "lower", "params_m": "lower"}
+CRITERIA_DIRECTIONS = {"val_auc": "higher", "worst_source_val_auc": "higher", "gflops": "lower", "params_m": "lower"}
+
+RENAMED_CRITERIA = {"auc_mean": "val_auc", "worst_source_auc": "worst_source_val_auc"}
+"""Criteria that read the test folds before the ranking moved to validation figures -> their successors."""
 
 
 def check_ranking_weights(weights: Mapping[str, float]) -> None:
     """Rejects ranking weights that name a criterion the ranking does not know.
 
     Raises:
-        SelectionError: Naming the unknown criteria and the known ones.
+        SelectionError: Naming the unknown criteria and the known ones (and the successor of a test-fold one).
     """
     unknown = sorted(set(weights) - set(CRITERIA_DIRECTIONS))
     if unknown:
-        raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}")
+        renamed = [f"{old} -> {RENAMED_CRITERIA[old]}" for old in unknown if old in RENAMED_CRITERIA]
+        hint = (f" ({', '.join(renamed)}: the ranking reads the inner validation rows, so that no test fold "
+                "chooses the final models)") if renamed else ""
+        raise SelectionError(f"phase4.ranking.weights: unknown criteria {unknown}; use {sorted(CRITERIA_DIRECTIONS)}"
+                             + hint)
 
 
 def check_ranking(ranking: Mapping[str, Any], models: Sequence[str]) -> None:
@@ -253,7 +279,7 @@ def rank_models(
 
     Args:
         candidates: Output of ``candidate_table``.
-        weights: Criterion (``auc_mean``, ``worst_source_auc``, ``gflops``, ``params_m``) -> weight.
+        weights: Criterion (``val_auc``, ``worst_source_val_auc``, ``gflops``, ``params_m``) -> weight.
         top_k: How many models go on.
         override: Model names to take instead (in order), e.g. ``[resnet50, resnet18]``.
 
@@ -275,7 +301,7 @@ def rank_models(
         # Missing values (a metric a model lacks) rank last.
         table[f"rank_{criterion}"] = table[criterion].rank(ascending=not higher, method="min", na_option="bottom")
         table["score"] += weight / total * table[f"rank_{criterion}"]
-    table = table.sort_values(["score", "auc_mean"], ascending=[True, False]).reset_index(drop=True)
+    table = table.sort_values(["score", "val_auc"], ascending=[True, False]).reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
     if override:
         missing = [name for name in override if name not in set(table["model"])]

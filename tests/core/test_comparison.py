@@ -107,6 +107,24 @@ def test_paired_tests_compare_accuracy_at_the_validation_threshold_beside_accura
                                                                                   "significant_holm"]
 
 
+def test_validation_auc_is_tested_on_the_validation_images_it_saw():
+    base = tt.metrics_summary("b", {"auc": [0.80, 0.82, 0.81], "val_auc": [0.78, 0.80, 0.79]})
+    treat = tt.metrics_summary("t", {"auc": [0.84, 0.83, 0.86], "val_auc": [0.83, 0.81, 0.86]})
+    for summary in (base, treat):
+        for fold in summary["folds"]:
+            fold["n_val"] = 100  # the validation rows: half the test fold's 200 here
+    tests = paired_tests({"base": base, "treat": treat},
+                         [{"question": "q", "baseline": "base", "treatment": "treat"}]).set_index("metric")
+    # Nadeau-Bengio with n_test = the validation images (100), n_train 800: not the test fold's 200.
+    diff = np.array([0.05, 0.01, 0.07])
+    t = diff.mean() / np.sqrt((1 / 3 + 100 / 800) * diff.var(ddof=1))
+    assert tests.loc["val_auc", "p_nadeau_bengio"] == pytest.approx(2 * stats.t.sf(abs(t), df=2))
+    assert tests.loc["val_auc", "diff_mean"] == pytest.approx(diff.mean())
+    test_diff = np.array([0.04, 0.01, 0.05])
+    t = test_diff.mean() / np.sqrt((1 / 3 + 200 / 800) * test_diff.var(ddof=1))
+    assert tests.loc["auc", "p_nadeau_bengio"] == pytest.approx(2 * stats.t.sf(abs(t), df=2))
+
+
 def test_paired_tests_leave_out_a_metric_neither_experiment_records():
     tests = paired_tests(summaries(), [{"question": "size", "baseline": "base", "treatment": "bigger"}])
     assert list(tests["metric"]) == ["auc", "accuracy", "f1"]

@@ -88,6 +88,15 @@ def test_planned_runs_cover_every_image_once_out_of_fold_and_stale_runs_are_refu
         if metric_range(name) and stats["n"] > 1:
             assert 0.0 <= stats["ci_low"] <= stats["ci_high"] <= 1.0, name
     assert len(histories) == 5
+    # What the choices between phases read: each fold's validation rows, never its test rows.
+    for fold, row in fold_metrics.set_index("fold").iterrows():
+        val = store.read(f"fp/fold_{fold}").val_predictions
+        assert row["val_auc"] == pytest.approx(roc_auc_score(val["label"], val["prob"]))
+        for source in ("text2img", "inpainting", "insight"):
+            chosen = val[(val["source"] == "wiki") | (val["source"] == source)]
+            assert row[f"val_pairwise_auc:{source}"] == pytest.approx(roc_auc_score(chosen["label"], chosen["prob"]))
+    assert summary["metrics"]["val_pairwise_auc:insight"]["mean"] == pytest.approx(
+        fold_metrics["val_pairwise_auc:insight"].mean())
     with pytest.raises(StaleRunError, match="phase1.tiny"):
         evaluate_runs(store, "fp", 5, SOURCES, n_bootstrap=20, current=fold_data(TINY, table, stack_for(table, "v2"),
                                                                                    SOURCES), label="phase1.tiny")

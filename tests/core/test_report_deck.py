@@ -153,7 +153,7 @@ def test_holdout_slide_heads_each_column_with_whose_auc_it_holds():
 
 def test_decision_line_says_why_a_step_did_not_apply():
     applied, skipped = tt.preprocessing_choice()["decisions"]
-    assert decision_line(applied) == "p2_a -> p2_b: Δ auc +0.031, Holm p 0.012 - kept"
+    assert decision_line(applied) == "p2_a -> p2_b: Δ val_auc +0.031, Holm p 0.012 - kept"
     assert decision_line(skipped) == "p2_b -> p2_c: not applicable (no such pair)"
     # Chosen on another metric (phase2.selection.metric: f1), the step holds f1_diff and says so.
     on_f1 = {**{k: v for k, v in applied.items() if k != "auc_diff"}, "f1_diff": 0.08}

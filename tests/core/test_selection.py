@@ -24,14 +24,16 @@ STEPS = [
 
 
 def paired_table(gains: dict[str, tuple[float, float]]) -> pd.DataFrame:
-    """Paired tests with (AUC gain, Holm p) per treatment; other metrics are noise the rule must ignore."""
+    """Paired tests with (validation-AUC gain, Holm p) per treatment. The test folds' metrics (auc, accuracy)
+    say the opposite, significantly: a rule that read them would choose otherwise."""
     baselines = {"t2": "t1", "c": "b", "d": "b", "e": "c"}
     rows = []
     for treatment, (gain, p) in gains.items():
-        for metric in ("auc", "accuracy"):
+        for metric in ("val_auc", "auc", "accuracy"):
             rows.append({"baseline": baselines[treatment], "treatment": treatment, "metric": metric,
-                         "diff_mean": gain if metric == "auc" else -gain, "diff_ci_low": gain - 0.01,
-                         "diff_ci_high": gain + 0.01, "p_nadeau_bengio": p / 2, "p_holm": p})
+                         "diff_mean": gain if metric == "val_auc" else -gain, "diff_ci_low": gain - 0.01,
+                         "diff_ci_high": gain + 0.01, "p_nadeau_bengio": p / 2,
+                         "p_holm": p if metric == "val_auc" else 0.001})
     return pd.DataFrame(rows)
 
 
@@ -50,12 +52,23 @@ def test_only_significant_gains_are_adopted():
 def test_an_untestable_step_is_not_adopted_and_says_why_not():
     table = paired_table({"t2": (0.02, 0.01), "c": (0.05, 0.01), "d": (0.03, 0.01), "e": (0.04, 0.01)})
     table["n_folds"] = 5
-    untested = (table["treatment"] == "c") & (table["metric"] == "auc")
+    untested = (table["treatment"] == "c") & (table["metric"] == "val_auc")
     table.loc[untested, ["p_holm", "n_folds"]] = float("nan"), 1
     choice = select_preprocessing(table, START, STEPS, alpha=0.05)
     step = next(d for d in choice["decisions"] if d["treatment"] == "c")
-    assert step["adopted"] is False and step["reason"] == "not testable (1 fold(s) with auc on both sides)"
+    assert step["adopted"] is False and step["reason"] == "not testable (1 fold(s) with val_auc on both sides)"
     assert choice["settings"]["face_crop"] is False
+
+
+def test_the_choice_reads_validation_auc_and_refuses_a_test_fold_metric():
+    table = paired_table({"t2": (-0.02, 0.01), "c": (0.05, 0.01), "d": (0.03, 0.01), "e": (-0.01, 0.01)})
+    choice = select_preprocessing(table, START, STEPS)
+    # The test folds' AUC (here the opposite of every validation gain, each significant) moves nothing.
+    assert choice["settings"] == {**START, "face_crop": True} and choice["metric"] == "val_auc"
+    step = next(d for d in choice["decisions"] if d["treatment"] == "c")
+    assert step["val_auc_diff"] == 0.05 and "inner validation" in choice["rule"]
+    with pytest.raises(SelectionError, match=r"phase2.selection.metric is 'auc', which the test folds measure"):
+        select_preprocessing(table, START, STEPS, metric="auc")
 
 
 def test_different_results_give_a_different_choice_and_override_wins():
@@ -81,8 +94,12 @@ def test_missing_pair_and_bad_keys_are_named():
 
 def summary(backbone: str, auc: float, pairwise: dict[str, float], image_size: int = 224,
             train_sources="all", preset: str = "medium", **config) -> dict:
-    metrics = {"auc": {"mean": auc, "std": 0.01, "ci_low": auc - 0.02, "ci_high": auc + 0.02}}
-    metrics.update({f"pairwise_auc:{s}": {"mean": v} for s, v in pairwise.items()})
+    """An experiment's summary with validation AUC ``auc`` and per-source validation AUCs ``pairwise``; its test
+    figures are ordered the other way round, so a ranking that read them would choose otherwise."""
+    metrics = {"val_auc": {"mean": auc, "std": 0.01, "ci_low": auc - 0.02, "ci_high": auc + 0.02},
+               "auc": {"mean": 1.5 - auc, "std": 0.01, "ci_low": 1.48 - auc, "ci_high": 1.52 - auc}}
+    metrics.update({f"val_pairwise_auc:{s}": {"mean": v} for s, v in pairwise.items()})
+    metrics.update({f"pairwise_auc:{s}": {"mean": 1.5 - v} for s, v in pairwise.items()})
     config = {"backbone": backbone, "cnn_preset": preset, "image_size": image_size, "train_sources": train_sources,
               "eval_sources": "all", "subsample": 1.0, **config}
     return {"config": config, "metrics": metrics}
@@ -103,7 +120,7 @@ def test_a_model_is_ranked_on_its_best_experiment_on_the_chosen_preprocessing_wh
     table = candidate_table(summaries, costs, chosen).set_index("model")
     # ResNet-18's face-crop and augmented runs scored higher, but phase 4 retrains it on the 224 px frame.
     assert table.loc["resnet18", "experiment"] == "phase2.p2b_resnet18_224"
-    assert table.loc["resnet18", "auc_mean"] == 0.82 and bool(table.loc["resnet18", "on_chosen_preprocessing"])
+    assert table.loc["resnet18", "val_auc"] == 0.82 and bool(table.loc["resnet18", "on_chosen_preprocessing"])
     # A model with no run on the chosen preprocessing keeps its best, flagged.
     assert table.loc["simple_cnn_medium", "experiment"] == "phase1.p1_simplecnn_baseline"
     assert not table.loc["simple_cnn_medium", "on_chosen_preprocessing"]
@@ -127,17 +144,18 @@ def test_candidates_one_per_model_best_experiment_no_holdouts():
     table = candidate_table(summaries, costs).set_index("model")
     assert sorted(table.index) == ["resnet18", "resnet50", "simple_cnn_medium"]
     assert table.loc["resnet18", "experiment"] == "phase2.p2c_resnet18_facecrop"
-    assert table.loc["resnet18", "worst_source_auc"] == 0.8
+    assert table.loc["resnet18", "worst_source_val_auc"] == 0.8
     assert table.loc["resnet18", "worst_source"] == "a"
+    assert "auc_mean" not in table.columns  # no test-fold figure ranks
 
 
 def test_ranking_weighted_mean_rank_by_hand_and_override():
     candidates = pd.DataFrame({
         "model": ["big", "mid", "small", "tiny"], "experiment": ["e1", "e2", "e3", "e4"],
-        "auc_mean": [0.95, 0.90, 0.85, 0.60], "worst_source_auc": [0.80, 0.88, 0.84, 0.55],
+        "val_auc": [0.95, 0.90, 0.85, 0.60], "worst_source_val_auc": [0.80, 0.88, 0.84, 0.55],
         "gflops": [10.0, 2.0, 0.5, 0.1], "params_m": [50, 10, 3, 1],
     })
-    weights = {"auc_mean": 0.5, "worst_source_auc": 0.3, "gflops": 0.2}
+    weights = {"val_auc": 0.5, "worst_source_val_auc": 0.3, "gflops": 0.2}
     result = rank_models(candidates, weights, top_k=3)
     # By hand: ranks (auc, worst, gflops): big (1,3,4) -> 0.5+0.9+0.8 = 2.2; mid (2,1,3) -> 1+0.3+0.6 = 1.9;
     # small (3,2,2) -> 1.5+0.6+0.4 = 2.5; tiny (4,4,1) -> 2+1.2+0.2 = 3.4.
@@ -207,7 +225,7 @@ def test_the_run_hook_rejects_a_bad_phase4_training_before_any_training():
                 "phase2": {"selection": {"start": {"image_size": 224, "face_crop": False},
                                          "steps": [{"set": {"face_crop_margin": 0.4}}]}},
                 "phase1": {"experiments": {"a": {"backbone": "resnet18"}, "b": {"backbone": "simple_cnn"}}},
-                "phase4": {"ranking": {"weights": {"auc_mean": 1.0}, "top_k": 2}, "training": training}}
+                "phase4": {"ranking": {"weights": {"val_auc": 1.0}, "top_k": 2}, "training": training}}
 
     ValidateExperimentsHook._check_choices(parameters({"epochs": 4, "scheduler": {"T_max": 4}}), {"phase4"})
     with pytest.raises(ConfigError, match=r"phase4.training.*epoch"):
@@ -220,9 +238,12 @@ def test_unknown_ranking_criteria_are_named_by_the_ranking_and_by_the_run_hook()
     from deepfake_kedro.hooks import ValidateExperimentsHook
     from deepfake_kedro.selection import check_ranking_weights
 
-    check_ranking_weights({"auc_mean": 1.0, "gflops": 0.5})
+    check_ranking_weights({"val_auc": 1.0, "gflops": 0.5})
     with pytest.raises(SelectionError, match=r"phase4.ranking.weights: unknown criteria \['speed'\]; use \["):
-        check_ranking_weights({"auc_mean": 1.0, "speed": 1.0})
+        check_ranking_weights({"val_auc": 1.0, "speed": 1.0})
+    # The former test-fold criteria are named with their successors.
+    with pytest.raises(SelectionError, match=r"auc_mean -> val_auc, worst_source_auc -> worst_source_val_auc"):
+        check_ranking_weights({"auc_mean": 0.5, "worst_source_auc": 0.5})
     parameters = {"phase4": {"ranking": {"weights": {"speed": 1.0}}}}
     with pytest.raises(SelectionError, match=r"unknown criteria \['speed'\]"):
         ValidateExperimentsHook._check_choices(parameters, {"phase4"})
@@ -231,7 +252,7 @@ def test_unknown_ranking_criteria_are_named_by_the_ranking_and_by_the_run_hook()
 
 def test_phase4_ranking_keys_are_checked_against_the_models_before_training():
     models = ["simple_cnn_small", "resnet18", "resnet18"]
-    check_ranking({"weights": {"auc_mean": 1}, "top_k": 2}, models)
+    check_ranking({"weights": {"val_auc": 1}, "top_k": 2}, models)
     cases = [
         ({"weights": {"speed": 1}, "top_k": 1}, r"weights: unknown criteria \['speed'\]"),
         ({"weights": {}, "top_k": 3}, r"top_k is 3 but phases 1-3 train only 2 models"),

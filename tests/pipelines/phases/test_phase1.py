@@ -36,7 +36,7 @@ def test_phase1_demo_end_to_end_then_skip_then_resume(tiny_demo):
                        "tpr_at_threshold_mean", "fpr_at_threshold_mean"]].notna().all().all()
     tests = pd.read_csv(reporting / "paired_tests.csv")
     # The headline metrics, then each fake source's AUC against the reals (which sources a change helps).
-    assert set(tests["metric"]) == {"auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_threshold",
+    assert set(tests["metric"]) == {"auc", "accuracy", "f1", "accuracy_at_threshold", "f1_at_threshold", "val_auc",
                                     "pairwise_auc:text2img", "pairwise_auc:inpainting", "pairwise_auc:insight"}
     assert tests[["p_paired_t", "p_nadeau_bengio", "p_holm"]].notna().all().all()
     assert (reporting / "comparison.md").read_text().startswith("# Phase 1")

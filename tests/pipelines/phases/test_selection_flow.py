@@ -20,10 +20,12 @@ PAIRS = {"t2": ("p2a_t1_original", "p2a_t2_real_norm"), "c": ("p2b_resnet18_224"
 
 
 def seed_phase2_tests(project, gains: dict[str, tuple[float, float]]) -> None:
-    """Writes phase 2's paired tests as if phase 2 had run: (AUC gain, Holm p) per step."""
-    rows = [{"question": key, "baseline": PAIRS[key][0], "treatment": PAIRS[key][1], "metric": "auc",
-             "diff_mean": gain, "diff_ci_low": gain - 0.02, "diff_ci_high": gain + 0.02,
-             "p_nadeau_bengio": p, "p_holm": p} for key, (gain, p) in gains.items()]
+    """Writes phase 2's paired tests as if phase 2 had run: (validation-AUC gain, Holm p) per step; the test
+    folds' AUC rows say the opposite, which the choice must not read."""
+    rows = [{"question": key, "baseline": PAIRS[key][0], "treatment": PAIRS[key][1], "metric": metric,
+             "diff_mean": gain if metric == "val_auc" else -gain, "diff_ci_low": gain - 0.02,
+             "diff_ci_high": gain + 0.02, "p_nadeau_bengio": p, "p_holm": p if metric == "val_auc" else 0.001}
+            for key, (gain, p) in gains.items() for metric in ("val_auc", "auc")]
     path = project.path / "data/demo/08_reporting/phase2/paired_tests.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
@@ -96,8 +98,12 @@ def seed_phase_results(project) -> dict[str, dict]:
         for name in experiments:
             config = resolve_experiment(name, experiments, params["defaults"]).model_dump(mode="json")
             auc = scores.get(name, 0.75)
-            metrics = {"auc": {"mean": auc, "std": 0.02, "ci_low": auc - 0.03, "ci_high": auc + 0.03},
-                       "pairwise_auc:text2img": {"mean": auc + 0.02}, "pairwise_auc:insight": {"mean": auc - 0.05}}
+            metrics = {"val_auc": {"mean": auc, "std": 0.02, "ci_low": auc - 0.03, "ci_high": auc + 0.03},
+                       "val_pairwise_auc:text2img": {"mean": auc + 0.02},
+                       "val_pairwise_auc:insight": {"mean": auc - 0.05},
+                       # The test folds' figures rank the other way round: the ranking must not read them.
+                       "auc": {"mean": 1.6 - auc, "std": 0.02, "ci_low": 1.57 - auc, "ci_high": 1.63 - auc},
+                       "pairwise_auc:text2img": {"mean": 1.6 - auc}, "pairwise_auc:insight": {"mean": 1.6 - auc}}
             summary = {"experiment": name, "phase": phase, "fingerprint": name, "config": config, "metrics": metrics}
             path = project.path / f"data/demo/08_reporting/{phase}/{name}/metrics.json"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,14 +124,16 @@ def test_phase4_ranks_models_and_trains_nested_whole_group_subsets(tiny_demo):
                   + [f"phase4.{slot}.resolve_final_model" for slot in slots])
 
     selection = json.loads((tiny_demo.path / "data/demo/08_reporting/phase4/selection.json").read_text())
-    assert {c["name"] for c in selection["criteria"]} == {"auc_mean", "worst_source_auc", "gflops"}
+    assert {c["name"] for c in selection["criteria"]} == {"val_auc", "worst_source_val_auc", "gflops"}
     candidates = {c["model"]: c for c in selection["candidates"]}
     # Every candidate carries the values and ranks that decided; hold-outs are not candidates.
     for candidate in candidates.values():
-        for key in ("auc_mean", "worst_source_auc", "gflops", "params_m", "score", "rank",
-                    "rank_auc_mean", "rank_worst_source_auc", "rank_gflops"):
+        for key in ("val_auc", "worst_source_val_auc", "gflops", "params_m", "score", "rank",
+                    "rank_val_auc", "rank_worst_source_val_auc", "rank_gflops"):
             assert candidate[key] is not None
     assert "holdout" not in " ".join(c["experiment"] for c in candidates.values())
+    # Ranked on the seeded validation figures (the test folds' run the other way round).
+    assert candidates["resnet50"]["val_auc"] == 0.93 and candidates["resnet50"]["worst_source_val_auc"] == 0.88
     chosen = [s["model"] for s in selection["selected"]]
     assert len(chosen) == 3 and chosen == [c["model"] for c in sorted(candidates.values(), key=lambda c: c["rank"])][:3]
 
