@@ -114,7 +114,7 @@ def _decision(entry: Mapping[str, Any], choice: Mapping[str, Any], adopted: bool
     expected = "adopted by choose_preprocessing" if adopted else "not adopted"
     metric = choice.get("metric", "auc")
     if decision.get("applies", True):
-        found = ("adopted" if decision["adopted"] else "not adopted") + f" ({decision['reason']})"
+        found = ("adopted" if decision["adopted"] else "not adopted") + f" on {metric} ({decision['reason']})"
         gain = decision.get(f"{metric}_diff", np.nan)
         ci = decision.get("diff_ci") or (np.nan, np.nan)
         return _row(entry["effect"], expected, found, gain if gain is not None else np.nan, ci,
