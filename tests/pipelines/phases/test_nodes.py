@@ -6,6 +6,7 @@ import json
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from deepfake_kedro.costs import model_cost
@@ -87,11 +88,14 @@ def test_compare_final_models_tests_the_top_models_full_run_against_each_others(
 
 
 def test_choose_preprocessing_returns_json_safe_decisions():
-    tests = tt.paired_tests("p2_a", "p2_b", 0.04, 0.01).assign(p_nadeau_bengio=0.005, diff_ci_low=np.nan)
+    # Validation says the crop gains; the test folds say it loses: the node's default metric reads validation.
+    tests = pd.concat([tt.paired_tests("p2_a", "p2_b", 0.04, 0.01).assign(metric="val_auc"),
+                       tt.paired_tests("p2_a", "p2_b", -0.04, 0.01)],
+                      ignore_index=True).assign(p_nadeau_bengio=0.005, diff_ci_low=np.nan)
     selection = {"start": {"image_size": 64, "face_crop": False},
                  "steps": [{"set": {"face_crop": True}, "baseline": "p2_a", "treatment": "p2_b"}]}
     choice = choose_preprocessing(tests, selection)
-    assert choice["settings"] == {"image_size": 64, "face_crop": True}
+    assert choice["settings"] == {"image_size": 64, "face_crop": True} and choice["metric"] == "val_auc"
     assert choice["decisions"][0]["diff_ci"][0] is None  # nan -> null
     json.dumps(choice, allow_nan=False)
 

@@ -125,7 +125,7 @@ def choose_preprocessing(paired_tests: pd.DataFrame, selection: dict[str, Any]) 
     """
     choice = select_preprocessing(
         paired_tests, selection["start"], selection.get("steps", []), selection.get("alpha", 0.05),
-        selection.get("metric", "auc"), selection.get("override"),
+        selection.get("metric", "val_auc"), selection.get("override"),
     )
     for decision in choice["decisions"]:
         logger.info("selection %s -> %s: %s", decision["baseline"], decision["treatment"], decision["reason"])
