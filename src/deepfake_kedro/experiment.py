@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from deepfake_kedro.calibration import calibrate, platt_calibration
 from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.explain import load_fold_model
 from deepfake_kedro.folds import fold_count, select_fold_rows
@@ -281,7 +282,13 @@ def evaluate_runs(
         "metrics": {m: summarize(fold_metrics[m].to_numpy(dtype=float), bounds=metric_range(m)) for m in numeric},
         "folds": fold_metrics.to_dict(orient="records"),
     }
-    low, high = grouped_bootstrap_ci(oof["label"], oof["prob"], oof["group"], n_boot=n_bootstrap, seed=seed)
-    summary["pooled"] = {"auc": binary_metrics(oof["label"], oof["prob"])["auc"],
+    # Pooled over folds, each fold model's p(fake) is first put on one scale (Platt, fitted on its validation
+    # rows): raw, a fold whose model is more confident than the others would rank its images above theirs.
+    calibrations = [platt_calibration(val) for val in validations]
+    pooled = np.concatenate([calibrate(f.predictions["prob"].to_numpy(), c)
+                             for f, c in zip(folds, calibrations, strict=True)])
+    low, high = grouped_bootstrap_ci(oof["label"], pooled, oof["group"], n_boot=n_bootstrap, seed=seed)
+    summary["calibration"] = calibrations
+    summary["pooled"] = {"auc": binary_metrics(oof["label"], pooled)["auc"],
                          "auc_boot_ci_low": low, "auc_boot_ci_high": high}
     return oof, fold_metrics, summary, [f.history.assign(fold=f.meta["fold"]) for f in folds]

@@ -24,10 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from scipy.special import expit, logit
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from deepfake_kedro.calibration import CALIBRATION_METHOD, calibrate, platt_calibration
 from deepfake_kedro.commands import kedro_run
 from deepfake_kedro.data_index import square_resize
 from deepfake_kedro.face_crops import face_crop
@@ -39,55 +38,31 @@ from deepfake_kedro.training import Normalizer, predict, select_device
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_METHOD = "Platt scaling on its fold's inner validation predictions"
 THRESHOLD_CHOICE = "mean of the fold thresholds on the calibrated scale"
-# The logit of a float32 probability, with exact 0 and 1 (a saturated sigmoid) moved to the nearest float32 inside:
-# nothing a fold model can tell apart is tied.
-_LOWEST, _HIGHEST = float(np.finfo(np.float32).tiny), 1.0 - float(np.finfo(np.float32).epsneg)
-
-
-def platt_calibration(val_predictions: pd.DataFrame) -> dict[str, Any]:
-    """A fold model's Platt scaling, ``p -> sigmoid(slope * logit(p) + intercept)``, fitted on its validation rows.
-
-    Fold models of one experiment come out on different scales (one fold's Youden threshold 0.15, another's
-    0.95): averaged raw, the most confident fold outvotes the others. Calibrated, their mean is a probability
-    and their thresholds can be averaged. scikit-learn's logistic regression on the logit does the fit; its L2
-    penalty keeps the slope finite when the validation rows separate perfectly.
-
-    Args:
-        val_predictions: The fold's inner-validation predictions (``label``, ``prob``).
-
-    Returns:
-        ``slope``, ``intercept``, ``n_val`` and ``note`` (why the fit was replaced, or empty). A one-class
-        validation set keeps the identity (slope 1, intercept 0); a slope of 0 or below (validation scores no
-        better than chance) becomes 0, so the fold gives every image its validation fake share rather than a
-        reversed ranking.
-    """
-    y = val_predictions["label"].to_numpy(dtype=int)
-    x = _logit(val_predictions["prob"].to_numpy(dtype=float))
-    if len(np.unique(y)) < 2:
-        return {"slope": 1.0, "intercept": 0.0, "n_val": int(len(y)),
-                "note": "one class in validation: not calibrated"}
-    fit = LogisticRegression().fit(x.reshape(-1, 1), y)
-    slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
-    if slope <= 0:  # both classes are present, so the fake share lies strictly between 0 and 1
-        return {"slope": 0.0, "intercept": float(logit(y.mean())), "n_val": int(len(y)),
-                "note": "validation scores no better than chance: every image gets the validation fake share"}
-    return {"slope": slope, "intercept": intercept, "n_val": int(len(y)), "note": ""}
-
-
-def _logit(probabilities: np.ndarray) -> np.ndarray:
-    return logit(np.clip(np.asarray(probabilities, dtype=float), _LOWEST, _HIGHEST))
-
-
-def calibrate(probabilities: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
-    """Raw p(fake) of one fold model mapped through its ``platt_calibration``."""
-    return expit(calibration["slope"] * _logit(probabilities) + calibration["intercept"])
 
 
 def read_folds(resolved: ResolvedExperiment, store: FoldRunStore, n_folds: int) -> list[StoredFold]:
     """The experiment's stored fold runs, in fold order."""
     return [store.read(run_key(resolved.fingerprint, fold)) for fold in range(n_folds)]
+
+
+def fold_calibrations(label: str, folds: Sequence[StoredFold]) -> list[dict[str, Any]]:
+    """Each stored fold model's ``platt_calibration``, fitted on its stored validation predictions.
+
+    Raises:
+        FileNotFoundError: A fold run has no stored validation predictions (trained before they were stored).
+    """
+    calibrations = []
+    for fold, stored in enumerate(folds):
+        if stored.val_predictions is None:
+            raise FileNotFoundError(
+                f"{label}: fold run {stored.directory} has no val_predictions.parquet (trained before "
+                "validation predictions were stored), so its model cannot be calibrated; move that folder aside "
+                "and run its phase again to retrain the fold")
+        calibrations.append(platt_calibration(stored.val_predictions))
+        if calibrations[-1]["note"]:
+            logger.warning("%s fold %d: %s", label, fold, calibrations[-1]["note"])
+    return calibrations
 
 
 def package_threshold(resolved: ResolvedExperiment, folds: Sequence[StoredFold], metrics: Mapping[str, Any],
@@ -115,16 +90,7 @@ def package_threshold(resolved: ResolvedExperiment, folds: Sequence[StoredFold],
         raise ValueError(f"{resolved.label}: fold_metrics.csv has no 'threshold' column; re-run its evaluate_folds "
                          "node (thresholds are chosen there, on validation predictions)")
     fold_thresholds = fold_metrics.sort_values("fold")["threshold"].astype(float).tolist()
-    calibrations = []
-    for fold, stored in enumerate(folds):
-        if stored.val_predictions is None:
-            raise FileNotFoundError(
-                f"{resolved.label}: fold run {stored.directory} has no val_predictions.parquet (trained before "
-                "validation predictions were stored), so its model cannot be calibrated; move that folder aside "
-                "and run its phase again to retrain the fold")
-        calibrations.append(platt_calibration(stored.val_predictions))
-        if calibrations[-1]["note"]:
-            logger.warning("%s fold %d: %s", resolved.label, fold, calibrations[-1]["note"])
+    calibrations = fold_calibrations(resolved.label, folds)
     calibrated = [float(calibrate(np.array([t]), c)[0]) for t, c in zip(fold_thresholds, calibrations, strict=True)]
     threshold = {"rule": metrics.get("threshold_rule", "youden"), "choice": THRESHOLD_CHOICE,
                  "fold_thresholds": fold_thresholds, "calibrated_fold_thresholds": calibrated,
@@ -328,7 +294,8 @@ def model_card(
             lines.append(_metric_line(metrics, name, f"{what} of {source} at the fold threshold"))
     if pooled:
         resamples = f", {metrics['bootstrap_resamples']} resamples" if "bootstrap_resamples" in metrics else ""
-        lines.append(f"| pooled out-of-fold AUC [grouped bootstrap 95% CI{resamples}] | {pooled['auc']:.3f} "
+        lines.append(f"| pooled out-of-fold AUC, fold-calibrated p(fake) [grouped bootstrap 95% CI{resamples}] | "
+                     f"{pooled['auc']:.3f} "
                      f"[{pooled['auc_boot_ci_low']:.3f}, {pooled['auc_boot_ci_high']:.3f}] |")
     lines += [
         "",

@@ -179,7 +179,8 @@ def metrics_slide(cv_folds: int) -> Figure:
         "fold's validation rows, average precision, equal error rate; "
         "per source: detection / false-alarm rate and the AUC of real vs each fake source.",
         "Across folds: mean, std and a 95% t-interval (truncated to [0, 1] for AUC, rates and other bounded metrics); "
-        "pooled out-of-fold AUC with a grouped bootstrap interval.",
+        "pooled out-of-fold AUC (each fold model's p(fake) calibrated on its validation rows first) with a grouped "
+        "bootstrap interval.",
         f"Comparisons: fold-wise paired t-test, Nadeau-Bengio corrected resampled t-test, {wilcoxon_note(cv_folds)}, "
         "Holm adjustment across each phase's pairs per metric; Δ intervals use Nadeau-Bengio's corrected variance.",
         "Source hold-out: Δ = in-source AUC (reference trained with the source) - held-out-source AUC; flag > 0.05.",

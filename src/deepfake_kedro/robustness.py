@@ -29,6 +29,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as tvf
 
+from deepfake_kedro.calibration import calibrate
 from deepfake_kedro.data_index import ImageTree, to_rgb8
 from deepfake_kedro.metrics import grouped_bootstrap_ci, safe_auc, summarize
 from deepfake_kedro.model_package import ModelPackage
@@ -269,7 +270,7 @@ def check_clean(scores: pd.DataFrame, predictions: pd.DataFrame, tolerance: floa
 
 def robustness_table(
     scores: pd.DataFrame, n_train: Mapping[str, Sequence[float]], n_test: Mapping[str, Sequence[float]],
-    n_bootstrap: int = 1000, seed: int = 0,
+    n_bootstrap: int = 1000, seed: int = 0, calibrations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> pd.DataFrame:
     """AUC per model × corruption × severity with CIs, and paired tests against the clean AUC.
 
@@ -280,6 +281,9 @@ def robustness_table(
             correction is for the cross-validation design, which a subsample (``sample_groups``) does not change.
         n_bootstrap: Grouped bootstrap resamples for the pooled AUC's CI.
         seed: Bootstrap seed.
+        calibrations: Model -> each fold's ``platt_calibration`` (fitted on its clean validation rows): the pooled
+            AUC pools calibrated p(fake), as the study's pooled AUC does; fold AUCs and tests are unchanged by it.
+            None pools the raw probabilities.
 
     Returns:
         One row per model and corruption: ``auc`` (pooled out-of-fold) with ``auc_ci_low`` / ``auc_ci_high``
@@ -292,10 +296,15 @@ def robustness_table(
                                                                  sort=False):
         folds = part.groupby("fold")
         fold_auc = pd.Series({fold: safe_auc(f["label"], f["prob"]) for fold, f in folds})
-        low, high = grouped_bootstrap_ci(part["label"], part["prob"], part["group"], n_boot=n_bootstrap, seed=seed)
+        pooled = part["prob"].to_numpy(dtype=float)
+        if calibrations is not None:
+            pooled = np.concatenate([calibrate(f["prob"].to_numpy(), calibrations[model][int(fold)])
+                                     for fold, f in folds])
+            part = pd.concat([f for _, f in folds])  # the rows in the order ``pooled`` has them
+        low, high = grouped_bootstrap_ci(part["label"], pooled, part["group"], n_boot=n_bootstrap, seed=seed)
         fold_summary = summarize(fold_auc.to_numpy(), bounds=(0.0, 1.0))
         rows.append({"model": model, "corruption": kind, "severity": severity, "level": level,
-                     "n_images": len(part), "auc": safe_auc(part["label"], part["prob"]),
+                     "n_images": len(part), "auc": safe_auc(part["label"], pooled),
                      "auc_ci_low": low, "auc_ci_high": high, "fold_auc_mean": fold_summary["mean"],
                      "fold_auc_ci_low": fold_summary["ci_low"], "fold_auc_ci_high": fold_summary["ci_high"],
                      "_fold_auc": fold_auc})

@@ -5,12 +5,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from deepfake_kedro.calibration import calibrate
 from deepfake_kedro.config import ExperimentConfig
 from deepfake_kedro.experiment import evaluate_runs, fold_data, fold_metrics_row, plan_fold_runs
 from deepfake_kedro.folds import build_fold_table
 from deepfake_kedro.image_cache import ImageStack
 from deepfake_kedro.metrics import metric_range
-from deepfake_kedro.run_store import FoldRunStore, StaleRunError
+from deepfake_kedro.run_store import FoldResult, FoldRunStore, StaleRunError
 from tests.core.test_folds import dff_like_images
 
 SOURCES = {"wiki": "real", "text2img": "fake", "inpainting": "fake", "insight": "fake"}
@@ -81,7 +82,9 @@ def test_planned_runs_cover_every_image_once_out_of_fold_and_stale_runs_are_refu
     # Every image is predicted exactly once, by the model of the fold that held it out.
     assert sorted(oof["path"]) == sorted(table["path"])
     assert (oof.set_index("path")["fold"] == table.set_index("path")["fold"].loc[oof["path"]]).all()
-    assert summary["pooled"]["auc"] == pytest.approx(roc_auc_score(oof["label"], oof["prob"]))
+    calibrated = np.concatenate([calibrate(store.read(f"fp/fold_{k}").predictions["prob"], summary["calibration"][k])
+                                 for k in range(5)])
+    assert summary["pooled"]["auc"] == pytest.approx(roc_auc_score(oof["label"], calibrated))
     assert summary["bootstrap_resamples"] == 20
     assert summary["metrics"]["auc"]["mean"] == pytest.approx(fold_metrics["auc"].mean())
     for name, stats in summary["metrics"].items():  # no interval leaves the range its metric can take
@@ -100,3 +103,31 @@ def test_planned_runs_cover_every_image_once_out_of_fold_and_stale_runs_are_refu
     with pytest.raises(StaleRunError, match="phase1.tiny"):
         evaluate_runs(store, "fp", 5, SOURCES, n_bootstrap=20, current=fold_data(TINY, table, stack_for(table, "v2"),
                                                                                    SOURCES), label="phase1.tiny")
+
+
+def scored_fold(fold: int, offset: float, rng: np.random.Generator, n: int = 40) -> pd.DataFrame:
+    """``n`` reals and ``n`` fakes scored by a fold model that ranks well on its own scale (shifted by ``offset``)."""
+    labels = np.repeat([0, 1], n)
+    logits = rng.normal(np.where(labels == 1, 1.5, -1.5), 1.0) + offset
+    return pd.DataFrame({"path": [f"f{fold}_{i}.png" for i in range(2 * n)], "source": np.where(labels, "insight",
+                         "wiki"), "label": labels, "group": [f"g{fold}_{i}" for i in range(2 * n)], "fold": fold,
+                         "prob": 1 / (1 + np.exp(-logits))})
+
+
+def test_the_pooled_auc_pools_fold_models_put_on_one_scale_by_their_validation_rows(tmp_path):
+    # Two fold models that rank alike, one far more confident about "fake" than the other: raw, the
+    # confident fold's reals outrank the other's fakes, and pooling reads that as the models failing.
+    rng, store = np.random.default_rng(0), FoldRunStore(tmp_path)
+    meta = {"n_train": 100, "n_val": 80, "n_test": 80, "best_epoch": 1, "train_auc_at_best": 0.9,
+            "val_auc_at_best": 0.9, "train_val_gap": 0.0, "config": {"train_sources": "all"}}
+    for fold, offset in enumerate((-3.0, 3.0)):
+        store.write(f"fp/fold_{fold}", FoldResult({}, pd.DataFrame({"epoch": [1]}), scored_fold(fold, offset, rng),
+                                                  {**meta, "fold": fold}, scored_fold(fold, offset, rng)))
+    oof, fold_metrics, summary, _ = evaluate_runs(store, "fp", 2, {"wiki": "real", "insight": "fake"},
+                                                  n_bootstrap=50)
+    raw = roc_auc_score(oof["label"], oof["prob"])
+    assert fold_metrics["auc"].min() > 0.9 and raw < fold_metrics["auc"].min() - 0.1
+    # Calibrated on its own validation rows, each fold's scale is undone: pooled matches the folds' own AUCs.
+    assert abs(summary["pooled"]["auc"] - fold_metrics["auc"].mean()) < 0.03
+    assert summary["pooled"]["auc_boot_ci_low"] <= summary["pooled"]["auc"] <= summary["pooled"]["auc_boot_ci_high"]
+    assert [c["n_val"] for c in summary["calibration"]] == [80, 80]

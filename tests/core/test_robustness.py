@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from deepfake_kedro.calibration import calibrate
 from deepfake_kedro.data_index import ImageTree, square_resize
 from deepfake_kedro.experiment import evaluate_runs, plan_fold_runs
 from deepfake_kedro.folds import build_fold_table
@@ -179,6 +180,24 @@ def test_paired_tests_and_holm_follow_stats_on_the_fold_aucs(finished):
         expected_p.append(p)
     np.testing.assert_allclose(table.loc[table["corruption"] != CLEAN, "p_holm"], holm_adjust(expected_p))
     assert ((table["auc_ci_low"] <= table["auc"]) & (table["auc"] <= table["auc_ci_high"])).all()
+
+
+def test_the_pooled_auc_pools_each_fold_model_on_its_calibrated_scale(finished):
+    _, _, fold_metrics, package, scores = finished
+    model = "phase4.top1_full"
+    sizes = {model: fold_metrics["n_train"].tolist()}, {model: fold_metrics["n_test"].tolist()}
+    raw = robustness_table(scores, *sizes, n_bootstrap=20)
+    table = robustness_table(scores, *sizes, n_bootstrap=20, calibrations={model: package.calibration})
+    for (_, row), (_, before) in zip(table.iterrows(), raw.iterrows(), strict=True):
+        folds = scores[(scores["corruption"] == row["corruption"])
+                       & (scores["severity"] == row["severity"])].groupby("fold")
+        calibrated = np.concatenate([calibrate(f["prob"], package.calibration[fold]) for fold, f in folds])
+        labels = np.concatenate([f["label"] for _, f in folds])
+        assert row["auc"] == pytest.approx(roc_auc_score(labels, calibrated))
+        assert row["auc_ci_low"] <= row["auc"] <= row["auc_ci_high"]
+        # Monotone per fold: the fold AUCs and their tests are those of the raw scores.
+        assert row["fold_auc_mean"] == before["fold_auc_mean"]
+        assert row["delta_auc"] == pytest.approx(before["delta_auc"], nan_ok=True)
 
 
 def test_blur_at_native_resolution_washes_out_the_fine_artefact(finished):

@@ -59,7 +59,11 @@ def test_robustness_pipeline_writes_the_table_curves_and_slide_with_the_clean_au
     table = pd.read_csv(reporting / "robustness/robustness.csv")
     assert table[["corruption", "severity"]].values.tolist() == [["clean", 0], ["jpeg", 90], ["jpeg", 30],
                                                                    ["gaussian_blur", 2]]
-    assert table.loc[0, "auc"] == pytest.approx(roc_auc_score(oof["label"], oof["prob"]), abs=1e-12)
+    # Clean, the pooled AUC is the study's own: each fold model's p(fake) on its calibrated scale, then pooled.
+    study = json.loads((reporting / "phase4/tiny/metrics.json").read_text())
+    assert table.loc[0, "auc"] == pytest.approx(study["pooled"]["auc"], abs=1e-9)
+    assert table.loc[0, "fold_auc_mean"] == pytest.approx(study["metrics"]["auc"]["mean"], abs=1e-9)
+    assert abs(table.loc[0, "auc"] - roc_auc_score(oof["label"], oof["prob"])) > 1e-6  # not the raw pool
     assert table["p_holm"].iloc[1:].between(0, 1).all() and table["p_holm"].isna().iloc[0]
     assert (reporting / "robustness/degradation_curves.png").stat().st_size > 0
     section = ReportSectionDataset(str(reporting / "sections/robustness")).load()

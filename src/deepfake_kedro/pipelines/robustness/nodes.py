@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from deepfake_kedro.data_index import ImageTree
 from deepfake_kedro.datasets import FinishedExperiments
 from deepfake_kedro.face_crops import BOX_COLUMNS
-from deepfake_kedro.model_package import build_package
+from deepfake_kedro.model_package import build_package, fold_calibrations, read_folds
 from deepfake_kedro.report_sections import ReportSection
 from deepfake_kedro.resumable import Part
 from deepfake_kedro.robustness import (
@@ -93,11 +93,15 @@ def summarize_robustness(
     n_train = {label: folds["n_train"].tolist() for label, folds in sizes.items()}
     # The study's test folds, not the images scored: robustness.max_images subsamples them, not the design.
     n_test = {label: folds["n_test"].tolist() for label, folds in sizes.items()}
-    table = robustness_table(scores, n_train, n_test, n_bootstrap=n_bootstrap)
+    # Each fold model's calibration, fitted on its clean validation rows: the pooled AUC pools one scale.
+    calibrations = {label: fold_calibrations(resolved.label, read_folds(resolved, store, len(fold_metrics)))
+                    for label, (resolved, store, _, fold_metrics) in finished.items()}
+    table = robustness_table(scores, n_train, n_test, n_bootstrap=n_bootstrap, calibrations=calibrations)
     caption = ("Each model's out-of-fold test images (the final models, then robustness.extra_models), "
                "corrupted at native resolution, then cropped as in training and scored by the fold model that "
                "held them out. A face-crop model keeps the box MTCNN found on the clean image: a detector missing "
-               "or moving on the corrupted one is not part of these figures. AUC [grouped bootstrap 95% CI]; "
+               "or moving on the corrupted one is not part of these figures. AUC pooled over folds, each fold "
+               "model's p(fake) calibrated on its validation rows [grouped bootstrap 95% CI]; "
                "delta = mean fold AUC change vs clean; p: "
                "Nadeau-Bengio paired test, Holm-adjusted across corruptions x severities.")
     # One figure for the catalog and the slide: the section renders it now, the catalog saves it at its own dpi.
