@@ -342,7 +342,7 @@ def degradation_figure(table: pd.DataFrame) -> Figure:
         ax.set_title(kind.replace("_", " "))
         ax.set_xlabel(KINDS[kind])
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    axes[0].set_ylabel("out-of-fold AUC (95% CI)")
+    axes[0].set_ylabel("pooled AUC (95% CI)\nfolds calibrated, then pooled")
     axes[0].legend(fontsize=7, loc="lower left")
     return figure
 
