@@ -247,9 +247,10 @@ def evaluate_runs(
             (``predict_validation``); without it such a fold is an error.
 
     Returns:
-        Out-of-fold predictions (with each fold's ``threshold``), fold metrics (at 0.5 and at the
-        fold's threshold), summary (mean / std / 95% CI per metric, pooled AUC with a grouped
-        bootstrap CI, the threshold rule, the bootstrap's resamples) and per-fold histories.
+        Out-of-fold predictions (with each fold's ``threshold`` and ``prob_calibrated``, its model's p(fake)
+        through the fold's ``calibration``), fold metrics (at 0.5 and at the fold's threshold), summary (mean /
+        std / 95% CI per metric, pooled AUC of the calibrated probabilities with a grouped bootstrap CI, each
+        fold's calibration, the threshold rule, the bootstrap's resamples) and per-fold histories.
 
     Raises:
         StaleRunError: A fold's stored data key differs from its current one.
@@ -267,8 +268,11 @@ def evaluate_runs(
         # Chosen on the fold's inner validation rows only: test labels never move it.
         thresholds.append(choose_threshold(val["label"], val["prob"], rule))
         validations.append(val)
-    oof = pd.concat([f.predictions.assign(threshold=t) for f, t in zip(folds, thresholds, strict=True)],
-                    ignore_index=True)
+    # Each fold model's p(fake) also on one scale (Platt, fitted on its validation rows): raw, a fold model more
+    # confident than the others would rank its images above theirs wherever folds are pooled.
+    calibrations = [platt_calibration(val) for val in validations]
+    oof = pd.concat([f.predictions.assign(threshold=t, prob_calibrated=calibrate(f.predictions["prob"].to_numpy(), c))
+                     for f, t, c in zip(folds, thresholds, calibrations, strict=True)], ignore_index=True)
     fold_metrics = pd.DataFrame([fold_metrics_row(f.predictions, f.meta, sources, t, val)
                                  for f, t, val in zip(folds, thresholds, validations, strict=True)])
     numeric = [c for c in fold_metrics.columns if c != "fold" and pd.api.types.is_numeric_dtype(fold_metrics[c])]
@@ -282,11 +286,7 @@ def evaluate_runs(
         "metrics": {m: summarize(fold_metrics[m].to_numpy(dtype=float), bounds=metric_range(m)) for m in numeric},
         "folds": fold_metrics.to_dict(orient="records"),
     }
-    # Pooled over folds, each fold model's p(fake) is first put on one scale (Platt, fitted on its validation
-    # rows): raw, a fold whose model is more confident than the others would rank its images above theirs.
-    calibrations = [platt_calibration(val) for val in validations]
-    pooled = np.concatenate([calibrate(f.predictions["prob"].to_numpy(), c)
-                             for f, c in zip(folds, calibrations, strict=True)])
+    pooled = oof["prob_calibrated"].to_numpy()
     low, high = grouped_bootstrap_ci(oof["label"], pooled, oof["group"], n_boot=n_bootstrap, seed=seed)
     summary["calibration"] = calibrations
     summary["pooled"] = {"auc": binary_metrics(oof["label"], pooled)["auc"],

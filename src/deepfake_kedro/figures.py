@@ -286,20 +286,29 @@ def confidence_histograms(predictions: pd.DataFrame, title: str = "") -> Figure:
 
 
 def reliability_diagram(predictions: pd.DataFrame, n_bins: int = 10, title: str = "") -> Figure:
-    """Calibration: observed fraction of fakes per predicted-probability bin, with the bins' counts."""
+    """Calibration: observed fraction of fakes per predicted-probability bin, with the bins' counts.
+
+    With a ``prob_calibrated`` column (each fold model's p(fake) after its validation-fitted Platt scaling, what
+    the model package scores with) both curves are drawn: the fold models as trained, and as the package uses them.
+    """
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import brier_score_loss
 
-    observed, predicted = calibration_curve(predictions["label"], predictions["prob"], n_bins=n_bins)
-    # Over all out-of-fold images at once; the tables give the mean over folds with its interval.
-    brier = brier_score_loss(predictions["label"], predictions["prob"], labels=[0, 1])
+    curves = {"fold models as trained": "prob"}
+    if "prob_calibrated" in predictions:
+        curves["calibrated on validation (as packaged)"] = "prob_calibrated"
     figure, (ax, count_ax) = plt.subplots(2, 1, figsize=(6, 6.5), height_ratios=(3, 1), constrained_layout=True,
                                           sharex=True)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfectly calibrated")
-    ax.plot(predicted, observed, marker="o", label=f"model (out of fold), pooled Brier {brier:.3f}")
+    bins = np.linspace(0, 1, n_bins + 1)
+    for (name, column), colour in zip(curves.items(), ("#8172B2", "#DD8452"), strict=False):
+        observed, predicted = calibration_curve(predictions["label"], predictions[column], n_bins=n_bins)
+        # Over all out-of-fold images at once; the tables give the mean over folds with its interval.
+        brier = brier_score_loss(predictions["label"], predictions[column], labels=[0, 1])
+        ax.plot(predicted, observed, marker="o", color=colour, label=f"{name}: pooled Brier {brier:.3f}")
+        count_ax.hist(predictions[column], bins=bins, color=colour, histtype="step", lw=1.8, label=name)
     ax.set(ylabel="fraction of fakes", title=title or "reliability diagram")
-    ax.legend(loc="upper left")
-    count_ax.hist(predictions["prob"], bins=np.linspace(0, 1, n_bins + 1), color="#8172B2")
+    ax.legend(loc="upper left", fontsize=8)
     count_ax.set(xlabel="predicted p(fake)", ylabel="images")
     return figure
 

@@ -112,7 +112,15 @@ def test_prediction_figures_one_panel_per_source_and_calibration_counts():
     histograms = confidence_histograms(predictions, "conf")
     assert [ax.get_title() for ax in histograms.axes] == ["real (real, n=4)", "gan (fake, n=4)"]
     calibration, counts = reliability_diagram(predictions, n_bins=5).axes
-    assert sum(patch.get_height() for patch in counts.patches) == 8
+    assert len(calibration.lines) == 2 and len(counts.patches) == 1  # the diagonal and the raw curve
+    # As packaged: the calibrated probabilities get their own curve, Brier and count outline.
+    both = reliability_diagram(predictions.assign(prob_calibrated=[0.1, 0.3, 0.3, 0.5, 0.5, 0.7, 0.9, 0.9]), 5)
+    calibration, counts = both.axes
+    legend = [t.get_text() for t in calibration.get_legend().get_texts()]
+    # Brier by hand: squared errors 0.01, 0.09, 0.09, 0.25 (reals) and 0.25, 0.09, 0.01, 0.01 (fakes), mean 0.100.
+    assert legend[2] == "calibrated on validation (as packaged): pooled Brier 0.100" and len(counts.patches) == 2
+    # Bins of width 0.2: {0.1} and {0.3, 0.3} real, {0.5, 0.5} half fake, {0.7} and {0.9, 0.9} fake.
+    np.testing.assert_allclose(calibration.lines[2].get_ydata(), [0, 0, 0.5, 1, 1], atol=1e-12)
 
 
 def test_attention_bars_name_experiments_once_per_fingerprint_in_landscape_panels():
