@@ -271,6 +271,9 @@ def evaluate_runs(
     # Each fold model's p(fake) also on one scale (Platt, fitted on its validation rows): raw, a fold model more
     # confident than the others would rank its images above theirs wherever folds are pooled.
     calibrations = [platt_calibration(val) for val in validations]
+    for fold, fit in enumerate(calibrations):
+        if fit["note"]:
+            logger.warning("%s fold %d: %s", label or fingerprint, fold, fit["note"])
     oof = pd.concat([f.predictions.assign(threshold=t, prob_calibrated=calibrate(f.predictions["prob"].to_numpy(), c))
                      for f, t, c in zip(folds, thresholds, calibrations, strict=True)], ignore_index=True)
     fold_metrics = pd.DataFrame([fold_metrics_row(f.predictions, f.meta, sources, t, val)

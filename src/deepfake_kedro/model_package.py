@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from deepfake_kedro.calibration import CALIBRATION_METHOD, calibrate, platt_calibration
+from deepfake_kedro.calibration import CALIBRATION_METHOD, calibrate
 from deepfake_kedro.commands import kedro_run
 from deepfake_kedro.data_index import square_resize
 from deepfake_kedro.face_crops import face_crop
@@ -46,27 +46,20 @@ def read_folds(resolved: ResolvedExperiment, store: FoldRunStore, n_folds: int) 
     return [store.read(run_key(resolved.fingerprint, fold)) for fold in range(n_folds)]
 
 
-def fold_calibrations(label: str, folds: Sequence[StoredFold]) -> list[dict[str, Any]]:
-    """Each stored fold model's ``platt_calibration``, fitted on its stored validation predictions.
+def summary_calibrations(label: str, metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each fold model's ``platt_calibration`` as the evaluation fitted it (``metrics.json``'s ``calibration``).
 
     Raises:
-        FileNotFoundError: A fold run has no stored validation predictions (trained before they were stored).
+        ValueError: The summary has none (evaluated before calibration was recorded): re-run the evaluation.
     """
-    calibrations = []
-    for fold, stored in enumerate(folds):
-        if stored.val_predictions is None:
-            raise FileNotFoundError(
-                f"{label}: fold run {stored.directory} has no val_predictions.parquet (trained before "
-                "validation predictions were stored), so its model cannot be calibrated; move that folder aside "
-                "and run its phase again to retrain the fold")
-        calibrations.append(platt_calibration(stored.val_predictions))
-        if calibrations[-1]["note"]:
-            logger.warning("%s fold %d: %s", label, fold, calibrations[-1]["note"])
-    return calibrations
+    if "calibration" not in metrics:
+        raise ValueError(f"{label}: metrics.json has no 'calibration' (evaluated before each fold's calibration was "
+                         "recorded); run its phase again: the evaluation reruns, the trained folds are reused")
+    return [dict(c) for c in metrics["calibration"]]
 
 
-def package_threshold(resolved: ResolvedExperiment, folds: Sequence[StoredFold], metrics: Mapping[str, Any],
-                      fold_metrics: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def package_threshold(resolved: ResolvedExperiment, metrics: Mapping[str, Any], fold_metrics: pd.DataFrame
+                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each fold's calibration and the package threshold: the mean of the fold thresholds, each calibrated.
 
     Calibration is monotone, so a fold's threshold mapped through it is the one its rule picks on the fold's
@@ -74,8 +67,7 @@ def package_threshold(resolved: ResolvedExperiment, folds: Sequence[StoredFold],
 
     Args:
         resolved: The experiment's resolved config.
-        folds: Its stored folds in order (``read_folds``), with their validation predictions.
-        metrics: Its metrics summary (``metrics.json``, with ``threshold_rule``).
+        metrics: Its metrics summary (``metrics.json``, with ``threshold_rule`` and each fold's ``calibration``).
         fold_metrics: Its per-fold metrics, with each fold's ``threshold`` on its raw p(fake).
 
     Returns:
@@ -83,14 +75,13 @@ def package_threshold(resolved: ResolvedExperiment, folds: Sequence[StoredFold],
         ``calibrated_fold_thresholds``, ``value``).
 
     Raises:
-        ValueError: The evaluation has no per-fold thresholds (re-run the experiment's evaluation).
-        FileNotFoundError: A fold run has no stored validation predictions (trained before they were stored).
+        ValueError: The evaluation has no per-fold thresholds or calibrations (re-run the experiment's evaluation).
     """
     if "threshold" not in fold_metrics.columns:
         raise ValueError(f"{resolved.label}: fold_metrics.csv has no 'threshold' column; re-run its evaluate_folds "
                          "node (thresholds are chosen there, on validation predictions)")
     fold_thresholds = fold_metrics.sort_values("fold")["threshold"].astype(float).tolist()
-    calibrations = fold_calibrations(resolved.label, folds)
+    calibrations = summary_calibrations(resolved.label, metrics)
     calibrated = [float(calibrate(np.array([t]), c)[0]) for t, c in zip(fold_thresholds, calibrations, strict=True)]
     threshold = {"rule": metrics.get("threshold_rule", "youden"), "choice": THRESHOLD_CHOICE,
                  "fold_thresholds": fold_thresholds, "calibrated_fold_thresholds": calibrated,
@@ -232,11 +223,10 @@ def build_package(
         The package (write it with ``save_package``).
 
     Raises:
-        ValueError: The evaluation has no per-fold thresholds (re-run the experiment's evaluation).
-        FileNotFoundError: A fold run has no stored validation predictions (``package_threshold``).
+        ValueError: The evaluation has no per-fold thresholds or calibrations (re-run the experiment's evaluation).
     """
     folds = read_folds(resolved, store, n_folds)
-    calibration, threshold = package_threshold(resolved, folds, metrics, fold_metrics)
+    calibration, threshold = package_threshold(resolved, metrics, fold_metrics)
     preprocessing = package_preprocessing(resolved, [f.meta for f in folds], face_detection)
     card = model_card(resolved, preprocessing, threshold, metrics, shortcut_audit, calibration)
     return ModelPackage(resolved, preprocessing, threshold, [f.load_state_dict() for f in folds], card, calibration)

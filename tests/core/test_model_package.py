@@ -11,7 +11,13 @@ from deepfake_kedro.calibration import calibrate
 from deepfake_kedro.experiment import evaluate_runs, plan_fold_runs
 from deepfake_kedro.folds import build_fold_table
 from deepfake_kedro.image_cache import ImageStack
-from deepfake_kedro.model_package import build_package, load_package, package_preprocessing, save_package
+from deepfake_kedro.model_package import (
+    build_package,
+    load_package,
+    package_preprocessing,
+    package_threshold,
+    save_package,
+)
 from deepfake_kedro.run_store import FoldRunStore, run_key
 from deepfake_kedro.study import ResolvedExperiment
 from deepfake_kedro.thresholds import ThresholdRule, choose_threshold
@@ -114,6 +120,12 @@ def test_a_package_built_before_calibration_is_refused_with_the_command_that_reb
     (tmp_path / "package" / "package.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"packaged before fold models were calibrated.*kedro run --pipelines package"):
         load_package(tmp_path / "package")
+
+
+def test_a_summary_evaluated_before_calibrations_were_recorded_is_refused_with_what_to_run(finished):
+    _, _, fold_metrics, package = finished
+    with pytest.raises(ValueError, match=r"phase1.tiny: metrics.json has no 'calibration'.*run its phase again"):
+        package_threshold(package.resolved, {"threshold_rule": "youden"}, fold_metrics)
 
 
 def test_loading_a_missing_package_names_the_file(tmp_path):

@@ -23,7 +23,7 @@ from deepfake_kedro.external import (
     set_metrics,
     shown_table,
 )
-from deepfake_kedro.model_package import build_package, package_threshold, read_folds
+from deepfake_kedro.model_package import build_package, package_threshold
 from deepfake_kedro.report_sections import ReportSection
 from deepfake_kedro.robustness import full_models
 from deepfake_kedro.serialization import json_safe
@@ -108,11 +108,10 @@ def summarize_external(
     results: dict[str, dict[str, Any]] = {}
     cv, fingerprints = {}, {}
     for (name, model), part in scores.groupby(["set", "model"], sort=False):
-        resolved, store, metrics, fold_metrics = finished_experiments.load(model)
+        resolved, _, metrics, fold_metrics = finished_experiments.load(model)
         cv[model], fingerprints[model] = metrics, resolved.fingerprint
         # The package's own threshold, which made the scores' `fake` column.
-        threshold = package_threshold(resolved, read_folds(resolved, store, len(fold_metrics)), metrics,
-                                      fold_metrics)[1]["value"]
+        threshold = package_threshold(resolved, metrics, fold_metrics)[1]["value"]
         results.setdefault(name, {})[model] = set_metrics(part, sets[name].real_sources, threshold,
                                                           evaluation.get("n_bootstrap", 1000))
     table = external_table(results, cv)

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from deepfake_kedro.data_index import ImageTree
 from deepfake_kedro.datasets import FinishedExperiments
 from deepfake_kedro.face_crops import BOX_COLUMNS
-from deepfake_kedro.model_package import build_package, fold_calibrations, read_folds
+from deepfake_kedro.model_package import build_package, summary_calibrations
 from deepfake_kedro.report_sections import ReportSection
 from deepfake_kedro.resumable import Part
 from deepfake_kedro.robustness import (
@@ -94,8 +94,8 @@ def summarize_robustness(
     # The study's test folds, not the images scored: robustness.max_images subsamples them, not the design.
     n_test = {label: folds["n_test"].tolist() for label, folds in sizes.items()}
     # Each fold model's calibration, fitted on its clean validation rows: the pooled AUC pools one scale.
-    calibrations = {label: fold_calibrations(resolved.label, read_folds(resolved, store, len(fold_metrics)))
-                    for label, (resolved, store, _, fold_metrics) in finished.items()}
+    calibrations = {label: summary_calibrations(resolved.label, metrics)
+                    for label, (resolved, _, metrics, _) in finished.items()}
     table = robustness_table(scores, n_train, n_test, n_bootstrap=n_bootstrap, calibrations=calibrations)
     caption = ("Each model's out-of-fold test images (the final models, then robustness.extra_models), "
                "corrupted at native resolution, then cropped as in training and scored by the fold model that "
