@@ -297,10 +297,10 @@ def robustness_table(
         folds = part.groupby("fold")
         fold_auc = pd.Series({fold: safe_auc(f["label"], f["prob"]) for fold, f in folds})
         pooled = part["prob"].to_numpy(dtype=float)
-        if calibrations is not None:
-            pooled = np.concatenate([calibrate(f["prob"].to_numpy(), calibrations[model][int(fold)])
-                                     for fold, f in folds])
-            part = pd.concat([f for _, f in folds])  # the rows in the order ``pooled`` has them
+        if calibrations is not None:  # each row through its own fold model's calibration, rows kept in place
+            fits = calibrations[model]
+            pooled = folds["prob"].transform(
+                lambda probs, fits=fits: calibrate(probs.to_numpy(), fits[int(probs.name)])).to_numpy()
         low, high = grouped_bootstrap_ci(part["label"], pooled, part["group"], n_boot=n_bootstrap, seed=seed)
         fold_summary = summarize(fold_auc.to_numpy(), bounds=(0.0, 1.0))
         rows.append({"model": model, "corruption": kind, "severity": severity, "level": level,
